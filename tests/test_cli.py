@@ -31,7 +31,7 @@ def test_generate_writes_an_image(tmp_path, capsys):
     "argv, message",
     [
         (["generate", "--prompt", "x", "--steps", "4", "--method", "none"], "Invalid prompt 'x'"),
-        (["generate", "--prompt", "1", "--method", "nope"], "Unknown method 'nope'"),
+        (["generate", "--prompt", "1", "--method", "nope"], "unknown method 'nope'"),
         (["generate", "--prompt", "1", "--threshold", "-1"], "threshold must be a finite number >= 0"),
         (["generate", "--prompt", "1", "--model", "/no/such/dir"], "cannot load model '/no/such/dir'"),
         (["demo", "--steps", "1"], "--steps must be at least 2"),

@@ -134,9 +134,9 @@ def test_presets_by_name_and_unknown_name():
 
 
 def test_make_policy_errors():
-    with pytest.raises(ValueError, match="Unknown method 'tea'"):
+    with pytest.raises(ValueError, match="unknown method 'tea'"):
         etcdiff.make_policy("tea")
-    with pytest.raises(ValueError, match="Bad arguments"):
+    with pytest.raises(ValueError, match="unknown setting 'threshold' for method 'fixed'"):
         etcdiff.make_policy("fixed", threshold=1)
 
 

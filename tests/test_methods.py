@@ -9,7 +9,7 @@ import etcdiff
 from etcdiff.calibration.profile import SHIPPED_DIR, load_profile, save_profile
 from etcdiff.cli import main
 from etcdiff.demo import DigitsPipeline
-from etcdiff.methods import METHODS
+from etcdiff import METHODS
 
 SHIPPED_TAU = load_profile(SHIPPED_DIR / "demo_50steps.json").tau
 
@@ -90,7 +90,7 @@ def test_enabling_another_kind_replaces_the_previous_method(pipe):
 
 
 def test_unknown_method_and_bad_objects(pipe):
-    with pytest.raises(ValueError, match="Unknown method 'tea'.*teacache"):
+    with pytest.raises(ValueError, match="unknown method 'tea'.*teacache"):
         etcdiff.enable(pipe, "tea")
     with pytest.raises(TypeError, match="method must be a name"):
         etcdiff.enable(pipe, 3)

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
-
+from .api import disable, enable, enabled, is_enabled, last_report, make_policy, summary
+from .calibration.profile import etc_from_profile
 from .integration.sampler import sample
-from .methods import METHODS, disable, enable, is_enabled, last_report
-from .policies import (
-    ETC, ETC_PRESETS, SADA, AdaptiveDiffusion, ERTACache, FixedInterval, NoCache, RunReport, StepPolicy, make_policy,
-)
+from .policies import ETC, ETC_PRESETS, SADA, AdaptiveDiffusion, ERTACache, FixedInterval, NoCache, RunReport, StepPolicy
 from .policies.magcache import MagCache
 from .policies.teacache import TeaCache
+from .registry import METHODS, Method, get_method, register, unregister
 
 __version__ = "0.1.0"
 
-
-@contextmanager
-def enabled(pipe: Any, policy: StepPolicy | str = "etc", **policy_kwargs: Any) -> Iterator[StepPolicy]:
-    """``with etcdiff.enabled(pipe, ETC(0.1)) as policy: pipe(...)``: enable, then disable on exit, even on error."""
-    p = enable(pipe, policy, **policy_kwargs)
-    try:
-        yield p
-    finally:
-        disable(pipe)
-
-
 __all__ = [
-    "METHODS", "SADA", "AdaptiveDiffusion", "ERTACache", "MagCache", "TeaCache",
+    "METHODS", "Method", "SADA", "AdaptiveDiffusion", "ERTACache", "MagCache", "TeaCache",
     "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "RunReport", "StepPolicy", "disable", "enable", "enabled",
-    "is_enabled", "last_report", "make_policy", "sample", "__version__",
+    "etc_from_profile", "get_method", "is_enabled", "last_report", "make_policy", "register", "sample", "summary",
+    "unregister", "__version__",
 ]

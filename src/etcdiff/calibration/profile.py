@@ -77,22 +77,21 @@ def profile_filename(identity: str, steps: int, suffix: str = ".json") -> str:
     return f"{profile_slug(identity)}_{steps}steps{suffix}"
 
 
+def model_identity(pipe: Any) -> str | None:
+    """The hub id or local path a pipeline was loaded from, where diffusers recorded it."""
+    config = getattr(pipe, "config", None)
+    name = getattr(config, "_name_or_path", None) if config is not None else None
+    return name or getattr(pipe, "name_or_path", None)
+
+
 def profile_identity(pipe: Any) -> str:
     """The identity a profile of ``pipe`` is saved and found under: the hub id or local path the pipeline was
-    loaded from (:func:`etcdiff.methods.model_identity`), ``"demo"`` for the embedded demo, else the class name."""
-    from ..methods import model_identity
-
+    loaded from (:func:`model_identity`); else the ``etcdiff_identity`` a pipeline class declares (the embedded
+    models do); else the class name."""
     ident = model_identity(pipe)
     if ident:
         return normalize_identity(ident)
-    try:
-        from ..demo import DigitsPipeline
-
-        if isinstance(pipe, DigitsPipeline):
-            return DEMO_IDENTITY
-    except Exception:  # pragma: no cover
-        pass
-    return type(pipe).__name__
+    return getattr(pipe, "etcdiff_identity", None) or type(pipe).__name__
 
 
 def package_versions() -> dict[str, str]:
@@ -299,11 +298,17 @@ def resample_curves(profile: Profile, steps: int) -> tuple[np.ndarray, np.ndarra
 def etc_from_profile(profile_or_path: Profile | str | os.PathLike, steps: int | None = None) -> ETC:
     """``ETC(tau, warmup, alpha)`` from a profile (or its path).
 
+    Without ``steps`` the policy follows each run's step count: the searched tau at the profile's own count,
+    and at another one the tau re-derived below.
+
     ``steps`` other than the profile's: tau comes from the change point of the curves resampled to ``steps``
     (see the module docs), with a warning; calibrating at that step count is the accurate way.
     """
     prof = profile_or_path if isinstance(profile_or_path, Profile) else load_profile(profile_or_path)
-    if steps is None or steps == prof.steps:
+    if steps is None:  # follow each run's step count: the searched tau at the profile's own, re-derived elsewhere
+        return ETC(threshold=prof.tau, warmup=prof.warmup, alpha=prof.alpha,
+                   threshold_for_steps=lambda n: etc_from_profile(prof, n).threshold)
+    if steps == prof.steps:
         return ETC(threshold=prof.tau, warmup=prof.warmup, alpha=prof.alpha)
     need = min_curve_length(prof.jump, prof.min_size) + 1
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < need:

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import etcdiff
     from etcdiff.demo import DigitsPipeline
-    from etcdiff.methods import resolve_policy
+    from etcdiff.api import resolve_policy
     from etcdiff.metrics import psnr, ssim
 
     if args.steps < 2 or args.repeats < 1:

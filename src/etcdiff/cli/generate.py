@@ -20,7 +20,7 @@ def _kv(text: str) -> tuple[str, Any]:
 
 
 def _method_names() -> list[str]:
-    from etcdiff.methods import METHODS
+    from etcdiff import METHODS
 
     return list(METHODS)
 
@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import etcdiff
-    from etcdiff.methods import method_info
     from etcdiff.models import call_kwargs, load_pipeline
 
     if args.steps < 1:
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         options["threshold"] = args.threshold
     if args.warmup is not None:
         options["warmup"] = args.warmup
-    method_info(args.method)  # an unknown name fails before the model loads
+    etcdiff.get_method(args.method).check_settings(options)  # bad names fail before the model loads
     pipe = load_pipeline(args.model, device=args.device)
     policy = etcdiff.enable(pipe, args.method, **options)
     try:

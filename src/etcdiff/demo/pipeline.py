@@ -42,6 +42,8 @@ class DigitsPipeline(DiffusionPipeline):
     """Class-conditional flow-matching sampler for 16x16 digits, with batched classifier-free guidance."""
 
     model_cpu_offload_seq = "transformer"
+    #: the name its calibration profiles are saved and found under (see ``calibration.profile_identity``)
+    etcdiff_identity = "demo"
 
     def __init__(self, transformer: DiTTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler):
         super().__init__()

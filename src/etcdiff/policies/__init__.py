@@ -12,19 +12,9 @@ from .etc import ETC, TrendState
 from .presets import ETC_PRESETS, etc_preset, find_preset
 from .sada import SADA
 
-#: Step-level methods by the name the CLI and ``etcdiff.enable(pipe, "name", ...)`` use.
-STEP_POLICIES: dict[str, Callable[..., StepPolicy]] = {
-    "etc": ETC,
-    "none": NoCache,
-    "fixed": FixedInterval,
-    "adaptive": AdaptiveDiffusion,
-    "sada": SADA,
-    "ertacache": ERTACache,
-}
-
 
 def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwargs: Any) -> Any:
-    """``factories[name](**kwargs)`` with one-line errors naming the choices (for policies and block rules)."""
+    """``factories[name](**kwargs)`` with one-line errors naming the choices (block rules by name)."""
     try:
         factory = factories[name]
     except KeyError:
@@ -35,13 +25,8 @@ def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwar
         raise ValueError(f"Bad arguments for {kind} {name!r}: {e}") from None
 
 
-def make_policy(method: str, **kwargs: Any) -> StepPolicy:
-    """Build a step policy by name, e.g. ``make_policy("etc", threshold=0.1)``."""
-    return build(STEP_POLICIES, "method", method, **kwargs)
-
-
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
     "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "OutputStream", "ReuseStream", "RunReport",
-    "STEP_POLICIES", "StepPolicy", "TrendState", "etc_preset", "find_preset", "make_policy",
+    "StepPolicy", "TrendState", "etc_preset", "find_preset",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -84,6 +84,8 @@ class ETC(StepPolicy):
         alpha: weight of the newest one-step trend in the recursive average, in (0, 1].
         max_growth: how many steps the window may grow by after one round under the tolerance. 1 (default) is
             the paper's ±1 rule, the reference behaviour; larger values are an opt-in extension (see ``_growth``).
+        threshold_for_steps: optional ``steps -> tau``: the tolerance then follows each run's step count (a
+            calibration profile searched at another count gives it; see ``etcdiff.etc_from_profile``).
 
     The window rule compares ``err = mean|eps - pre - d|`` with ``threshold`` on the output the sampler
     consumes (after classifier-free guidance is combined), as the spec defines eps_t.
@@ -91,7 +93,8 @@ class ETC(StepPolicy):
 
     name = "etc"
 
-    def __init__(self, threshold: float, warmup: int = 6, alpha: float = 0.5, max_growth: int = 1) -> None:
+    def __init__(self, threshold: float, warmup: int = 6, alpha: float = 0.5, max_growth: int = 1,
+                 threshold_for_steps: Callable[[int], float] | None = None) -> None:
         super().__init__()
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
             raise ValueError(
@@ -106,28 +109,14 @@ class ETC(StepPolicy):
             )
         if isinstance(max_growth, bool) or not isinstance(max_growth, int) or max_growth < 1:
             raise ValueError(f"ETC: max_growth must be an integer >= 1 (1 is the paper's rule), got {max_growth!r}.")
+        if threshold_for_steps is not None and not callable(threshold_for_steps):
+            raise ValueError("ETC: threshold_for_steps must be a callable steps -> tau (etcdiff.etc_from_profile makes one).")
         self.threshold = float(threshold)
         self.warmup = warmup
         self.alpha = float(alpha)
         self.max_growth = max_growth
-        self._profile: Any = None  # set by from_profile: tau then follows the step count
+        self.threshold_for_steps = threshold_for_steps
         self._tau_for_steps: dict[int, float] = {}
-
-    @classmethod
-    def from_profile(cls, profile: Any, steps: int | None = None) -> "ETC":
-        """ETC with the tolerance of a calibration profile (a ``Profile`` or its JSON path; ``etcdiff calibrate``).
-
-        With ``steps``, tau for that step count. Without, the policy follows each run's step count: the searched
-        tau at the profile's own count, and at another one a tau re-derived from the profile's curves resampled
-        to it, with a warning (spec: never reuse a mismatched tau silently).
-        """
-        from ..calibration.profile import Profile, etc_from_profile, load_profile
-
-        prof = profile if isinstance(profile, Profile) else load_profile(profile)
-        policy = etc_from_profile(prof, steps)
-        if steps is None:
-            policy._profile = prof
-        return policy
 
     @classmethod
     def preset(cls, name: str) -> "ETC":
@@ -143,11 +132,9 @@ class ETC(StepPolicy):
         return out
 
     def begin(self, num_steps: int) -> None:
-        if self._profile is not None and isinstance(num_steps, int) and num_steps > 0:
+        if self.threshold_for_steps is not None and isinstance(num_steps, int) and num_steps > 0:
             if num_steps not in self._tau_for_steps:
-                from ..calibration.profile import etc_from_profile
-
-                self._tau_for_steps[num_steps] = etc_from_profile(self._profile, num_steps).threshold
+                self._tau_for_steps[num_steps] = float(self.threshold_for_steps(num_steps))
             self.threshold = self._tau_for_steps[num_steps]
         super().begin(num_steps)
         if self.warmup >= num_steps:

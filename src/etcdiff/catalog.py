@@ -1,0 +1,133 @@
+"""The methods etcdiff ships, each declared once (see :mod:`etcdiff.registry`).
+
+A new method is one policy module plus one ``register(Method(...))`` here (or in a plug-in of your own).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import Method, register
+
+
+# -- the settings classes, imported when first needed -------------------------------------------------------
+def _policy(name: str) -> Any:
+    from . import policies
+
+    return lambda: getattr(policies, name)
+
+
+def _block_rule(name: str) -> Any:
+    def schema() -> type:
+        from .policies.magcache import MagCache
+        from .policies.teacache import TeaCache
+
+        return {"TeaCache": TeaCache, "MagCache": MagCache}[name]
+
+    return schema
+
+
+def _diffusers_config(name: str) -> Any:
+    def schema() -> type:
+        import diffusers.hooks
+
+        return getattr(diffusers.hooks, name)
+
+    return schema
+
+
+def _cache_dit_config() -> type:
+    from .integration.external import cache_dit_status
+
+    why = cache_dit_status()
+    if why is not None:
+        raise RuntimeError(f"{why}. Install etcdiff's peers extra: pip install 'etcdiff[peers]'.")
+    import cache_dit
+
+    return cache_dit.DBCacheConfig
+
+
+# -- calibrations -------------------------------------------------------------------------------------------
+def _fit_ertacache(trajectories: list[Any], threshold: float = 0.2, **_: Any) -> dict[str, Any]:
+    from .policies.ertacache import fit_ertacache
+
+    return {"profile": fit_ertacache(trajectories, threshold).to_dict()}
+
+
+def _teacache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
+    from .integration.block_cache import calibrate_teacache
+
+    return {"coefficients": list(calibrate_teacache(pipe, prompts, steps, seed, **call_kwargs).coefficients)}
+
+
+def _magcache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
+    from .integration.block_cache import calibrate_magcache
+
+    return {"ratios": list(calibrate_magcache(pipe, prompts, steps, seed, **call_kwargs).ratios)}
+
+
+def _resolve_etc(pipe: Any, settings: dict[str, Any]) -> Any:
+    """ETC with no threshold takes, in order: the pipeline's calibration profile (the user's folder, then the
+    profiles shipped with etcdiff), the published preset of a known model, or fails saying how to calibrate."""
+    from .calibration.profile import etc_from_profile, find_profile, model_identity, profile_identity
+    from .policies import ETC, find_preset
+
+    if "threshold" in settings:
+        return ETC(**settings)
+    ident = profile_identity(pipe) if pipe is not None else None
+    profile = find_profile(ident) if ident else None
+    if profile is not None:
+        policy = etc_from_profile(profile)
+        return ETC(**{**policy.params(), **settings}, threshold_for_steps=policy.threshold_for_steps)
+    preset = find_preset(model_identity(pipe) or "") if pipe is not None else None
+    if preset is None:
+        raise ValueError(
+            f"no ETC threshold given, no calibration profile and no published preset for {ident or 'this model'!r}. "
+            "Give a threshold, or calibrate this model once with `etcdiff calibrate --model <id or path>`."
+        )
+    return ETC(**{"threshold": preset.threshold, "warmup": preset.warmup, **settings})
+
+
+# -- the declarations ---------------------------------------------------------------------------------------
+for _m in (
+    Method("etc", "step", "ETC, Error-aware Trend Consistency (this project's reference method)",
+           "whole output, predicted by a consistent trend over a dynamic window",
+           "tau per model: `etcdiff calibrate`, or a published preset",
+           schema=_policy("ETC"), resolve=_resolve_etc),
+    Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
+    Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
+           schema=_policy("FixedInterval"), threshold=None),
+    Method("adaptive", "step", "AdaptiveDiffusion (Ye et al. 2024)",
+           "whole output, unchanged; skips by a third-order latent difference", "no (threshold 0.01)",
+           schema=_policy("AdaptiveDiffusion")),
+    Method("sada", "step", "SADA (Jiang et al. 2025), step-wise part",
+           "whole output with x0 extrapolation; skips by drift stability", "no", schema=_policy("SADA"),
+           threshold=None),
+    Method("ertacache", "step", "ERTACache (reconstruction of its three named parts)",
+           "whole output with timestep and residual-linearization corrections",
+           "yes: offline profile, `etcdiff calibrate --method ertacache`",
+           schema=_policy("ERTACache"), saved={"profile": "profile"}, saved_required=True, threshold=None,
+           fit=_fit_ertacache, fit_settings=("threshold",)),
+    Method("teacache", "block", "TeaCache (Liu et al. 2025)",
+           "residual of the transformer blocks; skips by the modulated input's change",
+           "coefficients per model (published for FLUX, Wan); `etcdiff calibrate --method teacache`",
+           schema=_block_rule("TeaCache"), saved={"coefficients": "coefficients"},
+           calibrate_pipeline=_teacache_pipeline),
+    Method("magcache", "block", "MagCache (Ma et al. 2025)",
+           "residual of the transformer blocks; skips by accumulated magnitude-ratio error",
+           "ratios per model (published for FLUX); `etcdiff calibrate --method magcache`",
+           schema=_block_rule("MagCache"), saved={"ratios": "ratios"}, calibrate_pipeline=_magcache_pipeline),
+    Method("diffusers-fbc", "external", "diffusers FirstBlockCache, as shipped",
+           "residual of blocks 2..L when block 1's residual barely changes", "no (threshold 0.05)",
+           schema=_diffusers_config("FirstBlockCacheConfig")),
+    Method("diffusers-magcache", "external", "diffusers MagCache, as shipped", "residual of the transformer blocks",
+           "ratios (FLUX built in; else etcdiff's `magcache` calibration)",
+           schema=_diffusers_config("MagCacheConfig"), saved={"mag_ratios": "ratios"}, saved_from="magcache"),
+    Method("diffusers-taylorseer", "external", "diffusers TaylorSeer cache, as shipped",
+           "attention outputs, Taylor-extrapolated", "no (interval 5, order 1)",
+           schema=_diffusers_config("TaylorSeerCacheConfig"), threshold=None),
+    Method("cache-dit", "external", "cache-dit DBCache, as shipped",
+           "residual of the middle blocks (first Fn blocks always run)", "no",
+           schema=_cache_dit_config, threshold="residual_diff_threshold"),
+):
+    register(_m)

@@ -1,0 +1,155 @@
+"""The one registry of methods: each method is declared once, as a :class:`Method`, and every entry point
+(``etcdiff.enable``, ``last_report``, the CLI's ``--method`` / ``--set`` / ``--settings``, ``calibrate --method``,
+the bench) reads it.
+
+A method knows its name and kind, its settings (the parameters of its policy or config class, checked with
+one-line errors and a "did you mean"), where a saved calibration supplies settings, how it is calibrated, and
+which :class:`Kind` puts it on a pipeline, takes it off and reports. Adding a method is one module (the
+policy) and one :func:`register` call (see ``catalog.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+KIND_NAMES = ("step", "block", "external")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method under etcdiff's interface.
+
+    Args:
+        name: what ``enable(pipe, name)`` and ``--method`` take.
+        kind: ``"step"`` (a :class:`~etcdiff.policies.base.StepPolicy` predicts the whole output on skipped
+            steps), ``"block"`` (a rule reuses the transformer blocks' residual) or ``"external"`` (a real peer
+            as it ships).
+        source, reuses, calibration: one line each, for the README table and ``etcdiff methods``.
+        schema: returns the class whose constructor (or dataclass fields) are the method's settings; for step
+            and block methods the class is also what gets built.
+        saved: settings that a saved calibration supplies when the user gives none: setting -> key in the saved
+            settings of ``saved_from`` (default: this method).
+        saved_required: fail with "run etcdiff calibrate" when the saved calibration is missing.
+        threshold: the setting that the CLI's ``--threshold`` sets (``None``: the method has no tolerance).
+        fit: ``fit(trajectories, **settings) -> dict`` of settings to save, from full-step runs recorded on
+            calibration inputs (``etcdiff calibrate --method``, ``etcdiff.calibrate_policy``).
+        calibrate_pipeline: a pipeline-only calibration ``(pipe, prompts, steps, seed, guidance_scale,
+            **settings) -> dict`` for methods whose signals live inside the model (block caches).
+        resolve: custom settings resolution ``(pipe, settings) -> object`` (ETC: profile, then preset).
+        fit_settings: the settings the calibration takes (``--threshold`` for ERTACache, ``--calls`` for
+            MeanCache), beside the run-time ones.
+    """
+
+    name: str
+    kind: str
+    source: str
+    reuses: str
+    calibration: str
+    schema: Callable[[], type]
+    saved: dict[str, str] = field(default_factory=dict)
+    saved_from: str | None = None
+    saved_required: bool = False
+    threshold: str | None = "threshold"
+    fit: Callable[..., dict[str, Any]] | None = None
+    calibrate_pipeline: Callable[..., dict[str, Any]] | None = None
+    resolve: Callable[[Any, dict[str, Any]], Any] | None = None
+    fit_settings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KIND_NAMES:
+            raise ValueError(f"method {self.name!r}: kind must be one of {', '.join(KIND_NAMES)}, got {self.kind!r}.")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.fit is not None or self.calibrate_pipeline is not None
+
+    def settings_names(self) -> list[str]:
+        """The names the method's settings class takes."""
+        return setting_names(self.schema())
+
+    def check_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` with plain Python numbers, or a ValueError naming an unknown setting and the real ones."""
+        known = self.settings_names()
+        for key in settings:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown setting {key!r} for method {self.name!r}.{hint} "
+                                 f"Its settings: {', '.join(known) or 'none'}.")
+        return {k: plain_number(v) for k, v in settings.items()}
+
+    def build(self, settings: dict[str, Any]) -> Any:
+        """The policy or rule object of this method with ``settings`` (step and block methods)."""
+        cls = self.schema()
+        try:
+            return cls(**settings)
+        except TypeError as e:
+            missing = [n for n, p in _parameters(cls).items()
+                       if p.default is inspect.Parameter.empty and n not in settings]
+            if missing:
+                raise ValueError(f"method {self.name!r} needs the setting(s) {', '.join(missing)}.") from None
+            raise ValueError(f"bad settings for method {self.name!r}: {e}") from None
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(cls).parameters
+    return {n: p for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def setting_names(cls: type) -> list[str]:
+    """The settings a class takes: its dataclass fields that ``__init__`` accepts, else its parameters."""
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+    return list(_parameters(cls))
+
+
+def plain_number(value: Any) -> Any:
+    """numpy scalars and 0-d tensors or arrays as Python numbers: every real number type is a valid setting."""
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        value = value.item()
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add ``method`` to the registry (``replace=True`` to redefine a name); returns it."""
+    if not isinstance(method, Method):
+        raise TypeError(f"register takes a Method, got {type(method).__name__}.")
+    if method.name in METHODS and not replace:
+        raise ValueError(f"a method named {method.name!r} is registered already; pass replace=True to redefine it.")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a method added with :func:`register` (for tests and plug-ins)."""
+    METHODS.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``, or a ValueError that names the closest and all the choices."""
+    if not isinstance(name, str):
+        raise TypeError(f"a method name must be a string, got {type(name).__name__}.")
+    try:
+        return METHODS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(METHODS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown method {name!r}.{hint} Choose one of: {', '.join(METHODS)}.") from None
+
+
+def methods_of_kind(*kinds: str) -> list[str]:
+    return [n for n, m in METHODS.items() if m.kind in kinds]
