@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .api import disable, enable, enabled, is_enabled, last_report, make_policy, summary
 from .calibration.profile import etc_from_profile
 from .integration.sampler import sample
@@ -10,7 +11,6 @@ from .policies.magcache import MagCache
 from .policies.teacache import TeaCache
 from .registry import METHODS, Method, get_method, register, unregister
 
-__version__ = "0.1.0"
 
 __all__ = [
     "METHODS", "Method", "SADA", "AdaptiveDiffusion", "ERTACache", "MagCache", "TeaCache",

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
+from ..policies.trajectory import Trajectory
 from .step_tracker import StepTracker
 
-
-@dataclass
-class Trajectory:
-    """One full-step run: ``outputs[t]`` is eps_t as the scheduler consumed it (after CFG), ``inputs[t]`` is
-    x_t, ``final`` the clean latents after the last step; ``timesteps``/``sigmas`` are the scheduler's."""
-
-    outputs: list[torch.Tensor] = field(default_factory=list)
-    inputs: list[torch.Tensor] = field(default_factory=list)
-    final: torch.Tensor | None = None
-    timesteps: torch.Tensor | None = None
-    sigmas: torch.Tensor | None = None
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.outputs)
+__all__ = ["Trajectory", "record_pipeline"]
 
 
 class _Recorder:

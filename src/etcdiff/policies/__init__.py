@@ -8,9 +8,10 @@ from .adaptive import AdaptiveDiffusion
 from .base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .baselines import FixedInterval, NoCache
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
-from .etc import ETC, TrendState
-from .presets import ETC_PRESETS, etc_preset, find_preset
+from .etc import ETC, TrendState, etc_preset
+from .presets import ETC_PRESETS, find_preset
 from .sada import SADA
+from .trajectory import Trajectory
 
 
 def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwargs: Any) -> Any:
@@ -28,5 +29,5 @@ def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwar
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
     "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "OutputStream", "ReuseStream", "RunReport",
-    "StepPolicy", "TrendState", "etc_preset", "find_preset",
+    "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
 ]

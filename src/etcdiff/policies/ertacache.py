@@ -2,7 +2,7 @@
 
 No public formulas were available to us (spec ``PEERS.md``, "ERTACache"), so this module rebuilds the three
 parts the paper names, each in closed form and pure tensor math, from recorded full-step trajectories
-(:class:`~etcdiff.integration.recording.Trajectory`: eps_t as the scheduler consumed it, x_t, sigmas):
+(:class:`~etcdiff.policies.trajectory.Trajectory`: eps_t as the scheduler consumed it, x_t, sigmas):
 
 1. Offline residual profiling -> one fixed, prompt-independent reuse schedule. Walking the steps with c the
    last computed step, r_t = mean over prompts of rel(eps_t, eps_c) (rel(a, b) = mean|a - b| / mean|b|) is
@@ -30,14 +30,13 @@ import math
 import os
 from pathlib import Path
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
 
-if TYPE_CHECKING:  # the dataclass only; fitting is pure tensor math
-    from ..integration.recording import Trajectory
+from .trajectory import Trajectory
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

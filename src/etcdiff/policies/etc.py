@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from .presets import find_preset, unknown_preset_message
 
 
 class TrendState:
@@ -121,8 +122,6 @@ class ETC(StepPolicy):
     @classmethod
     def preset(cls, name: str) -> "ETC":
         """The paper's published tolerance for a model family, e.g. ``ETC.preset("flux")``."""
-        from .presets import etc_preset
-
         return etc_preset(name)
 
     def params(self) -> dict[str, Any]:
@@ -217,3 +216,11 @@ class ETC(StepPolicy):
         self.trend = TrendState(self.alpha)
         self.k = self.left = 0
         self._poisoned = True
+
+
+def etc_preset(name: str) -> ETC:
+    """``ETC`` with the published tolerance and warm-up of ``name`` (a family name or a hub id)."""
+    p = find_preset(name)
+    if p is None:
+        raise KeyError(unknown_preset_message(name))
+    return ETC(threshold=p.threshold, warmup=p.warmup)

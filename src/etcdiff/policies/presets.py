@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .etc import ETC
-
 
 @dataclass(frozen=True)
 class ETCPreset:
@@ -30,6 +28,7 @@ ETC_PRESETS: tuple[ETCPreset, ...] = (
 
 
 def find_preset(name: str) -> ETCPreset | None:
+    """The published preset of a family name or hub id, or ``None``."""
     key = name.strip().lower()
     for p in ETC_PRESETS:
         if key == p.model.lower() or key in p.aliases:
@@ -37,10 +36,6 @@ def find_preset(name: str) -> ETCPreset | None:
     return None
 
 
-def etc_preset(name: str) -> ETC:
-    """``ETC`` with the published tolerance and warm-up of ``name`` (a family name or a hub id)."""
-    p = find_preset(name)
-    if p is None:
-        known = ", ".join(f"{p.aliases[0]!r} ({p.model}, {p.steps} steps)" for p in ETC_PRESETS)
-        raise KeyError(f"No published ETC preset for {name!r}. Known: {known}. For another model run `etcdiff calibrate`.")
-    return ETC(threshold=p.threshold, warmup=p.warmup)
+def unknown_preset_message(name: str) -> str:
+    known = ", ".join(f"{p.aliases[0]!r} ({p.model}, {p.steps} steps)" for p in ETC_PRESETS)
+    return f"No published ETC preset for {name!r}. Known: {known}. For another model run `etcdiff calibrate`."
