@@ -1,20 +1,40 @@
-"""etcdiff: training-free acceleration of diffusion sampling by predicting the outputs of skipped steps."""
+"""etcdiff: training-free acceleration of diffusion sampling by predicting the outputs of skipped steps.
+
+Names are imported on first use (PEP 562), so that ``etcdiff --help`` and reading the method registry cost no
+torch or diffusers import.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .api import disable, enable, enabled, is_enabled, last_report, make_policy, summary
-from .calibration.profile import etc_from_profile
-from .integration.sampler import sample
-from .policies import ETC, ETC_PRESETS, SADA, AdaptiveDiffusion, ERTACache, FixedInterval, NoCache, RunReport, StepPolicy
-from .policies.magcache import MagCache
-from .policies.teacache import TeaCache
-from .registry import METHODS, Method, get_method, register, unregister
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(("disable", "enable", "enabled", "is_enabled", "last_report", "make_policy", "summary"), ".api"),
+    **dict.fromkeys(("calibrate_policy",), ".calibrate"),
+    **dict.fromkeys(("etc_from_profile",), ".calibration.profile"),
+    **dict.fromkeys(("sample",), ".integration.sampler"),
+    **dict.fromkeys(("ETC", "ETC_PRESETS", "SADA", "AdaptiveDiffusion", "ERTACache", "FixedInterval", "NoCache",
+                     "RunReport", "StepPolicy"), ".policies"),
+    "MagCache": ".policies.magcache",
+    "TeaCache": ".policies.teacache",
+    **dict.fromkeys(("METHODS", "Method", "get_method", "register", "unregister"), ".catalog"),
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-__all__ = [
-    "METHODS", "Method", "SADA", "AdaptiveDiffusion", "ERTACache", "MagCache", "TeaCache",
-    "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "RunReport", "StepPolicy", "disable", "enable", "enabled",
-    "etc_from_profile", "get_method", "is_enabled", "last_report", "make_policy", "register", "sample", "summary",
-    "unregister", "__version__",
-]
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'etcdiff' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

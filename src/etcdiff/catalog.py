@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import Method, register
+from .registry import METHODS, Method, get_method, register, unregister
+
+__all__ = ["METHODS", "Method", "get_method", "register", "unregister"]
 
 
 # -- the settings classes, imported when first needed -------------------------------------------------------
 def _policy(name: str) -> Any:
-    from . import policies
+    def schema() -> type:
+        from . import policies
 
-    return lambda: getattr(policies, name)
+        return getattr(policies, name)
+
+    return schema
 
 
 def _block_rule(name: str) -> Any:
@@ -41,7 +46,7 @@ def _cache_dit_config() -> type:
 
     why = cache_dit_status()
     if why is not None:
-        raise RuntimeError(f"{why}. Install etcdiff's peers extra: pip install 'etcdiff[peers]'.")
+        raise ImportError(f"{why}. Install etcdiff's peers extra: pip install 'etcdiff[peers]'.")
     import cache_dit
 
     return cache_dit.DBCacheConfig

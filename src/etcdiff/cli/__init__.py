@@ -1,19 +1,29 @@
-"""The ``etcdiff`` command line: one module per subcommand, each with ``register(subparsers)``."""
+"""The ``etcdiff`` command line: one module per subcommand, each with ``register(subparsers)``.
+
+Every user mistake ends in one line on stderr that names the problem and the fix, exit status 2 (argparse's
+usage errors too); an unexpected failure is one line with exit status 1 (``ETCDIFF_DEBUG=1`` shows the
+traceback). Subcommand modules import torch and diffusers only when they run, so ``--help`` is quick.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from typing import Sequence
 
 from . import bench, calibrate, demo, generate
+from .common import CLIError
 
 #: Subcommand modules; each defines ``register(subparsers)`` and sets ``func`` on its parser.
 COMMANDS = [demo, generate, calibrate, bench]
 
+#: exceptions that mean the input was wrong (the message says what and how to fix it)
+USER_ERRORS = (CLIError, ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError, NotImplementedError, ImportError)
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2, no traceback."""
+__all__ = ["CLIError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,15 +40,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"etcdiff: warning: {message}", file=file or sys.stderr)
+
+
+def _message(e: BaseException) -> str:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(str(msg).split()) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = os.environ.get("ETCDIFF_DEBUG") == "1"
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning  # warnings read as messages, without source lines
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"etcdiff {args.command}: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"etcdiff {args.command}: interrupted", file=sys.stderr)
         return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"etcdiff {args.command}: error: {_message(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a newcomer gets one line; ETCDIFF_DEBUG=1 gives the traceback
+        if debug:
+            raise
+        print(f"etcdiff {args.command}: error: {type(e).__name__}: {_message(e)} "
+              "(this looks like a bug in etcdiff or the model; rerun with ETCDIFF_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = shown

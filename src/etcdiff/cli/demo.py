@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from .common import noisy, prepare_output_dir, timing
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     import etcdiff
     from etcdiff.demo import DigitsPipeline
     from etcdiff.api import resolve_policy
@@ -39,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 2 or args.repeats < 1:
         raise ValueError("--steps must be at least 2 and --repeats at least 1")
+    prepare_output_dir(args.out)  # before any sampling
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     pipe = DigitsPipeline.from_embedded()
     pipe.set_progress_bar_config(disable=True)
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.update()
 
     s, p = ssim(images["full"], images["etc"]), psnr(images["full"], images["etc"])
-    med = {m: statistics.median(v) for m, v in times.items()}
+    spread = {m: timing(v) for m, v in times.items()}
+    med = {m: spread[m]["median"] for m in times}
     full_calls, etc_calls = reports["full"].model_calls, reports["etc"].model_calls
     result = {
         "model": "etcdiff embedded digits DiT (flow matching, 16x16)",
@@ -87,20 +93,24 @@ def run(args: argparse.Namespace) -> int:
         "model_calls": {"full": full_calls, "etc": etc_calls},
         "call_reduction": full_calls / etc_calls,
         "computed_steps": reports["etc"].computed_steps,
-        "latency_s": {m: {"median": med[m], "repeats": times[m]} for m in methods},
+        "latency_s": spread,
         "wallclock_speedup": med["full"] / med["etc"],
+        "wallclock_noisy": noisy(med["full"] / med["etc"], full_calls / etc_calls),
         "ssim": {"mean": float(s.mean()), "per_image": s.tolist()},
         "psnr_db": {"mean": float(p.mean()), "min": float(p.min()), "per_image": p.tolist()},
         "versions": {"etcdiff": etcdiff.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "demo.png"
     _side_by_side(images["full"], images["etc"], png, result)
     (args.out / "demo.json").write_text(json.dumps(result, indent=2))
     print(f"model calls   : full {full_calls}, ETC {etc_calls}  ({result['call_reduction']:.2f}x fewer)")
-    print(f"wall-clock    : full {med['full'] * 1000:.0f} ms, ETC {med['etc'] * 1000:.0f} ms, median of "
-          f"{args.repeats}  ({result['wallclock_speedup']:.2f}x faster)")
+    iqr = {m: f"{spread[m]['q1'] * 1000:.0f}-{spread[m]['q3'] * 1000:.0f}" for m in methods}
+    print(f"wall-clock    : full {med['full'] * 1000:.0f} ms (IQR {iqr['full']}), ETC {med['etc'] * 1000:.0f} ms "
+          f"(IQR {iqr['etc']}), median of {args.repeats}  ({result['wallclock_speedup']:.2f}x faster)")
+    if result["wallclock_noisy"]:
+        print(f"                the wall-clock speedup exceeds the {result['call_reduction']:.2f}x reduction in model "
+              "calls by more than 10 %: the machine's load changed between runs, so this timing is not trustworthy")
     print(f"fidelity      : SSIM {s.mean():.4f}, PSNR {p.mean():.2f} dB (min {p.min():.2f}) against the full run")
     print(f"computed steps: {reports['etc'].computed_steps}")
     print(f"wrote {png} and {args.out / 'demo.json'}")
@@ -109,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[str, Any]) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

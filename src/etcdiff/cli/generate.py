@@ -8,15 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _kv(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+from .common import check_device, key_value, method_options, prepare_output_file
 
 
 def _method_names() -> list[str]:
@@ -34,9 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="demo", help="'demo' (embedded, offline) or a diffusers hub id / local path")
     p.add_argument("--prompt", action="append", required=True, help="prompt (repeat for a batch); for demo a digit 0-9")
     p.add_argument("--method", default="etc", help="method name: " + ", ".join(_method_names()) + " (default etc)")
-    p.add_argument("--threshold", type=float, default=None, help="the method's threshold (ETC: tau)")
-    p.add_argument("--warmup", type=int, default=None, help="steps that always run the model")
-    p.add_argument("--set", dest="options", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+    p.add_argument("--threshold", type=float, default=None,
+                   help="the method's tolerance (ETC: tau; cache-dit: residual_diff_threshold); refused by methods "
+                        "without one")
+    p.add_argument("--warmup", type=int, default=None, help="steps that always run the model (step methods that have it)")
+    p.add_argument("--set", dest="options", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="any other method option, e.g. --set alpha=0.5 (repeatable)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
@@ -55,31 +49,35 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise ValueError("--steps must be a positive integer")
-    options = dict(args.options)
-    if args.threshold is not None:
-        options["threshold"] = args.threshold
-    if args.warmup is not None:
-        options["warmup"] = args.warmup
-    etcdiff.get_method(args.method).check_settings(options)  # bad names fail before the model loads
+    options, notes = method_options(args.method, dict(args.options), args.threshold, args.warmup)
+    check_device(args.device)
+    prepare_output_file(args.out)  # before the model loads and samples
+    for note in notes:
+        print(note)
     pipe = load_pipeline(args.model, device=args.device)
-    policy = etcdiff.enable(pipe, args.method, **options)
+    etcdiff.enable(pipe, args.method, **options)
     try:
         kwargs = call_kwargs(pipe, args.prompt if len(args.prompt) > 1 else args.prompt[0], args.steps, args.seed, args.guidance)
         t0 = time.perf_counter()
         with torch.no_grad():
             result = pipe(**kwargs)
         elapsed = time.perf_counter() - t0
+        summary = etcdiff.summary(pipe)
         report = etcdiff.last_report(pipe)
     finally:
         etcdiff.disable(pipe)
     paths = _save(result, args.out)
-    label = repr(policy) if isinstance(policy, etcdiff.StepPolicy) else f"{args.method} {options or ''}".strip()
-    print(f"{label} on {args.model}: {report.model_calls} model calls in {report.num_steps} steps, {elapsed:.2f} s")
-    if getattr(report, "computed_steps", None) is not None:
+    settings = ", ".join(f"{k}={v}" for k, v in summary["settings"].items())
+    kind = etcdiff.get_method(args.method).kind
+    print(f"{args.method}({settings}) on {args.model}, {report.num_steps} steps, {elapsed:.2f} s (one run)")
+    if kind == "step":
+        print(f"model calls: {report.model_calls} (denoiser forwards; {report.num_computed} of {report.num_steps} "
+              f"steps computed, {summary['speedup']:.2f}x fewer)")
         print("computed steps:", report.computed_steps)
-    for name in ("stack_runs", "block_runs"):  # block-level and external peers: block-stack executions
-        if getattr(report, name, None) is not None:
-            print(f"block-stack executions: {getattr(report, name)}")
+    else:  # block-level and external peers: the head and tail run every step; the block stack is what is skipped
+        runs = getattr(report, "stack_runs", None)
+        runs = getattr(report, "block_runs", None) if runs is None else runs
+        print(f"block-stack executions: {runs} (the model's head and tail run on every step)")
     for path in paths:
         print("wrote", path)
     return 0

@@ -1,0 +1,111 @@
+"""What the subcommands share: user errors, output paths checked before any work, devices, method settings
+in CLI terms, and wall-clock figures with their spread."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value where it parses (numbers, true/false/null), else the string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing non-folder among ``path``'s parents, if any."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def prepare_output_dir(path: Path, flag: str = "--out") -> Path:
+    """Create the output folder now, before any sampling, or fail with one line saying why."""
+    blocker = path if path.exists() and not path.is_dir() else _blocking_file(path)
+    if blocker is not None:
+        raise CLIError(f"{flag} {path}: {blocker} is a file, not a folder; choose another {flag}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{flag} {path}: cannot create the folder ({e.strerror}); choose another {flag}.") from None
+    return path
+
+
+def prepare_output_file(path: Path, flag: str = "--out") -> Path:
+    """Check that ``path`` can be written (its folder is created now, before any sampling)."""
+    if path.is_dir():
+        raise CLIError(f"{flag} {path} is a folder; give a file name such as {path / 'image.png'}.")
+    prepare_output_dir(path.parent, flag)
+    return path
+
+
+def check_device(device: str) -> str:
+    """``device`` if this torch can use it, else a one-line error naming what can run here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:0 or mps.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: this torch build sees no CUDA GPU; use --device cpu "
+                       "(or install a CUDA build of torch on a machine with a GPU).")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CLIError(f"--device {device}: MPS is not available here; use --device cpu.")
+    return device
+
+
+def method_options(method: str, options: dict[str, Any], threshold: float | None = None,
+                   warmup: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The settings of ``method`` from ``--set`` options and the ``--threshold`` / ``--warmup`` shortcuts,
+    checked against the method's real settings; also notes saying what a shortcut set."""
+    from etcdiff import get_method
+
+    info = get_method(method)
+    options = dict(options)
+    notes: list[str] = []
+    if threshold is not None:
+        if info.threshold is None:
+            raise CLIError(f"--threshold: method {method!r} has no tolerance setting; its settings are "
+                           f"{', '.join(info.settings_names()) or 'none'} (pass them with --set KEY=VALUE).")
+        options[info.threshold] = threshold
+        if info.threshold != "threshold":
+            notes.append(f"--threshold sets {method}'s {info.threshold}")
+    if warmup is not None:
+        options["warmup"] = warmup
+    try:
+        return info.check_settings(options), notes
+    except ValueError as e:
+        raise CLIError(f"{e} Pass settings as --set KEY=VALUE.") from None
+
+
+def timing(values: Sequence[float]) -> dict[str, Any]:
+    """Median, quartiles and count of repeated wall-clock times (seconds)."""
+    vals = sorted(values)
+    if len(vals) >= 2:
+        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
+    else:
+        q1 = q3 = vals[0]
+    return {"median": statistics.median(vals), "q1": q1, "q3": q3, "repeats": len(vals), "all": list(values)}
+
+
+def noisy(wall_speedup: float | None, work_speedup: float | None, tolerance: float = 0.10) -> bool:
+    """A wall-clock speedup more than ``tolerance`` above the reduction in work (calls or FLOPs) cannot come
+    from the method: the machine's load changed between runs."""
+    return bool(wall_speedup and work_speedup and wall_speedup > work_speedup * (1 + tolerance))

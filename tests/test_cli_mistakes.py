@@ -1,0 +1,130 @@
+"""The mistakes a newcomer makes end in one line that names the problem and the fix, with exit status 2 and no
+traceback; a bad output path fails before any sampling."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import etcdiff
+from etcdiff.cli import main
+from etcdiff.demo import DigitsPipeline
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("etcdiff: warning")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["generate", "--prompt", "1", "--set", "treshold=0.1"], "Did you mean 'threshold'"),
+    (["generate", "--prompt", "1", "--method", "diffusers-taylorseer", "--threshold", "0.1"],
+     "has no tolerance setting"),
+    (["generate", "--prompt", "1", "--method", "ertacache", "--warmup", "3"], "unknown setting 'warmup' for method 'ertacache'"),
+    (["generate", "--prompt", "1", "--method", "etc", "--set", "alpha=2"], "alpha must be in (0, 1]"),
+    (["generate", "--prompt", "1", "--method", "ertacach"], "Did you mean 'ertacache'"),
+])
+def test_bad_settings_name_the_real_ones(argv, expected, capsys):
+    code, err = run_cli(argv, capsys)
+    assert code == 2
+    assert expected in one_line(err)
+
+
+def test_threshold_says_which_setting_it_maps_to(tmp_path, capsys):
+    code = main(["generate", "--prompt", "1", "--method", "cache-dit", "--threshold", "0.1", "--steps", "4",
+                 "--out", str(tmp_path / "x.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "--threshold sets cache-dit's residual_diff_threshold" in out
+    assert "block-stack executions" in out and "model calls" not in out
+
+
+@pytest.mark.parametrize("command", ["generate", "demo"])
+def test_an_out_path_under_a_file_fails_at_once(tmp_path, capsys, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = blocker / "sub" / ("x.png" if command == "generate" else "dir")
+    argv = [command, "--out", str(out)] + (["--prompt", "1"] if command == "generate" else [])
+    t0 = time.perf_counter()
+    code, err = run_cli(argv, capsys)
+    assert time.perf_counter() - t0 < 5  # nothing was sampled
+    assert code == 2 and "is a file, not a folder" in one_line(err)
+
+
+def test_an_out_file_that_is_a_folder(tmp_path, capsys):
+    code, err = run_cli(["generate", "--prompt", "1", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "is a folder; give a file name" in one_line(err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_only_torch(capsys):
+    code, err = run_cli(["generate", "--prompt", "1", "--device", "cuda"], capsys)
+    assert code == 2 and "sees no CUDA GPU; use --device cpu" in one_line(err)
+
+
+def test_a_missing_cache_dit_names_the_extra(monkeypatch, capsys):
+    import etcdiff.integration.external as external
+
+    monkeypatch.setattr(external, "cache_dit_status", lambda: "cache-dit is not installed")
+    code, err = run_cli(["generate", "--prompt", "1", "--method", "cache-dit"], capsys)
+    assert code == 2 and "pip install 'etcdiff[peers]'" in one_line(err)
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--no-such-flag"])
+    assert e.value.code == 2
+
+
+def test_unexpected_failures_are_one_line_too(monkeypatch, capsys):
+    import etcdiff.cli.generate as generate
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(generate, "run", boom)  # register() reads it when main builds the parser
+    monkeypatch.delenv("ETCDIFF_DEBUG", raising=False)
+    code, err = run_cli(["generate", "--prompt", "1"], capsys)
+    assert code == 1
+    assert "ZeroDivisionError: division by zero" in one_line(err) and "ETCDIFF_DEBUG=1" in err
+
+
+@pytest.fixture()
+def pipe():
+    p = DigitsPipeline.from_embedded()
+    p.set_progress_bar_config(disable=True)
+    yield p
+    etcdiff.disable(p)
+
+
+def test_python_settings_are_checked_like_the_cli(pipe):
+    with pytest.raises(ValueError, match="unknown setting 'treshold' for method 'etc'. Did you mean 'threshold'"):
+        etcdiff.enable(pipe, "etc", treshold=0.1)
+    with pytest.raises(ValueError, match="unknown setting 'threshold' for method 'diffusers-taylorseer'"):
+        etcdiff.enable(pipe, "diffusers-taylorseer", threshold=0.1)
+
+
+@pytest.mark.parametrize("number", [np.float32(0.05), np.float64(0.05), torch.tensor(0.05), np.array(0.05)])
+def test_every_real_number_type_is_a_setting(pipe, number):
+    policy = etcdiff.enable(pipe, "etc", threshold=number, warmup=np.int64(4))
+    assert policy.threshold == pytest.approx(0.05) and policy.warmup == 4 and type(policy.warmup) is int
+
+
+def test_summary_and_the_report_outlive_the_context(pipe):
+    with etcdiff.enabled(pipe, "etc", threshold=0.05, warmup=4):
+        pipe(prompt="3", num_inference_steps=12, generator=torch.Generator().manual_seed(0), output_type="np")
+    report = etcdiff.last_report(pipe)
+    s = etcdiff.summary(pipe)
+    assert s["method"] == "etc" and s["settings"]["threshold"] == 0.05
+    assert s["steps"] == 12 and s["computed_steps"] == report.num_computed < 12
+    assert s["model_calls"] == report.model_calls
+    assert s["speedup"] == pytest.approx(12 / report.num_computed)
