@@ -17,7 +17,7 @@ reset (the stack ran for all of them). With one sample this is exactly the publi
 Published coefficients (numpy.poly1d order, highest power first):
 
 * FLUX.1 (dev/schnell): TeaCache4FLUX, https://github.com/ali-vilab/TeaCache/blob/main/TeaCache4FLUX/teacache_flux.py
-  (also the spec's PEERS.md). Presets 0.25 / 0.4 / 0.6 / 0.8 give about 1.5x / 1.8x / 2.0x / 2.25x at 28 steps.
+  Presets 0.25 / 0.4 / 0.6 / 0.8 give about 1.5x / 1.8x / 2.0x / 2.25x at 28 steps.
 * Wan 2.1 (signal: the time embedding ``e``, i.e. diffusers' ``condition_embedder.time_embedder`` output;
   non-"ret_steps" mode): TeaCache4Wan2.1,
   https://github.com/ali-vilab/TeaCache/blob/main/TeaCache4Wan2.1/teacache_generate.py
