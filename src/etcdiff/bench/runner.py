@@ -128,7 +128,7 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         measurer = Measurer(config, pipe, rank=rank)
         measurer.validate_methods()
         sweep = sweep_id(config, measurer.fingerprint)
-        if len(set(procs.all_gather(sweep))) > 1:
+        if not procs.same_everywhere(sweep):
             raise ValueError("the processes run different sweeps (other settings, prompts or weights): "
                              "launch every process with the same command")
         if rank == 0:
