@@ -139,9 +139,13 @@ def test_settings_grid_and_prompts():
 
 def test_bad_setting_fails_before_the_sweep(tmp_path):
     cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=0"), prompts=["1"], steps=4, repeats=1, out=tmp_path)
+    pipe = tiny_pipe()
     with pytest.raises(ValueError, match="cannot enable fixed"):
-        run_bench(cfg, pipe=tiny_pipe(), rank=0, world=1, progress=False)
+        run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert not read_records(tmp_path)
+    import etcdiff
+
+    assert not etcdiff.is_enabled(pipe)  # the reference check before it left nothing on the pipeline either
 
 
 # -- resume --------------------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class Share:
         return work
 
     def run(self) -> None:
+        """Make the runs of :meth:`todo`, appending each record (or error) as soon as it is finished."""
         m = self.measurer
         work = self.todo()
         total = sum(len(runs) for _, runs in work)
@@ -90,6 +91,8 @@ class Share:
 
 @dataclass
 class BenchResult:
+    """What one process did: the run keys it executed, skipped (already on disk) and that raised; the merge (rank 0)."""
+
     out: Path
     rank: int
     world: int

@@ -116,6 +116,8 @@ def read_prompts(spec: str | Path | list[str]) -> list[str]:
 
 @dataclass
 class BenchConfig:
+    """A sweep: the model, the method x setting grid, prompts x seeds, steps, repeats and where it all goes."""
+
     model: str = DEMO
     grid: list[MethodSetting] = field(default_factory=list)
     prompts: list[str] = field(default_factory=demo_prompts)
@@ -129,6 +131,7 @@ class BenchConfig:
     threads: int | None = None
 
     def validate(self) -> None:
+        """Raise ValueError naming the option to fix."""
         if self.steps < 2:
             raise ValueError("--steps must be at least 2")
         if self.repeats < 1:
@@ -161,6 +164,7 @@ def _hash(obj: Any) -> str:
 
 
 def pair_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int) -> str:
+    """The identity of a (prompt, seed) pair on this model and sampling setup: the name of its saved reference."""
     return _hash({"model": config.model, "fingerprint": fingerprint, "steps": config.steps, "guidance": config.guidance,
                   "prompt": prompt, "seed": seed, "device": config.device})
 
@@ -172,6 +176,7 @@ def run_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int, ms: M
 
 
 def sweep_id(config: BenchConfig, fingerprint: str) -> str:
+    """The identity of the whole sweep (every process of one sweep has the same)."""
     return _hash({"config": {k: v for k, v in config.to_json().items() if k not in ("out", "threads")}, "fingerprint": fingerprint})
 
 
