@@ -22,7 +22,8 @@ import torch
 from etcdiff.bench import BenchConfig, build_grid, parse_settings, read_prompts, run_bench
 from etcdiff.bench.fidelity import psnr_ssim
 from etcdiff.bench.flops import DenoiserCalls, PerCallFlops, count_flops
-from etcdiff.bench.runner import Bench, read_records, runs_dir
+from etcdiff.bench.measure import Measurer
+from etcdiff.bench.records import read_records, runs_dir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -111,10 +112,10 @@ def test_pipeline_flops_per_call_equal_direct_count(tmp_path, method, setting):
     results = {}
     for mode in ("per-call", "direct"):
         cfg = BenchConfig(grid=grid, prompts=["3"], steps=8, repeats=1, out=tmp_path / mode, flops=mode)
-        bench = Bench(cfg, pipe, progress=False)
-        results[mode] = bench._untimed(grid[0], "3", 0)
+        measurer = Measurer(cfg, pipe)
+        results[mode] = measurer.untimed(grid[0], "3", 0)
         if mode == "per-call":
-            (per_call,) = bench.per_call.cache.values()
+            (per_call,) = measurer.per_call.cache.values()
     assert results["per-call"]["flops_method"] == "per-call" and results["direct"]["flops_method"] == "direct"
     nfe = results["per-call"]["nfe"]
     assert nfe == results["direct"]["nfe"] < 8  # some steps skipped, so the multiplication is not trivial
@@ -138,9 +139,13 @@ def test_settings_grid_and_prompts():
 
 def test_bad_setting_fails_before_the_sweep(tmp_path):
     cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=0"), prompts=["1"], steps=4, repeats=1, out=tmp_path)
+    pipe = tiny_pipe()
     with pytest.raises(ValueError, match="cannot enable fixed"):
-        run_bench(cfg, pipe=tiny_pipe(), rank=0, world=1, progress=False)
+        run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert not read_records(tmp_path)
+    import etcdiff
+
+    assert not etcdiff.is_enabled(pipe)  # the reference check before it left nothing on the pipeline either
 
 
 # -- resume --------------------------------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ def test_resume_runs_only_what_is_missing(tmp_path):
 def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):
     pipe = tiny_pipe()
     cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
-    real = Bench.method_record
+    real = Measurer.method_record
     calls = []
 
     def interrupt_second(self, *args, **kwargs):
@@ -177,7 +182,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Bench, "method_record", interrupt_second)
+    monkeypatch.setattr(Measurer, "method_record", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     kept = read_records(tmp_path)
@@ -185,12 +190,62 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
     partial = json.loads((tmp_path / "results.json").read_text())  # what finished is reported, marked incomplete
     assert not partial["complete"] and len(partial["missing_keys"]) == 1
     assert "Incomplete" in (tmp_path / "report.md").read_text()
-    monkeypatch.setattr(Bench, "method_record", real)
+    monkeypatch.setattr(Measurer, "method_record", real)
     again = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert len(again.executed) == 1 and again.references_loaded == 1 and again.merged["complete"]
 
 
 # -- two processes -------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_processes_split_pairs_round_robin_and_one_process_needs_no_group(monkeypatch):
+    from etcdiff.bench.processes import Processes
+
+    cfg = BenchConfig(grid=build_grid(["fixed"], None), prompts=["a", "b", "c"], seeds=[0, 1])
+    assert cfg.shard(0, 2) == [(0, "a", 0), (1, "b", 0), (2, "c", 0)]
+    assert cfg.shard(1, 2) == [(0, "a", 1), (1, "b", 1), (2, "c", 1)]
+    for name in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    with Processes() as one:
+        assert (one.rank, one.world) == (0, 1) and one.same_everywhere("x") and one.wait_for_all() is None
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="RANK=2 with WORLD_SIZE=2"):
+        Processes()
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.raises(ValueError, match="MASTER_ADDR not set: launch with `accelerate launch"):
+        Processes(rank=0, world=2)
+
+
+def test_rank0_stops_waiting_for_a_process_that_died(monkeypatch):
+    """The other process joins, passes the start-up check, then dies instead of reaching the barrier. The group is
+    not torch's default process group (libraries such as cache-dit change behaviour when there is one)."""
+    import torch.distributed as dist
+
+    from etcdiff.bench.processes import Processes
+
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    for name, value in master.items():
+        monkeypatch.setenv(name, value)
+    code = ("import os, sys; sys.path.insert(0, {src!r}); from etcdiff.bench.processes import Processes; "
+            "p = Processes(rank=1, world=2); assert p.same_everywhere('sweep'); os._exit(3)").format(src=str(SRC))
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **master})
+    try:
+        with Processes(rank=0, world=2, timeout=60) as procs:
+            assert procs.same_everywhere("sweep") and not dist.is_initialized()
+            assert child.wait(timeout=60) == 3
+            assert procs.wait_for_all() is not None  # not a hang, and not a traceback
+    finally:
+        child.kill()
+
+
 CHILD = textwrap.dedent(
     """
     import sys
@@ -204,18 +259,22 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_two_processes_shard_and_merge(tmp_path):
-    """Rank 1 runs the CLI in a subprocess (RANK/WORLD_SIZE in its environment); rank 0 runs here, at the same time,
-    then waits for rank 1 through the status files and merges. (Only one subprocess: importing torch and diffusers
-    is most of its cost.)"""
+def test_two_processes_shard_and_merge(tmp_path, monkeypatch):
+    """Rank 1 runs the CLI in a subprocess (RANK/WORLD_SIZE/MASTER_* in its environment, as a launcher sets them);
+    rank 0 runs here, at the same time, in the same gloo group, waits for rank 1 at its barrier and merges. (Only
+    one subprocess: importing torch and diffusers is most of its cost.)"""
     from etcdiff.cli.bench import config_from_args
+
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    for name, value in master.items():
+        monkeypatch.setenv(name, value)
 
     out = tmp_path / "bench"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("3\n# a comment\n\n8\n")
     args = ["--model", "demo", "--methods", "fixed", "--settings", "fixed:interval=2", "--prompts", str(prompts),
             "--seeds", "0", "--steps", "6", "--repeats", "1", "--out", str(out), "--no-progress", "--threads", "1"]
-    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env = {**os.environ, **master, "RANK": "1", "WORLD_SIZE": "2", "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), *args], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

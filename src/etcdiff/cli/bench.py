@@ -23,12 +23,12 @@ outputs in --out: results.json (every run, settings, versions, machine), results
   Ctrl-C and only the missing runs execute.
 
 several processes: each takes every WORLD_SIZE-th (prompt, seed) pair by its RANK and writes its own
-  shard; rank 0 waits for the others and merges. Launch with
+  shard; rank 0 waits for the others at a torch.distributed (gloo) barrier and merges. Launch with
       accelerate launch --multi_gpu --num_processes 2 -m etcdiff bench ...     (also on a CPU-only machine)
       torchrun --nproc_per_node 2 -m etcdiff bench ...
-  or set RANK and WORLD_SIZE yourself. Note: `accelerate launch --cpu` (and `--num_processes N` without
-  --multi_gpu on a machine with no GPU) starts a single process. If a process died, merge what finished
-  with `etcdiff bench --merge DIR`. On a CPU each process gets cpu_count / WORLD_SIZE threads unless --threads.
+  or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT yourself. Note: `accelerate launch --cpu` (and
+  `--num_processes N` without --multi_gpu on a machine with no GPU) starts a single process. If a process
+  died, merge what finished with `etcdiff bench --merge DIR`. On a CPU each process gets cpu_count / WORLD_SIZE threads unless --threads.
 """
 
 
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", type=Path, default=None, metavar="DIR",
                    help="only merge the finished runs of the sweep in DIR into its outputs, run nothing")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
-                   help="rank 0: give up waiting for the other processes after this long and merge (default: wait)")
+                   help="rank 0: give up waiting for the other processes after this long and merge (default: a week)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -78,7 +78,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def config_from_args(args: argparse.Namespace):  # -> BenchConfig
-    from ..bench.runner import BenchConfig, build_grid, read_prompts
+    from ..bench.schedule import BenchConfig, build_grid, read_prompts
 
     methods = [m for m in (args.methods or "").split(",") if m.strip()]
     return BenchConfig(
@@ -89,7 +89,7 @@ def config_from_args(args: argparse.Namespace):  # -> BenchConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.report import merge
+    from ..bench.merge import merge
     from ..bench.runner import run_bench
 
     if args.merge is not None:
