@@ -89,10 +89,13 @@ def build_grid(methods: Iterable[str] | None, settings: str | dict[str, list[dic
     unknown = sorted(set(grid) - set(names))
     if unknown:
         raise ValueError(f"--settings names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not in --methods")
+    from .. import get_method
+
     out: list[MethodSetting] = []
     for name in dict.fromkeys(names):
+        method = get_method(name)  # unknown names and settings fail here, before any model loads
         for s in grid.get(name) or [{}]:
-            ms = MethodSetting(name, tuple(s.items()))
+            ms = MethodSetting(name, tuple(method.check_settings(s).items()))
             if ms not in out:
                 out.append(ms)
     return out
