@@ -343,6 +343,9 @@ def test_record_denoiser_runs_keeps_inputs_outputs_final_and_schedule():
     torch.testing.assert_close(trajs[1].timesteps, scheduler.timesteps)
     torch.testing.assert_close(trajs[1].sigmas, scheduler.sigmas)
     assert trajs[1].num_steps == 10 and len(trajs[1].inputs) == 10
+    from etcdiff.policies.ertacache import fit_ertacache  # the same runs fit another calibrated method
+
+    assert fit_ertacache(trajs, 0.2).num_trajectories == 2
 
     with pytest.raises(ValueError, match="model_kwargs_list has 1 entries for 2 initial latents"):
         record_denoiser_runs(model, scheduler, latents, 10, [{}])
@@ -360,6 +363,9 @@ def test_pipeline_runs_recorded_once_give_the_calibrated_tau():
     prof = calibrate_pipeline(pipe, ["3", "8"], steps=16, seed=42, progress=False)
     assert (result.tau, result.r) == (prof.tau, prof.change_point)
     np.testing.assert_allclose(result.s_bar, prof.s_bar)
+    from etcdiff.policies.ertacache import fit_ertacache  # record once, fit ETC and ERTACache
+
+    assert len(fit_ertacache(trajs, 0.2).compute) == 16
     with pytest.raises(ValueError, match="no calibration prompts"):
         record_pipeline_runs(pipe, [], 16, 42)
 

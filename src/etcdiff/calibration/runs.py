@@ -85,6 +85,7 @@ def pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int, guid
     ``guidance_scale`` and ``pipe_kwargs`` when given; latents out where the pipeline takes ``output_type``)."""
     from ..models import call_kwargs
 
+    prompts = list(prompts)
     if not prompts:
         raise ValueError("no calibration prompts: give at least one (the paper uses about 10).")
     extra = dict(pipe_kwargs or {})
