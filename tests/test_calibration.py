@@ -316,3 +316,67 @@ def test_search_warns_when_the_similarity_curve_falls_at_its_change_point():
     assert res.r == 9 and res.meta["s_mean_after"] > res.meta["s_mean_before"]
     with pytest.warns(UserWarning, match="falls at its change point"):
         _average([d], [s_rising[::-1].copy()], 5, 2, 0.0, {})
+
+
+# -- recorded runs: one trajectory per input, whatever the source ---------------------------------------------------------
+def test_record_denoiser_runs_keeps_inputs_outputs_final_and_schedule():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from etcdiff.calibration import record_denoiser_runs
+
+    model = TinyConvDenoiser().eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    latents = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    steps_seen = []
+    trajs = record_denoiser_runs(model, scheduler, latents, 10, [{"scale": 1.0}, {"scale": 0.5}],
+                                 on_step=steps_seen.append)
+    assert len(trajs) == 2 and steps_seen == list(range(10)) * 2
+    with torch.no_grad():  # the same run written out by hand
+        x = latents[1:2]
+        scheduler.set_timesteps(10)
+        for i, t in enumerate(scheduler.timesteps):
+            torch.testing.assert_close(trajs[1].inputs[i], x)
+            out = model(x, t, scale=0.5)
+            torch.testing.assert_close(trajs[1].outputs[i], out)
+            x = scheduler.step(out, t, x, return_dict=False)[0]
+    torch.testing.assert_close(trajs[1].final, x)
+    torch.testing.assert_close(trajs[1].timesteps, scheduler.timesteps)
+    torch.testing.assert_close(trajs[1].sigmas, scheduler.sigmas)
+    assert trajs[1].num_steps == 10 and len(trajs[1].inputs) == 10
+    from etcdiff.policies.ertacache import fit_ertacache  # the same runs fit another calibrated method
+
+    assert fit_ertacache(trajs, 0.2).num_trajectories == 2
+
+    with pytest.raises(ValueError, match="model_kwargs_list has 1 entries for 2 initial latents"):
+        record_denoiser_runs(model, scheduler, latents, 10, [{}])
+
+
+@pytest.mark.filterwarnings("ignore:the similarity curve falls at its change point")
+def test_pipeline_runs_recorded_once_give_the_calibrated_tau():
+    from etcdiff.calibration import record_pipeline_runs, search_trajectories
+
+    pipe = _demo_pipeline()
+    trajs = record_pipeline_runs(pipe, ["3", "8"], 16, 42)
+    assert [t.num_steps for t in trajs] == [16, 16] and all(len(t.inputs) == 16 for t in trajs)
+    assert trajs[0].final is not None and trajs[0].timesteps.numel() == 16
+    result = search_trajectories(trajs, pipeline_decoder(pipe).decode, seed=42)
+    prof = calibrate_pipeline(pipe, ["3", "8"], steps=16, seed=42, progress=False)
+    assert (result.tau, result.r) == (prof.tau, prof.change_point)
+    np.testing.assert_allclose(result.s_bar, prof.s_bar)
+    from etcdiff.policies.ertacache import fit_ertacache  # record once, fit ETC and ERTACache
+
+    assert len(fit_ertacache(trajs, 0.2).compute) == 16
+    with pytest.raises(ValueError, match="no calibration prompts"):
+        record_pipeline_runs(pipe, [], 16, 42)
+
+
+def test_change_point_module_imports_nothing_from_etcdiff():
+    import ast
+    import inspect
+
+    import etcdiff.calibration.change_point as cp
+
+    tree = ast.parse(inspect.getsource(cp))
+    found = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or "etcdiff" in (n.module or ""))]
+    found += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("etcdiff")]
+    assert found == []

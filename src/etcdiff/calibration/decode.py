@@ -1,4 +1,4 @@
-"""Decoding final latents for the perturbation test of the tolerance search (spec ``ETC.md``, step 4).
+"""Decoding final latents for the perturbation test of the tolerance search (its step 4).
 
 A *decoder* maps a batch of the sampler's final latents (as the scheduler left them) to what a user sees:
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .profile import normalize_identity, now_iso, package_versions, profile_dir, profile_filename, search_dirs
+from .runs import record_pipeline_runs
 
 PEER_METHODS = ("ertacache", "teacache", "magcache")
 PEER_FORMAT = 1
@@ -24,20 +25,14 @@ def calibrate_peer(
     threshold: float = 0.2, guidance_scale: float | None = None,
 ) -> dict[str, Any]:
     """Full runs over ``prompts`` and the method's fit; returns the settings ``enable`` takes for it."""
-    from ..models import call_kwargs
-
     if method not in PEER_METHODS:
         raise ValueError(f"no offline calibration for {method!r}; methods with one: {', '.join(PEER_METHODS)}.")
     if not prompts:
         raise ValueError("no calibration prompts given.")
     if method == "ertacache":
-        from ..integration.recording import record_pipeline
         from ..policies.ertacache import fit_ertacache
 
-        trajectories = [
-            record_pipeline(pipe, **call_kwargs(pipe, p, steps, seed, guidance_scale), output_type="latent")[0]
-            for p in prompts
-        ]
+        trajectories = record_pipeline_runs(pipe, list(prompts), steps, seed, guidance_scale)
         return {"profile": fit_ertacache(trajectories, threshold).to_dict()}
     from ..integration.block_cache import calibrate_magcache, calibrate_teacache
 

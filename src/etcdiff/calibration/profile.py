@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..policies.etc import ETC
-from .search import DEFAULT_JUMP, DEFAULT_MIN_SIZE, min_curve_length, tolerance_from_curves
+from .change_point import DEFAULT_JUMP, DEFAULT_MIN_SIZE, min_curve_length, tolerance_from_curves
 
 PROFILE_FORMAT = 1
 ENV_DIR = "ETCDIFF_PROFILE_DIR"

@@ -73,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None) -> int:
-    from etcdiff.calibration import default_prompts, guess_modality, profile_identity
+    from etcdiff.calibration import guess_modality, profile_identity
     from etcdiff.calibration.peer_profiles import calibrate_peer, save_peer_profile
-    from etcdiff.models import DEMO, demo_prompts
+    from etcdiff.calibration.prompts import prompts_for
 
     if prompts is None:
-        prompts = demo_prompts() if args.model == DEMO else default_prompts(guess_modality(pipe))
+        prompts = prompts_for(pipe, guess_modality(pipe))
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=args.quiet)
     t0 = time.perf_counter()
