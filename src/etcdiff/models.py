@@ -7,6 +7,10 @@ from typing import Any
 
 import torch
 
+from .integration.recording import call_kwargs
+
+__all__ = ["DEMO", "call_kwargs", "demo_prompts", "load_pipeline"]
+
 DEMO = "demo"
 
 
@@ -33,19 +37,6 @@ def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = N
             f"Use --model {DEMO} for the embedded offline model, or a local diffusers pipeline folder."
         ) from None
     return pipe.to(device)
-
-
-def call_kwargs(pipe: Any, prompt: str, steps: int, seed: int, guidance_scale: float | None = None) -> dict[str, Any]:
-    """Keyword arguments for one deterministic call of ``pipe`` on ``prompt``."""
-    device = getattr(pipe, "device", torch.device("cpu"))
-    kwargs: dict[str, Any] = {
-        "prompt": prompt,
-        "num_inference_steps": steps,
-        "generator": torch.Generator(device="cpu" if getattr(device, "type", "cpu") == "mps" else device).manual_seed(seed),
-    }
-    if guidance_scale is not None:
-        kwargs["guidance_scale"] = guidance_scale
-    return kwargs
 
 
 def demo_prompts() -> list[str]:

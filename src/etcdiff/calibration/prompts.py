@@ -1,4 +1,4 @@
-"""Calibration prompts: a prompt file, the prompts shipped with etcdiff per modality, the demo's classes."""
+"""Calibration prompts: a prompt file, the prompts shipped with etcdiff per modality, a pipeline's own."""
 
 from __future__ import annotations
 
@@ -31,12 +31,7 @@ def default_prompts(modality: str = "image") -> list[str]:
 
 
 def prompts_for(pipe: Any, modality: str) -> list[str]:
-    """The default calibration prompts of ``pipe``: the demo's ten classes for the demo, else
-    :func:`default_prompts` of ``modality``."""
-    from ..models import demo_prompts
-
-    try:
-        from ..demo import DigitsPipeline
-    except Exception:  # pragma: no cover - the demo ships with the package
-        DigitsPipeline = ()  # type: ignore[assignment,misc]
-    return demo_prompts() if isinstance(pipe, DigitsPipeline) else default_prompts(modality)
+    """The default calibration prompts of ``pipe``: the ``etcdiff_calibration_prompts`` its class declares (the
+    embedded models do), else :func:`default_prompts` of ``modality``."""
+    own = getattr(pipe, "etcdiff_calibration_prompts", None)
+    return list(own) if own else default_prompts(modality)

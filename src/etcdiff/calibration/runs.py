@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..integration.recording import Trajectory, record_pipeline
+from ..integration.recording import Trajectory, call_kwargs, record_pipeline
 from ..integration.sampler import sample
 from ..policies.baselines import NoCache
 
@@ -83,8 +83,6 @@ def pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int, guid
                   pipe_kwargs: dict[str, Any] | None = None) -> Runs:
     """One full ``steps``-step run of ``pipe`` per prompt, with the generator seeded by ``seed`` (plus
     ``guidance_scale`` and ``pipe_kwargs`` when given; latents out where the pipeline takes ``output_type``)."""
-    from ..models import call_kwargs
-
     prompts = list(prompts)
     if not prompts:
         raise ValueError("no calibration prompts: give at least one (the paper uses about 10).")

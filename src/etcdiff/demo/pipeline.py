@@ -44,6 +44,8 @@ class DigitsPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "transformer"
     #: the name its calibration profiles are saved and found under (see ``calibration.profile_identity``)
     etcdiff_identity = "demo"
+    #: the prompts ``etcdiff calibrate`` uses for it by default: its ten classes
+    etcdiff_calibration_prompts = tuple(str(i) for i in range(10))
 
     def __init__(self, transformer: DiTTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler):
         super().__init__()

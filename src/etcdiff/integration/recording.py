@@ -9,7 +9,7 @@ import torch
 from ..policies.trajectory import Trajectory
 from .step_tracker import StepTracker
 
-__all__ = ["Trajectory", "record_pipeline"]
+__all__ = ["Trajectory", "call_kwargs", "record_pipeline"]
 
 
 class _Recorder:
@@ -56,3 +56,16 @@ def record_pipeline(pipe: Any, on_step: Callable[[int], None] | None = None, **c
         raise RuntimeError(f"etcdiff: {type(pipe).__name__} ran no scheduler step; nothing was recorded.")
     traj.final = rec.tracker.latents.detach().float().cpu().clone() if rec.tracker.latents is not None else None
     return traj, result
+
+
+def call_kwargs(pipe: Any, prompt: str, steps: int, seed: int, guidance_scale: float | None = None) -> dict[str, Any]:
+    """Keyword arguments for one deterministic call of ``pipe`` on ``prompt``."""
+    device = getattr(pipe, "device", torch.device("cpu"))
+    kwargs: dict[str, Any] = {
+        "prompt": prompt,
+        "num_inference_steps": steps,
+        "generator": torch.Generator(device="cpu" if getattr(device, "type", "cpu") == "mps" else device).manual_seed(seed),
+    }
+    if guidance_scale is not None:
+        kwargs["guidance_scale"] = guidance_scale
+    return kwargs
