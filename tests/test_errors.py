@@ -81,12 +81,14 @@ def test_metrics_reject_mismatched_or_non_image_input():
 
 
 def test_peer_calibration_errors(pipe):
-    from etcdiff.calibration.peer_profiles import calibrate_peer
+    from etcdiff.calibrate import calibrate_method
 
-    with pytest.raises(ValueError, match="no offline calibration for 'etc'; methods with one: ertacache"):
-        calibrate_peer(pipe, "etc", ["1"], 10, 0)
+    with pytest.raises(ValueError, match="'fixed' has no calibration; methods with one: etc, ertacache"):
+        calibrate_method(pipe, "fixed", ["1"], 10, 0)
     with pytest.raises(ValueError, match="no calibration prompts given"):
-        calibrate_peer(pipe, "ertacache", [], 10, 0)
+        calibrate_method(pipe, "ertacache", [], 10, 0)
+    with pytest.raises(ValueError, match="ETC's search saves a profile with its curves"):
+        calibrate_method(pipe, "etc", ["1"], 10, 0)
 
 
 def test_ertacache_without_a_saved_profile_says_how_to_make_one():

@@ -76,7 +76,9 @@ def test_peer_calibration_is_found_by_enable(pipe, tmp_path, monkeypatch, capsys
     saved = json.loads(next(tmp_path.glob("demo_20steps_magcache.json")).read_text())
     rule = etcdiff.enable(pipe, "magcache")
     assert list(rule.ratios) == pytest.approx(saved["settings"]["ratios"])
-    assert "finds this profile" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "found by etcdiff.enable and the CLI" in out
+    assert next(tmp_path.glob("demo_20steps_magcache.png")).stat().st_size > 1000  # what was fitted, drawn
 
 
 def test_enabling_another_kind_replaces_the_previous_method(pipe):
@@ -104,7 +106,11 @@ def test_generate_runs_every_method_on_the_demo(method, tmp_path, capsys):
     assert main(["generate", "--model", "demo", "--prompt", "3", "--method", method, "--steps", "50", "--out", str(out)]) == 0
     assert out.is_file()
     text = capsys.readouterr().out
-    assert "model calls in 50 steps" in text
+    assert f"{method}(" in text and "50 steps" in text
+    if METHODS[method].kind == "step":
+        assert "model calls:" in text and "block-stack" not in text
+    else:  # the head and tail run every step: block-stack executions, not model calls
+        assert "block-stack executions:" in text and "model calls" not in text
 
 
 def test_a_scheduler_replaced_after_enable_is_followed(pipe):

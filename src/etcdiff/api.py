@@ -108,7 +108,8 @@ def enable(pipe: Any, method: Any = "etc", **settings: Any) -> Any:
     disable(pipe)
     out = KINDS[kind].enable(pipe, info, thing, used)
     name = info.name if info is not None else getattr(method, "name", type(method).__name__)
-    _ENABLED[pipe] = (name, used)
+    params = getattr(thing, "params", None)
+    _ENABLED[pipe] = (name, {**(params() if callable(params) else {}), **used})
     return out
 
 

@@ -53,10 +53,16 @@ def _cache_dit_config() -> type:
 
 
 # -- calibrations -------------------------------------------------------------------------------------------
-def _fit_ertacache(trajectories: list[Any], threshold: float = 0.2, **_: Any) -> dict[str, Any]:
+def _fit_ertacache(trajectories: list[Any], threshold: float = 0.2, decode: Any = None) -> dict[str, Any]:
     from .policies.ertacache import fit_ertacache
 
     return {"profile": fit_ertacache(trajectories, threshold).to_dict()}
+
+
+def _fit_etc(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
+    from .calibrate import etc_fit
+
+    return etc_fit(trajectories, decode, **settings)
 
 
 def _teacache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
@@ -98,7 +104,7 @@ for _m in (
     Method("etc", "step", "ETC, Error-aware Trend Consistency (this project's reference method)",
            "whole output, predicted by a consistent trend over a dynamic window",
            "tau per model: `etcdiff calibrate`, or a published preset",
-           schema=_policy("ETC"), resolve=_resolve_etc),
+           schema=_policy("ETC"), resolve=_resolve_etc, fit=_fit_etc, fit_reads=("warmup", "alpha")),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

@@ -36,13 +36,15 @@ class Method:
             settings of ``saved_from`` (default: this method).
         saved_required: fail with "run etcdiff calibrate" when the saved calibration is missing.
         threshold: the setting that the CLI's ``--threshold`` sets (``None``: the method has no tolerance).
-        fit: ``fit(trajectories, **settings) -> dict`` of settings to save, from full-step runs recorded on
+        fit: ``fit(records, decode=..., **settings) -> dict`` of settings, from full-step runs recorded on
             calibration inputs (``etcdiff calibrate --method``, ``etcdiff.calibrate_policy``).
         calibrate_pipeline: a pipeline-only calibration ``(pipe, prompts, steps, seed, guidance_scale,
             **settings) -> dict`` for methods whose signals live inside the model (block caches).
         resolve: custom settings resolution ``(pipe, settings) -> object`` (ETC: profile, then preset).
-        fit_settings: the settings the calibration takes (``--threshold`` for ERTACache, ``--calls`` for
-            MeanCache), beside the run-time ones.
+        fit_settings: settings that only the calibration takes (ERTACache's schedule ``threshold``).
+        fit_reads: run-time settings the fit also reads (ETC's ``warmup``; MeanCache's budget ``calls``).
+        recorders: returns ``(record_denoiser, record_pipeline)`` for a method whose calibration records
+            something else than full-step trajectories (SenCache's sensitivities, with extra forwards).
     """
 
     name: str
@@ -59,6 +61,8 @@ class Method:
     calibrate_pipeline: Callable[..., dict[str, Any]] | None = None
     resolve: Callable[[Any, dict[str, Any]], Any] | None = None
     fit_settings: tuple[str, ...] = ()
+    fit_reads: tuple[str, ...] = ()
+    recorders: Callable[[], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

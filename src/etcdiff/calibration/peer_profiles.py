@@ -1,4 +1,4 @@
-"""Offline calibration of the peers that need one (``etcdiff calibrate --method ertacache|teacache|magcache``).
+"""Where the calibrations of the methods other than ETC are kept (``etcdiff calibrate --method NAME``).
 
 Each writes a small JSON next to ETC's profiles (same folders, see :mod:`etcdiff.calibration.profile`), named
 ``<slug>_<N>steps_<method>.json``: ERTACache's fitted schedule and coefficients, TeaCache's polynomial
@@ -11,35 +11,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .profile import normalize_identity, now_iso, package_versions, profile_dir, profile_filename, search_dirs
-from .runs import record_pipeline_runs
 
-PEER_METHODS = ("ertacache", "teacache", "magcache")
 PEER_FORMAT = 1
-
-
-def calibrate_peer(
-    pipe: Any, method: str, prompts: Sequence[str], steps: int, seed: int, *,
-    threshold: float = 0.2, guidance_scale: float | None = None,
-) -> dict[str, Any]:
-    """Full runs over ``prompts`` and the method's fit; returns the settings ``enable`` takes for it."""
-    if method not in PEER_METHODS:
-        raise ValueError(f"no offline calibration for {method!r}; methods with one: {', '.join(PEER_METHODS)}.")
-    if not prompts:
-        raise ValueError("no calibration prompts given.")
-    if method == "ertacache":
-        from ..policies.ertacache import fit_ertacache
-
-        trajectories = record_pipeline_runs(pipe, list(prompts), steps, seed, guidance_scale)
-        return {"profile": fit_ertacache(trajectories, threshold).to_dict()}
-    from ..integration.block_cache import calibrate_magcache, calibrate_teacache
-
-    extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
-    if method == "teacache":
-        return {"coefficients": list(calibrate_teacache(pipe, list(prompts), steps, seed, **extra).coefficients)}
-    return {"ratios": list(calibrate_magcache(pipe, list(prompts), steps, seed, **extra).ratios)}
 
 
 def save_peer_profile(identity: str, method: str, steps: int, settings: dict[str, Any],

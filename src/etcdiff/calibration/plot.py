@@ -65,3 +65,47 @@ def plot_profile(profile: Any, path: str | os.PathLike | None = None) -> Path:
     )
     fig.savefig(path, format="png")
     return path
+
+
+def _series(settings: Any, prefix: str = "") -> list[tuple[str, np.ndarray]]:
+    """Every numeric sequence of three or more values inside a (nested) settings document."""
+    out: list[tuple[str, np.ndarray]] = []
+    if isinstance(settings, dict):
+        for key, value in settings.items():
+            out += _series(value, f"{prefix}{key}." if not isinstance(value, (list, tuple)) else f"{prefix}{key}")
+    elif isinstance(settings, (list, tuple)) and len(settings) >= 3:
+        try:
+            arr = np.asarray(settings, dtype=float)
+        except (TypeError, ValueError):
+            return out
+        if arr.ndim == 1:
+            out.append((prefix.rstrip("."), arr))
+        elif arr.ndim == 2 and arr.shape[0] <= 8:
+            out += [(f"{prefix.rstrip('.')}[{i}]", row) for i, row in enumerate(arr)]
+    return out
+
+
+def plot_fitted(settings: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path | None:
+    """Draw every per-step table a calibration fitted (schedules, coefficients, ratios, sensitivities): one
+    panel per numeric sequence; ``None`` when there is nothing to draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = _series(settings)[:8]
+    if not series:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7, 1.8 * len(series) + 0.6))
+    FigureCanvasAgg(fig)
+    for k, (name, values) in enumerate(series, 1):
+        ax = fig.add_subplot(len(series), 1, k)
+        ax.plot(np.arange(values.size), values, marker=".", lw=1)
+        ax.set_ylabel(name, fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.axes[-1].set_xlabel("index (step)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

@@ -6,6 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
+from .common import key_value, prepare_output_dir
+
+
+def _calibrated_names() -> list[str]:
+    from etcdiff import METHODS
+
+    return [n for n, m in METHODS.items() if m.calibrated]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,10 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(default folder: $ETCDIFF_PROFILE_DIR or ~/.cache/etcdiff/profiles) with a PNG of the curves."
         ),
     )
-    p.add_argument("--method", default="etc", choices=["etc", "ertacache", "teacache", "magcache"],
-                   help="what to calibrate: ETC's tau (default), or a peer's offline profile")
-    p.add_argument("--threshold", type=float, default=0.2,
-                   help="ertacache only: the reuse threshold its schedule is fitted for (default 0.2)")
+    p.add_argument("--method", default="etc",
+                   help="what to calibrate: ETC's tau (default), or another calibrated method's settings: "
+                        + ", ".join(_calibrated_names()))
+    p.add_argument("--threshold", type=float, default=None,
+                   help="ertacache: the reuse threshold its schedule is fitted for (default 0.2)")
+    p.add_argument("--set", dest="options", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="a setting of the method's calibration, e.g. --set calls=17 for meancache (repeatable)")
     p.add_argument("--model", default="demo", help="'demo' (embedded, offline) or a diffusers hub id / local path")
     p.add_argument("--prompts", type=Path, default=None, metavar="FILE",
                    help="calibration prompts, one per line (# comments and blank lines ignored); default: the demo's "
@@ -49,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < need:
         raise ValueError(f"--steps {args.steps} is too few: the change point needs at least {need} steps "
                          f"(curves of {need - 1} points with --jump {args.jump}).")
+    from etcdiff.calibrate import calibrated_method
+
+    calibrated_method(args.method)  # an unknown or uncalibrated name fails before the model loads
+    if args.out is not None:
+        prepare_output_dir(args.out.parent if args.out.suffix.lower() == ".json" else args.out)
     prompts = load_prompts(str(args.prompts)) if args.prompts is not None else None
     pipe = load_pipeline(args.model, device=args.device)
     if args.method != "etc":
@@ -67,32 +83,44 @@ def run(args: argparse.Namespace) -> int:
         f"{profile.steps}); {len(profile.prompts)} prompts x {profile.steps} steps in {elapsed:.1f} s"
     )
     print(f"profile: {path}" + (f"\nplot:    {png}" if png else ""))
-    print(f"use: etcdiff.ETC({profile.tau:.6g}, warmup={profile.warmup}, alpha={profile.alpha}) "
-          f"or etcdiff.calibration.etc_from_profile({str(path)!r})")
+    if r + 1 < profile.warmup:
+        print(f"note: the change point (step {r + 1}) falls inside the warm-up of {profile.warmup} steps, so the "
+              f"warm-up already covers the planning phase; with --steps {profile.steps} consider --warmup {max(r + 1, 2)}")
+    print(f"use: --method etc (found by the CLI and etcdiff.enable), or --threshold {profile.tau:.6g}")
     return 0
 
 
 def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None) -> int:
+    from tqdm.auto import tqdm
+
+    from etcdiff.calibrate import calibrate_method
     from etcdiff.calibration import guess_modality, profile_identity
-    from etcdiff.calibration.peer_profiles import calibrate_peer, save_peer_profile
+    from etcdiff.calibration.peer_profiles import save_peer_profile
+    from etcdiff.calibration.plot import plot_fitted
+    from etcdiff.calibration.profile import search_dirs
     from etcdiff.calibration.prompts import prompts_for
 
     if prompts is None:
         prompts = prompts_for(pipe, guess_modality(pipe))
+    settings = dict(args.options)
+    if args.threshold is not None:
+        settings["threshold"] = args.threshold
     if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=args.quiet)
+        pipe.set_progress_bar_config(disable=True)  # one overall bar below instead of one per prompt
     t0 = time.perf_counter()
-    settings = calibrate_peer(pipe, args.method, prompts, args.steps, args.seed, threshold=args.threshold,
-                              guidance_scale=args.guidance)
+    with tqdm(total=len(prompts) * args.steps, desc=f"calibrate {args.method}", unit="step",
+              disable=args.quiet) as bar:
+        fitted = calibrate_method(pipe, args.method, prompts, args.steps, args.seed, args.guidance,
+                                  on_step=lambda _s: bar.update(1), **settings)
     elapsed = time.perf_counter() - t0
     identity = profile_identity(pipe)
-    path = save_peer_profile(identity, args.method, args.steps, settings, args.out,
+    path = save_peer_profile(identity, args.method, args.steps, fitted, args.out,
                              prompts=prompts, seed=args.seed, seconds=round(elapsed, 2))
+    png = None if args.no_plot else plot_fitted(fitted, path.with_suffix(".png"),
+                                                f"{args.method} on {identity}, {args.steps} steps")
     print(f"{identity}: {args.method} calibrated on {len(prompts)} prompts x {args.steps} steps in {elapsed:.1f} s")
-    print(f"profile: {path}")
-    from etcdiff.calibration.profile import search_dirs
-
+    print(f"profile: {path}" + (f"\nplot:    {png}" if png else ""))
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
-    print(f"use: etcdiff.enable(pipe, {args.method!r})" + ("  # finds this profile" if found else
+    print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
     return 0

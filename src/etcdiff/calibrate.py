@@ -1,0 +1,115 @@
+"""One calibration for every calibrated method, on a pipeline or on a bare denoiser.
+
+Both paths record full-step runs once (``calibration.runs``: a :class:`~etcdiff.policies.trajectory.Trajectory`
+per prompt or per calibration noise) and hand them to the method's ``fit`` from the registry; ETC's fit is the
+tolerance search over the same recorded runs. A method whose calibration needs extra forwards declares its own
+recorder (``Method.recorders``).
+
+- :func:`calibrate_policy` (a bare ``model(latents, timestep)`` and a scheduler) returns a ready policy for
+  :func:`etcdiff.sample`;
+- :func:`calibrate_method` (a diffusers pipeline) returns the settings that ``etcdiff calibrate --method`` saves
+  and ``etcdiff.enable`` finds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .api import resolve_policy
+from .calibration.runs import record_denoiser_runs, record_pipeline_runs
+from .calibration.search import search_trajectories
+from .policies.base import StepPolicy
+from .registry import Method, get_method
+
+Decode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def calibrated_method(name: str) -> Method:
+    method = get_method(name)
+    if not method.calibrated:
+        from .registry import METHODS
+
+        with_fit = [n for n, m in METHODS.items() if m.calibrated]
+        raise ValueError(f"{name!r} has no calibration; methods with one: {', '.join(with_fit)}.")
+    return method
+
+
+def _split(method: Method, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``settings`` as (what the fit takes, what the policy takes)."""
+    fit = {k: v for k, v in settings.items() if k in method.fit_settings}
+    run = method.check_settings({k: v for k, v in settings.items() if k not in method.fit_settings})
+    return fit, run
+
+
+def etc_fit(trajectories: Sequence[Any], decode: Decode | None = None, *, warmup: int = 6, alpha: float = 0.5,
+            seed: int = 42, **search: Any) -> dict[str, Any]:
+    """ETC's tolerance search over recorded runs: tau at the change point of the perturbation-SSIM curve."""
+    result = search_trajectories(trajectories, decode or _identity, seed=seed, stacklevel=3, **search)
+    return {"threshold": float(result.tau), "warmup": warmup, "alpha": alpha}
+
+
+def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
+                     num_inference_steps: int, decode: Decode | None = None, **settings: Any) -> StepPolicy:
+    """Calibrate a step method on a bare denoiser and return its policy, ready for :func:`etcdiff.sample`.
+
+    ``model(latents, timestep)`` returns what ``scheduler`` consumes (guidance applied inside); ``latents`` is a
+    tensor ``(N, ...)`` of calibration noises, each sampled on its own for ``num_inference_steps`` steps;
+    ``decode`` maps latents to images in [0, 1] (ETC's search compares decoded images; identity when ``None``).
+    ``settings`` are the method's own (``warmup`` for ETC, ``calls`` for MeanCache, ...) and its fit's
+    (``threshold`` for ERTACache's schedule).
+    """
+    info = calibrated_method(method)
+    if info.kind != "step":
+        raise ValueError(f"{method!r} is a {info.kind}-level method: it calibrates on a pipeline "
+                         f"(`etcdiff calibrate --method {method}`), not on a bare denoiser.")
+    if not isinstance(latents, torch.Tensor) or latents.dim() < 2:
+        raise TypeError("calibrate_policy: latents must be a tensor (N, ...) of calibration noises, one run each.")
+    fit_args, run_args = _split(info, settings)
+    records = _record_denoiser(info, model, scheduler, latents, num_inference_steps)
+    fitted = info.fit(records, decode=decode, **fit_args, **_fit_context(info, run_args))
+    return resolve_policy(method, None, **{**fitted, **run_args})
+
+
+def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int, seed: int = 42,
+                     guidance_scale: float | None = None, on_step: Callable[[int], None] | None = None,
+                     **settings: Any) -> dict[str, Any]:
+    """Calibrate ``method`` on a pipeline: the settings that ``etcdiff.enable(pipe, method)`` then finds once
+    saved (``calibration.peer_profiles.save_peer_profile``). ETC's own search, with its curves and plot, is
+    :func:`etcdiff.calibration.calibrate_pipeline`."""
+    info = calibrated_method(method)
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no calibration prompts given.")
+    fit_args, run_args = _split(info, settings)
+    if info.calibrate_pipeline is not None:
+        extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+        return info.calibrate_pipeline(pipe, prompts, steps, seed, **extra)
+    if info.name == "etc":
+        raise ValueError("ETC's search saves a profile with its curves: use etcdiff.calibration.calibrate_pipeline.")
+    records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step)
+    return info.fit(records, decode=None, **fit_args, **_fit_context(info, run_args))
+
+
+def _fit_context(info: Method, run_args: dict[str, Any]) -> dict[str, Any]:
+    """Run-time settings that the fit also reads (MeanCache's budget picks the schedule to search)."""
+    return {k: run_args[k] for k in info.fit_reads if k in run_args}
+
+
+def _record_denoiser(info: Method, model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
+                     steps: int) -> list[Any]:
+    if info.recorders is not None:
+        return info.recorders()[0](model, scheduler, latents, steps)
+    return record_denoiser_runs(model, scheduler, latents, steps)
+
+
+def _record_pipeline(info: Method, pipe: Any, prompts: list[Any], steps: int, seed: int,
+                     guidance_scale: float | None, on_step: Callable[[int], None] | None) -> list[Any]:
+    if info.recorders is not None:
+        return info.recorders()[1](pipe, prompts, steps, seed, guidance_scale, on_step)
+    return record_pipeline_runs(pipe, prompts, steps, seed, guidance_scale, on_step)
