@@ -39,7 +39,7 @@ def calibrate_peer(
             for p in prompts
         ]
         return {"profile": fit_ertacache(trajectories, threshold).to_dict()}
-    from ..integration.block_cache import calibrate_magcache, calibrate_teacache
+    from ..integration.block_calibration import calibrate_magcache, calibrate_teacache
 
     extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
     if method == "teacache":
