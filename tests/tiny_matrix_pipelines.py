@@ -313,7 +313,8 @@ def make_hunyuanvideo() -> TinyPipeline:
 
 
 def make_ltx() -> TinyPipeline:
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
+                           LTXVideoTransformer3DModel)
 
     torch.manual_seed(SEED)
     vae = AutoencoderKLLTXVideo(
@@ -406,7 +407,8 @@ def make_cosmos() -> TinyPipeline:
         concat_padding_mask=False, extra_pos_embed_type="learnable",  # True needs torchvision
     ).eval()
     scheduler = EDMEulerScheduler(sigma_min=0.002, sigma_max=80, sigma_data=0.5, sigma_schedule="karras",
-                                  num_train_timesteps=1000, prediction_type="epsilon", rho=7.0, final_sigmas_type="sigma_min")
+                                  num_train_timesteps=1000, prediction_type="epsilon", rho=7.0,
+                                  final_sigmas_type="sigma_min")
     pipe = CosmosTextToWorldPipeline(text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
                                      scheduler=scheduler, safety_checker=_NoSafetyCheck())
     fixed = {"prompt_embeds": _randn(1, 8, 32, seed=1), "negative_prompt_embeds": _randn(1, 8, 32, seed=3),

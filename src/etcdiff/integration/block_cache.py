@@ -22,6 +22,7 @@ from ..policies.teacache import TeaCache
 from .block_families import SUPPORTED_MODELS, Family, default_teacache_coefficients, find_family, step_method_names
 from .block_proxy import build_proxies
 from .block_session import BlockCacheReport, BlockCacheSession
+from .denoiser_owners import claim, release
 from .session_hook import SessionRegistry, register
 
 HOOK_NAME = "etcdiff_block_cache"
@@ -105,11 +106,12 @@ def enable_block_cache(pipe: Any, rule: Any = None, *, record: bool = False, **r
         _resolve_defaults(rule, denoisers)
     if pipe in _SESSIONS:
         disable_block_cache(pipe)
+    claim(pipe, {name: model for name, (model, _) in denoisers.items()})
     session = BlockCacheSession(pipe, rule, denoisers, record)
-    for name, (model, fam) in denoisers.items():
-        session.proxies[name] = build_proxies(session, model, fam)
-    session.tracker.wrap(scheduler)
     try:
+        for name, (model, fam) in denoisers.items():
+            session.proxies[name] = build_proxies(session, model, fam)
+        session.tracker.wrap(scheduler)
         for name, (model, fam) in denoisers.items():
             if fam.name == "wan":
                 session.handles.append(model.condition_embedder.time_embedder.register_forward_hook(
@@ -134,6 +136,7 @@ def _time_embedding_hook(session: BlockCacheSession) -> Callable:
 
 
 def _teardown(session: BlockCacheSession) -> None:
+    release(session.pipe_ref(), {name: model for name, (model, _) in session.denoisers.items()})
     session.tracker.unwrap()
     for h in session.handles:
         h.remove()

@@ -80,11 +80,10 @@ def _state_managers(model: torch.nn.Module) -> list[Any]:
 
 
 
-def enable_diffusers_cache(session: "ExternalSession", model: torch.nn.Module, name: str,
-                           kwargs: dict[str, Any]) -> None:
-    """Build the peer's diffusers config from ``kwargs`` and put its hooks (and the context hook) on ``model``."""
-    from diffusers.hooks import (FirstBlockCacheConfig, HookRegistry, MagCacheConfig, TaylorSeerCacheConfig,
-                                 apply_first_block_cache, apply_mag_cache, apply_taylorseer_cache)
+def _config(session: "ExternalSession", model: torch.nn.Module, name: str, kwargs: dict[str, Any]) -> tuple:
+    """The peer's diffusers config built from ``kwargs`` (with the model-dependent defaults) and its apply function."""
+    from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig, apply_first_block_cache,
+                                 apply_mag_cache, apply_taylorseer_cache)
 
     if name == "diffusers-fbc":
         config, apply = FirstBlockCacheConfig(**kwargs), apply_first_block_cache
@@ -116,28 +115,39 @@ def enable_diffusers_cache(session: "ExternalSession", model: torch.nn.Module, n
         config, apply = TaylorSeerCacheConfig(**kwargs), apply_taylorseer_cache
     else:  # pragma: no cover - checked before
         raise ValueError(name)
+    return config, apply
+
+
+def enable_diffusers_cache(session: "ExternalSession", name: str, kwargs: dict[str, Any]) -> None:
+    """Put the peer's hooks (and the context hook) on every denoiser of the session (both experts of a
+    two-expert model), with one config."""
+    from diffusers.hooks import HookRegistry
+
+    config, apply = _config(session, session.model, name, kwargs)
     session.config = config
-    if hasattr(model, "enable_cache"):
-        model.enable_cache(config)
-    else:
-        apply(model, config)
-        HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
-    session.state_managers = _state_managers(model)
+    for model in session.models.values():
+        if hasattr(model, "enable_cache"):
+            model.enable_cache(config)
+        else:
+            apply(model, config)
+            HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+        session.state_managers += _state_managers(model)
     session.needs_reset = True
-    HookRegistry.check_if_exists_or_initialize(model).register_hook(_context_hook_class()(session), CONTEXT_HOOK)
+    for model in session.models.values():
+        HookRegistry.check_if_exists_or_initialize(model).register_hook(_context_hook_class()(session), CONTEXT_HOOK)
 
 
 def remove_diffusers_cache(session: "ExternalSession") -> None:
-    """Remove the context hook and the peer's hooks with diffusers' own functions."""
+    """Remove the context hook and the peer's hooks with diffusers' own functions, from every denoiser."""
     from diffusers.hooks import HookRegistry
 
-    model = session.model
-    registry = getattr(model, "_diffusers_hook", None)
-    if registry is not None:
-        registry.remove_hook(CONTEXT_HOOK, recurse=False)
-    if getattr(model, "_cache_config", None) is not None and hasattr(model, "disable_cache"):
-        model.disable_cache()
-    elif registry is not None:
-        for hook_name in _DIFFUSERS_HOOK_NAMES.get(session.peer, ()):
-            registry.remove_hook(hook_name, recurse=True)
-        HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+    for model in session.models.values():
+        registry = getattr(model, "_diffusers_hook", None)
+        if registry is not None:
+            registry.remove_hook(CONTEXT_HOOK, recurse=False)
+        if getattr(model, "_cache_config", None) is not None and hasattr(model, "disable_cache"):
+            model.disable_cache()
+        elif registry is not None:
+            for hook_name in _DIFFUSERS_HOOK_NAMES.get(session.peer, ()):
+                registry.remove_hook(hook_name, recurse=True)
+            HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()

@@ -10,6 +10,10 @@
 * ``"diffusers-taylorseer"``: ``TaylorSeerCacheConfig(**kwargs)``;
 * ``"cache-dit"``: ``cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(**kwargs))``.
 
+Two-expert pipelines (Wan 2.2: ``transformer`` and ``transformer_2``) get the peer on both experts, and both
+are restored by ``disable_external``. A denoiser module shared with another pipeline that has a method on it is
+refused (:mod:`~etcdiff.integration.denoiser_owners`).
+
 How each is put on: :mod:`~etcdiff.integration.diffusers_cache_adapter`,
 :mod:`~etcdiff.integration.cache_dit_adapter`. Where a peer cannot run on a model, :func:`enable_external`
 raises a ``NotImplementedError`` naming the model class and the peers that do run on it
@@ -32,9 +36,10 @@ from .block_cache import is_block_cache_enabled
 from .cache_dit_adapter import enable_cache_dit, remove_cache_dit
 from .diffusers_cache_adapter import enable_diffusers_cache, remove_diffusers_cache
 from .external_session import ExternalReport, ExternalSession, probe_layer
-from .external_support import (EXTERNAL_PEERS, check_external, find_denoiser,  # noqa: F401 (public names)
+from .denoiser_owners import claim, release
+from .external_support import (EXTERNAL_PEERS, check_external, find_denoisers,  # noqa: F401 (public names)
                                supported_external_peers)
-from .module_snapshot import Snapshot
+from .module_snapshot import Snapshot, hide_added_submodules
 from .session_hook import SessionRegistry
 
 _SESSIONS = SessionRegistry("external peer")
@@ -55,27 +60,31 @@ def enable_external(pipe: Any, name: str, **kwargs: Any) -> Any:
         raise RuntimeError("etcdiff: a block cache is enabled on this pipeline; call disable_block_cache(pipe) first.")
     if pipe in _SESSIONS:
         disable_external(pipe)
-    model = find_denoiser(pipe)
+    models = find_denoisers(pipe)
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         raise TypeError(f"etcdiff: {type(pipe).__name__} has no `scheduler`; a diffusers pipeline is expected.")
-    if getattr(model, "_cache_config", None) is not None:
-        raise RuntimeError(f"etcdiff: a diffusers cache is already enabled on {type(model).__name__}; "
-                           "call transformer.disable_cache() first.")
-    session = ExternalSession(pipe, name, model, dict(kwargs))
-    session.snapshot = Snapshot(pipe, model)
-    session.tracker.wrap(scheduler)
+    claim(pipe, models)
+    session = ExternalSession(pipe, name, models, dict(kwargs))
+    session.snapshot = Snapshot(pipe, models.values())
     try:
+        session.tracker.wrap(scheduler)
         if name == "cache-dit":
             enable_cache_dit(session, pipe, kwargs)
         else:
-            enable_diffusers_cache(session, model, name, kwargs)
+            enable_diffusers_cache(session, name, kwargs)
         session.snapshot.mark()
-        session.handles.append(model.register_forward_pre_hook(session.on_call))
-        probe = probe_layer(model)
-        if probe is not None:
-            session.probe = probe[0]
-            session.handles.append(probe[1].register_forward_pre_hook(session.on_block_run))
+        probes = []
+        for model_name, model in models.items():
+            session.handles.append(model.register_forward_pre_hook(session.on_call))
+            added = session.snapshot.added_submodules(model)
+            if added:
+                session.handles.append(hide_added_submodules(model, added))
+            probe = probe_layer(model)
+            if probe is not None:
+                probes.append(probe[0] if len(models) == 1 else f"{model_name}.{probe[0]}")
+                session.handles.append(probe[1].register_forward_pre_hook(session.on_block_run))
+        session.probe = ", ".join(probes)
     except Exception:
         session.snapshot.mark()
         _teardown(session, pipe)
@@ -89,12 +98,15 @@ def _teardown(session: ExternalSession, pipe: Any) -> None:
     for h in session.handles:
         h.remove()
     session.handles = []
-    if session.peer == "cache-dit":
-        remove_cache_dit(session)
-    else:
-        remove_diffusers_cache(session)
-    if session.snapshot is not None:
-        session.snapshot.restore()
+    try:
+        if session.peer == "cache-dit":
+            remove_cache_dit(session)
+        else:
+            remove_diffusers_cache(session)
+    finally:
+        if session.snapshot is not None:
+            session.snapshot.restore()
+        release(pipe, session.models)
 
 
 def disable_external(pipe: Any) -> None:

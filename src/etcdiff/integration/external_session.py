@@ -58,10 +58,14 @@ class ExternalReport:
 
 
 class ExternalSession:
-    def __init__(self, pipe: Any, peer: str, model: torch.nn.Module, params: dict[str, Any]) -> None:
+    """One external peer on one pipeline: its denoisers (``transformer`` and, for two-expert models,
+    ``transformer_2``), what enabling added, and the counts of the current generation."""
+
+    def __init__(self, pipe: Any, peer: str, models: dict[str, torch.nn.Module], params: dict[str, Any]) -> None:
         self.pipe_ref = weakref.ref(pipe)
         self.peer = peer
-        self.model = model
+        self.models = models
+        self.model = next(iter(models.values()))
         self.params = params
         self.tracker = StepTracker(self)
         self.handles: list[Any] = []
@@ -90,7 +94,8 @@ class ExternalSession:
         if self.needs_reset:
             from diffusers.hooks import HookRegistry
 
-            HookRegistry.check_if_exists_or_initialize(self.model).reset_stateful_hooks(recurse=True)
+            for model in self.models.values():
+                HookRegistry.check_if_exists_or_initialize(model).reset_stateful_hooks(recurse=True)
 
     def end_step(self, step: int, model_output: Any) -> None:
         self.calls_this_step = 0
@@ -151,7 +156,6 @@ class ExternalSession:
         name = f"call{self.calls_this_step}"
         self.calls_this_step += 1
         return name
-
 
 
 def _first_linear(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:

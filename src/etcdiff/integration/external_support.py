@@ -20,7 +20,6 @@ _ATTN_PATTERNS = [r"^blocks\.\d+\.attn\d*$", r"^transformer_blocks\.\d+\.attn\d*
                   r"^single_transformer_blocks\.\d+\.attn\d*$", r"^temporal_transformer_blocks\.\d+\.attn\d*$"]
 
 
-
 def block_lists(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
     """The block lists diffusers' FBC/MagCache hooks find (same identifiers, same order)."""
     from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
@@ -34,10 +33,8 @@ def block_stack(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 
 
 def has_block_metadata(block: torch.nn.Module) -> bool:
-    from diffusers.hooks._helpers import TransformerBlockRegistry
-
     try:
-        TransformerBlockRegistry.get(type(block))
+        _block_metadata(block)
         return True
     except ValueError:
         return False
@@ -80,16 +77,50 @@ def cache_dit_factory(pipe: Any) -> Any:
     return None
 
 
-def find_denoiser(pipe: Any) -> torch.nn.Module:
-    for name in ("transformer", "unet"):
-        model = getattr(pipe, name, None)
-        if isinstance(model, torch.nn.Module):
-            return model
-    raise TypeError(f"etcdiff: {type(pipe).__name__} has no `transformer` or `unet`; a diffusers pipeline is expected.")
+DENOISER_NAMES = ("transformer", "transformer_2")  # transformer_2: the second expert of two-expert models (Wan 2.2)
 
 
-def why_not(pipe: Any, model: torch.nn.Module, peer: str) -> str | None:
-    """``None`` if ``peer`` runs on this pipeline's model, else the reason."""
+def find_denoisers(pipe: Any) -> dict[str, torch.nn.Module]:
+    """The pipeline's denoisers by attribute name: ``transformer`` (and ``transformer_2``), else ``unet``."""
+    found = {n: getattr(pipe, n) for n in DENOISER_NAMES if isinstance(getattr(pipe, n, None), torch.nn.Module)}
+    if not found and isinstance(getattr(pipe, "unet", None), torch.nn.Module):
+        found = {"unet": pipe.unet}
+    if not found:
+        raise TypeError(
+            f"etcdiff: {type(pipe).__name__} has no `transformer` or `unet`; a diffusers pipeline is expected."
+        )
+    return found
+
+
+def cache_dit_block_lists(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
+    """The block lists cache-dit splits into its front/middle/back blocks: every non-empty ``ModuleList`` child
+    whose name ends in ``blocks`` (``transformer_blocks``, ``blocks``, HiDream's ``double_stream_blocks`` /
+    ``single_stream_blocks``, ...)."""
+    return [(n, m) for n, m in model.named_children()
+            if n.endswith("blocks") and isinstance(m, torch.nn.ModuleList) and len(m) > 0]
+
+
+def _block_metadata(block: torch.nn.Module) -> Any:
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+
+    return TransformerBlockRegistry.get(type(block))
+
+
+def _fbc_why_not(stack: list[tuple[str, torch.nn.Module]]) -> str | None:
+    if len(stack) < 2:
+        return "FirstBlockCache needs at least two transformer blocks"
+    if getattr(stack[-1][1], "context_pre_only", False):
+        return ("its last block returns no encoder stream (context_pre_only), which FirstBlockCache's "
+                "tail hook subtracts from (TypeError in diffusers)")
+    head, tail = _block_metadata(stack[0][1]), _block_metadata(stack[-1][1])
+    if (head.return_encoder_hidden_states_index is None) != (tail.return_encoder_hidden_states_index is None):
+        return (f"its first block ({type(stack[0][1]).__name__}) and last block ({type(stack[-1][1]).__name__}) "
+                "return different streams (one carries the text stream, the other not), which FirstBlockCache's "
+                "tail hook cannot combine (TypeError in diffusers on the first forward)")
+    return None
+
+
+def _why_not_model(pipe: Any, model: torch.nn.Module, peer: str) -> str | None:
     stack = block_stack(model)
     if peer in ("diffusers-fbc", "diffusers-magcache"):
         if not stack:
@@ -97,13 +128,7 @@ def why_not(pipe: Any, model: torch.nn.Module, peer: str) -> str | None:
         unknown = sorted({type(b).__name__ for _, b in stack if not has_block_metadata(b)})
         if unknown:
             return f"diffusers has no block metadata for {', '.join(unknown)}"
-        if peer == "diffusers-fbc":
-            if len(stack) < 2:
-                return "FirstBlockCache needs at least two transformer blocks"
-            if getattr(stack[-1][1], "context_pre_only", False):
-                return ("its last block returns no encoder stream (context_pre_only), which FirstBlockCache's "
-                        "tail hook subtracts from (TypeError in diffusers)")
-        return None
+        return _fbc_why_not(stack) if peer == "diffusers-fbc" else None
     if peer == "diffusers-taylorseer":
         if taylorseer_default_matches(model) or attention_patterns(model):
             return None
@@ -118,22 +143,46 @@ def why_not(pipe: Any, model: torch.nn.Module, peer: str) -> str | None:
     raise ValueError(f"Unknown external peer {peer!r}; choose one of: {', '.join(EXTERNAL_PEERS)}.")
 
 
+def why_not(pipe: Any, peer: str) -> str | None:
+    """``None`` if ``peer`` runs on every denoiser of this pipeline, else the reason."""
+    for model in find_denoisers(pipe).values():
+        reason = _why_not_model(pipe, model, peer)
+        if reason is not None:
+            return reason
+    return None
+
+
 def supported_external_peers(pipe: Any) -> list[str]:
-    """The external peers that run on this pipeline's denoiser."""
-    model = find_denoiser(pipe)
-    return [p for p in EXTERNAL_PEERS if why_not(pipe, model, p) is None]
+    """The external peers that run on this pipeline's denoiser(s)."""
+    return [p for p in EXTERNAL_PEERS if why_not(pipe, p) is None]
+
+
+def methods_that_run(pipe: Any, peers: list[str]) -> str:
+    """'Methods that run on it: ...': the step methods, the block caches where the family is supported, and the
+    given external peers."""
+    from .block_families import find_family, step_method_names
+
+    names = step_method_names()
+    try:
+        for model in find_denoisers(pipe).values():
+            find_family(model)
+        names += ["teacache", "magcache"]
+    except NotImplementedError:
+        pass
+    return f"Methods that run on it: {', '.join(names + peers)}."
 
 
 def check_external(pipe: Any, peer: str) -> None:
-    """Raise a clear error if ``peer`` cannot run on this pipeline."""
+    """Raise a clear error if ``peer`` cannot run on this pipeline, naming the methods that can."""
     if peer not in EXTERNAL_PEERS:
         raise ValueError(f"Unknown external peer {peer!r}; choose one of: {', '.join(EXTERNAL_PEERS)}.")
-    model = find_denoiser(pipe)
-    reason = why_not(pipe, model, peer)
+    reason = why_not(pipe, peer)
     if reason is None:
         return
-    others = [p for p in EXTERNAL_PEERS if p != peer and why_not(pipe, model, p) is None]
+    others = [p for p in EXTERNAL_PEERS if p != peer and why_not(pipe, p) is None]
     runs = f"Peers that run on it: {', '.join(others)}." if others else "None of the external peers runs on it."
+    runs = f"{runs} {methods_that_run(pipe, others)}"
     if peer == "cache-dit" and cache_dit_status() is not None:
         raise RuntimeError(f"etcdiff: cache-dit cannot run here: {reason}. {runs}")
-    raise NotImplementedError(f"etcdiff: {peer} cannot run on {type(model).__name__}: {reason}. {runs}")
+    names = ", ".join(type(m).__name__ for m in find_denoisers(pipe).values())
+    raise NotImplementedError(f"etcdiff: {peer} cannot run on {names}: {reason}. {runs}")
