@@ -97,6 +97,21 @@ def test_external_peer_on_both_wan22_experts(peer: str, kwargs: dict) -> None:
     assert torch.equal(tp.run(STEPS), plain)
 
 
+def test_block_cache_on_both_wan22_experts() -> None:
+    # TeaCache, poly(x) = x, a huge threshold: each expert's branches (cond, uncond) compute on their first call
+    # (no residual yet: the other expert's residual is not reused) and on the last step, and skip the rest
+    tp = make_wan22()
+    plain, bare = _run_counted(tp)
+    switch = bare.calls["transformer_2"].index(2)
+    etcdiff.enable(tp.pipe, "teacache", threshold=1e9, coefficients=[0.0, 0.0, 0.0, 1.0, 0.0])
+    _, counts = _run_counted(tp)
+    assert counts.runs["transformer"][:STEPS] == [2] + [0] * (STEPS - 1)
+    assert counts.runs["transformer_2"][:STEPS] == [0] * switch + [2] + [0] * (STEPS - switch - 2) + [2]
+    assert etcdiff.last_report(tp.pipe).computed_steps == [0, switch, STEPS - 1]
+    etcdiff.disable(tp.pipe)
+    assert torch.equal(tp.run(STEPS), plain)
+
+
 # -- item 6: cache-dit on two pipelines of one class ----------------------------------------------------------------
 def test_cache_dit_on_two_pipelines_of_one_class() -> None:
     pytest.importorskip("cache_dit")
