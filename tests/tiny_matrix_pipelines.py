@@ -15,6 +15,12 @@ from tiny_pipelines import (SEED, TinyPipeline, _finish, _randn, _tiny_vae_kl, m
                             make_sdxl, make_wan)
 
 
+def _seeded(cls: type, **config: Any) -> Any:
+    """``cls(**config)`` in eval mode, its random weights drawn right after ``torch.manual_seed(SEED)``."""
+    torch.manual_seed(SEED)
+    return cls(**config).eval()
+
+
 def _vae_shift(latent_channels: int) -> Any:
     """The tiny KL VAE with ``shift_factor`` set (the img2img pipelines of Flux and SD3 subtract it)."""
     vae = _tiny_vae_kl(latent_channels)
@@ -30,11 +36,11 @@ def _image(size: int = 16, seed: int = 7) -> torch.Tensor:
 def _flux_transformer() -> Any:
     from diffusers import FluxTransformer2DModel
 
-    torch.manual_seed(SEED)
-    return FluxTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True,
-    ).eval()
+    return _seeded(
+        FluxTransformer2DModel, patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
+    )
 
 
 def _flux_like(cls_name: str, name: str, **extra: Any) -> TinyPipeline:
@@ -62,21 +68,21 @@ def make_flux_kontext() -> TinyPipeline:
 def _flux2_transformer() -> Any:
     from diffusers import Flux2Transformer2DModel
 
-    torch.manual_seed(SEED)
-    return Flux2Transformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
-    ).eval()
+    return _seeded(
+        Flux2Transformer2DModel, patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+    )
 
 
 def _flux2_vae() -> Any:
     from diffusers import AutoencoderKLFlux2
 
-    torch.manual_seed(SEED)
-    return AutoencoderKLFlux2(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-        block_out_channels=(4,), layers_per_block=1, latent_channels=4, norm_num_groups=1, sample_size=32,
-    ).eval()
+    return _seeded(
+        AutoencoderKLFlux2, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1, latent_channels=4,
+        norm_num_groups=1, sample_size=32,
+    )
 
 
 def make_flux2(klein: bool = False) -> TinyPipeline:
@@ -119,12 +125,12 @@ def make_sdxl_img2img_denoising_start() -> TinyPipeline:
 def _sd15_unet() -> Any:
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(SEED)
-    return UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), cross_attention_dim=32, norm_num_groups=8,
-    ).eval()
+    return _seeded(
+        UNet2DConditionModel, block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), cross_attention_dim=32,
+        norm_num_groups=8,
+    )
 
 
 def _sd15_fixed() -> dict[str, Any]:
@@ -144,12 +150,11 @@ def make_sd15_ddim() -> TinyPipeline:
 def make_controlnet() -> TinyPipeline:
     from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
 
-    torch.manual_seed(SEED)
-    controlnet = ControlNetModel(
-        block_out_channels=(16, 32), layers_per_block=1, in_channels=4, down_block_types=("DownBlock2D",
-        "CrossAttnDownBlock2D"), attention_head_dim=(2, 4), cross_attention_dim=32, norm_num_groups=8,
-        conditioning_embedding_out_channels=(16,),
-    ).eval()
+    controlnet = _seeded(
+        ControlNetModel, block_out_channels=(16, 32), layers_per_block=1, in_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=(2, 4), cross_attention_dim=32,
+        norm_num_groups=8, conditioning_embedding_out_channels=(16,),
+    )
     pipe = StableDiffusionControlNetPipeline(
         vae=_tiny_vae_kl(4), text_encoder=None, tokenizer=None, unet=_sd15_unet(), controlnet=controlnet,
         scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -161,12 +166,12 @@ def make_controlnet() -> TinyPipeline:
 def make_lcm() -> TinyPipeline:
     from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
 
-    torch.manual_seed(SEED)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), cross_attention_dim=32, norm_num_groups=8, time_cond_proj_dim=32,
-    ).eval()
+    unet = _seeded(
+        UNet2DConditionModel, block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), cross_attention_dim=32,
+        norm_num_groups=8, time_cond_proj_dim=32,
+    )
     pipe = LatentConsistencyModelPipeline(vae=_tiny_vae_kl(4), text_encoder=None, tokenizer=None, unet=unet,
                                           scheduler=LCMScheduler(), safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
@@ -203,19 +208,18 @@ def _embeds_with_masks(dim: int, mask_key: str = "prompt_attention_mask", n: int
 def make_sana() -> TinyPipeline:
     from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderDC(
-        in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock",) * 3,
-        decoder_block_types=("ResBlock",) * 3, encoder_block_out_channels=(8,) * 3, decoder_block_out_channels=(8,) * 3,
-        encoder_layers_per_block=(1,) * 3, decoder_layers_per_block=(1,) * 3, encoder_qkv_multiscales=((),) * 3,
-        decoder_qkv_multiscales=((),) * 3, decoder_norm_types="rms_norm", decoder_act_fns="silu",
-    ).eval()
-    torch.manual_seed(SEED)
-    transformer = SanaTransformer2DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
-        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=32,
-        sample_size=16,
-    ).eval()
+    vae = _seeded(
+        AutoencoderDC, in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock",) * 3,
+        decoder_block_types=("ResBlock",) * 3, encoder_block_out_channels=(8,) * 3,
+        decoder_block_out_channels=(8,) * 3, encoder_layers_per_block=(1,) * 3, decoder_layers_per_block=(1,) * 3,
+        encoder_qkv_multiscales=((),) * 3, decoder_qkv_multiscales=((),) * 3, decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+    )
+    transformer = _seeded(
+        SanaTransformer2DModel, in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+        num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16,
+        caption_channels=32, sample_size=16,
+    )
     pipe = SanaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
                         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
     fixed = {**_embeds_with_masks(32), "negative_prompt": None, "height": 32, "width": 32, "guidance_scale": 4.5,
@@ -226,12 +230,11 @@ def make_sana() -> TinyPipeline:
 def make_auraflow() -> TinyPipeline:
     from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, FlowMatchEulerDiscreteScheduler
 
-    torch.manual_seed(SEED)
-    transformer = AuraFlowTransformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
-        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
-        out_channels=4, pos_embed_max_size=64,
-    ).eval()
+    transformer = _seeded(
+        AuraFlowTransformer2DModel, sample_size=16, patch_size=2, in_channels=4, num_mmdit_layers=1,
+        num_single_dit_layers=1, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+        caption_projection_dim=16, out_channels=4, pos_embed_max_size=64,
+    )
     pipe = AuraFlowPipeline(tokenizer=None, text_encoder=None, vae=_tiny_vae_kl(4), transformer=transformer,
                             scheduler=FlowMatchEulerDiscreteScheduler())
     fixed = {**_embeds_with_masks(32), "height": 16, "width": 16, "guidance_scale": 3.5}
@@ -241,12 +244,11 @@ def make_auraflow() -> TinyPipeline:
 def make_lumina2() -> TinyPipeline:
     from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
 
-    torch.manual_seed(SEED)
-    transformer = Lumina2Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, hidden_size=16, num_layers=1, num_refiner_layers=1,
-        num_attention_heads=2, num_kv_heads=1, multiple_of=16, axes_dim_rope=(4, 2, 2), axes_lens=(32, 32, 32),
-        cap_feat_dim=32,
-    ).eval()
+    transformer = _seeded(
+        Lumina2Transformer2DModel, sample_size=16, patch_size=2, in_channels=4, hidden_size=16, num_layers=1,
+        num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1, multiple_of=16, axes_dim_rope=(4, 2, 2),
+        axes_lens=(32, 32, 32), cap_feat_dim=32,
+    )
     pipe = Lumina2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
                            vae=_tiny_vae_kl(4), text_encoder=None, tokenizer=None)
     fixed = {**_embeds_with_masks(32), "height": 16, "width": 16, "guidance_scale": 4.0}
@@ -256,12 +258,11 @@ def make_lumina2() -> TinyPipeline:
 def make_chroma() -> TinyPipeline:
     from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
 
-    torch.manual_seed(SEED)
-    transformer = ChromaTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(4, 4, 8), approximator_num_channels=8,
-        approximator_hidden_dim=16, approximator_layers=1,
-    ).eval()
+    transformer = _seeded(
+        ChromaTransformer2DModel, patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(4, 4, 8),
+        approximator_num_channels=8, approximator_hidden_dim=16, approximator_layers=1,
+    )
     pipe = ChromaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae_kl(1), text_encoder=None,
                           tokenizer=None, transformer=transformer)
     fixed = {**_embeds_with_masks(32, dtype=torch.float32), "height": 16, "width": 16, "guidance_scale": 4.0}
@@ -272,15 +273,12 @@ def make_qwenimage() -> TinyPipeline:
     from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline,
                            QwenImageTransformer2DModel)
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLQwenImage(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                                 temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
-                                 latents_std=[1.0] * 4).eval()
-    torch.manual_seed(SEED)
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=32, axes_dims_rope=(4, 6, 6),
-    ).eval()
+    vae = _seeded(AutoencoderKLQwenImage, base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                  temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    transformer = _seeded(
+        QwenImageTransformer2DModel, patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(4, 6, 6),
+    )
     pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None,
                              tokenizer=None, transformer=transformer)
     fixed = {**_embeds_with_masks(32, "prompt_embeds_mask"), "height": 16, "width": 16, "true_cfg_scale": 4.0}
@@ -292,18 +290,16 @@ def make_hunyuanvideo() -> TinyPipeline:
     from diffusers import (AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
                            HunyuanVideoTransformer3DModel)
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLHunyuanVideo(
-        latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 3,
+    vae = _seeded(
+        AutoencoderKLHunyuanVideo, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 3,
         up_block_types=("HunyuanVideoUpBlock3D",) * 3, block_out_channels=(8, 8, 8), layers_per_block=1,
         norm_num_groups=4, spatial_compression_ratio=4, temporal_compression_ratio=4, mid_block_add_attention=False,
-    ).eval()
-    torch.manual_seed(SEED)
-    transformer = HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
-        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=32,
+    )
+    transformer = _seeded(
+        HunyuanVideoTransformer3DModel, in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+        num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=32,
         pooled_projection_dim=16, rope_axes_dim=(2, 2, 4),
-    ).eval()
+    )
     pipe = HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
                                 scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None,
                                 tokenizer_2=None)
@@ -316,19 +312,17 @@ def make_ltx() -> TinyPipeline:
     from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
                            LTXVideoTransformer3DModel)
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLLTXVideo(
-        latent_channels=4, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, False, False), decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, patch_size=1,
-        patch_size_t=1,
-    ).eval()
-    torch.manual_seed(SEED)
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-        num_layers=1, caption_channels=32,
-    ).eval()
+    vae = _seeded(
+        AutoencoderKLLTXVideo, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, patch_size=1, patch_size_t=1,
+    )
+    transformer = _seeded(
+        LTXVideoTransformer3DModel, in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=1, caption_channels=32,
+    )
     pipe = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
                        transformer=transformer)
     fixed = {**_embeds_with_masks(32), "height": 32, "width": 32, "num_frames": 9, "guidance_scale": 3.0}
@@ -338,18 +332,16 @@ def make_ltx() -> TinyPipeline:
 def make_cogvideox() -> TinyPipeline:
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLCogVideoX(
-        down_block_types=("CogVideoXDownBlock3D",) * 2, up_block_types=("CogVideoXUpBlock3D",) * 2,
-        block_out_channels=(8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        temporal_compression_ratio=4,
-    ).eval()
-    torch.manual_seed(SEED)
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=8,
-        text_embed_dim=32, num_layers=1, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
-        temporal_compression_ratio=4, max_text_seq_length=8,
-    ).eval()
+    vae = _seeded(
+        AutoencoderKLCogVideoX, down_block_types=("CogVideoXDownBlock3D",) * 2,
+        up_block_types=("CogVideoXUpBlock3D",) * 2, block_out_channels=(8, 8), latent_channels=4, layers_per_block=1,
+        norm_num_groups=2, temporal_compression_ratio=4,
+    )
+    transformer = _seeded(
+        CogVideoXTransformer3DModel, num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+        time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=8, sample_height=8, sample_frames=9,
+        patch_size=2, temporal_compression_ratio=4, max_text_seq_length=8,
+    )
     pipe = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
                              scheduler=CogVideoXDDIMScheduler())
     fixed = {"prompt_embeds": _randn(1, 8, 32, seed=1), "negative_prompt_embeds": _randn(1, 8, 32, seed=3),
@@ -360,17 +352,15 @@ def make_cogvideox() -> TinyPipeline:
 def make_mochi() -> TinyPipeline:
     from diffusers import AutoencoderKLMochi, FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLMochi(
-        latent_channels=4, encoder_block_out_channels=(32,) * 4, decoder_block_out_channels=(32,) * 4,
-        layers_per_block=(1, 1, 1, 1, 1), add_attention_block=(False,) * 5, latents_mean=(0.0,) * 4,
-        latents_std=(1.0,) * 4,
-    ).eval()
-    torch.manual_seed(SEED)
-    transformer = MochiTransformer3DModel(
-        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
-        in_channels=4, text_embed_dim=32, time_embed_dim=4, max_sequence_length=8,
-    ).eval()
+    vae = _seeded(
+        AutoencoderKLMochi, latent_channels=4, encoder_block_out_channels=(32,) * 4,
+        decoder_block_out_channels=(32,) * 4, layers_per_block=(1, 1, 1, 1, 1), add_attention_block=(False,) * 5,
+        latents_mean=(0.0,) * 4, latents_std=(1.0,) * 4,
+    )
+    transformer = _seeded(
+        MochiTransformer3DModel, patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+        pooled_projection_dim=16, in_channels=4, text_embed_dim=32, time_embed_dim=4, max_sequence_length=8,
+    )
     pipe = MochiPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
                          transformer=transformer)
     fixed = {**_embeds_with_masks(32), "height": 16, "width": 16, "num_frames": 7, "guidance_scale": 4.5}
@@ -394,18 +384,17 @@ def make_cosmos() -> TinyPipeline:
     """Cosmos 1.0 text-to-world (EDM Euler): it calls ``scheduler.step`` twice per loop step."""
     from diffusers import AutoencoderKLCosmos, CosmosTextToWorldPipeline, CosmosTransformer3DModel, EDMEulerScheduler
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLCosmos(
-        latent_channels=4, encoder_block_out_channels=(8, 8), decode_block_out_channels=(8, 8),
+    vae = _seeded(
+        AutoencoderKLCosmos, latent_channels=4, encoder_block_out_channels=(8, 8), decode_block_out_channels=(8, 8),
         attention_resolutions=(), resolution=16, num_layers=1, patch_size=1, patch_type="haar",
         spatial_compression_ratio=2, temporal_compression_ratio=2, latents_mean=None, latents_std=None,
-    ).eval()
-    torch.manual_seed(SEED)
-    transformer = CosmosTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=24, num_layers=1, mlp_ratio=2.0,
-        text_embed_dim=32, adaln_lora_dim=4, max_size=(4, 16, 16), patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0),
-        concat_padding_mask=False, extra_pos_embed_type="learnable",  # True needs torchvision
-    ).eval()
+    )
+    transformer = _seeded(
+        CosmosTransformer3DModel, in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=24,
+        num_layers=1, mlp_ratio=2.0, text_embed_dim=32, adaln_lora_dim=4, max_size=(4, 16, 16), patch_size=(1, 2, 2),
+        rope_scale=(1.0, 1.0, 1.0), concat_padding_mask=False, extra_pos_embed_type="learnable",
+        # True needs torchvision,
+    )
     scheduler = EDMEulerScheduler(sigma_min=0.002, sigma_max=80, sigma_data=0.5, sigma_schedule="karras",
                                   num_train_timesteps=1000, prediction_type="epsilon", rho=7.0,
                                   final_sigmas_type="sigma_min")
@@ -420,17 +409,14 @@ def make_stable_audio() -> TinyPipeline:
     from diffusers import AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
     from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 
-    torch.manual_seed(SEED)
-    vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 2], channel_multiples=[1, 2],
-                             decoder_channels=4, decoder_input_channels=4, audio_channels=2, sampling_rate=64).eval()
-    torch.manual_seed(SEED)
-    transformer = StableAudioDiTModel(
-        sample_size=8, in_channels=4, num_layers=2, attention_head_dim=4, num_attention_heads=2,
+    vae = _seeded(AutoencoderOobleck, encoder_hidden_size=4, downsampling_ratios=[2, 2], channel_multiples=[1, 2],
+                  decoder_channels=4, decoder_input_channels=4, audio_channels=2, sampling_rate=64)
+    transformer = _seeded(
+        StableAudioDiTModel, sample_size=8, in_channels=4, num_layers=2, attention_head_dim=4, num_attention_heads=2,
         num_key_value_attention_heads=1, out_channels=4, cross_attention_dim=8, time_proj_dim=8,
         global_states_input_dim=16, cross_attention_input_dim=8,
-    ).eval()
-    torch.manual_seed(SEED)
-    projection = StableAudioProjectionModel(text_encoder_dim=32, conditioning_dim=8, min_value=0, max_value=64).eval()
+    )
+    projection = _seeded(StableAudioProjectionModel, text_encoder_dim=32, conditioning_dim=8, min_value=0, max_value=64)
     pipe = StableAudioPipeline(vae=vae, text_encoder=None, projection_model=projection, tokenizer=None,
                                transformer=transformer, scheduler=EDMDPMSolverMultistepScheduler())
     fixed = {"prompt_embeds": _randn(1, 8, 32, seed=1), "negative_prompt_embeds": _randn(1, 8, 32, seed=3),
