@@ -167,6 +167,19 @@ def test_second_pipeline_sharing_the_denoiser(first: str, second: str) -> None:
     etcdiff.disable(other)
 
 
+def test_a_block_cache_over_an_external_peer_on_one_pipeline() -> None:
+    from etcdiff.integration.block_cache import enable_block_cache
+
+    pipe, _, run, *_ = build("dit")
+    enable_external(pipe, "diffusers-fbc", threshold=10.0)
+    with pytest.raises(RuntimeError, match=r"already used by another method enabled on this pipeline\. "
+                                           r"Call etcdiff\.disable\(pipe\) first"):
+        enable_block_cache(pipe, "teacache", threshold=0.1)
+    run(5)
+    assert external_report(pipe).per_step_block_runs == [1, 0, 0, 0, 0]  # the peer alone, as enabled
+    disable_external(pipe)
+
+
 # -- traceback 7: save_pretrained while cache-dit is on -------------------------------------------------------------
 def test_save_pretrained_with_cache_dit_on_the_digits_dit() -> None:
     pytest.importorskip("cache_dit")

@@ -23,8 +23,11 @@ _OTHER_PIPE = ("Call etcdiff.disable() on the other pipeline first, or give this
 def _held_elsewhere(pipe: Any, module: torch.nn.Module) -> str | None:
     """Who else holds ``module`` and what to do about it, or ``None``."""
     owner = _OWNERS.get(module)
-    if owner is not None and owner() is not None and owner() is not pipe:
-        return f"a method enabled on another pipeline ({type(owner()).__name__}). {_OTHER_PIPE}"
+    holder = owner() if owner is not None else None
+    if holder is pipe:  # block caches and external peers replace their own kind; this is the other kind
+        return "another method enabled on this pipeline. Call etcdiff.disable(pipe) first."
+    if holder is not None:
+        return f"a method enabled on another pipeline ({type(holder).__name__}). {_OTHER_PIPE}"
     registry = getattr(module, "_diffusers_hook", None)
     hooks = [n for n in getattr(registry, "_hook_order", []) if n.startswith("etcdiff")]
     if hooks:
