@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from etcdiff.integration.block_cache import (
-    SUPPORTED_MODELS, block_cache_report, calibrate_magcache, calibrate_teacache, disable_block_cache,
-    enable_block_cache,
+    SUPPORTED_MODELS, block_cache_report, disable_block_cache, enable_block_cache,
 )
+from etcdiff.integration.block_calibration import calibrate_magcache, calibrate_teacache
 from etcdiff.integration.external import (
     EXTERNAL_PEERS, check_external, diffusers_magcache_ratios, disable_external, enable_external, external_report,
     supported_external_peers,

@@ -19,15 +19,10 @@ import torch
 
 from .api import resolve_policy
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
-from .calibration.search import search_trajectories
 from .policies.base import StepPolicy
 from .registry import Method, get_method
 
 Decode = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def calibrated_method(name: str) -> Method:
@@ -45,13 +40,6 @@ def _split(method: Method, settings: dict[str, Any]) -> tuple[dict[str, Any], di
     fit = {k: v for k, v in settings.items() if k in method.fit_settings}
     run = method.check_settings({k: v for k, v in settings.items() if k not in method.fit_settings})
     return fit, run
-
-
-def etc_fit(trajectories: Sequence[Any], decode: Decode | None = None, *, warmup: int = 6, alpha: float = 0.5,
-            seed: int = 42, **search: Any) -> dict[str, Any]:
-    """ETC's tolerance search over recorded runs: tau at the change point of the perturbation-SSIM curve."""
-    result = search_trajectories(trajectories, decode or _identity, seed=seed, stacklevel=3, **search)
-    return {"threshold": float(result.tau), "warmup": warmup, "alpha": alpha}
 
 
 def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,

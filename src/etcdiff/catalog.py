@@ -42,11 +42,12 @@ def _diffusers_config(name: str) -> Any:
 
 
 def _cache_dit_config() -> type:
-    from .integration.external import cache_dit_status
+    from .integration.external_support import cache_dit_status
 
     why = cache_dit_status()
     if why is not None:
-        raise ImportError(f"{why}. Install etcdiff's peers extra: pip install 'etcdiff[peers]'.")
+        hint = "" if "etcdiff[peers]" in why else "; it is in etcdiff's peers extra: pip install 'etcdiff[peers]'"
+        raise ImportError(f"{why}{hint}.")
     import cache_dit
 
     return cache_dit.DBCacheConfig
@@ -60,19 +61,19 @@ def _fit_ertacache(trajectories: list[Any], threshold: float = 0.2, decode: Any 
 
 
 def _fit_etc(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
-    from .calibrate import etc_fit
+    from .calibration.search import etc_fit
 
     return etc_fit(trajectories, decode, **settings)
 
 
 def _teacache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
-    from .integration.block_cache import calibrate_teacache
+    from .integration.block_calibration import calibrate_teacache
 
     return {"coefficients": list(calibrate_teacache(pipe, prompts, steps, seed, **call_kwargs).coefficients)}
 
 
 def _magcache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
-    from .integration.block_cache import calibrate_magcache
+    from .integration.block_calibration import calibrate_magcache
 
     return {"ratios": list(calibrate_magcache(pipe, prompts, steps, seed, **call_kwargs).ratios)}
 

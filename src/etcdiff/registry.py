@@ -17,6 +17,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .integration.method_names import STEP_METHODS
+
 KIND_NAMES = ("step", "block", "external")
 
 
@@ -135,12 +137,16 @@ def register(method: Method, *, replace: bool = False) -> Method:
     if method.name in METHODS and not replace:
         raise ValueError(f"a method named {method.name!r} is registered already; pass replace=True to redefine it.")
     METHODS[method.name] = method
+    if method.kind == "step" and method.name not in STEP_METHODS:
+        STEP_METHODS.append(method.name)
     return method
 
 
 def unregister(name: str) -> None:
     """Remove a method added with :func:`register` (for tests and plug-ins)."""
     METHODS.pop(name, None)
+    if name in STEP_METHODS:
+        STEP_METHODS.remove(name)
 
 
 def get_method(name: str) -> Method:

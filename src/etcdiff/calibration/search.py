@@ -117,6 +117,13 @@ def search_trajectories(
     return _average(d_all, s_all, jump, min_size, t0, meta, stacklevel=stacklevel + 1)
 
 
+def etc_fit(trajectories: Sequence[Any], decode: Decode | None = None, *, warmup: int = 6, alpha: float = 0.5,
+            seed: int = 42, **search: Any) -> dict[str, Any]:
+    """ETC's tolerance search over recorded runs: tau at the change point of the perturbation-SSIM curve."""
+    result = search_trajectories(trajectories, decode or (lambda x: x), seed=seed, stacklevel=3, **search)
+    return {"threshold": float(result.tau), "warmup": warmup, "alpha": alpha}
+
+
 def _search_runs(runs: Runs, steps: int, decode: Decode, progress: bool, **kwargs: Any) -> SearchResult:
     """:func:`search_trajectories` over ``runs`` with one progress bar of sampled steps."""
     n = len(runs)

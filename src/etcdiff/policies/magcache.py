@@ -22,7 +22,7 @@ https://github.com/Zehong-Ma/MagCache/blob/main/MagCache4FLUX/magcache_flux.py (
 ``diffusers.hooks.mag_cache.FLUX_MAG_RATIOS``). Presets there: threshold 0.24, K 5, retention 0.1.
 MagCache4FLUX additionally forces a compute at reference step 11 of 28; that FLUX-specific exception is not
 part of the method as described (nor of diffusers' port) and is not reproduced here.
-Other models: calibrate with ``etcdiff.integration.block_cache.calibrate_magcache`` and
+Other models: calibrate with ``etcdiff.integration.block_calibration.calibrate_magcache`` and
 :func:`fit_magcache_ratios`.
 """
 

@@ -27,7 +27,7 @@ Published coefficients (numpy.poly1d order, highest power first):
 
 No coefficients were published for DiT, PixArt or SD3: :data:`IDENTITY_COEFFICIENTS` (``poly(x) = x``)
 is used there, which needs a threshold chosen for the raw relative change; calibrate with
-``etcdiff.integration.block_cache.calibrate_teacache`` and :func:`fit_teacache_coefficients`.
+``etcdiff.integration.block_calibration.calibrate_teacache`` and :func:`fit_teacache_coefficients`.
 """
 
 from __future__ import annotations

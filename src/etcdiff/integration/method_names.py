@@ -1,0 +1,15 @@
+"""The names of the step-level methods, for the integrations' errors ("methods that run on it: ...").
+
+The method registry (a layer above) keeps this list current as methods are registered, so that an integration
+can name them without importing the registry. No torch import here: the registry loads without it.
+"""
+
+from __future__ import annotations
+
+#: every registered step method, in registration order (kept by ``etcdiff.registry.register``)
+STEP_METHODS: list[str] = []
+
+
+def step_method_names() -> list[str]:
+    """The step-level methods, which run on any denoiser (``none``, the full-step reference, left out)."""
+    return [name for name in STEP_METHODS if name != "none"]
