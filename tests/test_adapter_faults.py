@@ -89,7 +89,7 @@ def test_external_peer_on_both_wan22_experts(peer: str, kwargs: dict) -> None:
     report = external_report(tp.pipe)
     assert report.per_step_calls == [2] * STEPS  # both experts' forwards are counted
     both = [a + b for a, b in zip(counts.runs["transformer"], counts.runs["transformer_2"])]
-    assert report.per_step_block_runs == both[:STEPS]
+    assert report.per_step_stack_runs == both[:STEPS]
 
     disable_external(tp.pipe)
     assert {n: module_state(m) for n, m in experts.items()} == before
@@ -130,7 +130,7 @@ def test_cache_dit_on_two_pipelines_of_one_class() -> None:
     disable_external(a)  # must not touch b's cache-dit
     assert torch.equal(run_a(5), plain)
     assert torch.equal(run_b(5), cached_b)
-    assert external_report(b).per_step_block_runs == [1, 0, 0, 0, 0]
+    assert external_report(b).per_step_stack_runs == [1, 0, 0, 0, 0]
     disable_external(b)
     assert dict(vars(cls)) == cls_before and torch.equal(run_b(5), plain)
 
@@ -176,7 +176,7 @@ def test_a_block_cache_over_an_external_peer_on_one_pipeline() -> None:
                                            r"Call etcdiff\.disable\(pipe\) first"):
         enable_block_cache(pipe, "teacache", threshold=0.1)
     run(5)
-    assert external_report(pipe).per_step_block_runs == [1, 0, 0, 0, 0]  # the peer alone, as enabled
+    assert external_report(pipe).per_step_stack_runs == [1, 0, 0, 0, 0]  # the peer alone, as enabled
     disable_external(pipe)
 
 

@@ -432,7 +432,7 @@ def test_diffusers_peers_on_flux(peer, kwargs, runs):
     for _ in range(2):  # state is reset between generations
         out = run(5)
         rep = external_report(pipe)
-        assert rep.per_step_calls == [2] * 5 and rep.per_step_block_runs == runs
+        assert rep.per_step_calls == [2] * 5 and rep.per_step_stack_runs == runs
         assert rep.probe == "single_transformer_blocks.0.attn.to_q"
     assert not torch.equal(out, ref)
     disable_external(pipe)
@@ -453,7 +453,7 @@ def test_diffusers_magcache_calibration_and_dit_context():
     ref = drun(5)
     enable_external(dit, "diffusers-fbc", threshold=10.0)
     drun(5)
-    assert external_report(dit).per_step_block_runs == [1, 0, 0, 0, 0]
+    assert external_report(dit).per_step_stack_runs == [1, 0, 0, 0, 0]
     disable_external(dit)
     assert torch.equal(drun(5), ref)
 
@@ -478,7 +478,7 @@ def test_cache_dit(family):
                     max_warmup_steps=1, enable_separate_cfg=calls > 1)
     out = run(5)
     rep = external_report(pipe)
-    assert rep.per_step_calls == [calls] * 5 and rep.per_step_block_runs == [calls, 0, 0, 0, 0]
+    assert rep.per_step_calls == [calls] * 5 and rep.per_step_stack_runs == [calls, 0, 0, 0, 0]
     assert not torch.equal(out, ref)
     disable_external(pipe)
     # cache-dit patches the pipeline class's __call__ (and DiT's/Flux's forward); all of it is gone

@@ -229,10 +229,10 @@ class Measurer:
 
 
 def effective_nfe(report: Any) -> int | None:
-    """Denoiser evaluations a run really made: the block-stack runs of a block-level cache (``stack_runs``,
-    ``block_runs``: a call that skips the stack is not an evaluation), else the denoiser forwards
+    """Denoiser evaluations a run really made: the block-stack runs of a block-level or external cache
+    (``stack_runs``: a call that skips the stack is not an evaluation), else the denoiser forwards
     (``model_calls``), else the computed steps."""
-    for name in ("stack_runs", "block_runs", "model_calls", "num_computed"):
+    for name in ("stack_runs", "model_calls", "num_computed"):
         value = getattr(report, name, None)
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -3,7 +3,7 @@ runs, and the report.
 
 The report counts transformer forwards and, with a forward pre-hook on the first linear layer of the attention
 of the middle block of the stack (:func:`probe_layer`), the forwards in which that block's attention really
-ran (``block_runs``): a skipped stack (FBC, MagCache, DBCache) or a predicted attention (TaylorSeer) does not
+ran (``stack_runs``): a skipped stack (FBC, MagCache, DBCache) or a predicted attention (TaylorSeer) does not
 run it.
 """
 
@@ -24,35 +24,35 @@ from .step_tracker import StepTracker
 class ExternalReport:
     """Counts for one generation with an external peer.
 
-    ``model_calls``: denoiser forwards. ``block_runs``: forwards in which the probed block (the middle block
-    of the stack, ``probe``) really ran its attention; ``per_step_calls`` / ``per_step_block_runs`` per step.
+    ``model_calls``: denoiser forwards. ``stack_runs``: forwards in which the probed block (the middle block
+    of the stack, ``probe``) really ran its attention; ``per_step_calls`` / ``per_step_stack_runs`` per step.
     ``stats``: the peer's own statistics where it keeps some (cache-dit's summary).
     """
 
     method: str
     num_steps: int
     model_calls: int = 0
-    block_runs: int = 0
+    stack_runs: int = 0
     per_step_calls: list[int] = field(default_factory=list)
-    per_step_block_runs: list[int] = field(default_factory=list)
+    per_step_stack_runs: list[int] = field(default_factory=list)
     probe: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     stats: Any = None
 
     @property
-    def block_skips(self) -> int:
-        return self.model_calls - self.block_runs
+    def stack_skips(self) -> int:
+        return self.model_calls - self.stack_runs
 
     @property
     def stack_speedup(self) -> float:
-        return self.model_calls / max(self.block_runs, 1)
+        return self.model_calls / max(self.stack_runs, 1)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
         out = asdict(self)
         out["stats"] = None if self.stats is None else repr(self.stats)
-        out["block_skips"] = self.block_skips
+        out["stack_skips"] = self.stack_skips
         out["stack_speedup"] = self.stack_speedup
         return out
 
@@ -101,8 +101,8 @@ class ExternalSession:
         self.calls_this_step = 0
         if not self.tracker.active:
             self.last_report = ExternalReport(
-                method=self.peer, num_steps=self.num_steps, model_calls=sum(self.calls), block_runs=sum(self.runs),
-                per_step_calls=list(self.calls), per_step_block_runs=list(self.runs), probe=self.probe,
+                method=self.peer, num_steps=self.num_steps, model_calls=sum(self.calls), stack_runs=sum(self.runs),
+                per_step_calls=list(self.calls), per_step_stack_runs=list(self.runs), probe=self.probe,
                 params=dict(self.params), stats=self._stats(),
             )
 
