@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from .base import StepPolicy
+from .numbers import as_int
 
 
 class NoCache(StepPolicy):
@@ -27,6 +28,8 @@ class FixedInterval(StepPolicy):
 
     def __init__(self, interval: int = 2, warmup: int = 1) -> None:
         super().__init__()
+        interval = interval if as_int(interval) is None else as_int(interval)
+        warmup = warmup if as_int(warmup) is None else as_int(warmup)
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"FixedInterval: interval must be an integer >= 1, got {interval!r}.")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
