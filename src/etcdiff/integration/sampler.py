@@ -44,8 +44,8 @@ def sample(
     _check_scheduler(scheduler)
     scheduler.set_timesteps(steps, device=latents.device)
     timesteps = scheduler.timesteps
+    policy.use_schedule(getattr(scheduler, "sigmas", None))  # this run's schedule first: begin checks it
     policy.begin(len(timesteps))
-    policy.use_schedule(getattr(scheduler, "sigmas", None))
     scale_input = hasattr(scheduler, "scale_model_input")
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=policy.name)):
         out = None

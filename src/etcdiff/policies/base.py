@@ -127,8 +127,9 @@ class StepPolicy(ABC):
         """Clear the method's own per-generation state (called by :meth:`begin`)."""
 
     def use_schedule(self, sigmas: torch.Tensor | None) -> None:
-        """Called by the integrations after :meth:`begin` with the scheduler's sigmas for the run's steps
-        (``None`` where the scheduler has none). Methods that need the solver's time axis override it."""
+        """Called by the integrations just before :meth:`begin` with the scheduler's sigmas for the run's steps
+        (``None`` where the scheduler has none), so that ``begin`` can check them against the step count.
+        Methods that need the solver's time axis override it."""
 
     @abstractmethod
     def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
