@@ -188,6 +188,26 @@ def test_controlnet_skipped_with_the_denoiser() -> None:
     assert "forward" not in vars(pipe.controlnet) and not hasattr(pipe.controlnet, "_diffusers_hook")
 
 
+def test_sd_controlnet_pipeline_skips_the_controlnet() -> None:
+    from tiny_pipelines import make_sd_controlnet
+
+    want = make_sd_controlnet().run(12)
+    tp = make_sd_controlnet()
+    unet_runs = _entry_counter(tp.model.get_submodule(tp.entry_module))
+    cn_runs = _entry_counter(tp.pipe.controlnet.conv_in)
+    etcdiff.enable(tp.pipe, etcdiff.NoCache())
+    assert torch.equal(tp.run(12), want)
+    assert unet_runs[0] == cn_runs[0] == 12
+    etcdiff.enable(tp.pipe, etc_huge())
+    unet_runs[0] = cn_runs[0] = 0
+    out = tp.run(12)
+    report = etcdiff.last_report(tp.pipe)
+    assert report.computed_steps == ETC_HUGE[12] and unet_runs[0] == cn_runs[0] == 6
+    assert report.model_calls == 12 and torch.isfinite(out).all()
+    etcdiff.disable(tp.pipe)
+    assert torch.equal(tp.run(12), want)
+
+
 # -- 7. a replaced denoiser is followed --------------------------------------------------------------------------
 def test_report_after_the_transformer_is_replaced() -> None:
     pipe = make_loop_pipeline()
