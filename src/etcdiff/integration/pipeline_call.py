@@ -67,14 +67,15 @@ def _watched_class(base: type) -> type:
             raise RuntimeError("etcdiff: this pipeline lost its etcdiff session; call etcdiff.disable(pipe) first.")
         return watcher.reduce_pipeline(self, protocol)
 
-    for fn in (__call__, progress_bar):
-        original = getattr(base, fn.__name__)
-        fn.__doc__, fn.__wrapped__ = original.__doc__, original  # type: ignore[attr-defined]
-    namespace = {
-        "__call__": __call__, "progress_bar": progress_bar, "__deepcopy__": __deepcopy__,
-        "__reduce_ex__": __reduce_ex__, "__module__": base.__module__, "__qualname__": base.__qualname__,
-        "__doc__": base.__doc__, "_etcdiff_base_class": base,
+    namespace: dict[str, Any] = {
+        "__deepcopy__": __deepcopy__, "__reduce_ex__": __reduce_ex__, "__module__": base.__module__,
+        "__qualname__": base.__qualname__, "__doc__": base.__doc__, "_etcdiff_base_class": base,
     }
+    for fn in (__call__, progress_bar):  # only what the class has (a stand-in pipeline may lack a progress bar)
+        original = getattr(base, fn.__name__, None)
+        if callable(original):
+            fn.__doc__, fn.__wrapped__ = original.__doc__, original  # type: ignore[attr-defined]
+            namespace[fn.__name__] = fn
     sub = type(base.__name__, (base,), namespace)
     _SUBCLASSES[base] = sub
     return sub
