@@ -14,6 +14,10 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+import etcdiff
+from loop_pipelines import make_loop_pipeline
 
 STEPS = 12
 
@@ -34,10 +38,6 @@ class RankDenoiser(torch.nn.Module):
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    import etcdiff
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    from loop_pipelines import make_loop_pipeline
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -66,7 +66,8 @@ def _free_port() -> int:
 
 
 def test_ranks_agree_on_every_skip(tmp_path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork: the children start with etcdiff and diffusers already imported (spawn re-imports them, ~20 s each)
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     for path in ("sample", "hook"):
         assert r0[path] == r1[path]
@@ -75,9 +76,6 @@ def test_ranks_agree_on_every_skip(tmp_path) -> None:
 
 
 def test_a_single_process_skips_as_before() -> None:
-    import etcdiff
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
     model = RankDenoiser(0)
     policy = etcdiff.ETC(threshold=1e-4, warmup=2)
     etcdiff.sample(model, FlowMatchEulerDiscreteScheduler(), torch.zeros(1, 4), STEPS, policy)

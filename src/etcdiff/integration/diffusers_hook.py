@@ -185,11 +185,13 @@ class Session:
 
     def call_ended(self, ok: bool) -> None:
         try:
-            self.tracker.finish()
-            if ok and self.passes:
-                self.last_report = merge_reports(self.passes)
-            elif not ok:
-                self.last_report = None  # the generation did not finish: no report rather than a stale one
+            if ok:
+                self.tracker.finish()
+                if self.passes:
+                    self.last_report = merge_reports(self.passes)
+            else:  # the generation did not finish: no report rather than a stale one, and no policy call
+                self.tracker.abandon()  # that could raise over the pipeline's own exception
+                self.last_report = None
         finally:
             self._end_call()
 

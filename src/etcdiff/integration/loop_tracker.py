@@ -132,6 +132,10 @@ class LoopTracker(StepTracker):
             self.listener.end_step(self.step_index, self.pending)
         self._close(done)
 
+    def abandon(self) -> None:
+        """The pass failed (the pipeline call raised): close it without telling the listener anything more."""
+        self.active, self.begun, self.stepped, self.pending = False, False, False, None
+
     def _close(self, steps_done: int) -> None:
         begun = self.begun
         self.active, self.begun, self.stepped, self.pending = False, False, False, None
