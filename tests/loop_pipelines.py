@@ -4,7 +4,8 @@
 callback) with a small deterministic denoiser. ``loop`` selects the loop shape of a pipeline family:
 
 * ``"plain"``: one ``scheduler.step`` per timestep (Flux, SD3, ...), separate cond/uncond calls with ``cfg``;
-* ``"cosmos"``: Cosmos 1.0 text-to-world: ``scheduler.step`` once for x0, ``_step_index -= 1``, then again;
+* ``"cosmos"``: Cosmos 1.0 text-to-world (always with CFG): ``scheduler.step`` once on the doubled batch for
+  x0, ``_step_index -= 1``, guidance on x0, then ``scheduler.step`` again;
 * ``transformer_2`` with ``boundary``: Wan 2.2's second expert for the timesteps below the boundary;
 * ``controlnet``: a helper network called before the denoiser on every step, its output fed to it;
 * ``denoising_end`` (a fraction): the loop stops part-way through the scheduler's timesteps, as SDXL's does;
@@ -63,7 +64,8 @@ class LoopPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return getattr(self, "_interrupt", False)
 
-    def _denoise(self, x: torch.Tensor, t: torch.Tensor, cfg: bool, boundary: float | None) -> torch.Tensor:
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, cfg: bool, boundary: float | None,
+                 combine: bool = True) -> Any:
         model = self.transformer
         if boundary is not None and self.transformer_2 is not None and float(t) < boundary:
             model = self.transformer_2
@@ -72,7 +74,7 @@ class LoopPipeline(DiffusionPipeline):
         if not cfg:
             return cond
         uncond = model(x, t, cond=0.5, residual=residual)
-        return uncond + 3.0 * (cond - uncond)
+        return uncond + 3.0 * (cond - uncond) if combine else (cond, uncond)
 
     @torch.no_grad()
     def __call__(self, num_inference_steps: int = 10, loop: str = "plain", cfg: bool = False,
@@ -96,12 +98,16 @@ class LoopPipeline(DiffusionPipeline):
                     if self.interrupt:
                         continue
                     x_in = self.scheduler.scale_model_input(latents, t) if hasattr(self.scheduler, "scale_model_input") else latents
-                    eps = self._denoise(x_in, t, cfg, boundary)
-                    if loop == "cosmos":
-                        x0 = self.scheduler.step(eps, t, latents, return_dict=False)[1]
+                    if loop == "cosmos":  # x0 of both branches from one doubled-batch step, guided, then the step
+                        cond, uncond = self._denoise(x_in, t, True, boundary, combine=False)
+                        x0 = self.scheduler.step(torch.cat([uncond, cond]), t, torch.cat([latents, latents]),
+                                                 return_dict=False)[1]
                         self.scheduler._step_index -= 1
+                        x0_uncond, x0_cond = x0.chunk(2)
+                        x0 = x0_cond + 3.0 * (x0_cond - x0_uncond)
                         latents = self.scheduler.step(x0, t, latents, return_dict=False, pred_original_sample=x0)[0]
                     else:
+                        eps = self._denoise(x_in, t, cfg, boundary)
                         latents = self.scheduler.step(eps, t, latents, return_dict=False)[0]
                     if callback_on_step_end is not None:
                         callback_on_step_end(self, i, t, {})

@@ -285,3 +285,24 @@ def test_report_covers_every_pass() -> None:
     assert report.passes == 3 and report.num_steps == 36
     assert report.computed_steps == ETC_HUGE[12] + [12 + s for s in ETC_HUGE[12]] + [24 + s for s in ETC_HUGE[12]]
     assert report.model_calls == pipe.transformer.runs == 18
+
+
+# -- recording for calibration counts steps the same way ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "scheduler, kwargs, steps",
+    [(None, {}, 12), (EDMEulerScheduler(), {"loop": "cosmos", "cfg": True}, 12), (HeunDiscreteScheduler(), {}, 12),
+     (None, {"denoising_end": 0.5}, 6)],
+    ids=["plain", "cosmos", "heun", "denoising_end"],
+)
+def test_recording_counts_steps_like_the_hook(scheduler, kwargs, steps) -> None:
+    from etcdiff.integration.recording import record_pipeline
+
+    pipe = make_loop_pipeline(scheduler) if scheduler is not None else make_loop_pipeline()
+    traj, out = record_pipeline(pipe, num_inference_steps=12, **kwargs)
+    assert traj.num_steps == len(traj.inputs) == steps
+    assert torch.equal(traj.final, out)
+    # x_0 is the initial noise (Cosmos' first scheduler.step sees a doubled batch; Heun's second one x_1's guess)
+    x0 = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0)) * getattr(pipe.scheduler, "init_noise_sigma", 1.0)
+    assert torch.equal(traj.inputs[0], x0)
+    assert all(o.shape == out.shape and i.shape == out.shape for o, i in zip(traj.outputs, traj.inputs))
+    assert not pipe.transformer._forward_pre_hooks and "set_timesteps" not in vars(pipe.scheduler)

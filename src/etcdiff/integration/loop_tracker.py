@@ -54,6 +54,8 @@ class LoopTracker(StepTracker):
         self.begun = False
         self.stepped = False  # a scheduler.step ran since the current round began
         self.pending: Any = None  # the model output of the current step's last scheduler.step
+        self.step_input: torch.Tensor | None = None  # x_t at the start of the current step (None at step 0)
+        self.step_samples: list[Any] = []  # the `sample` of each scheduler.step call of the current step
         self.progress_total: int | None = None
         self.warned_prk = getattr(self, "warned_prk", False)
 
@@ -75,6 +77,7 @@ class LoopTracker(StepTracker):
                 return False
         self.stepped = True
         self.pending = model_output
+        self.step_samples.append(sample)
         return True
 
     def _after_step(self, result: Any) -> None:
@@ -117,7 +120,8 @@ class LoopTracker(StepTracker):
         if self.stepped and getattr(self.scheduler, "state_in_first_order", True):
             self.listener.end_step(self.step_index, self.pending)
             self.step_index += 1
-            self.stepped, self.pending = False, None
+            self.stepped, self.pending, self.step_samples = False, None, []
+            self.step_input = self.latents
             if self.step_index >= self.num_steps:  # more rounds than the loop was said to have
                 self._close(self.num_steps)
                 return None
@@ -135,6 +139,17 @@ class LoopTracker(StepTracker):
     def abandon(self) -> None:
         """The pass failed (the pipeline call raised): close it without telling the listener anything more."""
         self.active, self.begun, self.stepped, self.pending = False, False, False, None
+
+    def current_input(self) -> torch.Tensor | None:
+        """x_t of the current step: the previous step's result, or at step 0 the first ``sample`` that
+        ``scheduler.step`` received with the shape of the latents (Cosmos first passes a doubled batch)."""
+        if self.step_input is not None:
+            return self.step_input
+        shape = self.latents.shape if isinstance(self.latents, torch.Tensor) else None
+        for sample in self.step_samples:
+            if isinstance(sample, torch.Tensor) and (shape is None or sample.shape == shape):
+                return sample
+        return None
 
     def _close(self, steps_done: int) -> None:
         begun = self.begun
