@@ -61,7 +61,6 @@ def _split_output(out: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]
     )
 
 
-
 class _Branch:
     __slots__ = ("stream", "rebuild")
 
@@ -297,7 +296,7 @@ class Session:
         ordinal = self.calls_this_step.get(base, 0)
         self.calls_this_step[base] = ordinal + 1
         key = (*base, ordinal)
-        if helper:
+        if helper:  # on a skipped step its output only feeds estimated denoiser calls: hand back the last one
             cached = self.helper_outputs.get(key)
             if not self.compute_now and cached is not None:
                 return cached
