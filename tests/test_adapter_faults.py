@@ -229,7 +229,7 @@ def test_cache_dit_block_count_check_on_hidream_block_lists() -> None:
 
 
 # -- unsupported pairs: the error names the methods that do run -----------------------------------------------------
-STEP_METHODS = "etc, fixed, adaptive, sada, ertacache"
+STEP_METHODS = ", ".join(n for n, m in etcdiff.METHODS.items() if m.kind == "step" and n != "none")
 
 
 @pytest.mark.parametrize("method", ["teacache", "magcache", "diffusers-fbc", "diffusers-taylorseer", "cache-dit"])

@@ -160,6 +160,8 @@ def test_branch_estimates_combine_into_the_estimate_on_the_guided_output():
             guided, computed = uncond[t] + scale * (cond[t] - uncond[t]), True
         else:
             c_hat, u_hat = s_cond.predict(t), s_uncond.predict(t)
+            s_cond.use(t, c_hat)  # the integration hands the estimates on: they become the streams' last output
+            s_uncond.use(t, u_hat)
             guided, computed = u_hat + scale * (c_hat - u_hat), False
             torch.testing.assert_close(guided, policy.predict(t), rtol=1e-5, atol=1e-5)
             estimated += 1

@@ -235,6 +235,32 @@ def make_wan() -> TinyPipeline:
     return _finish("wan", pipe, fixed, 2, "patch_embedding", batch_kwarg="num_videos_per_prompt")
 
 
+# -- SD 1.5 + ControlNet ------------------------------------------------------------------------------------------
+def make_sd_controlnet() -> TinyPipeline:
+    """SD 1.5 with a ControlNet (DDIM): batched CFG; the ControlNet runs before the UNet on every step.
+
+    Not in :data:`FACTORIES`; ``entry_module`` counts the UNet's forwards, ``pipe.controlnet.conv_in`` the
+    ControlNet's."""
+    from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline, UNet2DConditionModel
+
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=8, attention_head_dim=(2, 4),
+    ).eval()
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8,)).eval()
+    pipe = StableDiffusionControlNetPipeline(
+        vae=_tiny_vae_kl(4), text_encoder=None, tokenizer=None, unet=unet, controlnet=controlnet,
+        scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    fixed = {
+        "prompt_embeds": _randn(1, 8, 32, seed=1), "negative_prompt_embeds": _randn(1, 8, 32, seed=3),
+        "image": torch.rand(1, 3, 16, 16, generator=_gen(5)), "height": 16, "width": 16, "guidance_scale": 5.0,
+    }
+    return _finish("sd_controlnet", pipe, fixed, 1, "conv_in", denoiser="unet")
+
+
 FACTORIES: dict[str, Callable[[], TinyPipeline]] = {
     "flux": make_flux,
     "flux_true_cfg": make_flux_true_cfg,

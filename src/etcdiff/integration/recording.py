@@ -7,14 +7,20 @@ from typing import Any, Callable
 import torch
 
 from ..policies.trajectory import Trajectory
+from .loop_tracker import LoopTracker
 from .step_tracker import StepTracker
 
 __all__ = ["Trajectory", "call_kwargs", "record_pipeline"]
 
 
 class _Recorder:
-    def __init__(self, on_step: Callable[[int], None] | None = None) -> None:
-        self.tracker = StepTracker(self)
+    """Listens to a :class:`LoopTracker` (steps by denoiser rounds, as the step policies count them) or, for a
+    pipeline without a denoiser etcdiff knows, to a :class:`StepTracker` (one step per ``scheduler.step``)."""
+
+    in_call = True  # the pipeline call around the loop ends the last step (record_pipeline calls finish)
+
+    def __init__(self, on_step: Callable[[int], None] | None, by_rounds: bool) -> None:
+        self.tracker = LoopTracker(self) if by_rounds else StepTracker(self)
         self.trajectory = Trajectory()
         self.on_step = on_step
 
@@ -26,12 +32,17 @@ class _Recorder:
         self.trajectory.sigmas = torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None
 
     def end_step(self, step: int, model_output: Any) -> None:
-        if not isinstance(model_output, torch.Tensor) or self.tracker.latents is None:
+        tracker = self.tracker
+        x_t = tracker.current_input() if isinstance(tracker, LoopTracker) else tracker.latents
+        if not isinstance(model_output, torch.Tensor) or x_t is None:
             raise TypeError("etcdiff: cannot record this pipeline: scheduler.step did not receive tensors.")
         self.trajectory.outputs.append(model_output.detach().float().cpu().clone())
-        self.trajectory.inputs.append(self.tracker.latents.detach().float().cpu().clone())
+        self.trajectory.inputs.append(x_t.detach().float().cpu().clone())
         if self.on_step is not None:
             self.on_step(step)
+
+    def finish(self, steps_done: int) -> None:
+        pass
 
 
 @torch.no_grad()
@@ -39,17 +50,34 @@ def record_pipeline(pipe: Any, on_step: Callable[[int], None] | None = None, **c
     """Run ``pipe(**call_kwargs)`` once at full steps and return its trajectory and the pipeline's result;
     ``on_step(step)`` is called as each step is recorded (for progress).
 
-    The scheduler is followed through :class:`~etcdiff.integration.step_tracker.StepTracker`; nothing of the
-    pipeline is modified, and the wrappers are gone when this returns (also on error).
+    Steps are counted as the step policies count them (:mod:`etcdiff.integration.loop_tracker`: one per
+    round of denoiser calls, so Heun's two evaluations or Cosmos' two ``scheduler.step`` calls make one step,
+    and a loop that stops early records the steps it ran). Nothing of the pipeline is modified: the scheduler
+    wrappers and the plain torch pre-hooks on the denoisers are gone when this returns (also on error).
     """
+    from .diffusers_hook import hooked_modules
+
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         raise TypeError(f"etcdiff: {type(pipe).__name__} has no `scheduler`; a diffusers pipeline is expected.")
-    rec = _Recorder(on_step)
+    try:
+        modules = hooked_modules(pipe)
+    except TypeError:
+        modules = {}
+    rec = _Recorder(on_step, by_rounds=bool(modules))
     rec.tracker.wrap(scheduler)
+
+    def on_call(module: torch.nn.Module, args: Any) -> None:  # returns None: the call's arguments stay as they are
+        rec.tracker.round()
+
+    handles = [m.register_forward_pre_hook(on_call) for m in modules.values()]
     try:
         result = pipe(**call_kwargs)
+        if isinstance(rec.tracker, LoopTracker):
+            rec.tracker.finish()
     finally:
+        for handle in handles:
+            handle.remove()
         rec.tracker.unwrap()
     traj = rec.trajectory
     if traj.num_steps == 0:

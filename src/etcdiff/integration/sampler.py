@@ -8,6 +8,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..policies.base import StepPolicy
+from ..policies.numbers import as_int
+from .distributed import agree
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -35,12 +37,15 @@ def sample(
         raise TypeError(f"sample: model must be callable as model(latents, timestep, **kwargs), got {type(model).__name__}.")
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"sample: latents must be a torch.Tensor, got {type(latents).__name__}.")
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+    steps = as_int(num_inference_steps)
+    if steps is None or steps < 1:
         raise ValueError(f"sample: num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-    scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    _check_policy(policy)
+    _check_scheduler(scheduler)
+    scheduler.set_timesteps(steps, device=latents.device)
     timesteps = scheduler.timesteps
+    policy.use_schedule(getattr(scheduler, "sigmas", None))  # this run's schedule first: begin checks it
     policy.begin(len(timesteps))
-    policy.use_schedule(getattr(scheduler, "sigmas", None))
     scale_input = hasattr(scheduler, "scale_model_input")
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=policy.name)):
         out = None
@@ -48,6 +53,7 @@ def sample(
         if not computed:
             out = policy.predict(i)
             computed = out is None
+        computed = agree(computed)  # every rank of a split denoiser runs it on the same steps
         if computed:
             x_in = scheduler.scale_model_input(latents, t) if scale_input else latents
             out = model(x_in, t, **model_kwargs)
@@ -56,3 +62,36 @@ def sample(
         policy.observe(i, out, computed)
         latents = scheduler.step(out, t, latents, return_dict=False)[0]
     return latents
+
+
+def _check_policy(policy: Any) -> None:
+    if isinstance(policy, StepPolicy):
+        return
+    if isinstance(policy, str):
+        hint = f"etcdiff.make_policy({policy!r}, ...)"
+    elif isinstance(policy, type) and issubclass(policy, StepPolicy):
+        hint = f"an instance such as {policy.__name__}(...)"
+    else:
+        hint = "etcdiff.ETC(threshold=...) or etcdiff.make_policy(name, ...)"
+    raise TypeError(f"sample: policy must be a StepPolicy object, got {_describe(policy)}; pass {hint}.")
+
+
+def _check_scheduler(scheduler: Any) -> None:
+    if isinstance(scheduler, type):
+        raise TypeError(
+            f"sample: scheduler must be a scheduler instance, got the class {scheduler.__name__}; "
+            f"pass {scheduler.__name__}() or {scheduler.__name__}.from_config(...)."
+        )
+    missing = [n for n in ("set_timesteps", "step") if not callable(getattr(scheduler, n, None))]
+    if missing:
+        raise TypeError(
+            f"sample: scheduler must be a diffusers scheduler (with set_timesteps and step), got {_describe(scheduler)}."
+        )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    return f"{type(value).__name__} {value!r}" if isinstance(value, str) else type(value).__name__

@@ -11,6 +11,9 @@ removes the wrappers.
 * The step index is the number of ``scheduler.step`` calls since then; every denoiser call between two of
   them belongs to the same step. ``scheduler.step`` hands over the tensor the scheduler consumes (after
   classifier-free guidance is combined: the spec's eps_t) before the scheduler runs.
+
+The step policies use :class:`~etcdiff.integration.loop_tracker.LoopTracker`, a subclass that counts denoiser
+rounds instead, for the loops that call ``scheduler.step`` more than once per step or stop early.
 """
 
 from __future__ import annotations
@@ -61,25 +64,20 @@ class StepTracker:
         @functools.wraps(orig["set_timesteps"])  # pipelines inspect the signature (sigmas=, eta=, generator=)
         def set_timesteps(*args: Any, **kwargs: Any) -> Any:
             result = orig["set_timesteps"](*args, **kwargs)
-            self._begin(len(scheduler.timesteps))
+            self._on_set_timesteps(scheduler)
             return result
 
         @functools.wraps(orig["step"])
         def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
-            tracking = self.active
-            if tracking:
-                self.latents = sample if isinstance(sample, torch.Tensor) else None
-                self._end_step(model_output)
+            tracking = self._before_step(model_output, sample)
             result = orig["step"](model_output, timestep, sample, *args, **kwargs)
-            if tracking:  # x_{t+1}: the next step's input, or the final latents after the last step
-                prev = result[0] if isinstance(result, tuple) else getattr(result, "prev_sample", None)
-                self.latents = prev if isinstance(prev, torch.Tensor) else None
+            if tracking:
+                self._after_step(result)
             return result
 
         def set_begin_index(begin_index: int = 0) -> Any:
             result = orig["set_begin_index"](begin_index)
-            if self.active and self.step_index == 0:
-                self._begin(len(scheduler.timesteps) - int(begin_index))
+            self._on_set_begin_index(scheduler, begin_index)
             return result
 
         scheduler.set_timesteps = set_timesteps
@@ -114,6 +112,27 @@ class StepTracker:
                 "again after setting the scheduler."
             )
         self._begin(len(timesteps) - (getattr(scheduler, "begin_index", None) or 0))
+
+    # -- scheduler events (subclasses count steps differently) -------------------------------------------------
+    def _on_set_timesteps(self, scheduler: Any) -> None:
+        self._begin(len(scheduler.timesteps))
+
+    def _on_set_begin_index(self, scheduler: Any, begin_index: int) -> None:
+        if self.active and self.step_index == 0:
+            self._begin(len(scheduler.timesteps) - int(begin_index))
+
+    def _before_step(self, model_output: Any, sample: Any) -> bool:
+        """Called before ``scheduler.step`` runs; returns whether :meth:`_after_step` wants its result."""
+        if not self.active:
+            return False
+        self.latents = sample if isinstance(sample, torch.Tensor) else None
+        self._end_step(model_output)
+        return True
+
+    def _after_step(self, result: Any) -> None:
+        """x_{t+1}: the next step's input, or the final latents after the last step."""
+        prev = result[0] if isinstance(result, tuple) else getattr(result, "prev_sample", None)
+        self.latents = prev if isinstance(prev, torch.Tensor) else None
 
     @torch.compiler.disable
     def _begin(self, num_steps: int) -> None:

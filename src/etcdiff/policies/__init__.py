@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from .adaptive import AdaptiveDiffusion
 from .base import OutputStream, ReuseStream, RunReport, StepPolicy
-from .baselines import FixedInterval, NoCache
+from .baselines import FixedInterval, LinearExtrapolation, NoCache
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState, etc_preset
 from .presets import ETC_PRESETS, find_preset
@@ -28,6 +28,6 @@ def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwar
 
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
-    "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "OutputStream", "ReuseStream", "RunReport",
+    "ETC", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "OutputStream", "ReuseStream", "RunReport",
     "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
 ]

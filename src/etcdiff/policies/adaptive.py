@@ -17,9 +17,11 @@ from typing import Any
 import torch
 
 from .base import StepPolicy
+from .numbers import as_int, as_real
 
 
 def _check_int(name: str, value: Any, low: int, hint: str) -> int:
+    value = value if as_int(value) is None else as_int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"AdaptiveDiffusion: {name} must be an integer >= {low}{hint}, got {value!r}.")
     return value
@@ -45,6 +47,7 @@ class AdaptiveDiffusion(StepPolicy):
 
     def __init__(self, threshold: float = 0.01, max_skip_steps: int = 4, warmup: int = 3) -> None:
         super().__init__()
+        threshold = threshold if as_real(threshold) is None else as_real(threshold)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
             raise ValueError(
                 f"AdaptiveDiffusion: threshold must be a finite number >= 0, got {threshold!r}; "

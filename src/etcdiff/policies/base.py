@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .numbers import as_int
+
 
 @dataclass
 class RunReport:
@@ -26,8 +28,9 @@ class RunReport:
 
     ``computed_steps`` are the step indices where the denoiser ran; ``err`` and ``window`` hold, for every
     step, the policy's error signal and window (``None`` where the policy did not measure one).
-    ``model_calls`` counts denoiser forwards, which exceeds the computed steps when a step makes several
-    calls (separate CFG branches); integrations fill it in.
+    ``model_calls`` counts real forwards of the denoiser and of the helper networks a pipeline runs with it
+    every step (ControlNet); it exceeds the computed steps when a step makes several calls (separate CFG
+    branches); integrations fill it in.
     """
 
     method: str
@@ -37,6 +40,7 @@ class RunReport:
     window: list[int | None] = field(default_factory=list)
     model_calls: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    passes: int = 1  # denoising loops in one pipeline call (FreeInit-style re-runs), numbered steps one after the other
 
     @property
     def num_computed(self) -> int:
@@ -68,7 +72,12 @@ class OutputStream(ABC):
 
     @abstractmethod
     def predict(self, step: int) -> torch.Tensor | None:
-        """The estimate for ``step``; ``None`` when no safe estimate exists (then the model must run)."""
+        """The estimate for ``step``; ``None`` when no safe estimate exists (then the model must run).
+
+        Asking changes nothing: an integration may ask every branch first and run the model after all."""
+
+    def use(self, step: int, estimate: torch.Tensor) -> None:
+        """The estimate from :meth:`predict` was handed on in place of the model's output at ``step``."""
 
 
 class ReuseStream(OutputStream):
@@ -106,6 +115,7 @@ class StepPolicy(ABC):
     # -- life cycle ---------------------------------------------------------------------------------------
     def begin(self, num_steps: int) -> None:
         """Reset all per-generation state for a run of ``num_steps`` steps."""
+        num_steps = num_steps if as_int(num_steps) is None else as_int(num_steps)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"{self.name}: the number of steps must be a positive integer, got {num_steps!r}.")
         self.num_steps = num_steps
@@ -117,8 +127,9 @@ class StepPolicy(ABC):
         """Clear the method's own per-generation state (called by :meth:`begin`)."""
 
     def use_schedule(self, sigmas: torch.Tensor | None) -> None:
-        """Called by the integrations after :meth:`begin` with the scheduler's sigmas for the run's steps
-        (``None`` where the scheduler has none). Methods that need the solver's time axis override it."""
+        """Called by the integrations just before :meth:`begin` with the scheduler's sigmas for the run's steps
+        (``None`` where the scheduler has none), so that ``begin`` can check them against the step count.
+        Methods that need the solver's time axis override it."""
 
     @abstractmethod
     def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:

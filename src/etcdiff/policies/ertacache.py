@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from .numbers import as_real
 
 from .trajectory import Trajectory
 
@@ -140,6 +141,7 @@ def _read_profile(path: str | os.PathLike) -> dict[str, Any]:
 
 def fit_ertacache(trajectories: list["Trajectory"], threshold: float) -> ERTACacheProfile:
     """Fit the ERTACache reconstruction (module docstring, parts 1–3) on recorded full-step trajectories."""
+    threshold = threshold if as_real(threshold) is None else as_real(threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"fit_ertacache: threshold must be a finite number >= 0, got {threshold!r}.")
     n, sigmas = _check_trajectories(trajectories)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from .numbers import as_int, as_real
 from .presets import find_preset, unknown_preset_message
 
 
@@ -69,10 +70,20 @@ class ETCStream(OutputStream):
         if self.trend.d is None or p.k <= 0 or self.last_real != p.last_real:
             return None
         est = self.trend.estimate(p.k)
-        if not is_finite(est):
-            return None
-        self.trend.pre = est
-        return est
+        return est if is_finite(est) else None
+
+    def use(self, step: int, estimate: torch.Tensor) -> None:
+        self.trend.pre = estimate  # inside a window the last used output is the estimate
+
+
+def _real_or(value: Any) -> Any:
+    real = as_real(value)
+    return value if real is None else real
+
+
+def _int_or(value: Any) -> Any:
+    whole = as_int(value)
+    return value if whole is None else whole
 
 
 class ETC(StepPolicy):
@@ -97,6 +108,8 @@ class ETC(StepPolicy):
     def __init__(self, threshold: float, warmup: int = 6, alpha: float = 0.5, max_growth: int = 1,
                  threshold_for_steps: Callable[[int], float] | None = None) -> None:
         super().__init__()
+        threshold, alpha = _real_or(threshold), _real_or(alpha)
+        warmup, max_growth = _int_or(warmup), _int_or(max_growth)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
             raise ValueError(
                 f"ETC: threshold must be a finite number >= 0, got {threshold!r}. Use a published preset "
@@ -183,7 +196,7 @@ class ETC(StepPolicy):
             self._log(step, True, window=self.k)
             return
         err = residual.abs().mean().item()  # Eq. 6: err = mean|eps - pre - d|
-        if err >= self.threshold:
+        if not err < self.threshold:  # NaN (an overflowed residual) counts as over the tolerance
             self.k = max(self.k - 1, 0)  # Eq. 7
         else:
             self.k += self._growth(err)  # Eq. 7: +1; more only with the opt-in max_growth > 1
@@ -201,6 +214,8 @@ class ETC(StepPolicy):
         if self.max_growth == 1:
             return 1
         feasible = max(self.k, 1) * math.sqrt(self.threshold / max(err, 1e-12))
+        if not math.isfinite(feasible):  # tau / err overflowed (e.g. tau = 1e300): as far as allowed
+            return self.max_growth
         return int(min(max(math.floor(feasible) - self.k, 1), self.max_growth))
 
     def _drop_trend(self, step: int) -> None:

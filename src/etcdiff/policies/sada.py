@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from .numbers import as_int
 
 _GAUSS = (0.5 - 0.5 / math.sqrt(3.0), 0.5 + 0.5 / math.sqrt(3.0))  # 2-point Gauss–Legendre nodes on [0, 1]
 
@@ -135,6 +136,7 @@ class SADA(StepPolicy):
                 f"SADA: acc_range must satisfy 0 <= start < end <= 1 (fractions of the step count, e.g. (0.2, 0.94) "
                 f"for steps 10..47 of 50), got {acc_range!r}."
             )
+        max_interval = max_interval if as_int(max_interval) is None else as_int(max_interval)
         if isinstance(max_interval, bool) or not isinstance(max_interval, int) or max_interval < 1:
             raise ValueError(f"SADA: max_interval must be an integer >= 1 (the authors use 4), got {max_interval!r}.")
         self.acc_range = (lo, hi)
