@@ -59,7 +59,8 @@ class Counts:
         for name in HELPERS:
             model = getattr(tp.pipe, name, None)
             if isinstance(model, torch.nn.Module):
-                self.handles.append(model.register_forward_pre_hook(self._on_helper))
+                # the helper's own first layer: a skipped helper call never reaches it
+                self.handles.append(model.get_submodule("conv_in").register_forward_pre_hook(self._on_helper))
         self.reset()
 
     def reset(self) -> None:
