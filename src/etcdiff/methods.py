@@ -37,6 +37,12 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in (
     MethodInfo("ertacache", "step", "ERTACache (reconstruction of its three named parts)",
                "whole output with timestep and residual-linearization corrections",
                "yes: offline profile, `etcdiff calibrate --method ertacache`"),
+    MethodInfo("meancache", "step", "MeanCache (Gao et al. 2026); schedule search is ours (not released)",
+               "whole output, average-velocity estimate on a fixed schedule of B calls (flow-matching Euler only)",
+               "yes: schedule per model and budget from full calibration runs"),
+    MethodInfo("sencache", "step", "SenCache (Haghighi & Alahi 2026), step-level",
+               "whole output, unchanged; reuses while a sensitivity bound stays under eps (shared batch decision)",
+               "yes: J_x, J_t tables from calibration runs with extra forwards"),
     MethodInfo("teacache", "block", "TeaCache (Liu et al. 2025)",
                "residual of the transformer blocks; skips by the modulated input's change",
                "coefficients per model (published for FLUX, Wan); `etcdiff calibrate --method teacache`"),
@@ -100,6 +106,10 @@ def resolve_policy(policy: StepPolicy | str, pipe: Any = None, **kwargs: Any) ->
         return ETC(threshold=preset.threshold, warmup=kwargs.pop("warmup", preset.warmup), **kwargs)
     if policy == "ertacache" and "profile" not in kwargs:
         kwargs["profile"] = _saved_settings(pipe, "ertacache")["profile"]
+    if policy == "meancache" and "profile" not in kwargs and "schedule" not in kwargs:
+        kwargs["profile"] = _saved_settings(pipe, "meancache")["profile"]
+    if policy == "sencache" and "tables" not in kwargs:
+        kwargs["tables"] = _saved_settings(pipe, "sencache")["tables"]
     return make_policy(policy, **kwargs)
 
 

@@ -72,6 +72,7 @@ class Session:
     def _clear(self) -> None:
         self.decided_step = -1
         self.compute_now = True
+        self.latents_missing = False
         self.calls_this_step: dict[tuple, int] = {}
         self.ran_this_step = 0
         self.estimated_this_step = 0
@@ -90,10 +91,13 @@ class Session:
         sigmas = getattr(scheduler, "sigmas", None)
         offset = len(scheduler.timesteps) - num_steps  # the begin index of img2img pipelines
         self.policy.use_schedule(sigmas[offset:] if isinstance(sigmas, torch.Tensor) else None)
+        self.policy.check_scheduler(scheduler)
 
     def end_step(self, step: int, model_output: Any) -> None:
         if self.decided_step != step:  # a step with no denoiser call through us
             self.compute_now = self.policy.should_compute(step, self.tracker.latents)
+        elif self.latents_missing and isinstance(self.tracker.latents, torch.Tensor):
+            self.policy.late_input(step, self.tracker.latents)  # x_0 is known only once scheduler.step has it
         computed = self.compute_now or (self.ran_this_step > 0 and self.estimated_this_step == 0)
         if isinstance(model_output, torch.Tensor):
             self.policy.observe(step, model_output, computed)
@@ -112,6 +116,7 @@ class Session:
         i = self.tracker.step_index
         if self.decided_step != i:
             self.decided_step = i
+            self.latents_missing = self.tracker.latents is None
             self.compute_now = self.policy.should_compute(i, self.tracker.latents)
         ordinal = self.calls_this_step.get(key, 0)
         self.calls_this_step[key] = ordinal + 1

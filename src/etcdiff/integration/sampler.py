@@ -41,6 +41,7 @@ def sample(
     timesteps = scheduler.timesteps
     policy.begin(len(timesteps))
     policy.use_schedule(getattr(scheduler, "sigmas", None))
+    policy.check_scheduler(scheduler)
     scale_input = hasattr(scheduler, "scale_model_input")
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=policy.name)):
         out = None

@@ -9,8 +9,10 @@ from .base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .baselines import FixedInterval, NoCache
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState
+from .meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
 from .presets import ETC_PRESETS, etc_preset, find_preset
 from .sada import SADA
+from .sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
 
 #: Step-level methods by the name the CLI and ``etcdiff.enable(pipe, "name", ...)`` use.
 STEP_POLICIES: dict[str, Callable[..., StepPolicy]] = {
@@ -20,6 +22,8 @@ STEP_POLICIES: dict[str, Callable[..., StepPolicy]] = {
     "adaptive": AdaptiveDiffusion,
     "sada": SADA,
     "ertacache": ERTACache,
+    "meancache": MeanCache,
+    "sencache": SenCache,
 }
 
 
@@ -42,6 +46,8 @@ def make_policy(method: str, **kwargs: Any) -> StepPolicy:
 
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
+    "MeanCache", "MeanCacheProfile", "MeanCacheSchedule", "SenCache", "SenCacheTables", "SensitivityRecord",
+    "fit_meancache", "fit_sencache", "search_schedule",
     "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "OutputStream", "ReuseStream", "RunReport",
     "STEP_POLICIES", "StepPolicy", "TrendState", "etc_preset", "find_preset", "make_policy",
 ]
