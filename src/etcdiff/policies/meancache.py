@@ -27,16 +27,15 @@ DP minimises sum C^gamma over paths 0 -> N-1 through exactly B computed steps, s
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from .settings_file import read_settings_file
 
 if TYPE_CHECKING:  # the dataclass only; fitting is pure tensor math
     from ..integration.recording import Trajectory
@@ -313,17 +312,6 @@ def fit_meancache(trajectories: list["Trajectory"], budgets: Sequence[int], gamm
     return profile
 
 
-def _read_profile(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"MeanCache: profile file not found: {p}. Make one with fit_meancache (`etcdiff calibrate --method meancache`).")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"MeanCache: {p} is not valid JSON: {e}") from None
-    return doc["settings"]["profile"] if isinstance(doc, dict) and "settings" in doc else doc
-
-
 class MeanStream(OutputStream):
     """One denoiser call's consumed outputs (real ones and its own estimates), for the average-velocity estimate."""
 
@@ -368,7 +356,7 @@ class MeanCache(StepPolicy):
             )
         if profile is not None:
             if isinstance(profile, (str, os.PathLike)):
-                profile = _read_profile(profile)
+                profile = read_settings_file(profile, "profile", "meancache")
             if isinstance(profile, dict):
                 profile = MeanCacheProfile.from_dict(profile)
             if not isinstance(profile, MeanCacheProfile):

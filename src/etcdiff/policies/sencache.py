@@ -23,16 +23,15 @@ Defaults are the official code's argument defaults (eps_start 0.005, eps_main 0.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from .base import StepPolicy
+from .settings_file import read_settings_file
 
 START_FRACTION = 0.2
 
@@ -115,17 +114,6 @@ def fit_sencache(records: Sequence[SensitivityRecord]) -> SenCacheTables:
                           [mean_ratio("dft", "dt", j) for j in range(len(ts))], len(records))
 
 
-def _read_tables(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"SenCache: tables file not found: {p}. Make one with `etcdiff calibrate --method sencache`.")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"SenCache: {p} is not valid JSON: {e}") from None
-    return doc["settings"]["tables"] if isinstance(doc, dict) and "settings" in doc else doc
-
-
 def _positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"SenCache: {name} must be a finite number >= 0, got {value!r}.")
@@ -148,7 +136,7 @@ class SenCache(StepPolicy):
                  eps_main: float = 0.07, max_reuse: int = 10) -> None:
         super().__init__()
         if isinstance(tables, (str, os.PathLike)):
-            tables = _read_tables(tables)
+            tables = read_settings_file(tables, "tables", "sencache")
         if isinstance(tables, dict):
             tables = SenCacheTables.from_dict(tables)
         if not isinstance(tables, SenCacheTables):
