@@ -246,3 +246,21 @@ def test_exactly_b_calls_through_sample_and_enable_with_the_same_image(demo, bud
     assert report.model_calls == budget and report.computed_steps == profile.schedules[budget].computed
     # one batched CFG call a step; the branch estimates combine into the guided one, so both paths agree
     assert torch.allclose(via_sample, via_hook, atol=1e-4)
+
+
+def test_bare_denoiser_calibration_and_sample():
+    from etcdiff.integration.recording import record_denoiser
+    from test_sampler import SmallConvDenoiser
+
+    model, calls = SmallConvDenoiser(), []
+    counted = lambda x, t: calls.append(1) or model(x, t)  # noqa: E731
+    scheduler = FlowMatchEulerDiscreteScheduler()
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    trajs = record_denoiser(counted, scheduler, noise, 20)
+    assert len(trajs) == 2 and trajs[0].num_steps == 20 and len(calls) == 40
+    assert torch.allclose(trajs[1].inputs[0], noise[1:2]) and trajs[1].final.shape == (1, 3, 8, 8)
+    profile = fit_meancache(trajs, budgets=[6, 9])
+    for budget in (6, 9, 12):  # 12 was not asked for: searched from the stored edge costs
+        calls.clear()
+        out = etcdiff.sample(counted, scheduler, noise[:1], 20, MeanCache(budget, profile=profile))
+        assert len(calls) == budget and torch.isfinite(out).all()

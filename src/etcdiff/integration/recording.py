@@ -1,4 +1,5 @@
-"""Recording a full sampling trajectory of a diffusers pipeline (for calibration and offline profiling)."""
+"""Recording full sampling trajectories, of a diffusers pipeline or of a bare denoiser (for calibration and
+offline profiling)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..policies.base import StepPolicy
 from .step_tracker import StepTracker
 
 
@@ -70,3 +72,42 @@ def record_pipeline(pipe: Any, on_step: Callable[[int], None] | None = None, **c
         raise RuntimeError(f"etcdiff: {type(pipe).__name__} ran no scheduler step; nothing was recorded.")
     traj.final = rec.tracker.latents.detach().float().cpu().clone() if rec.tracker.latents is not None else None
     return traj, result
+
+
+class _RecordAll(StepPolicy):
+    """Runs the model on every step and keeps what the sampler fed it and consumed."""
+
+    name = "record"
+
+    def reset_state(self) -> None:
+        self.trajectory = Trajectory()
+
+    def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
+        self.trajectory.inputs.append(latents.detach().float().cpu().clone())
+        return True
+
+    def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
+        self._log(step, computed)
+        self.trajectory.outputs.append(output.detach().float().cpu().clone())
+
+
+@torch.no_grad()
+def record_denoiser(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
+                    num_inference_steps: int, **model_kwargs: Any) -> list[Trajectory]:
+    """Full-step trajectories of a bare denoiser, one per row of ``latents`` (N, ...), each sampled on its own
+    with :func:`etcdiff.sample` (``model(x, t, **model_kwargs)`` returns what the scheduler consumes)."""
+    from .sampler import sample
+
+    if not isinstance(latents, torch.Tensor) or latents.dim() < 2:
+        raise TypeError("record_denoiser: latents must be a tensor (N, ...) of calibration noises, one per run.")
+    out = []
+    for n in range(latents.shape[0]):
+        rec = _RecordAll()
+        final = sample(model, scheduler, latents[n : n + 1], num_inference_steps, rec, **model_kwargs)
+        traj = rec.trajectory
+        traj.final = final.detach().float().cpu().clone()
+        traj.timesteps = torch.as_tensor(scheduler.timesteps).detach().cpu().clone()
+        sigmas = getattr(scheduler, "sigmas", None)
+        traj.sigmas = torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None
+        out.append(traj)
+    return out
