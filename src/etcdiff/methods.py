@@ -107,7 +107,10 @@ def resolve_policy(policy: StepPolicy | str, pipe: Any = None, **kwargs: Any) ->
     if policy == "ertacache" and "profile" not in kwargs:
         kwargs["profile"] = _saved_settings(pipe, "ertacache")["profile"]
     if policy == "meancache" and "profile" not in kwargs and "schedule" not in kwargs:
-        kwargs["profile"] = _saved_settings(pipe, "meancache")["profile"]
+        saved = _saved_settings(pipe, "meancache")
+        kwargs["profile"] = saved["profile"]
+        if kwargs.get("calls") is None and saved.get("calls") is not None:
+            kwargs["calls"] = saved["calls"]  # the budget the calibration was asked for
     if policy == "sencache" and "tables" not in kwargs:
         kwargs["tables"] = _saved_settings(pipe, "sencache")["tables"]
     return make_policy(policy, **kwargs)
