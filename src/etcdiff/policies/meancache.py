@@ -331,7 +331,7 @@ class MeanStream(OutputStream):
 
 
 class MeanCache(StepPolicy):
-    """MeanCache (module docstring; PEERS.md "Step-wise peers of 2026").
+    """MeanCache, the policy (see the module docstring).
 
     Args:
         calls: the model calls per generation B; picks the schedule for B from ``profile``.

@@ -121,7 +121,7 @@ def _positive(name: str, value: Any) -> float:
 
 
 class SenCache(StepPolicy):
-    """SenCache, step-level (module docstring; PEERS.md "Step-wise peers of 2026").
+    """SenCache, step-level (see the module docstring).
 
     Args:
         tables: :class:`SenCacheTables` from :func:`fit_sencache`, its ``to_dict()`` or a JSON path.
