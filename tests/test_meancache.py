@@ -264,3 +264,32 @@ def test_bare_denoiser_calibration_and_sample():
         calls.clear()
         out = etcdiff.sample(counted, scheduler, noise[:1], 20, MeanCache(budget, profile=profile))
         assert len(calls) == budget and torch.isfinite(out).all()
+
+
+def test_separate_cfg_calls_on_a_tiny_flux_make_exactly_b_calls_per_branch():
+    from tiny_pipelines import FACTORIES
+
+    tp = FACTORIES["flux_true_cfg"]()
+    traj = record_pipeline(tp.pipe, **{**tp.call_kwargs, "num_inference_steps": 12, "generator": torch.Generator().manual_seed(1),
+                                       "output_type": "latent"})[0]
+    profile = fit_meancache([traj], budgets=[5])
+    etcdiff.enable(tp.pipe, "meancache", calls=5, profile=profile)
+    try:
+        out = tp.run(12)
+        report = etcdiff.last_report(tp.pipe)
+    finally:
+        etcdiff.disable(tp.pipe)
+    assert torch.isfinite(out).all()
+    assert report.model_calls == 2 * 5 and report.computed_steps == profile.schedules[5].computed
+
+
+def test_enable_on_a_non_flow_pipeline_says_what_runs_there():
+    from tiny_pipelines import FACTORIES
+
+    tp = FACTORIES["sdxl"]()
+    etcdiff.enable(tp.pipe, MeanCache(schedule=MeanCacheSchedule(6, [0, 3, 5], [1, 1])))
+    try:
+        with pytest.raises(ValueError, match="EulerDiscreteScheduler is not a flow-matching scheduler.*sencache"):
+            tp.run(6)
+    finally:
+        etcdiff.disable(tp.pipe)

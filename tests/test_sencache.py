@@ -189,3 +189,17 @@ def test_enable_and_sample_make_the_same_decisions_on_the_demo(pipe):
     assert 2 < report.model_calls < 20
     assert report.computed_steps == policy.report().computed_steps
     assert torch.allclose(via_sample, via_hook, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["flux_true_cfg", "sdxl"])
+def test_pipeline_recorder_on_separate_cfg_calls_and_scaled_inputs(name):
+    # Flux with true CFG: two calls a step, packed latents, timestep t/1000. SDXL: batched CFG, Euler's input
+    # scaling, the UNet's positional (sample, timestep).
+    from tiny_pipelines import FACTORIES
+
+    tp = FACTORIES[name]()
+    records = record_sensitivity_pipeline(tp.pipe, **{**tp.call_kwargs, "num_inference_steps": 6,
+                                                      "generator": torch.Generator().manual_seed(1), "output_type": "latent"})
+    tables = fit_sencache(records)
+    assert len(tables.timesteps) == 5 and all(0 < v < float("inf") for v in (*tables.j_x, *tables.j_t))
+    assert not getattr(tp.model, "_forward_hooks", None) and "step" not in vars(tp.pipe.scheduler)
