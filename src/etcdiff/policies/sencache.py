@@ -5,8 +5,9 @@ With (x_a, t_a) the latent and timestep of the last computed step, the predicted
 S = J_x·||x_t - x_a||_2 + J_t·|t - t_a|, with J_x, J_t the calibrated sensitivities at the calibration timestep
 nearest t_a. The cached output is reused while S < eps·sqrt(D) (D = elements of one sample's latent, so eps is a
 per-element RMS tolerance) and fewer than K reuses ran in a row; otherwise the model runs and the anchor moves
-there. eps = eps_start on the first 20 % of the steps, eps_main after. t is the scheduler's timestep (the value the
-denoiser is given), in the same units as the calibration table.
+there. eps = eps_start on the first 20 % of the steps, eps_main after. t is the scheduler's timestep
+(``scheduler.timesteps``, whatever scaling a pipeline applies before the denoiser), the unit the recorders measure
+J_t in.
 
 Where ours departs from the authors' code:
 - It reuses the whole denoiser output (a step-level method, as the paper describes it); the official code reuses
