@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import catalog  # noqa: F401  (the method registry: no torch import, and every name is known from the start)
 from ._version import __version__
 
 #: public name -> the module that defines it

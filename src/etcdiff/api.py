@@ -33,7 +33,7 @@ def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, d
     """The object to enable for ``method`` on ``pipe`` and the settings used, saved calibrations filled in."""
     settings = method.check_settings(settings)
     missing = [s for s in method.saved if s not in settings]
-    if missing:
+    if missing and not any(s in settings for s in method.saved_unless):
         saved = saved_settings(pipe, method)
         if saved is not None:
             settings.update({s: saved[method.saved[s]] for s in missing if method.saved[s] in saved})

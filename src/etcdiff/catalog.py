@@ -66,6 +66,38 @@ def _fit_etc(trajectories: list[Any], decode: Any = None, **settings: Any) -> di
     return etc_fit(trajectories, decode, **settings)
 
 
+def _fit_meancache(trajectories: list[Any], decode: Any = None, calls: int = 17, gamma: float = 2.0,
+                   max_span: int = 6) -> dict[str, Any]:
+    from .policies.meancache import fit_meancache
+
+    profile = fit_meancache(trajectories, budgets=[calls], gamma=gamma, max_span=max_span)
+    return {"profile": profile.to_dict(), "calls": calls}
+
+
+def _fit_sencache(records: list[Any], decode: Any = None) -> dict[str, Any]:
+    from .policies.sencache import fit_sencache
+
+    return {"tables": fit_sencache(records).to_dict()}
+
+
+def _sensitivity_recorders() -> tuple[Any, Any]:
+    from .integration.recording import call_kwargs
+    from .integration.sensitivity import record_sensitivity, record_sensitivity_pipeline
+
+    def on_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, guidance_scale: float | None,
+                    on_step: Any = None) -> list[Any]:
+        records = []
+        for prompt in prompts:
+            records += record_sensitivity_pipeline(pipe, **call_kwargs(pipe, prompt, steps, seed, guidance_scale),
+                                                   output_type="latent")
+            if on_step is not None:
+                for s in range(steps):
+                    on_step(s)
+        return records
+
+    return record_sensitivity, on_pipeline
+
+
 def _teacache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
     from .integration.block_calibration import calibrate_teacache
 
@@ -123,6 +155,17 @@ for _m in (
            "yes: offline profile, `etcdiff calibrate --method ertacache`",
            schema=_policy("ERTACache"), saved={"profile": "profile"}, saved_required=True, threshold=None,
            fit=_fit_ertacache, fit_settings=("threshold",)),
+    Method("meancache", "step", "MeanCache (Gao et al. 2026); its schedule search is ours (not released)",
+           "whole output: average-velocity estimate on a fixed schedule of B calls (flow-matching Euler only)",
+           "yes: a schedule per model and budget, `etcdiff calibrate --method meancache --set calls=B`",
+           schema=_policy("MeanCache"), saved={"profile": "profile", "calls": "calls"}, saved_required=True,
+           saved_unless=("schedule",), threshold=None, fit=_fit_meancache, fit_settings=("gamma", "max_span"),
+           fit_reads=("calls",)),
+    Method("sencache", "step", "SenCache (Haghighi & Alahi 2026), step-level",
+           "whole output, unchanged; reuses while a first-order sensitivity bound stays under eps",
+           "yes: J_x, J_t tables, `etcdiff calibrate --method sencache`",
+           schema=_policy("SenCache"), saved={"tables": "tables"}, saved_required=True, threshold="eps_main",
+           fit=_fit_sencache, recorders=_sensitivity_recorders),
     Method("teacache", "block", "TeaCache (Liu et al. 2025)",
            "residual of the transformer blocks; skips by the modulated input's change",
            "coefficients per model (published for FLUX, Wan); `etcdiff calibrate --method teacache`",

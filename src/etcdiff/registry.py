@@ -17,7 +17,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .integration.method_names import STEP_METHODS
+from .policies.method_names import STEP_METHODS
 
 KIND_NAMES = ("step", "block", "external")
 
@@ -37,6 +37,7 @@ class Method:
         saved: settings that a saved calibration supplies when the user gives none: setting -> key in the saved
             settings of ``saved_from`` (default: this method).
         saved_required: fail with "run etcdiff calibrate" when the saved calibration is missing.
+        saved_unless: settings that make the saved calibration unnecessary when given (MeanCache's schedule).
         threshold: the setting that the CLI's ``--threshold`` sets (``None``: the method has no tolerance).
         fit: ``fit(records, decode=..., **settings) -> dict`` of settings, from full-step runs recorded on
             calibration inputs (``etcdiff calibrate --method``, ``etcdiff.calibrate_policy``).
@@ -58,6 +59,7 @@ class Method:
     saved: dict[str, str] = field(default_factory=dict)
     saved_from: str | None = None
     saved_required: bool = False
+    saved_unless: tuple[str, ...] = ()
     threshold: str | None = "threshold"
     fit: Callable[..., dict[str, Any]] | None = None
     calibrate_pipeline: Callable[..., dict[str, Any]] | None = None

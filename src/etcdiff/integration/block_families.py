@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .method_names import step_method_names
+from ..policies.method_names import step_method_names
 
 from ..policies.teacache import TEACACHE_COEFFICIENTS
 

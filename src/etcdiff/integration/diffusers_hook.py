@@ -104,6 +104,7 @@ class Session:
     def _clear(self) -> None:
         self.decided_step = -1
         self.compute_now = True
+        self.latents_missing = False
         self.stash: dict[tuple, torch.Tensor] = {}
         self.calls_this_step: dict[tuple, int] = {}
         self.keys_this_step: list[tuple] = []
@@ -236,10 +237,13 @@ class Session:
         self.branches, self.helper_outputs = {}, {}
         self.policy.use_schedule(self.tracker.schedule_sigmas())  # this run's schedule first: begin checks it
         self.policy.begin(num_steps)  # raises a clear error for settings the step count cannot take
+        self.policy.check_scheduler(self.tracker.scheduler)
 
     def end_step(self, step: int, model_output: Any) -> None:
         if self.decided_step != step:  # a step with no denoiser call through us
             self.decide(step)
+        elif self.latents_missing and isinstance(self.tracker.latents, torch.Tensor):
+            self.policy.late_input(step, self.tracker.latents)  # x_0 is known only once scheduler.step has it
         computed = self.compute_now or (self.ran_this_step > 0 and self.estimated_this_step == 0)
         if isinstance(model_output, torch.Tensor):
             self.policy.observe(step, model_output, computed)
@@ -269,6 +273,7 @@ class Session:
         runs after all, so that a helper network is only skipped when the denoiser is. Split ranks agree.
         """
         self.decided_step = step
+        self.latents_missing = self.tracker.latents is None
         compute = self.policy.should_compute(step, self.tracker.latents)
         self.stash = {}
         if not compute:

@@ -46,6 +46,7 @@ def sample(
     timesteps = scheduler.timesteps
     policy.use_schedule(getattr(scheduler, "sigmas", None))  # this run's schedule first: begin checks it
     policy.begin(len(timesteps))
+    policy.check_scheduler(scheduler)
     scale_input = hasattr(scheduler, "scale_model_input")
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc=policy.name)):
         out = None

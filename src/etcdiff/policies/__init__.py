@@ -9,8 +9,10 @@ from .base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .baselines import FixedInterval, LinearExtrapolation, NoCache
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState, etc_preset
+from .meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
 from .presets import ETC_PRESETS, find_preset
 from .sada import SADA
+from .sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
 from .trajectory import Trajectory
 
 
@@ -28,6 +30,7 @@ def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwar
 
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
-    "ETC", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "OutputStream", "ReuseStream", "RunReport",
+    "MeanCache", "MeanCacheProfile", "MeanCacheSchedule", "SenCache", "SenCacheTables", "SensitivityRecord",
+    "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "OutputStream", "ReuseStream", "RunReport",
     "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
 ]

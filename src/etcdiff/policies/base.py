@@ -100,7 +100,8 @@ def is_finite(x: torch.Tensor) -> bool:
 class StepPolicy(ABC):
     """Base class of the step-level methods.
 
-    Life cycle per generation: ``begin(N)``, then for every step t in order: ``should_compute(t, x_t)``;
+    Life cycle per generation: ``begin(N)``, ``use_schedule(sigmas)``, ``check_scheduler(scheduler)``, then for
+    every step t in order: ``should_compute(t, x_t)``;
     if it says no, ``predict(t)`` (a ``None`` answer means: run the model anyway); then
     ``observe(t, output, computed)`` with the output the sampler consumed. ``report()`` any time after.
     """
@@ -130,6 +131,16 @@ class StepPolicy(ABC):
         """Called by the integrations just before :meth:`begin` with the scheduler's sigmas for the run's steps
         (``None`` where the scheduler has none), so that ``begin`` can check them against the step count.
         Methods that need the solver's time axis override it."""
+
+    def check_scheduler(self, scheduler: Any) -> None:
+        """Called by the integrations once per generation, after :meth:`use_schedule`, with the scheduler
+        instance. Methods that only run on some schedulers raise a one-line ``ValueError`` here; methods that
+        need more of the solver's time axis read it here. Default: nothing."""
+
+    def late_input(self, step: int, latents: torch.Tensor) -> None:
+        """The sampler's input x_t at ``step`` where :meth:`should_compute` got ``None`` because the integration
+        learns it only later (the diffusers hook at step 0, before the first scheduler step). Called before
+        :meth:`observe` of that step. Default: nothing."""
 
     @abstractmethod
     def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:

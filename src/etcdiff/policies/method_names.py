@@ -1,7 +1,7 @@
-"""The names of the step-level methods, for the integrations' errors ("methods that run on it: ...").
+"""The names of the step-level methods, for errors that say which methods run where ("methods that run on it").
 
-The method registry (a layer above) keeps this list current as methods are registered, so that an integration
-can name them without importing the registry. No torch import here: the registry loads without it.
+The method registry (a layer above) keeps this list current as methods are registered, so that a policy or an
+integration can name them without importing the registry. No torch import here: the registry loads without it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,25 @@
+"""Reading a calibrated method's settings from JSON: the file ``etcdiff calibrate --method NAME`` writes (the
+settings under ``"settings"``), or a bare ``to_dict()`` dump."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def read_settings_file(path: str | os.PathLike, key: str, method: str) -> dict[str, Any]:
+    """The ``key`` entry of a calibration file's settings, or the whole document when it is a bare dump."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"{method}: {key} file not found: {p}. Make one with `etcdiff calibrate --method {method}`.")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{method}: {p} is not valid JSON: {e}") from None
+    if isinstance(doc, dict) and "settings" in doc:
+        if key not in doc["settings"]:
+            raise ValueError(f"{method}: {p} holds no {key!r} (is it another method's calibration file?).")
+        return doc["settings"][key]
+    return doc
