@@ -5,6 +5,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
+import etcdiff.policies
 from etcdiff.calibrate import calibrate_method
 
 
@@ -34,17 +35,24 @@ def setup():
 @pytest.mark.parametrize("method, settings, cls", [
     ("etc", {"warmup": 4}, etcdiff.ETC),
     ("ertacache", {"threshold": 0.3}, etcdiff.ERTACache),
+    ("meancache", {"calls": 8}, "MeanCache"),
+    ("sencache", {"eps_start": 0.05, "eps_main": 0.3, "max_reuse": 3}, "SenCache"),
 ])
 def test_calibrate_policy_runs_in_sample(setup, method, settings, cls):
     model, scheduler, latents = setup
     policy = etcdiff.calibrate_policy(method, model, scheduler, latents, 20, decode=decode, **settings)
-    assert isinstance(policy, cls)
+    assert isinstance(policy, cls if isinstance(cls, type) else getattr(etcdiff.policies, cls))
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(99))  # not a calibration noise
     out = etcdiff.sample(model, scheduler, x, 20, policy)
     assert torch.isfinite(out).all()
     assert policy.report().num_computed < 20
     if method == "etc":
         assert policy.warmup == 4 and policy.threshold > 0
+    if method == "meancache":
+        assert policy.report().model_calls in (None, 8) and policy.report().num_computed == 8  # exactly B
+    if method == "sencache":
+        tables = policy.tables
+        assert all(v > 0 for v in tables.j_x + tables.j_t)
 
 
 def test_calibrate_policy_errors(setup):
