@@ -199,10 +199,10 @@ def test_calibrate_cli_on_the_demo(tmp_path, monkeypatch, capsys):
                               "--out", str(tmp_path / "profiles"), "--quiet"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    path = tmp_path / "profiles" / "demo_16steps.json"
+    path = tmp_path / "profiles" / "digits_16steps.json"
     assert "tau = " in out and str(path) in out
     prof = load_profile(path)
-    assert prof.identity == "demo" and prof.model_class == "DigitsPipeline" and prof.steps == 16
+    assert prof.identity == "digits" and prof.model_class == "DigitsPipeline" and prof.steps == 16
     assert prof.prompts == ["3", "8"] and prof.seed == 42 and (prof.warmup, prof.alpha) == (6, 0.5)
     assert prof.scheduler_class == "FlowMatchEulerDiscreteScheduler" and prof.scheduler_config["shift"] == 1.0
     assert len(prof.d_bar) == len(prof.s_bar) == 15 and prof.tau == prof.d_bar[prof.change_point]
@@ -224,7 +224,7 @@ def test_calibrate_cli_on_the_demo(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["calibrate", "--model", "demo", "--prompts", str(prompts), "--steps", "16",
                               "--out", str(tmp_path / "p2"), "--quiet", "--no-plot"])
     args.func(args)
-    assert (tmp_path / "p2" / "demo_16steps.json").is_file() and not (tmp_path / "p2" / "demo_16steps.png").exists()
+    assert (tmp_path / "p2" / "digits_16steps.json").is_file() and not (tmp_path / "p2" / "digits_16steps.png").exists()
 
 
 def test_calibrate_pipeline_errors(tmp_path):

@@ -11,7 +11,7 @@ from etcdiff.cli import main
 from etcdiff.demo import DigitsPipeline
 from etcdiff import METHODS
 
-SHIPPED_TAU = load_profile(SHIPPED_DIR / "demo_50steps.json").tau
+SHIPPED_TAU = load_profile(SHIPPED_DIR / "digits_50steps.json").tau
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def test_profile_at_another_step_count_warns_and_rederives_tau(pipe):
 
 def test_a_users_profile_beats_the_shipped_one(pipe, tmp_path, monkeypatch):
     monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))
-    mine = load_profile(SHIPPED_DIR / "demo_50steps.json")
+    mine = load_profile(SHIPPED_DIR / "digits_50steps.json")
     mine.tau = 0.01
     mine.created = "2100-01-01T00:00:00"
     save_profile(mine, tmp_path)
@@ -65,7 +65,7 @@ def test_ertacache_by_name_finds_the_shipped_profile_and_by_path(pipe, tmp_path)
     run(pipe)
     assert etcdiff.last_report(pipe).num_computed < 50
     assert isinstance(policy, etcdiff.ERTACache)
-    assert repr(etcdiff.ERTACache(str(SHIPPED_DIR / "demo_50steps_ertacache.json"))) == repr(policy)
+    assert repr(etcdiff.ERTACache(str(SHIPPED_DIR / "digits_50steps_ertacache.json"))) == repr(policy)
     with pytest.raises(ValueError, match="profile file not found"):
         etcdiff.ERTACache(str(tmp_path / "missing.json"))
 
@@ -73,12 +73,12 @@ def test_ertacache_by_name_finds_the_shipped_profile_and_by_path(pipe, tmp_path)
 def test_peer_calibration_is_found_by_enable(pipe, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))
     assert main(["calibrate", "--model", "demo", "--method", "magcache", "--steps", "20", "--quiet"]) == 0
-    saved = json.loads(next(tmp_path.glob("demo_20steps_magcache.json")).read_text())
+    saved = json.loads(next(tmp_path.glob("digits_20steps_magcache.json")).read_text())
     rule = etcdiff.enable(pipe, "magcache")
     assert list(rule.ratios) == pytest.approx(saved["settings"]["ratios"])
     out = capsys.readouterr().out
     assert "found by etcdiff.enable and the CLI" in out
-    assert next(tmp_path.glob("demo_20steps_magcache.png")).stat().st_size > 1000  # what was fitted, drawn
+    assert next(tmp_path.glob("digits_20steps_magcache.png")).stat().st_size > 1000  # what was fitted, drawn
 
 
 def test_enabling_another_kind_replaces_the_previous_method(pipe):

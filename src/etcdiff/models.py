@@ -1,4 +1,4 @@
-"""Loading a pipeline by name for the CLI and tools: ``demo`` (the embedded model) or a diffusers id/path."""
+"""Loading a pipeline by name for the CLI and tools: an embedded model (``demo``, ``digits``) or a diffusers id/path."""
 
 from __future__ import annotations
 
@@ -9,20 +9,30 @@ import torch
 
 from .integration.recording import call_kwargs
 
-__all__ = ["DEMO", "call_kwargs", "demo_prompts", "load_pipeline"]
+__all__ = ["DEMO", "EMBEDDED", "call_kwargs", "demo_prompts", "load_pipeline"]
 
 DEMO = "demo"
 
 
+def _digits(device: str) -> Any:
+    from .demo import DigitsPipeline
+
+    return DigitsPipeline.from_embedded(device=device)
+
+
+#: the models shipped inside the package, by the name ``--model`` takes
+EMBEDDED = {"digits": _digits}
+EMBEDDED[DEMO] = EMBEDDED["digits"]  # the default model of demo, calibrate and bench
+
+
 def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
-    """``"demo"`` gives the embedded digits pipeline; anything else goes to ``DiffusionPipeline.from_pretrained``.
+    """An embedded model by name (:data:`EMBEDDED`: ``demo``, ``digits``, ...); anything else goes to
+    ``DiffusionPipeline.from_pretrained``.
 
     Hub ids load only from the local Hugging Face cache when the machine is offline (``HF_HUB_OFFLINE=1``).
     """
-    if model == DEMO:
-        from .demo import DigitsPipeline
-
-        return DigitsPipeline.from_embedded(device=device)
+    if model in EMBEDDED:
+        return EMBEDDED[model](device)
     from diffusers import DiffusionPipeline
 
     kwargs: dict[str, Any] = {}
@@ -34,7 +44,8 @@ def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = N
         where = "local directory" if os.path.isdir(model) else "hub id (needs the network or a local cache)"
         raise ValueError(
             f"cannot load model {model!r} as a {where}: {type(e).__name__}: {e}. "
-            f"Use --model {DEMO} for the embedded offline model, or a local diffusers pipeline folder."
+            f"Use --model {DEMO} (or {', '.join(n for n in EMBEDDED if n != DEMO)}) for an embedded offline model, or a "
+            "local diffusers pipeline folder."
         ) from None
     return pipe.to(device)
 

@@ -31,7 +31,6 @@ from .change_point import DEFAULT_JUMP, DEFAULT_MIN_SIZE, min_curve_length, tole
 
 PROFILE_FORMAT = 1
 ENV_DIR = "ETCDIFF_PROFILE_DIR"
-DEMO_IDENTITY = "demo"
 
 
 #: Profiles that ship with etcdiff (the embedded demo model's), searched after the user's folder.

@@ -43,7 +43,7 @@ class DigitsPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "transformer"
     #: the name its calibration profiles are saved and found under (see ``calibration.profile_identity``)
-    etcdiff_identity = "demo"
+    etcdiff_identity = "digits"
     #: the prompts ``etcdiff calibrate`` uses for it by default: its ten classes
     etcdiff_calibration_prompts = tuple(str(i) for i in range(10))
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -38,8 +38,7 @@ from .base import OutputStream, StepPolicy, is_finite
 from .method_names import step_method_names
 from .settings_file import read_settings_file
 
-if TYPE_CHECKING:  # the dataclass only; fitting is pure tensor math
-    from ..integration.recording import Trajectory
+from .trajectory import Trajectory
 
 #: The step-wise methods that run on any diffusers scheduler (named in the error for the others).
 DEFAULT_GAMMA = 2.0
@@ -272,7 +271,7 @@ def average_velocity_estimate(x_i: torch.Tensor, x_back: torch.Tensor, v_prev: t
 def fit_meancache(trajectories: list["Trajectory"], budgets: Sequence[int], gamma: float = DEFAULT_GAMMA,
                   max_span: int = DEFAULT_MAX_SPAN) -> MeanCacheProfile:
     """Edge costs and spans from full calibration trajectories, and the schedule for every budget in ``budgets``
-    (module docstring). ``trajectories`` are :class:`~etcdiff.integration.recording.Trajectory` objects of a
+    (module docstring). ``trajectories`` are :class:`~etcdiff.policies.trajectory.Trajectory` objects of a
     flow-matching Euler sampler, all with the same step count."""
     n, sigmas = _check_trajectories(trajectories)
     if isinstance(max_span, bool) or not isinstance(max_span, int) or max_span < 1:
