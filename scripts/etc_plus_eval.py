@@ -109,12 +109,12 @@ def setup(name: str) -> dict[str, Any]:
         model, sched, dec = hm.gmm_flow()
         calib = [(list(range(10)), s) for s in (100, 101)]
         evals = [([d], s) for s in (0, 1, 2) for d in range(10)]
-    elif name == "gmm-ddim":
-        model, sched, dec = hm.gmm_ddim()
+    elif name in ("gmm-ddim", "dataset-euler"):
+        model, sched, dec = hm.MODELS[name]()
         calib = [([0] * 10, s) for s in (100, 101)]
         evals = [([0], s) for s in range(30)]
     else:
-        raise ValueError(f"unknown model {name!r}; choose digits, gmm-flow or gmm-ddim")
+        raise ValueError(f"unknown model {name!r}; choose digits, gmm-flow, gmm-ddim or dataset-euler")
     return {"model": model, "sched": sched, "decode": dec, "calib": calib, "evals": evals}
 
 
@@ -123,7 +123,9 @@ def noise(labels: list[int], seed: int) -> torch.Tensor:
 
 
 def run(m: dict[str, Any], policy: StepPolicy, labels: list[int], seed: int, steps: int) -> tuple[torch.Tensor, int]:
-    out = etcdiff.sample(m["model"], m["sched"], noise(labels, seed), steps, policy, labels=labels)
+    m["sched"].set_timesteps(steps)  # init_noise_sigma follows the step count on sigma schedulers
+    x = noise(labels, seed) * getattr(m["sched"], "init_noise_sigma", 1.0)
+    out = etcdiff.sample(m["model"], m["sched"], x, steps, policy, labels=labels)
     return out, policy.report().num_computed
 
 

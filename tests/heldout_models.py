@@ -1,6 +1,6 @@
 """Held-out denoisers for evaluating step methods: exact, closed-form models that no method is tuned on.
 
-Both denoise a Gaussian mixture of "images" in [-1, 1] (K smooth random 16x16 patterns, isotropic spread), so the
+The first two denoise a Gaussian mixture of "images" in [-1, 1] (K smooth random 16x16 patterns, isotropic spread), so the
 exact model output is known in closed form:
 
 - :func:`gmm_flow` gives a rectified-flow velocity ``v = E[noise - x0 | x_t]`` for ``x_t = (1-s)·x0 + s·noise``
@@ -8,6 +8,9 @@ exact model output is known in closed form:
   classifier-free guidance between a class-conditional and the unconditional mixture;
 - :func:`gmm_ddim` gives an epsilon prediction ``E[noise | x_t]`` for ``x_t = sqrt(a)·x0 + sqrt(1-a)·noise``
   under a DDPM schedule, sampled with ``DDIMScheduler``.
+
+- :func:`dataset_euler` is the exact epsilon denoiser of a finite data set of 48 images on the Karras-sigma
+  ``EulerDiscreteScheduler`` (added last and run only in the final evaluation, never looked at while designing).
 
 Each returns ``(model, scheduler, latent_shape, decode)`` where ``model(x, t)`` is a bare denoiser for
 ``etcdiff.sample`` and ``decode`` maps latents to images in [0, 1].
@@ -91,8 +94,34 @@ def gmm_ddim(k: int = 12, spread: float = 0.1, seed: int = 4321) -> tuple:
     return model, sched, decode
 
 
+def dataset_euler(n: int = 48, seed: int = 777) -> tuple:
+    """An unconditional empirical data set of ``n`` images (the exact denoiser of a finite training set, a
+    mixture with zero spread), epsilon prediction on the Karras-sigma ``EulerDiscreteScheduler`` (input scaled by
+    ``scale_model_input``, as k-diffusion samplers do). Returns ``(model, scheduler, decode)``."""
+    from diffusers import EulerDiscreteScheduler
+
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    data = F.interpolate(coarse, size=(SIDE, SIDE), mode="bilinear", align_corners=False).double()
+    log_w = torch.full((n,), -math.log(n), dtype=torch.float64)
+    sched = EulerDiscreteScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                                   beta_end=0.012, use_karras_sigmas=True)
+    train_sigmas = ((1 - sched.alphas_cumprod) / sched.alphas_cumprod).sqrt().double()
+
+    def model(x: torch.Tensor, t: torch.Tensor, labels: list[int] | None = None) -> torch.Tensor:
+        # the scheduler passes x / sqrt(1 + sigma^2); t is a (fractional) training timestep
+        tt = float(t)
+        lo, frac = int(math.floor(tt)), tt - math.floor(tt)
+        sigma = train_sigmas[lo] * (1 - frac) + train_sigmas[min(lo + 1, 999)] * frac
+        c = 1 / math.sqrt(1 + float(sigma) ** 2)  # x_in = c·(x0 + sigma·n) = c·x0 + c·sigma·n
+        _, eps = _posterior(x.double(), data, c, 0.0, c * float(sigma), log_w)
+        return eps.float()
+
+    return model, sched, decode
+
+
 def noise(batch: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
 
 
-MODELS: dict[str, Callable[[], tuple]] = {"gmm-flow": gmm_flow, "gmm-ddim": gmm_ddim}
+MODELS: dict[str, Callable[[], tuple]] = {"gmm-flow": gmm_flow, "gmm-ddim": gmm_ddim, "dataset-euler": dataset_euler}

@@ -9,6 +9,7 @@ from .base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .baselines import FixedInterval, NoCache
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState
+from .etc_plus import ETCPlus, fit_etc_plus
 from .presets import ETC_PRESETS, etc_preset, find_preset
 from .sada import SADA
 
@@ -20,6 +21,7 @@ STEP_POLICIES: dict[str, Callable[..., StepPolicy]] = {
     "adaptive": AdaptiveDiffusion,
     "sada": SADA,
     "ertacache": ERTACache,
+    "etc-plus": ETCPlus,
 }
 
 
@@ -41,7 +43,7 @@ def make_policy(method: str, **kwargs: Any) -> StepPolicy:
 
 
 __all__ = [
-    "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
-    "ETC", "ETC_PRESETS", "FixedInterval", "NoCache", "OutputStream", "ReuseStream", "RunReport",
+    "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache", "fit_etc_plus",
+    "ETC", "ETCPlus", "ETC_PRESETS", "FixedInterval", "NoCache", "OutputStream", "ReuseStream", "RunReport",
     "STEP_POLICIES", "StepPolicy", "TrendState", "etc_preset", "find_preset", "make_policy",
 ]

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from ..integration.recording import Trajectory
 
 INF = math.inf
-DEFAULT_REL_TOLERANCE = 0.01
+DEFAULT_REL_TOLERANCE = 0.05
+NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
+MAX_RATIO = 8.0  # one measurement moves the error spent and the hardness by at most this factor
 
 
 def _items(x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +89,7 @@ def _solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.T
 
 
 def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, ridge: float = 0.01,
-                 rel_tolerance: float = DEFAULT_REL_TOLERANCE) -> dict[str, Any]:
+                 rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = 0.3) -> dict[str, Any]:
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
@@ -118,6 +120,9 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, ridg
     axis = [0.0]
     for w in weights:
         axis.append(axis[-1] + w)
+    if spread is not None:  # the flow contracts towards the data: an early error is damped by about s / sigma
+        s_abs = spread * axis[-1]
+        weights = [w * s_abs / math.hypot(s_abs, axis[-1] - axis[t + 1]) for t, w in enumerate(weights)]
     gram = torch.einsum("iad,jad->ija", outs, outs)  # per-item <eps_i, eps_j>: [n, n, items]
     dim = outs.shape[2]
     triplets, ratios = [], []
@@ -132,10 +137,11 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, ridg
     ratio = torch.cat(ratios) if ratios else torch.ones(1)
     spike = max(2.0, 1.5 * float(torch.quantile(ratio.float(), 0.99)))
     final_rms = float(finals.pow(2).mean().sqrt())
+    out_rms = [float(o.pow(2).mean().sqrt()) for o in outs]
     sig = getattr(trajectories[0], "sigmas", None)
     return {
         "method": "etc-plus", "version": 1, "num_steps": n, "max_window": max_window, "ridge": float(ridge),
-        "weights": weights, "axis": axis, "final_rms": final_rms,
+        "weights": weights, "axis": axis, "final_rms": final_rms, "output_rms": out_rms,
         "tolerance": float(rel_tolerance) * final_rms, "spike": spike,
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
         "triplets": triplets, "num_trajectories": len(trajectories),
@@ -163,10 +169,13 @@ def _fit_triplet(gram: torch.Tensor, axis: list[float], cp: int, c: int, t: int,
         s11, s12, s22 = float(f11.sum()), float(f12.sum()), float(f22.sum())
         mat = torch.tensor([[s11 * (1 + ridge), s12], [s12, s22 * (1 + ridge)]], dtype=torch.float64)
         rhs = torch.tensor([float(y1.sum()) + ridge * s11 * g0, float(y2.sum()) + ridge * s22 * k0], dtype=torch.float64)
-        try:
-            g, k = torch.linalg.solve(mat, rhs).tolist()
-        except RuntimeError:
-            g, k = g0, k0
+        if s22 <= 1e-12 * max(s11, 1e-300):  # no change between the two real outputs: the trend is flat
+            g, k = (float(y1.sum()) / (s11 * (1 + ridge)) if s11 > 0 else g0), k0
+        else:
+            try:
+                g, k = torch.linalg.solve(mat, rhs).tolist()
+            except RuntimeError:
+                g, k = g0, k0
         res = yy - 2 * g * y1 - 2 * k * y2 + g * g * f11 + 2 * g * k * f12 + k * k * f22
     return float(g), float(k), (res.clamp_min(0) / dim).sqrt()
 
@@ -183,7 +192,7 @@ def load_etc_plus_profile(profile: dict[str, Any] | str | os.PathLike) -> dict[s
             raise ValueError(f"etc-plus: {p} is not valid JSON: {e}") from None
         if isinstance(profile, dict) and "settings" in profile:
             profile = profile["settings"].get("profile", profile["settings"])
-    keys = ("num_steps", "max_window", "weights", "axis", "triplets", "tolerance", "spike")
+    keys = ("num_steps", "max_window", "weights", "axis", "triplets", "tolerance", "spike", "output_rms")
     if not isinstance(profile, dict) or profile.get("method") != "etc-plus" or any(k not in profile for k in keys):
         raise ValueError("etc-plus: profile must be the dict that fit_etc_plus returns (or its JSON file).")
     return profile
@@ -250,7 +259,7 @@ class ETCPlus(StepPolicy):
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
             (int(cp), int(c), int(t)): (float(g), float(k), float(e)) for cp, c, t, g, k, e in self.profile["triplets"]
         }
-        self._plan: tuple[list[dict], list[dict]] | None = None
+        self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def params(self) -> dict[str, Any]:
         return {"calls": self.calls, "tolerance": self.tolerance if self.tolerance is not None
@@ -267,35 +276,63 @@ class ETCPlus(StepPolicy):
         ax = self.profile["axis"]
         return 0.0, (ax[t] - ax[c]) / max(ax[c] - ax[cp], 1e-30)
 
-    def _cost(self, cp: int, c: int, t: int) -> float:
-        hit = self._gains.get((cp, c, t))
-        return INF if hit is None else self.profile["weights"][t] * hit[2]
+    def _build_plan(self) -> None:
+        """Backward DP over states (c, j): last real step c, the one before at c - j (j = 0: none).
 
-    def _segment(self, cp: int, c: int, n: int) -> float:
-        """Cost of skipping steps c+1..n-1 after real steps (c', c)."""
-        return sum(self._cost(cp, c, t) for t in range(c + 1, n))
-
-    def _build_plan(self) -> tuple[list[dict], list[dict]]:
-        """Backward DP: ``value[k][(c', c)]`` the least cost of the rest with at most k more real steps,
-        ``nxt[k][(c', c)]`` the next real step (``num_steps`` when none follows)."""
+        ``value[k, c, j]`` is the least cost of the rest of the run with at most k more real steps, ``nxt[k, c, j]``
+        the next real step (``num_steps``: none); ``seg[c, j, d]`` the cost of skipping c+1..c+d-1.
+        """
         n, w = self.num_steps, self.max_window
-        states = [(-1, 0)] + [(cp, c) for c in range(1, n) for cp in range(max(0, c - w), c)]
-        seg = {s: {m: self._segment(s[0], s[1], m) for m in range(s[1] + 1, min(s[1] + w, n) + 1)} for s in states}
-        value = [{s: seg[s].get(n, INF) for s in states}]
-        nxt = [{s: n for s in states}]
+        f64 = torch.float64
+        table = [[[INF] * (w + 1) for _ in range(w + 1)] for _ in range(n)]  # [c][j][t - c]
+        weights = self.profile["weights"]
+        for (cp, c, t), (_, _, e) in self._gains.items():
+            j = c - cp if cp >= 0 else 0
+            if c < n and j <= w and 0 < t - c <= w:
+                table[c][j][t - c] = weights[t] * e
+        cost = torch.tensor(table, dtype=f64)
+        seg = torch.zeros(n, w + 1, w + 1, dtype=f64)
+        seg[:, :, 2:] = torch.cumsum(cost[:, :, 1:w], dim=2)
+        seg[:, :, 0] = INF
+        cs = torch.arange(n)
+        end_d = n - cs  # the window that ends the run
+        value = torch.full((n + w + 1, w + 1), INF, dtype=f64)  # rows >= n: no such state
+        ok = end_d <= w
+        value[:n][ok] = seg[cs[ok], :, end_d[ok]]
+        nxt = torch.full((n, w + 1), n, dtype=torch.long)
+        values, nxts = [value[:n].clone()], [nxt.clone()]
+        ds = torch.arange(1, w + 1)
+        dest = cs.unsqueeze(1) + ds  # [c, d]: the next real step c + d
+        step_cost = seg[:, :, 1:].clone()  # [c, j, d - 1]
+        step_cost[(dest >= n).unsqueeze(1).expand_as(step_cost)] = INF  # the run's end is in value[0]
         for _ in range(1, n):
-            prev, v_k, n_k = value[-1], {}, {}
-            for s in states:
-                best, arg = prev[s], nxt[-1][s]
-                for m, cost in seg[s].items():
-                    if m < n and cost + prev[(s[1], m)] < best:
-                        best, arg = cost + prev[(s[1], m)], m
-                v_k[s], n_k[s] = best, arg
-            value.append(v_k)
-            nxt.append(n_k)
-            if v_k == prev:
+            cand = step_cost + value[dest, ds].unsqueeze(1)  # [c, j, d - 1]
+            best, arg = cand.min(dim=2)
+            better = best < value[:n]
+            if not bool(better.any()):
                 break
-        return value, nxt
+            value[:n] = torch.where(better, best, value[:n])
+            nxt = torch.where(better, dest.gather(1, arg), nxt)
+            values.append(value[:n].clone())
+            nxts.append(nxt.clone())
+        self._seg = seg
+        self._plan = (torch.stack(values), torch.stack(nxts))
+
+    def _segment(self, state: tuple[int, int], m: int) -> float:
+        """Calibrated cost of skipping the steps between real steps c (state (c', c)) and m."""
+        cp, c = state
+        d = m - c
+        return float(self._seg[c, c - cp if cp >= 0 else 0, d]) if 0 < d <= self.max_window else INF
+
+    def _value(self, k: int, state: tuple[int, int]) -> float:
+        cp, c = state
+        value = self._plan[0]
+        return float(value[min(max(k, 0), len(value) - 1), c, c - cp if cp >= 0 else 0])
+
+    def _next(self, k: int, state: tuple[int, int]) -> int:
+        cp, c = state
+        nxt = self._plan[1]
+        return int(nxt[min(max(k, 0), len(nxt) - 1), c, c - cp if cp >= 0 else 0])
 
     def begin(self, num_steps: int) -> None:
         prof_n = int(self.profile["num_steps"])
@@ -306,7 +343,7 @@ class ETCPlus(StepPolicy):
             )
         super().begin(num_steps)
         if self._plan is None:
-            self._plan = self._build_plan()
+            self._build_plan()
         if self.calls is not None and self._value(self.calls - 1, (-1, 0)) == INF:
             least = next((k + 1 for k in range(len(self._plan[0])) if self._value(k, (-1, 0)) < INF), num_steps)
             raise ValueError(
@@ -323,14 +360,6 @@ class ETCPlus(StepPolicy):
             warnings.warn("etc-plus: the scheduler's sigmas differ from the calibration's (another shift or "
                           "scheduler?); the fitted gains and plan may not fit this run. Calibrate on this schedule.",
                           RuntimeWarning, stacklevel=3)
-
-    def _value(self, k: int, state: tuple[int, int]) -> float:
-        value = self._plan[0]
-        return value[min(max(k, 0), len(value) - 1)][state]
-
-    def _next(self, k: int, state: tuple[int, int]) -> int:
-        nxt = self._plan[1]
-        return nxt[min(max(k, 0), len(nxt) - 1)][state]
 
     # -- the run --------------------------------------------------------------------------------------------
     def new_stream(self) -> ETCPlusStream:
@@ -373,8 +402,9 @@ class ETCPlus(StepPolicy):
         if not is_finite(output):
             self._poisoned = True
         if ratio is not None:
-            self.hardness = 0.5 * self.hardness + 0.5 * min(max(ratio, 0.25), 8.0)
-            self.spent += ratio * self._segment(prev_state[0], prev_state[1], step)
+            r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
+            self.hardness = 0.5 * self.hardness + 0.5 * r
+            self.spent += r * self._segment(prev_state, step)
         self.next_real = self._plan_next(step, ratio)
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
 
@@ -382,9 +412,10 @@ class ETCPlus(StepPolicy):
         """The sample's own error at a real step: max over the batch of RMS(real - estimate), over the calibrated."""
         hit = self._gains.get((self._state[0] if self._state[1] == self.last_real else -1, self.last_real, step))
         est = self.main_stream.estimate(step)
-        if hit is None or est is None or hit[2] <= 0 or est.shape != output.shape:
+        if hit is None or est is None or est.shape != output.shape:
             return None
-        return float(item_rms(output - est).max()) / hit[2]
+        floor = NOISE_FLOOR * self.profile["output_rms"][step]  # errors this small are noise, not a signal
+        return float(item_rms(output - est).max()) / max(hit[2], floor, 1e-30)
 
     def _plan_next(self, step: int, ratio: float | None) -> int:
         n, state = self.num_steps, self._state
