@@ -145,12 +145,12 @@ def settings(trajs: list[Trajectory], steps: int) -> list[tuple[str, str, Callab
     out: list[tuple[str, str, Callable[[], StepPolicy]]] = []
     for b in (25, 17, 13, 11, 10, 9):
         out.append(("etc-plus", f"calls={b}", lambda b=b: ETCPlus(prof, calls=b)))
-    for f in (0.5, 1.0, 2.0, 4.0):
+    for f in (0.5, 1.0, 1.5):
         out.append(("etc-plus-tol", f"tolerance={f:g}x", lambda f=f: ETCPlus(prof, tolerance=f * prof["tolerance"])))
-    for tau in (0.01, 0.03, 0.1, 0.2, 0.5, 1.0):
+    for tau in (0.01, 0.02, 0.03, 0.05, 0.1):
         out.append(("etc", f"tau={tau:g}", lambda tau=tau: ETC(tau)))
     if trajs[0].sigmas is not None:
-        for thr in (0.1, 0.2, 0.4, 0.8, 1.5):
+        for thr in (0.1, 0.2, 0.3, 0.4, 0.6, 1.0):
             try:
                 ep = fit_ertacache(trajs, thr)
             except ValueError:

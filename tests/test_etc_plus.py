@@ -56,7 +56,7 @@ def test_fit_recovers_the_sigma_trend_and_the_hand_worked_estimate():
     # eps linear in sigma: the fit keeps g = 0 and k = (s_t - s_c) / (s_c - s_c'), and leaves no error.
     sigmas = [1.0, 0.9, 0.7, 0.4, 0.2, 0.0]
     trajs = [scripted([3.0 + 2.0 * s * a for s in sigmas[:-1]], sigmas) for a in (1.0, -0.5, 2.0)]
-    prof = fit_etc_plus(trajs, max_window=3, ridge=0.0, spread=None)
+    prof = fit_etc_plus(trajs, max_window=3, corrections=True, ridge=0.0)
     assert prof["weights"] == pytest.approx([0.1, 0.2, 0.3, 0.2, 0.2], rel=1e-6)
     gains = {(cp, c, t): (g, k, e) for cp, c, t, g, k, e in prof["triplets"]}
     g, k, e = gains[(0, 1, 3)]  # axis s = 1 - sigma: (0.6 - 0.1) / (0.1 - 0) = 5
@@ -71,23 +71,27 @@ def test_fit_recovers_the_sigma_trend_and_the_hand_worked_estimate():
 
 
 def test_plan_spends_calls_where_skipping_costs_most():
-    # Flat outputs with a jump at step 4 whose size differs between samples (so no fitted gain predicts it):
-    # skipping steps 1-3 and 5-7 is free, skipping 4 is not. The plan puts its one useful call on step 4 and
-    # keeps the third call of the budget unspent.
+    # Flat outputs with a jump at step 4: skipping the jump costs, and so does extrapolating it from (0, 4) into
+    # steps 5-7 (trend 3/4 of the jump), while after two real steps on the new level the trend is flat again. With
+    # three calls the plan runs 0, 4 and 5; with two it must choose and takes the jump itself.
     sigmas = [1 - i / 8 for i in range(9)]
     trajs = [scripted([a] * 4 + [b] * 4, sigmas) for a, b in ((1.0, 5.0), (2.0, 3.0), (-1.0, 1.0))]
-    prof = fit_etc_plus(trajs, max_window=4, ridge=0.0)
-    gains = {(cp, c, t): e for cp, c, t, g, k, e in prof["triplets"]}
-    assert gains[(-1, 0, 4)] > 0.5 and gains[(-1, 0, 3)] == 0.0 and gains[(0, 4, 7)] == 0.0
-    policy = ETCPlus(prof, calls=3)
-    run_steps = []
-    policy.begin(8)
-    for t in range(8):
-        computed = policy.should_compute(t)
-        out = torch.full((1, 2), 1.0 if t < 4 else 5.0) if computed else policy.predict(t)
-        policy.observe(t, out, computed)
-        run_steps += [t] if computed else []
-    assert run_steps == [0, 4]
+    prof = fit_etc_plus(trajs, max_window=4)
+    err = {(cp, c, t): e for cp, c, t, g, k, e in prof["triplets"]}
+    assert err[(-1, 0, 3)] == 0.0 and err[(4, 5, 7)] == 0.0
+    assert err[(-1, 0, 4)] > 0.5 and err[(0, 4, 7)] > 0.5
+
+    def steps_run(calls):
+        policy = ETCPlus(prof, calls=calls)
+        policy.begin(8)
+        for t in range(8):
+            computed = policy.should_compute(t)
+            out = torch.full((1, 2), 1.0 if t < 4 else 5.0) if computed else policy.predict(t)
+            policy.observe(t, out, computed)
+        return policy.report().computed_steps
+
+    assert steps_run(3) == [0, 4, 5]
+    assert steps_run(2) == [0, 4]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..integration.recording import Trajectory
 
 INF = math.inf
-DEFAULT_REL_TOLERANCE = 0.05
+DEFAULT_REL_TOLERANCE = 0.02
 NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
 MAX_RATIO = 8.0  # one measurement moves the error spent and the hardness by at most this factor
 
@@ -88,8 +88,9 @@ def _solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.T
     return weights
 
 
-def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, ridge: float = 0.01,
-                 rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = 0.3) -> dict[str, Any]:
+def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corrections: bool = False,
+                 ridge: float = 0.01,
+                 rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = None) -> dict[str, Any]:
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
@@ -129,7 +130,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, ridg
     for c in range(n - 1):
         for cp in [-1] + list(range(max(0, c - max_window), c)):
             for t in range(c + 1, min(c + max_window, n - 1) + 1):
-                g, k, e_items = _fit_triplet(gram, axis, cp, c, t, ridge, dim)
+                g, k, e_items = _fit_triplet(gram, axis, cp, c, t, ridge if corrections else None, dim)
                 e_mean = float(e_items.mean())
                 triplets.append([cp, c, t, g, k, e_mean])
                 if e_mean > 0:
@@ -148,35 +149,27 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, ridg
     }
 
 
-def _fit_triplet(gram: torch.Tensor, axis: list[float], cp: int, c: int, t: int, ridge: float,
+def _fit_triplet(gram: torch.Tensor, axis: list[float], cp: int, c: int, t: int, ridge: float | None,
                  dim: int) -> tuple[float, float, torch.Tensor]:
     """Gains (g, k) for step t from real steps (c', c), and the per-item RMS error they leave."""
     G = lambda i, j: gram[i, j]  # noqa: E731
     f11 = G(c, c)
     y1 = G(t, c) - G(c, c)
     yy = G(t, t) - 2 * G(t, c) + G(c, c)
-    g0 = 0.0
-    if cp < 0:  # one real output: only a gain on it
-        a11 = float(f11.sum()) * (1 + ridge)
-        g = (float(y1.sum()) + ridge * float(f11.sum()) * g0) / a11 if a11 > 0 else 0.0
-        k = 0.0
-        res = yy - 2 * g * y1 + g * g * f11
-    else:
-        k0 = (axis[t] - axis[c]) / max(axis[c] - axis[cp], 1e-30)
-        f12 = G(c, c) - G(c, cp)
-        f22 = G(c, c) - 2 * G(c, cp) + G(cp, cp)
-        y2 = G(t, c) - G(t, cp) - G(c, c) + G(c, cp)
-        s11, s12, s22 = float(f11.sum()), float(f12.sum()), float(f22.sum())
-        mat = torch.tensor([[s11 * (1 + ridge), s12], [s12, s22 * (1 + ridge)]], dtype=torch.float64)
-        rhs = torch.tensor([float(y1.sum()) + ridge * s11 * g0, float(y2.sum()) + ridge * s22 * k0], dtype=torch.float64)
-        if s22 <= 1e-12 * max(s11, 1e-300):  # no change between the two real outputs: the trend is flat
-            g, k = (float(y1.sum()) / (s11 * (1 + ridge)) if s11 > 0 else g0), k0
+    k0 = 0.0 if cp < 0 else (axis[t] - axis[c]) / max(axis[c] - axis[cp], 1e-30)
+    f12 = G(c, c) - G(c, cp) if cp >= 0 else torch.zeros_like(f11)
+    f22 = G(c, c) - 2 * G(c, cp) + G(cp, cp) if cp >= 0 else torch.zeros_like(f11)
+    y2 = G(t, c) - G(t, cp) - G(c, c) + G(c, cp) if cp >= 0 else torch.zeros_like(f11)
+    s11, s12, s22 = float(f11.sum()), float(f12.sum()), float(f22.sum())
+    g, k = 0.0, k0
+    if ridge is not None and s11 > 0:  # ridge least squares towards (0, k0); k only where the trend is not flat
+        if cp < 0 or s22 <= 1e-12 * s11:
+            g = float(y1.sum()) / (s11 * (1 + ridge))
         else:
-            try:
-                g, k = torch.linalg.solve(mat, rhs).tolist()
-            except RuntimeError:
-                g, k = g0, k0
-        res = yy - 2 * g * y1 - 2 * k * y2 + g * g * f11 + 2 * g * k * f12 + k * k * f22
+            mat = torch.tensor([[s11 * (1 + ridge), s12], [s12, s22 * (1 + ridge)]], dtype=torch.float64)
+            rhs = torch.tensor([float(y1.sum()), float(y2.sum()) + ridge * s22 * k0], dtype=torch.float64)
+            g, k = torch.linalg.solve(mat, rhs).tolist()
+    res = yy - 2 * g * y1 - 2 * k * y2 + g * g * f11 + 2 * g * k * f12 + k * k * f22
     return float(g), float(k), (res.clamp_min(0) / dim).sqrt()
 
 
@@ -289,7 +282,7 @@ class ETCPlus(StepPolicy):
         for (cp, c, t), (_, _, e) in self._gains.items():
             j = c - cp if cp >= 0 else 0
             if c < n and j <= w and 0 < t - c <= w:
-                table[c][j][t - c] = weights[t] * e
+                table[c][j][t - c] = (weights[t] * e) ** 2  # errors of different steps add like independent ones
         cost = torch.tensor(table, dtype=f64)
         seg = torch.zeros(n, w + 1, w + 1, dtype=f64)
         seg[:, :, 2:] = torch.cumsum(cost[:, :, 1:w], dim=2)
@@ -404,7 +397,7 @@ class ETCPlus(StepPolicy):
         if ratio is not None:
             r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
             self.hardness = 0.5 * self.hardness + 0.5 * r
-            self.spent += r * self._segment(prev_state, step)
+            self.spent += r * r * self._segment(prev_state, step)
         self.next_real = self._plan_next(step, ratio)
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
 
@@ -431,6 +424,6 @@ class ETCPlus(StepPolicy):
         k = k_max
         if self.calls is None or self.tolerance is not None:
             tol = self.tolerance if self.tolerance is not None else float(self.profile["tolerance"])
-            room = tol - self.spent
-            k = next((j for j in range(k_max + 1) if self.hardness * self._value(j, state) <= room), k_max)
+            room = tol * tol - self.spent
+            k = next((j for j in range(k_max + 1) if self.hardness ** 2 * self._value(j, state) <= room), k_max)
         return self._next(k, state) if self._value(k, state) < INF else min(step + 1, n)
