@@ -1,22 +1,24 @@
 """ETC+ (``etc-plus``): etcdiff's own step-wise method, ETC's three parts made calibrated, planned and budgeted.
 
-What differs from reference ETC in one sentence: the trend is a two-point extrapolation on the solver's own time
-axis with per-step gains fitted offline, and the window is planned from the calibrated error budget (or a call
-budget) by dynamic programming, then shortened online when a sample's own measured error spikes.
+What differs from reference ETC in one sentence: the trend is extrapolated on the solver's own time axis (sigma)
+from the last two real outputs, and the windows are planned from calibrated per-step errors for a tolerance or a
+call budget by dynamic programming, then re-planned online from each sample's own measured error.
 
 The three parts of ETC, and what each becomes here:
 
 1. **Trend predictor.** On a skipped step t with the last two real outputs eps_c, eps_c' (c' < c < t):
-   ``eps_t ≈ eps_c + g·eps_c + k·(eps_c - eps_c')``. Uncalibrated, ``g = 0`` and ``k = (s_t - s_c)/(s_c - s_c')``,
-   a linear trend in the solver's time ``s`` (sigma on flow schedules); :func:`fit_etc_plus` fits ``(g, k)`` for
-   every ``(c', c, t)`` by ridge least squares (towards those defaults) on recorded full-step trajectories.
+   ``eps_t ≈ eps_c + g·eps_c + k·(eps_c - eps_c')`` with ``g = 0`` and ``k = (s_t - s_c)/(s_c - s_c')``, a linear
+   trend in the solver's time ``s`` (sigma on flow schedules). Opt-in (``fit_etc_plus(corrections=True)``),
+   ``(g, k)`` are fitted per ``(c', c, t)`` by ridge least squares, like ERTACache's per-step corrections; on the
+   digits model they cost up to 5 dB at 2x against the plain trend, so they are off by default.
 2. **Error-aware window.** Every step's solver is fitted as ``x_{t+1} = A_t·x_t + B_t·eps_t`` (exact for Euler flow
    and DDIM), so an output error at t reaches the final latents scaled by ``w_t = |B_t|·prod_{u>t}|A_u|``; the
-   cumulative ``w`` is the time axis ``s`` (sigma for flow, sqrt((1-a)/a) for DDIM, no sigmas needed). A window
-   from real step c to the next real step n costs ``sum_{c<t<n} w_t·e(c', c, t)`` (calibrated RMS errors), and a
-   backward dynamic programme over (last two real steps, calls left) gives the best next real step for any budget.
-3. **Model-specific tolerance.** The tolerance bounds the summed cost, an upper bound of the final latents' RMS
-   error; the calibrated default is 1 % of the calibration runs' final RMS.
+   cumulative ``w`` is the time axis ``s`` (sigma for flow, sqrt((1-a)/a) for DDIM: no sigmas needed). Skipping t
+   after real steps (c', c) costs ``(w_t·e(c', c, t))²``, with ``e`` the calibrated RMS error of the estimate, and
+   a backward dynamic programme over (last two real steps, calls left) gives the best next real step for any
+   budget: calls go where skipping would cost most (the window is sized from the error budget).
+3. **Model-specific tolerance.** The tolerance bounds the square root of the summed cost, an estimate of the final
+   latents' RMS error; the calibrated default is 2 % of the calibration runs' final RMS.
 
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. That ratio scales the error spent
@@ -94,8 +96,11 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
-    ``max_window``: the longest gap between two real steps the plan may use; ``ridge``: pull of the fitted gains
-    towards the plain linear trend; ``rel_tolerance``: the default tolerance as a fraction of the final RMS.
+    ``max_window``: the longest gap between two real steps the plan may use; ``corrections``: fit the gains
+    ``(g, k)`` per step (off: the plain trend); ``ridge``: their pull towards the plain trend; ``rel_tolerance``:
+    the default tolerance as a fraction of the final RMS; ``spread``: when set, an error at noise level sigma is
+    damped by ``spread / hypot(spread, sigma)`` (relative units; the pull of a flow towards its data, which the
+    solver fit alone cannot see; off by default, see the report of ``scripts/etc_plus_eval.py``).
     """
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_etc_plus: give a non-empty list of recorded full-step trajectories (record_pipeline).")
@@ -403,7 +408,7 @@ class ETCPlus(StepPolicy):
 
     def _measure(self, step: int, output: torch.Tensor) -> float | None:
         """The sample's own error at a real step: max over the batch of RMS(real - estimate), over the calibrated."""
-        hit = self._gains.get((self._state[0] if self._state[1] == self.last_real else -1, self.last_real, step))
+        hit = self._gains.get((*self._state, step))  # the state (c', c) the estimate for ``step`` was made from
         est = self.main_stream.estimate(step)
         if hit is None or est is None or est.shape != output.shape:
             return None
