@@ -208,14 +208,37 @@ def evaluate(name: str, steps: int) -> dict[str, Any]:
     return {"model": name, "steps": steps, "rows": rows, "fronts": fronts, "seconds": time.time() - t0}
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The fronts and every measured point as Markdown tables."""
+    lines = []
+    for res in results:
+        lines += [f"### {res['model']} ({res['steps']} steps)", "",
+                  "Front PSNR (dB) at 2x-5x fewer calls, interpolated between each method's Pareto points "
+                  "(n/a: outside the speedups it reached).", "",
+                  "| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |", "|---|" + "---|" * len(SPEEDUPS)]
+        for method, fr in res["fronts"].items():
+            lines.append(f"| {method} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in fr.values()) + " |")
+        lines += ["", "| method | setting | calls (mean / max) | speedup | PSNR mean / min (dB) |", "|---|---|---|---|---|"]
+        for r in res["rows"]:
+            lines.append(f"| {r['method']} | {r['setting']} | {r['calls']:.1f} / {r['max_calls']} | {r['speedup']:.2f}x | "
+                         f"{r['psnr']:.1f} / {r['psnr_min']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["digits", "gmm-flow", "gmm-ddim"])
+    ap.add_argument("--models", nargs="+", default=["digits", "gmm-flow", "gmm-ddim", "dataset-euler"])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="")
+    ap.add_argument("--out", default="", help="folder for etc_plus_eval.json and etc_plus_eval.md")
+    ap.add_argument("--from-json", default="", help="only rewrite the Markdown tables from a saved JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.from_json:
+        with open(args.from_json) as f:
+            print(markdown(json.load(f)))
+        return
     results = []
     for name in args.models:
         res = evaluate(name, args.steps)
@@ -228,6 +251,8 @@ def main() -> None:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "etc_plus_eval.json"), "w") as f:
             json.dump(results, f, indent=1)
+        with open(os.path.join(args.out, "etc_plus_eval.md"), "w") as f:
+            f.write(markdown(results))
 
 
 if __name__ == "__main__":

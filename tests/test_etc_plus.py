@@ -70,6 +70,33 @@ def test_fit_recovers_the_sigma_trend_and_the_hand_worked_estimate():
     assert policy.gains(0, 1, 3) == pytest.approx((0.0, 5.0), abs=1e-6)
 
 
+def test_auto_corrections_keep_fitted_gains_only_where_they_hold_out_of_sample():
+    # eps_t = a·sigma_t² per sample (a differs): a curved trend the plain linear one misses and one gain pair per
+    # (c', c, t) predicts exactly for every sample, so the cross-validated fit keeps it. Where the outputs are
+    # linear in sigma up to noise, a fit only learns the noise, and "auto" keeps the plain trend.
+    sigmas = [1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+    gen = torch.Generator().manual_seed(0)
+
+    def traj(outs):
+        xs = [torch.zeros_like(outs[0])]
+        for t, o in enumerate(outs):
+            xs.append(xs[-1] + (sigmas[t + 1] - sigmas[t]) * o)
+        return Trajectory(outputs=outs, inputs=xs[:-1], final=xs[-1])
+
+    a = torch.rand(6, 3, generator=gen) + 0.5
+    curved = fit_etc_plus([traj([a * s * s for s in sigmas[:-1]])], max_window=3)
+    gains = {(cp, c, t): (g, k, e) for cp, c, t, g, k, e in curved["triplets"]}
+    g, k, e = gains[(0, 1, 3)]
+    plain_k = (0.6 - 0.2) / (0.2 - 0.0)
+    assert e == pytest.approx(0.0, abs=1e-4) and (g, k) != pytest.approx((0.0, plain_k))
+    b = torch.randn(6, 3, generator=gen)
+    linear = [a * s + b + 1e-3 * torch.randn(6, 3, generator=gen) for s in sigmas[:-1]]
+    fit = fit_etc_plus([traj(linear)], max_window=3)
+    ax = fit["axis"]
+    assert all(g == 0.0 and k == pytest.approx((ax[t] - ax[c]) / (ax[c] - ax[cp]))
+               for cp, c, t, g, k, e in fit["triplets"] if cp >= 0)
+
+
 def test_plan_spends_calls_where_skipping_costs_most():
     # Flat outputs with a jump at step 4: skipping the jump costs, and so does extrapolating it from (0, 4) into
     # steps 5-7 (trend 3/4 of the jump), while after two real steps on the new level the trend is flat again. With
