@@ -253,7 +253,8 @@ class ETCPlus(StepPolicy):
         if ratio is not None:
             r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
             self.hardness = 0.5 * self.hardness + 0.5 * r
-            self.spent += r * r * self._segment(prev_state, step)
+        if prev_state[1] != step:  # the calibrated cost of the window just run; the sample's hardness scales the rest
+            self.spent += self._segment(prev_state, step)
         self.next_real = self._plan_next(step, ratio)
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
 
