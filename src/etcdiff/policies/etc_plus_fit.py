@@ -18,7 +18,7 @@ import torch
 if TYPE_CHECKING:
     from ..integration.recording import Trajectory
 
-DEFAULT_REL_TOLERANCE = 0.02
+DEFAULT_REL_TOLERANCE = 0.01
 CV_MARGIN = 0.5  # fitted gains replace the plain trend only where they halve its out-of-sample error
 
 
