@@ -44,7 +44,7 @@ from .etc_plus_fit import check_number, fit_etc_plus, item_rms, load_etc_plus_pr
 
 INF = math.inf
 NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
-MAX_RATIO = 8.0  # one measurement moves the error spent and the hardness by at most this factor
+MAX_RATIO = 8.0  # one measurement moves the sample's hardness by at most this factor
 
 __all__ = ["ETCPlus", "ETCPlusStream", "fit_etc_plus", "load_etc_plus_profile"]
 
@@ -221,7 +221,7 @@ class ETCPlus(StepPolicy):
         self.real_count = 0
         self.next_real = 0
         self.spent = 0.0
-        self.hardness = 1.0
+        self.hardness = self._plan_hardness = 1.0
         self._poisoned = False
         self._state = (-1, 0)
 
@@ -250,13 +250,15 @@ class ETCPlus(StepPolicy):
         self._state = (-1 if self.last_real is None else self.last_real, step)
         self.last_real = step
         self.real_count += 1
-        if not is_finite(output):
-            self._poisoned = True
+        if not is_finite(output) and not self._poisoned:
+            self._poisoned = True  # every later step runs the model (within the budget): there is no trend to trust
+            warnings.warn(f"etc-plus: the model output at step {step} has NaN or Inf values; etc-plus stops estimating "
+                          "for the rest of this generation (the NaN comes from the model).", RuntimeWarning, stacklevel=3)
         if ratio is not None:
             r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
             self.hardness = 0.5 * self.hardness + 0.5 * r
-        if prev_state[1] != step:  # the calibrated cost of the window just run; the sample's hardness scales the rest
-            self.spent += self._segment(prev_state, step)
+        if prev_state[1] != step:  # the cost of the window just run, as estimated when it was planned
+            self.spent += self._plan_hardness ** 2 * self._segment(prev_state, step)
         self.next_real = self._plan_next(step, ratio)
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
 
@@ -284,5 +286,6 @@ class ETCPlus(StepPolicy):
         if self.calls is None or self.tolerance is not None:
             tol = self.tolerance if self.tolerance is not None else float(self.profile["tolerance"])
             room = tol * tol - self.spent
+            self._plan_hardness = self.hardness
             k = next((j for j in range(k_max + 1) if self.hardness ** 2 * self._value(j, state) <= room), k_max)
         return self._next(k, state) if self._value(k, state) < INF else min(step + 1, n)
