@@ -74,6 +74,12 @@ def _fit_meancache(trajectories: list[Any], decode: Any = None, calls: int = 17,
     return {"profile": profile.to_dict(), "calls": calls}
 
 
+def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
+    from .policies.etc_plus_fit import fit_etc_plus
+
+    return {"profile": fit_etc_plus(trajectories, **settings)}
+
+
 def _fit_sencache(records: list[Any], decode: Any = None) -> dict[str, Any]:
     from .policies.sencache import fit_sencache
 
@@ -138,6 +144,11 @@ for _m in (
            "whole output, predicted by a consistent trend over a dynamic window",
            "tau per model: `etcdiff calibrate`, or a published preset",
            schema=_policy("ETC"), resolve=_resolve_etc, fit=_fit_etc, fit_reads=("warmup", "alpha")),
+    Method("etc-plus", "step", "ETC+, this project's extension of ETC (not the paper's method)",
+           "whole output: a sigma-axis trend, a window planned from calibrated per-step errors, online checks",
+           "yes: per-step errors and gains, `etcdiff calibrate --method etc-plus`",
+           schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
+           fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread")),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

@@ -9,6 +9,7 @@ from .base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .baselines import FixedInterval, LinearExtrapolation, NoCache
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState, etc_preset
+from .etc_plus import ETCPlus, fit_etc_plus
 from .meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
 from .presets import ETC_PRESETS, find_preset
 from .sada import SADA
@@ -31,6 +32,6 @@ def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwar
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
     "MeanCache", "MeanCacheProfile", "MeanCacheSchedule", "SenCache", "SenCacheTables", "SensitivityRecord",
-    "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "OutputStream", "ReuseStream", "RunReport",
+    "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETCPlus", "fit_etc_plus", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "OutputStream", "ReuseStream", "RunReport",
     "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
 ]

@@ -3,6 +3,9 @@
 Pure tensor math: a recursive, exponentially weighted trend ``d`` of past outputs, spread over a window of
 ``k`` skipped steps (``g = d / k``), with ``k`` growing by one while the model's correction stays under the
 tolerance ``threshold`` and shrinking by one otherwise.
+
+This is the paper's method, kept exact; ``etc-plus`` (:mod:`.etc_plus`) differs in extrapolating the trend in sigma
+and planning its windows from calibrated per-step errors for a tolerance or a call budget.
 """
 
 from __future__ import annotations

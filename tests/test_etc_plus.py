@@ -1,0 +1,293 @@
+"""etc-plus: fitted gains, the planned windows, the call budget, online adaptivity, CFG branches and errors."""
+
+import json
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+import etcdiff
+from etcdiff.integration.recording import Trajectory
+from etcdiff import make_policy
+from etcdiff.policies import NoCache
+from etcdiff.policies.etc_plus import ETCPlus, fit_etc_plus
+
+import heldout_models as hm
+
+
+class Recorder(NoCache):
+    def reset_state(self):
+        self.inputs, self.outputs = [], []
+
+    def should_compute(self, step, latents=None):
+        self.inputs.append(latents.clone())
+        return True
+
+    def observe(self, step, output, computed):
+        self.outputs.append(output.clone())
+        super().observe(step, output, computed)
+
+
+def record(model, scheduler, steps, seeds, batch=4, **kw):
+    trajs = []
+    for s in seeds:
+        rec = Recorder()
+        x = torch.randn(batch, 1, 16, 16, generator=torch.Generator().manual_seed(s))
+        final = etcdiff.sample(model, scheduler, x, steps, rec, **kw)
+        trajs.append(Trajectory(outputs=rec.outputs, inputs=rec.inputs, final=final, sigmas=getattr(scheduler, "sigmas", None)))
+    return trajs
+
+
+@pytest.fixture(scope="module")
+def flow():
+    model, sched, _ = hm.gmm_flow()
+    return model, sched, fit_etc_plus(record(model, sched, 20, [100, 101]), max_window=5)
+
+
+def scripted(values, sigmas):
+    """A trajectory with eps_t = values[t] * ones (latents follow Euler on ``sigmas``)."""
+    outs = [torch.full((1, 2), float(v)) for v in values]
+    xs = [torch.tensor([[1.0, -1.0]])]
+    for t, o in enumerate(outs):
+        xs.append(xs[-1] + (sigmas[t + 1] - sigmas[t]) * o)
+    return Trajectory(outputs=outs, inputs=xs[:-1], final=xs[-1])
+
+
+def test_fit_recovers_the_sigma_trend_and_the_hand_worked_estimate():
+    # eps linear in sigma: the fit keeps g = 0 and k = (s_t - s_c) / (s_c - s_c'), and leaves no error.
+    sigmas = [1.0, 0.9, 0.7, 0.4, 0.2, 0.0]
+    trajs = [scripted([3.0 + 2.0 * s * a for s in sigmas[:-1]], sigmas) for a in (1.0, -0.5, 2.0)]
+    prof = fit_etc_plus(trajs, max_window=3, corrections=True, ridge=0.0)
+    assert prof["weights"] == pytest.approx([0.1, 0.2, 0.3, 0.2, 0.2], rel=1e-6)
+    gains = {(cp, c, t): (g, k, e) for cp, c, t, g, k, e in prof["triplets"]}
+    g, k, e = gains[(0, 1, 3)]  # axis s = 1 - sigma: (0.6 - 0.1) / (0.1 - 0) = 5
+    assert g == pytest.approx(0.0, abs=1e-6) and k == pytest.approx(5.0, rel=1e-6) and e == pytest.approx(0.0, abs=1e-6)
+    # Hand-worked estimate on a scripted run: real 0 (eps 1), real 1 (eps 2); step 3 = 2 + 5 * (2 - 1) = 7.
+    policy = ETCPlus(prof, calls=5)
+    policy.begin(5)
+    policy.observe(0, torch.full((1, 2), 1.0), True)
+    policy.observe(1, torch.full((1, 2), 2.0), True)
+    assert torch.allclose(policy.predict(3), torch.full((1, 2), 7.0))
+    assert policy.gains(0, 1, 3) == pytest.approx((0.0, 5.0), abs=1e-6)
+
+
+def test_auto_corrections_keep_fitted_gains_only_where_they_hold_out_of_sample():
+    # eps_t = a·sigma_t² per sample (a differs): a curved trend the plain linear one misses and one gain pair per
+    # (c', c, t) predicts exactly for every sample, so the cross-validated fit keeps it. Where the outputs are
+    # linear in sigma up to noise, a fit only learns the noise, and "auto" keeps the plain trend.
+    sigmas = [1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+    gen = torch.Generator().manual_seed(0)
+
+    def traj(outs):
+        xs = [torch.zeros_like(outs[0])]
+        for t, o in enumerate(outs):
+            xs.append(xs[-1] + (sigmas[t + 1] - sigmas[t]) * o)
+        return Trajectory(outputs=outs, inputs=xs[:-1], final=xs[-1])
+
+    a = torch.rand(6, 3, generator=gen) + 0.5
+    curved = fit_etc_plus([traj([a * s * s for s in sigmas[:-1]])], max_window=3)
+    gains = {(cp, c, t): (g, k, e) for cp, c, t, g, k, e in curved["triplets"]}
+    g, k, e = gains[(0, 1, 3)]
+    plain_k = (0.6 - 0.2) / (0.2 - 0.0)
+    assert e == pytest.approx(0.0, abs=1e-4) and (g, k) != pytest.approx((0.0, plain_k))
+    b = torch.randn(6, 3, generator=gen)
+    linear = [a * s + b + 1e-3 * torch.randn(6, 3, generator=gen) for s in sigmas[:-1]]
+    fit = fit_etc_plus([traj(linear)], max_window=3)
+    ax = fit["axis"]
+    assert all(g == 0.0 and k == pytest.approx((ax[t] - ax[c]) / (ax[c] - ax[cp]))
+               for cp, c, t, g, k, e in fit["triplets"] if cp >= 0)
+
+
+def test_plan_spends_calls_where_skipping_costs_most():
+    # Flat outputs with a jump at step 4: skipping the jump costs, and so does extrapolating it from (0, 4) into
+    # steps 5-7 (trend 3/4 of the jump), while after two real steps on the new level the trend is flat again. With
+    # three calls the plan runs 0, 4 and 5; with two it must choose and takes the jump itself.
+    sigmas = [1 - i / 8 for i in range(9)]
+    trajs = [scripted([a] * 4 + [b] * 4, sigmas) for a, b in ((1.0, 5.0), (2.0, 3.0), (-1.0, 1.0))]
+    prof = fit_etc_plus(trajs, max_window=4)
+    err = {(cp, c, t): e for cp, c, t, g, k, e in prof["triplets"]}
+    assert err[(-1, 0, 3)] == 0.0 and err[(4, 5, 7)] == 0.0
+    assert err[(-1, 0, 4)] > 0.5 and err[(0, 4, 7)] > 0.5
+
+    def steps_run(calls):
+        policy = ETCPlus(prof, calls=calls)
+        policy.begin(8)
+        for t in range(8):
+            computed = policy.should_compute(t)
+            out = torch.full((1, 2), 1.0 if t < 4 else 5.0) if computed else policy.predict(t)
+            policy.observe(t, out, computed)
+        return policy.report().computed_steps
+
+    assert steps_run(3) == [0, 4, 5]
+    assert steps_run(2) == [0, 4]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_budget_is_never_exceeded_over_seeds_and_budgets(flow, batch):
+    model, sched, prof = flow
+    for calls in (5, 7, 10):
+        for seed in range(6):
+            policy = ETCPlus(prof, calls=calls, spike=1.0)  # spike=1: forced calls on nearly every real step
+            x = torch.randn(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+            out = etcdiff.sample(model, sched, x, 20, policy, labels=[(seed + i) % 10 for i in range(batch)])
+            assert torch.isfinite(out).all()
+            assert policy.report().num_computed <= calls
+
+
+def test_tolerance_mode_trades_calls_for_error(flow):
+    model, sched, prof = flow
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    full = etcdiff.sample(model, sched, x, 20, NoCache(), labels=[3])
+    calls, errs = [], []
+    for tol in (0.1, 1.0, 10.0):
+        policy = ETCPlus(prof, tolerance=tol * prof["tolerance"])
+        out = etcdiff.sample(model, sched, x, 20, policy, labels=[3])
+        calls.append(policy.report().num_computed)
+        errs.append((out - full).pow(2).mean().sqrt().item())
+    assert calls[0] >= calls[1] >= calls[2] and calls[0] > calls[2]
+    assert errs[0] <= errs[2]
+
+
+def test_a_spike_in_a_samples_output_forces_a_real_call():
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    base = torch.linspace(-1, 1, 256).reshape(1, 1, 16, 16)
+
+    def smooth(x, t):
+        s = float(t) / 1000
+        return base * (1 + s * s) + 0.1 * x
+
+    trajs = record(smooth, sched, 20, [1, 2], batch=2)
+    prof = fit_etc_plus(trajs, max_window=6)
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    plain = ETCPlus(prof, calls=10)
+    etcdiff.sample(smooth, sched, x, 20, plain)
+    steps = plain.report().computed_steps
+    c = next(s for s in steps[2:] if s + 1 not in steps and s + 1 < 20)
+    spike_t = sched.timesteps[c].item()
+
+    def spiky(x, t):
+        return smooth(x, t) + (5.0 if abs(float(t) - spike_t) < 1e-3 else 0.0)
+
+    adaptive = ETCPlus(prof, calls=10)
+    etcdiff.sample(spiky, sched, x, 20, adaptive)
+    rep = adaptive.report()
+    assert c in rep.computed_steps and c + 1 in rep.computed_steps
+    assert rep.err[c] > adaptive.spike
+    assert rep.num_computed <= 10
+
+
+def test_cfg_branch_streams_combine_into_the_guided_estimate(flow):
+    _, _, prof = flow
+    policy = ETCPlus(prof, calls=8)
+    policy.begin(20)
+    cond, uncond = policy.new_stream(), policy.new_stream()
+    gen = torch.Generator().manual_seed(0)
+    for t in range(2):
+        c, u = torch.randn(2, 4, generator=gen), torch.randn(2, 4, generator=gen)
+        cond.record(t, c)
+        uncond.record(t, u)
+        policy.observe(t, u + 3.0 * (c - u), True)
+    combined = uncond.predict(3) + 3.0 * (cond.predict(3) - uncond.predict(3))
+    assert torch.allclose(combined, policy.predict(3), atol=1e-5)
+
+
+def test_profile_survives_json(flow):
+    model, sched, prof = flow
+    again = json.loads(json.dumps(prof))
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    a, b = ETCPlus(prof, calls=7), ETCPlus(again, calls=7)
+    out_a = etcdiff.sample(model, sched, x, 20, a, labels=[1])
+    out_b = etcdiff.sample(model, sched, x, 20, b, labels=[1])
+    assert a.report().computed_steps == b.report().computed_steps and torch.equal(out_a, out_b)
+
+
+def test_ddim_eps_prediction_without_sigmas():
+    model, sched, _ = hm.gmm_ddim()
+    trajs = record(model, sched, 20, [100, 101], batch=3)
+    prof = fit_etc_plus(trajs, max_window=5)
+    assert all(w > 0 for w in prof["weights"])
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    full = etcdiff.sample(model, sched, x, 20, NoCache())
+    policy = ETCPlus(prof, calls=8)
+    out = etcdiff.sample(model, sched, x, 20, policy)
+    assert policy.report().num_computed <= 8
+    assert (out - full).abs().max().item() < 0.05
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"calls": 0}, "calls must be a positive integer"),
+    ({"calls": 2.5}, "calls must be a positive integer"),
+    ({"calls": True}, "calls must be a positive integer"),
+    ({"tolerance": -1.0}, "tolerance must be a finite number"),
+    ({"tolerance": float("nan")}, "tolerance must be a finite number"),
+    ({"spike": 0.5}, "spike must be a finite number >= 1"),
+])
+def test_bad_settings_raise_one_clear_line(flow, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ETCPlus(flow[2], **kwargs)
+
+
+def test_bad_profiles_step_counts_and_budgets(flow, tmp_path):
+    prof = flow[2]
+    with pytest.raises(ValueError, match="profile must be the dict that fit_etc_plus returns"):
+        ETCPlus({"method": "etc"})
+    with pytest.raises(ValueError, match="profile file not found"):
+        ETCPlus(tmp_path / "missing.json")
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(prof))
+    ETCPlus(path).begin(20)
+    with pytest.raises(ValueError, match="fitted for 20 steps but the run has 30"):
+        ETCPlus(prof).begin(30)
+    with pytest.raises(ValueError, match=r"calls=2 cannot cover 20 steps .* give calls >= 4"):
+        ETCPlus(prof, calls=2).begin(20)
+    with pytest.raises(ValueError, match="non-empty list"):
+        fit_etc_plus([])
+    with pytest.raises(ValueError, match="max_window must be an integer >= 2"):
+        fit_etc_plus(record(*flow[:2], 20, [1], batch=1), max_window=1)
+    short = scripted([1.0, 2.0, 3.0], [1.0, 0.5, 0.2, 0.0])
+    longer = scripted([1.0, 2.0, 3.0, 4.0], [1.0, 0.7, 0.5, 0.2, 0.0])
+    with pytest.raises(ValueError, match="trajectory 1 has 4 outputs"):
+        fit_etc_plus([short, longer])
+
+
+def _budget_through_the_hook(tiny, calls_per_step, budget):
+    from etcdiff.integration.recording import record_pipeline
+
+    trajs = [record_pipeline(tiny.pipe, **{**tiny.call_kwargs, "num_inference_steps": 10, "output_type": "latent",
+                                           "generator": torch.Generator().manual_seed(s)})[0] for s in (11, 12)]
+    prof = fit_etc_plus(trajs, max_window=4)
+    full = tiny.run(10)
+    for batch in (1, 2):
+        extra = tiny.batch_kwargs(batch) if batch > 1 else {}
+        with etcdiff.enabled(tiny.pipe, ETCPlus(prof, calls=budget, spike=1.0)):
+            out = tiny.run(10, **extra)
+            rep = etcdiff.last_report(tiny.pipe)
+        assert torch.isfinite(out).all()
+        assert rep.num_computed <= budget and rep.model_calls <= calls_per_step * budget
+        if batch == 1:
+            assert (out - full).abs().mean() < (full.abs().mean() * 0.5)
+
+
+@pytest.mark.parametrize("name", ["flux_true_cfg", "sd3"])
+def test_budget_through_the_hook_on_cfg_layouts(name):
+    from tiny_pipelines import FACTORIES
+
+    tiny = FACTORIES[name]()
+    _budget_through_the_hook(tiny, tiny.calls_per_step, budget=5)
+
+
+def test_budget_through_the_hook_on_the_digits_pipeline():
+    from etcdiff.demo import DigitsPipeline
+    from etcdiff.integration.recording import record_pipeline
+
+    pipe = DigitsPipeline.from_embedded()
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=12, guidance_scale=2.0, output_type="pt")
+    trajs = [record_pipeline(pipe, prompt=list("0123"), generator=torch.Generator().manual_seed(s), **kw)[0] for s in (40, 41)]
+    prof = fit_etc_plus(trajs, max_window=4)
+    with etcdiff.enabled(pipe, make_policy("etc-plus", profile=prof, calls=5)):
+        for prompt in ("3", ["1", "7"], list("0123456789")):
+            for seed in range(3):
+                out = pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), **kw).images
+                rep = etcdiff.last_report(pipe)
+                assert torch.isfinite(out).all() and rep.num_computed <= 5 and rep.model_calls <= 5
