@@ -1,4 +1,4 @@
-"""``etcdiff demo``: the ten digits of the embedded model, full 50 steps against ETC, side by side."""
+"""``etcdiff demo``: an embedded model's demo prompts, full 50 steps against ETC, side by side."""
 
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="Offline demo: the embedded digits model, full sampling against ETC",
-        description="Sample the ten digits of the embedded model at full steps and with ETC; write a "
+        help="Offline demo: an embedded model, full sampling against ETC",
+        description="Sample the embedded model's demo prompts at full steps and with ETC; write a "
         "side-by-side PNG and a JSON; print model calls, wall-clock speedup, SSIM and PSNR.",
     )
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--threshold", type=float, default=None, help="ETC tolerance (default: the demo model's shipped profile)")
     p.add_argument("--warmup", type=int, default=None, help="ETC warm-up steps (default: from the profile, else 6)")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    p.add_argument("--model", default="demo", help="an embedded model: demo (the default) or digits")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of each run; the median is reported (default 5)")
     p.add_argument("--out", type=Path, default=Path("etcdiff-out/demo"), help="output folder (default etcdiff-out/demo)")
@@ -37,17 +38,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import etcdiff
-    from etcdiff.demo import DigitsPipeline
     from etcdiff.api import resolve_policy
     from etcdiff.metrics import psnr, ssim
+    from etcdiff.models import EMBEDDED, load_pipeline
 
     if args.steps < 2 or args.repeats < 1:
         raise ValueError("--steps must be at least 2 and --repeats at least 1")
+    if args.model not in EMBEDDED:
+        raise ValueError(f"--model {args.model!r}: demo runs an embedded model: {', '.join(EMBEDDED)}.")
     prepare_output_dir(args.out)  # before any sampling
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    pipe = DigitsPipeline.from_embedded()
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    prompts = [str(i) for i in range(10)]
+    prompts = list(pipe.etcdiff_demo_prompts)
+    guidance = pipe.etcdiff_guidance if args.guidance is None else args.guidance
     kwargs: dict[str, Any] = {}
     if args.threshold is not None:
         kwargs["threshold"] = args.threshold
@@ -56,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     def generate() -> np.ndarray:
         g = torch.Generator().manual_seed(args.seed)
-        return pipe(prompt=prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=g, output_type="np").images
+        return pipe(prompt=prompts, num_inference_steps=args.steps, guidance_scale=guidance, generator=g, output_type="np").images
 
     methods = {"full": etcdiff.NoCache(), "etc": resolve_policy("etc", pipe, **kwargs)}
     images: dict[str, np.ndarray] = {}
     reports: dict[str, Any] = {}
     times: dict[str, list[float]] = {m: [] for m in methods}
-    print(f"etcdiff demo: embedded digits model, {args.steps} steps, guidance {args.guidance}, seed {args.seed}, "
-          f"ten digits in one batch, {methods['etc']!r}")
+    print(f"etcdiff demo: {pipe.etcdiff_description}, {args.steps} steps, guidance {guidance}, seed {args.seed}, "
+          f"{len(prompts)} prompts in one batch, {methods['etc']!r}")
     from tqdm.auto import tqdm
 
     with tqdm(total=len(methods) * (args.repeats + 1), desc="sampling", unit="run") as bar:
@@ -84,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     med = {m: spread[m]["median"] for m in times}
     full_calls, etc_calls = reports["full"].model_calls, reports["etc"].model_calls
     result = {
-        "model": "etcdiff embedded digits DiT (flow matching, 16x16)",
+        "model": pipe.etcdiff_description,
         "prompts": prompts,
         "seed": args.seed,
         "steps": args.steps,
-        "guidance_scale": args.guidance,
+        "guidance_scale": guidance,
         "policy": repr(methods["etc"]),
         "model_calls": {"full": full_calls, "etc": etc_calls},
         "call_reduction": full_calls / etc_calls,
@@ -129,7 +133,11 @@ def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[st
     for r, (label, imgs) in enumerate(rows):
         for c in range(full.shape[0]):
             ax = axes[r, c]
-            ax.imshow(imgs[c, ..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            img = imgs[c]
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
