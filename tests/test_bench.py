@@ -189,10 +189,24 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
     assert [(r["kind"], r["setting_label"]) for r in kept] == [("reference", "reference"), ("run", "interval=2")]
     partial = json.loads((tmp_path / "results.json").read_text())  # what finished is reported, marked incomplete
     assert not partial["complete"] and len(partial["missing_keys"]) == 1
-    assert "Incomplete" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "Incomplete" in report
+    assert "PARTIAL: 1 runs missing, 0 of 1 pairs complete" in report.splitlines()[0]  # the title says so
+    assert "Averaged over the pairs done so far" in report and "Averaged over 1 (prompt, seed) pairs" not in report
     monkeypatch.setattr(Measurer, "method_record", real)
     again = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert len(again.executed) == 1 and again.references_loaded == 1 and again.merged["complete"]
+
+
+def test_another_step_count_on_the_same_out_is_refused(tmp_path):
+    pipe = tiny_pipe()
+    cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
+    run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    other = BenchConfig(grid=cfg.grid, prompts=["4"], steps=8, repeats=1, out=tmp_path)
+    with pytest.raises(ValueError, match=r"holds a sweep with other reference settings \(steps 6 -> 8\)"):
+        run_bench(other, pipe=pipe, rank=0, world=1, progress=False)
+    more = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
+    assert len(run_bench(more, pipe=pipe, rank=0, world=1, progress=False).executed) == 1  # more settings join
 
 
 # -- two processes -------------------------------------------------------------------------------------------------

@@ -41,10 +41,28 @@ def _f(v: Any, fmt: str = "{:.3f}", na: str = "n/a") -> str:
     return fmt.format(v)
 
 
-def title(results: dict[str, Any]) -> str:
-    """``model: N steps, P prompts x S seeds``."""
+def done_pairs(results: dict[str, Any]) -> tuple[int, int]:
+    """(pairs with every run done, pairs in the sweep)."""
     c = results["config"]
-    return f"{c['model']}: {c['steps']} steps, {len(c['prompts'])} prompts x {len(c['seeds'])} seeds"
+    total = len(c["prompts"]) * len(c["seeds"])
+    if results.get("complete"):
+        return total, total
+    per_pair: dict[tuple[str, int], int] = {}
+    for rec in results.get("runs", []):
+        if rec.get("kind") == "run":
+            pair = (str(rec.get("prompt")), int(rec.get("seed", 0)))
+            per_pair[pair] = per_pair.get(pair, 0) + 1
+    return sum(n >= len(c["grid"]) for n in per_pair.values()), total
+
+
+def title(results: dict[str, Any]) -> str:
+    """``model: N steps, P prompts x S seeds``, and ``PARTIAL`` with the count done when runs are missing."""
+    c = results["config"]
+    text = f"{c['model']}: {c['steps']} steps, {len(c['prompts'])} prompts x {len(c['seeds'])} seeds"
+    if not results.get("complete"):
+        done, total = done_pairs(results)
+        text += f" (PARTIAL: {len(results.get('missing_keys', []))} runs missing, {done} of {total} pairs complete)"
+    return text
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -94,7 +112,10 @@ def markdown(results: dict[str, Any]) -> str:
         if has_clip:
             cells.append(_f(r["clip_score"], "{:.2f}"))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Averaged over {len(c['prompts']) * len(c['seeds'])} (prompt, seed) pairs; n/a: not measured (see below).", ""]
+    done, total = done_pairs(results)
+    over = f"{total} (prompt, seed) pairs" if done == total else \
+        f"the pairs done so far (each row's own count; {done} of {total} pairs complete for every setting)"
+    lines += ["", f"Averaged over {over}; n/a: not measured (see below).", ""]
     lines.append("Metrics:")
     for k, v in (results.get("metrics") or {}).items():
         lines.append(f"- {k}: {v}")

@@ -134,6 +134,7 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         if not procs.same_everywhere(sweep):
             raise ValueError("the processes run different sweeps (other settings, prompts or weights): "
                              "launch every process with the same command")
+        _refuse_another_reference(out, config)
         if rank == 0:
             write_json_atomic(out / SWEEP_FILE, {
                 "sweep": sweep, "config": config.to_json(), "fingerprint": measurer.fingerprint, "world_size": world,
@@ -164,3 +165,26 @@ def _merge_after_stop(out: Path, executed: int) -> None:
         return
     print(f"etcdiff bench: stopped; merged the {executed} runs finished in this invocation (and any earlier) into "
           f"{out}. Run the same command again to finish.", file=sys.stderr)
+
+
+#: the settings that decide the full-step reference: another value makes another sweep, not more of this one
+_REFERENCE_FIELDS = ("model", "steps", "guidance", "device")
+
+
+def _refuse_another_reference(out: Path, config: BenchConfig) -> None:
+    """A folder holds one sweep's reference: refuse a run whose model, steps, guidance or device differ (more
+    settings, prompts or seeds may be added; their runs join the same report)."""
+    import json
+
+    path = out / SWEEP_FILE
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return
+    now = config.to_json()
+    changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in _REFERENCE_FIELDS if before.get(k) != now.get(k)]
+    if changed:
+        raise ValueError(f"--out {out} holds a sweep with other reference settings ({', '.join(changed)}); "
+                         "use another --out for this one, or delete the folder to start over.")
