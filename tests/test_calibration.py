@@ -116,17 +116,20 @@ def test_find_profile_by_identity_and_steps(tmp_path, monkeypatch):
     assert profile_slug("Black-Forest-Labs/FLUX.1-dev") == "black-forest-labs--flux.1-dev"
 
 
-def test_etc_from_profile_at_another_step_count_warns_and_reinterpolates():
+def test_etc_from_profile_at_another_step_count_warns_and_varies_smoothly():
     prof = _profile(30, transition=10)
-    with pytest.warns(UserWarning, match=r"searched at 30 steps.*for 50 steps tau = "):
+    with pytest.warns(UserWarning, match=r"searched at 30 steps; for 50 steps tau = .* carried over"):
         etc = etc_from_profile(prof, steps=50)
-    d50, s50 = resample_curves(prof, 50)
+    d50, _ = resample_curves(prof, 50)
     assert d50.size == 49 and d50[0] == prof.d_bar[0] and d50[-1] == prof.d_bar[-1]
-    r = change_point(s50)
-    assert etc.threshold == d50[r] != prof.tau
+    assert etc.threshold == pytest.approx(prof.tau)  # the same point of the run: the searched tolerance
     assert (etc.warmup, etc.alpha) == (prof.warmup, prof.alpha)
-    with pytest.raises(ValueError, match="at least 8 steps"):
-        etc_from_profile(prof, steps=6)
+    with pytest.warns(UserWarning):
+        taus = [etc_from_profile(prof, steps=n).threshold for n in range(12, 80)]
+    steps_between = np.abs(np.diff(taus))
+    assert steps_between.max() <= 1e-9 + 0.02 * prof.tau  # no jumps between neighbouring step counts
+    with pytest.raises(ValueError, match="give a step count >= 3"):
+        etc_from_profile(prof, steps=2)
 
 
 def test_load_profile_errors(tmp_path):
