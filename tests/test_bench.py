@@ -368,3 +368,12 @@ def test_shipped_classifier_recognises_sklearn_digits():
     assert (model.predict(x01) == y_test[:200].numpy()).mean() >= 0.95
     as_np = x01.permute(0, 2, 3, 1).numpy()  # the demo pipeline's output_type="np" layout
     assert (model.predict(as_np) == model.predict(x01)).all()
+
+
+def test_a_wall_clock_speedup_above_the_work_saved_is_flagged():
+    from etcdiff.bench.report import _latency_cell
+
+    row = {"kind": "run", "speedup_latency": 3.2, "speedup_latency_iqr": [2.9, 3.8], "speedup_nfe": 3.0,
+           "speedup_flops": 3.0}
+    assert _latency_cell(row) == "3.20× (2.90–3.80)"  # within 10 % of the calls saved: fine
+    assert _latency_cell({**row, "speedup_latency": 5.56}).endswith("†")  # 5.56x for 3x fewer calls: noise

@@ -15,12 +15,13 @@ if [ ! -f "$ETCDIFF_PROFILE_DIR/digits_50steps.json" ]; then
     etcdiff calibrate $CAL --method ertacache --threshold $t --no-plot
     mv "$ETCDIFF_PROFILE_DIR/digits_50steps_ertacache.json" "$ETCDIFF_PROFILE_DIR/ertacache_$t.json"
   done
+  etcdiff calibrate $CAL --method etc-plus
 fi
 P=$ETCDIFF_PROFILE_DIR
 etcdiff bench --model digits --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps 50 --repeats 1 --threads 1 \
   --no-progress --out $D --settings "\
 etc:warmup=6;etc:threshold=0.03,0.1;\
-etc-plus:calls=10,13,17,25;etc-plus:tolerance=0.005,0.01,0.02;\
+etc-plus:;etc-plus:calls=8,10,13,17,25;\
 ertacache:profile=$P/ertacache_0.1.json,$P/ertacache_0.2.json,$P/ertacache_0.5.json;\
 meancache:calls=10,13,17,25;\
 sencache:eps_start=0.05 eps_main=0.2 max_reuse=4;sencache:eps_start=0.1 eps_main=0.5 max_reuse=6;\

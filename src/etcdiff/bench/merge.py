@@ -33,6 +33,17 @@ def _ratio_of_sums(num: list[Any], den: list[Any]) -> float | None:
     return float(sum(a for a, _ in pairs) / sum(b for _, b in pairs))
 
 
+def _quartiles(values: list[Any]) -> list[float] | None:
+    """[first, third] quartile of the numbers among ``values`` (the spread of a wall-clock figure)."""
+    import statistics
+
+    nums = sorted(float(v) for v in values if v is not None)
+    if len(nums) < 2:
+        return [nums[0], nums[0]] if nums else None
+    q1, _, q3 = statistics.quantiles(nums, n=4, method="inclusive")
+    return [q1, q3]
+
+
 def summarize(records: list[dict[str, Any]], grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per method x setting (reference first), averaged over the (prompt, seed) pairs.
 
@@ -64,6 +75,7 @@ def summarize(records: list[dict[str, Any]], grid: list[dict[str, Any]]) -> list
             "latency_s": _median([r.get("latency_s") for r in recs]),
             "ref_latency_s": _median([r.get("ref_latency_s") for r in recs]),
             "speedup_latency": _median([r.get("speedup_latency") for r in recs]),
+            "speedup_latency_iqr": _quartiles([r.get("speedup_latency") for r in recs]),
             "speedup_latency_total": _ratio_of_sums([r.get("ref_latency_s") for r in recs], [r.get("latency_s") for r in recs]),
             "ssim": _mean([r.get("ssim") for r in recs]),
             "psnr": _mean(finite) if finite else (math.inf if psnrs else None),

@@ -55,6 +55,21 @@ def done_pairs(results: dict[str, Any]) -> tuple[int, int]:
     return sum(n >= len(c["grid"]) for n in per_pair.values()), total
 
 
+def _latency_cell(r: dict[str, Any]) -> str:
+    """The wall-clock speedup with its spread over the pairs, and † where it exceeds the reduction in work by
+    more than 10 % (the machine's load changed between runs: not trustworthy)."""
+    if r.get("speedup_latency") is None:
+        return "n/a"
+    cell = f"{r['speedup_latency']:.2f}×"
+    iqr = r.get("speedup_latency_iqr")
+    if iqr and r["kind"] != "reference":
+        cell += f" ({iqr[0]:.2f}–{iqr[1]:.2f})"
+    work = max([x for x in (r.get("speedup_nfe"), r.get("speedup_flops")) if x] or [0.0])
+    if work and r["speedup_latency"] > 1.1 * work:
+        cell += " †"
+    return cell
+
+
 def title(results: dict[str, Any]) -> str:
     """``model: N steps, P prompts x S seeds``, and ``PARTIAL`` with the count done when runs are missing."""
     c = results["config"]
@@ -107,7 +122,7 @@ def markdown(results: dict[str, Any]) -> str:
             psnr += f" ({r['psnr_identical']} identical)"
         cells = [show, "–" if r["kind"] == "reference" else r["setting_label"], _f(r["nfe"], "{:.1f}"),
                  _f(r["speedup_nfe"], "{:.2f}×"), _f(None if r["flops"] is None else r["flops"] / scale, "{:.3g}"),
-                 _f(r["speedup_flops"], "{:.2f}×"), _f(r["latency_s"], "{:.3f}"), _f(r["speedup_latency"], "{:.2f}×"),
+                 _f(r["speedup_flops"], "{:.2f}×"), _f(r["latency_s"], "{:.3f}"), _latency_cell(r),
                  _f(r["ssim"], "{:.4f}"), psnr, _f(r["lpips"], "{:.4f}"), _f(r["classifier_agreement"], "{:.3f}")]
         if has_clip:
             cells.append(_f(r["clip_score"], "{:.2f}"))
@@ -116,7 +131,10 @@ def markdown(results: dict[str, Any]) -> str:
     over = f"{total} (prompt, seed) pairs" if done == total else \
         f"the pairs done so far (each row's own count; {done} of {total} pairs complete for every setting)"
     lines += ["", f"Averaged over {over}; n/a: not measured (see below).", ""]
-    lines.append("Metrics:")
+    lines.append("Wall-clock speedups: median over the pairs (interquartile range); † marks one that exceeds the "
+                 "reduction in calls or FLOPs by more than 10 %, which no method can cause: the machine's load "
+                 "changed between runs, so that figure is not trustworthy.")
+    lines += ["", "Metrics:"]
     for k, v in (results.get("metrics") or {}).items():
         lines.append(f"- {k}: {v}")
     match = [(r, r["classifier_prompt_match"]) for r in rows if r["classifier_prompt_match"] is not None]
