@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 DEMO = "demo"
+SCENES = "scenes"  # the embedded text-to-image latent FLUX (etcdiff.scenes)
 
 
 def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
-    """``"demo"`` gives the embedded digits pipeline; anything else goes to ``DiffusionPipeline.from_pretrained``.
+    """``"demo"`` gives the embedded digits pipeline, ``"scenes"`` the embedded scenes FLUX; anything else goes to ``DiffusionPipeline.from_pretrained``.
 
     Hub ids load only from the local Hugging Face cache when the machine is offline (``HF_HUB_OFFLINE=1``).
     """
@@ -19,6 +20,10 @@ def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = N
         from .demo import DigitsPipeline
 
         return DigitsPipeline.from_embedded(device=device)
+    if model == SCENES:
+        from .scenes import ScenesPipeline
+
+        return ScenesPipeline.from_embedded(device=device)
     from diffusers import DiffusionPipeline
 
     kwargs: dict[str, Any] = {}
