@@ -55,22 +55,27 @@ def cell_slice(cell: tuple[int, int]) -> tuple[slice, slice]:
 
 @lru_cache(maxsize=9)
 def _templates(cell: tuple[int, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Boolean templates [K, h, w] of every (shape, size) at every offset, cropped to ``cell``; and their labels."""
+    """Boolean templates [K, h, w] of every (shape, size) at every offset, cropped to ``cell``; and their labels.
+
+    Each shape is drawn once, supersampled, on the cell grown by the largest offset; a half-pixel offset is then
+    an exact shift by ``SUPERSAMPLE / 2`` fine pixels, so every offset is a crop of that one drawing.
+    """
     rows, cols = cell_slice(cell)
     h, w, s = rows.stop - rows.start, cols.stop - cols.start, SUPERSAMPLE
-    ys = rows.start + (np.arange(h * s, dtype=np.float32) + 0.5) / s
-    xs = cols.start + (np.arange(w * s, dtype=np.float32) + 0.5) / s
+    m = int(round(max(abs(OFFSETS)) * s))  # margin in fine pixels
+    ys = rows.start + (np.arange(-m, h * s + m, dtype=np.float32) + 0.5) / s
+    xs = cols.start + (np.arange(-m, w * s + m, dtype=np.float32) + 0.5) / s
     x, y = np.meshgrid(xs, ys, indexing="xy")
     cx, cy = cell_center(cell)
+    shifts = [int(round(o * s)) for o in OFFSETS]
     masks, labels = [], []
     for shape in SHAPES:
         for size in SIZES:
-            for dy in OFFSETS:
-                for dx in OFFSETS:
-                    hi = shape_mask(shape, cx + dx, cy + dy, RADIUS[size], x, y).astype(np.float32)
-                    masks.append(hi.reshape(h, s, w, s).mean(axis=(1, 3)) >= 0.5)
-                    labels.append((shape, size))
-    return np.stack(masks), labels
+            big = shape_mask(shape, cx, cy, RADIUS[size], x, y).astype(np.float32)
+            crops = np.stack([big[m - dy : m - dy + h * s, m - dx : m - dx + w * s] for dy in shifts for dx in shifts])
+            masks.append(crops.reshape(-1, h, s, w, s).mean(axis=(2, 4)) >= 0.5)
+            labels += [(shape, size)] * len(crops)
+    return np.concatenate(masks), labels
 
 
 def to_array(image: Any) -> np.ndarray:
