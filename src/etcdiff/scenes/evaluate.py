@@ -35,7 +35,7 @@ def calibration_prompts(n: int = 10, seed: int = CALIBRATION_SEED) -> list[str]:
     return sample_prompts(n, seed)
 
 
-def training_captions(pool: int = 10000, seed: int = 0) -> set[str]:
+def training_captions(pool: int, seed: int) -> set[str]:
     """The set of object lists (as sorted phrases) seen in training, to report held-out overlap."""
     rng = random.Random(seed)
     return {" and ".join(sorted(o.phrase() for o in sample_scene(rng).objects)) for _ in range(pool)}
@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         images = generate(pipe, prompts, a.steps, guidance_scale=a.guidance)
         result["seconds"] = round(time.time() - t0, 1)
         result.update(adherence_report(images, prompts))
-        seen = training_captions()
+        from .model import WEIGHTS_DIR
+
+        recipe = json.loads(((a.weights or WEIGHTS_DIR) / "recipe.json").read_text())
+        seen = training_captions(recipe["pool"], recipe["seed"])
         fresh = [i for i, q in enumerate(prompts) if " and ".join(sorted(q.split(" and "))) not in seen]
         result["prompts_unseen_in_training"] = len(fresh)
         if fresh:

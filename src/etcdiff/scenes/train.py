@@ -1,4 +1,4 @@
-"""Train the scenes model on CPU: ``python -m etcdiff.scenes.train --out DIR [--minutes 85] [--seed 0]``.
+"""Train the scenes model on CPU: ``python -m etcdiff.scenes.train --out DIR [--minutes 60] [--seed 0]``.
 
 1. Render a seeded pool of scenes (``--pool`` images with their objects).
 2. Train the VAE for ``--vae-minutes`` (MSE + a small KL term), freeze it, encode the pool to posterior means and
@@ -6,12 +6,15 @@
 3. Train the text encoder and the FLUX transformer jointly with rectified flow, consistent with FluxPipeline's
    scheduler: ``x_s = (1 - s) x0 + s noise``, target ``noise - x0``, ``s`` logit-normal and then shifted by the
    same shift the sampler uses. Captions list the objects in random order and are dropped to the empty caption
-   with probability ``--p-uncond`` (true classifier-free guidance). The number of steps is fixed from a speed
+   with probability ``--p-uncond`` (true classifier-free guidance). The learning-rate
    schedule (warmup, cosine decay) follows the elapsed fraction of ``--minutes`` so that the run uses its budget
    whatever the machine's load; the steps done are recorded, and ``--steps N`` re-runs with a step-based schedule.
 
 EMA weights (safetensors, fp32) and ``recipe.json`` are written every ``--ckpt-minutes`` so a cut-short run is
 still usable; progress goes to stdout (redirect it to a log file).
+
+4. ``--stage decoder`` (optional, may run alongside stage 3): train only the VAE decoder further, the encoder
+   frozen, so the transformer's latent space does not move while its decoded images get sharper.
 """
 
 from __future__ import annotations
@@ -108,6 +111,66 @@ def train_vae(x: torch.Tensor, minutes: float, g: torch.Generator, batch: int = 
                      seconds=round(time.time() - t0))
 
 
+def finetune_decoder(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 40.0, pool: int = 6000,
+                     batch: int = 16, lr: float = 1e-3, crop: int = 32, threads: int = 1) -> dict:
+    """Stage 4 (optional): train only the VAE decoder further, the encoder frozen, on the same pool.
+
+    The latent space is the frozen encoder's, so a transformer trained on it stays valid; only the decode of
+    its latents gets sharper. It can run alongside stage 3. Writes ``vae.safetensors`` and ``vae_decoder.json``.
+    """
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed + 2)
+    g = torch.Generator().manual_seed(seed + 2)
+    out = Path(out)
+    vae = build_vae()
+    vae.load_state_dict(load_file(str(out / "vae.safetensors")))
+    vae.eval().requires_grad_(False)
+    _, x = make_pool(pool, seed)
+    held = x[-64:]
+    with torch.no_grad():
+        psnr0 = float(10 * torch.log10(4.0 / F.mse_loss(vae.decode(vae.encode(held).latent_dist.mean).sample.clamp(-1, 1), held)))
+    log(f"decoder stage: start PSNR {psnr0:.2f} dB")
+    dec = [vae.decoder, vae.post_quant_conv]
+    params = [p for m in dec for p in m.parameters()]
+    for m in dec:
+        m.train().requires_grad_(True)
+    ema = copy.deepcopy(vae).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    step, smooth, t0, last = 0, None, time.time(), time.time()
+    while time.time() - t0 < minutes * 60:
+        frac = (time.time() - t0) / (minutes * 60)
+        for pg in opt.param_groups:
+            pg["lr"] = lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        xb = x[torch.randint(0, len(x) - 64, (batch,), generator=g)]
+        i, j = (torch.randint(0, (64 - crop) // 4 + 1, (2,), generator=g) * 4).tolist()
+        xb = xb[:, :, i : i + crop, j : j + crop]
+        with torch.no_grad():
+            zb = vae.encode(xb).latent_dist.sample(generator=g)
+        loss = F.mse_loss(vae.decode(zb).sample, xb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_update(ema, vae, min(0.995, (1 + step) / (10 + step)))
+        smooth = loss.item() if smooth is None else 0.97 * smooth + 0.03 * loss.item()
+        step += 1
+        if step % 50 == 0:
+            log(f"decoder step {step} mse {smooth:.5f}")
+        if time.time() - last > 600:
+            save(ema, out / "vae.safetensors")
+            last = time.time()
+    with torch.no_grad():
+        psnr = float(10 * torch.log10(4.0 / F.mse_loss(ema.decode(ema.encode(held).latent_dist.mean).sample.clamp(-1, 1), held)))
+    save(ema, out / "vae.safetensors")
+    stats = dict(steps=step, batch=batch, crop=crop, lr=lr, psnr_before_db=round(psnr0, 2), psnr_db=round(psnr, 2),
+                 seconds=round(time.time() - t0), command="python -m etcdiff.scenes.train --stage decoder")
+    (out / "vae_decoder.json").write_text(json.dumps(stats, indent=2))
+    log(f"decoder stage done: {step} steps, PSNR {psnr0:.2f} -> {psnr:.2f} dB")
+    return stats
+
+
 def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_minutes: float = 12.0,
           steps: int | None = None, pool: int = 6000, batch: int = 24, lr: float = 1e-3, p_uncond: float = 0.1,
           ema_decay: float = 0.999, ckpt_minutes: float = 10.0, threads: int = 1, device: str = "cpu",
@@ -199,6 +262,8 @@ def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_min
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the scenes latent FLUX (VAE, text encoder, transformer) on CPU.")
+    p.add_argument("--stage", choices=("all", "decoder"), default="all",
+                   help="all: VAE, then text encoder + transformer; decoder: fine-tune only the VAE decoder in --out")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=60.0, help="total wall-clock budget")
@@ -215,6 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--vae-crop", type=int, default=32, help="VAE training crop (the VAE is convolutional)")
     a = p.parse_args(argv)
+    if a.stage == "decoder":
+        finetune_decoder(out=a.out, seed=a.seed, minutes=a.minutes, pool=a.pool, batch=a.vae_batch, lr=a.vae_lr / 2,
+                         threads=a.threads)
+        return
     train(out=a.out, seed=a.seed, minutes=a.minutes, vae_minutes=a.vae_minutes, steps=a.steps, pool=a.pool,
           batch=a.batch, lr=a.lr, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device,
           vae_batch=a.vae_batch, vae_lr=a.vae_lr, vae_crop=a.vae_crop)
