@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     p.add_argument("--calibrate", type=int, default=0, help="also run the ETC search on this many prompts")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--part", default=None, help="generate only held-out prompts LO:HI (save with --images-out)")
+    p.add_argument("--images-out", type=Path, default=None, help="save generated images (.npz)")
+    p.add_argument("--images-in", type=Path, nargs="*", default=None, help="score saved parts instead of generating")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from .pipeline import ScenesPipeline
@@ -117,9 +120,20 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = dict(steps=a.steps, guidance=a.guidance, eval_seed=EVAL_SEED)
     if a.n:
         prompts = held_out_prompts(a.n)
-        t0 = time.time()
-        images = generate(pipe, prompts, a.steps, guidance_scale=a.guidance)
-        result["seconds"] = round(time.time() - t0, 1)
+        lo, hi = (int(v) for v in a.part.split(":")) if a.part else (0, a.n)
+        if a.images_in:  # merge parts generated earlier
+            images = [im for f in a.images_in for im in np.load(f)["images"]]
+        else:
+            t0 = time.time()
+            images = generate(pipe, prompts[lo:hi], a.steps, seed=lo, guidance_scale=a.guidance)
+            result["seconds"] = round(time.time() - t0, 1)
+            if a.images_out:
+                np.savez_compressed(a.images_out, images=np.stack(images), start=lo)
+            if a.part:
+                print(json.dumps(dict(part=a.part, seconds=result["seconds"], threads=a.threads)))
+                return
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images for {len(prompts)} held-out prompts; merge every part")
         result.update(adherence_report(images, prompts))
         from .model import WEIGHTS_DIR
 
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         result["prompts_unseen_in_training"] = len(fresh)
         if fresh:
             result["adherence_unseen"] = adherence_report([images[i] for i in fresh], [prompts[i] for i in fresh])["adherence"]
-        print(json.dumps({k: v for k, v in result.items()}, indent=1))
+        print(json.dumps(result, indent=1))
         if a.grid:
             k = min(a.grid_n, len(prompts))
             scores = [sum(r.correct for r in read_objects(images[i], prompts[i])) / (prompts[i].count(" and ") + 1)
