@@ -1,4 +1,5 @@
-"""Loading a pipeline by name for the CLI and tools: an embedded model (``demo``, ``digits``) or a diffusers id/path."""
+"""Loading a pipeline by name for the CLI and tools: an embedded model (``demo`` = ``scenes``, ``digits``) or a
+diffusers id/path."""
 
 from __future__ import annotations
 
@@ -20,13 +21,19 @@ def _digits(device: str) -> Any:
     return DigitsPipeline.from_embedded(device=device)
 
 
+def _scenes(device: str) -> Any:
+    from .scenes import ScenesPipeline
+
+    return ScenesPipeline.from_embedded(device=device)
+
+
 #: the models shipped inside the package, by the name ``--model`` takes
-EMBEDDED = {"digits": _digits}
-EMBEDDED[DEMO] = EMBEDDED["digits"]  # the default model of demo, calibrate and bench
+EMBEDDED = {"scenes": _scenes, "digits": _digits}
+EMBEDDED[DEMO] = EMBEDDED["scenes"]  # the default model of demo, generate, calibrate and bench
 
 
 def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
-    """An embedded model by name (:data:`EMBEDDED`: ``demo``, ``digits``, ...); anything else goes to
+    """An embedded model by name (:data:`EMBEDDED`: ``demo``, ``scenes``, ``digits``); anything else goes to
     ``DiffusionPipeline.from_pretrained``.
 
     Hub ids load only from the local Hugging Face cache when the machine is offline (``HF_HUB_OFFLINE=1``).
