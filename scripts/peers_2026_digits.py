@@ -41,7 +41,7 @@ def run(pipe, policy):
 
 def main() -> None:
     torch.manual_seed(0)
-    pipe = load_pipeline("demo")
+    pipe = load_pipeline("digits")
     pipe.set_progress_bar_config(disable=True)
     t0 = time.time()
     trajs = [record_pipeline(pipe, **call_kwargs(pipe, p, STEPS, CAL_SEED), output_type="latent")[0] for p in CAL]

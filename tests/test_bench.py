@@ -46,7 +46,7 @@ def demo_or_tiny(*args, **kwargs):
     if WEIGHTS_PATH.is_file():
         from etcdiff.models import load_pipeline
 
-        return load_pipeline("demo")
+        return load_pipeline("digits")
     return tiny_pipe()
 
 
@@ -286,7 +286,7 @@ def test_two_processes_shard_and_merge(tmp_path, monkeypatch):
     out = tmp_path / "bench"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("3\n# a comment\n\n8\n")
-    args = ["--model", "demo", "--methods", "fixed", "--settings", "fixed:interval=2", "--prompts", str(prompts),
+    args = ["--model", "digits", "--methods", "fixed", "--settings", "fixed:interval=2", "--prompts", str(prompts),
             "--seeds", "0", "--steps", "6", "--repeats", "1", "--out", str(out), "--no-progress", "--threads", "1"]
     env = {**os.environ, **master, "RANK": "1", "WORLD_SIZE": "2", "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), *args], env=env,
@@ -329,7 +329,7 @@ def test_cli_end_to_end_writes_all_outputs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("0\n7\n")
-    args = parser.parse_args(["bench", "--model", "demo", "--methods", "etc,fixed,none", "--settings",
+    args = parser.parse_args(["bench", "--model", "digits", "--methods", "etc,fixed,none", "--settings",
                               "etc:threshold=0.1 warmup=2;fixed:interval=2", "--prompts", str(prompts), "--seeds", "0",
                               "--steps", "6", "--repeats", "1", "--threads", "1", "--out", str(out), "--no-progress"])
     assert args.func(args) == 0

@@ -198,7 +198,7 @@ def test_calibrate_cli_on_the_demo(tmp_path, monkeypatch, capsys):
     prompts.write_text("# two digits\n3\n8\n")
     parser = argparse.ArgumentParser()
     calibrate.register(parser.add_subparsers())
-    args = parser.parse_args(["calibrate", "--model", "demo", "--prompts", str(prompts), "--steps", "16",
+    args = parser.parse_args(["calibrate", "--model", "digits", "--prompts", str(prompts), "--steps", "16",
                               "--out", str(tmp_path / "profiles"), "--quiet"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -224,7 +224,7 @@ def test_calibrate_cli_on_the_demo(tmp_path, monkeypatch, capsys):
         d.append([(traj.outputs[i + 1] - traj.outputs[i]).abs().mean().item() for i in range(15)])
     np.testing.assert_allclose(prof.d_bar, np.mean(d, axis=0), rtol=1e-5)
 
-    args = parser.parse_args(["calibrate", "--model", "demo", "--prompts", str(prompts), "--steps", "16",
+    args = parser.parse_args(["calibrate", "--model", "digits", "--prompts", str(prompts), "--steps", "16",
                               "--out", str(tmp_path / "p2"), "--quiet", "--no-plot"])
     args.func(args)
     assert (tmp_path / "p2" / "digits_16steps.json").is_file() and not (tmp_path / "p2" / "digits_16steps.png").exists()

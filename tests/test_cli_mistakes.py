@@ -26,12 +26,12 @@ def one_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["generate", "--prompt", "1", "--set", "treshold=0.1"], "Did you mean 'threshold'"),
-    (["generate", "--prompt", "1", "--method", "diffusers-taylorseer", "--threshold", "0.1"],
+    (["generate", "--model", "digits", "--prompt", "1", "--set", "treshold=0.1"], "Did you mean 'threshold'"),
+    (["generate", "--model", "digits", "--prompt", "1", "--method", "diffusers-taylorseer", "--threshold", "0.1"],
      "has no tolerance setting"),
-    (["generate", "--prompt", "1", "--method", "ertacache", "--warmup", "3"], "unknown setting 'warmup' for method 'ertacache'"),
-    (["generate", "--prompt", "1", "--method", "etc", "--set", "alpha=2"], "alpha must be in (0, 1]"),
-    (["generate", "--prompt", "1", "--method", "ertacach"], "Did you mean 'ertacache'"),
+    (["generate", "--model", "digits", "--prompt", "1", "--method", "ertacache", "--warmup", "3"], "unknown setting 'warmup' for method 'ertacache'"),
+    (["generate", "--model", "digits", "--prompt", "1", "--method", "etc", "--set", "alpha=2"], "alpha must be in (0, 1]"),
+    (["generate", "--model", "digits", "--prompt", "1", "--method", "ertacach"], "Did you mean 'ertacache'"),
 ])
 def test_bad_settings_name_the_real_ones(argv, expected, capsys):
     code, err = run_cli(argv, capsys)
@@ -40,7 +40,7 @@ def test_bad_settings_name_the_real_ones(argv, expected, capsys):
 
 
 def test_threshold_says_which_setting_it_maps_to(tmp_path, capsys):
-    code = main(["generate", "--prompt", "1", "--method", "cache-dit", "--threshold", "0.1", "--steps", "4",
+    code = main(["generate", "--model", "digits", "--prompt", "1", "--method", "cache-dit", "--threshold", "0.1", "--steps", "4",
                  "--out", str(tmp_path / "x.png")])
     out = capsys.readouterr().out
     assert code == 0
@@ -53,7 +53,7 @@ def test_an_out_path_under_a_file_fails_at_once(tmp_path, capsys, command):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = blocker / "sub" / ("x.png" if command == "generate" else "dir")
-    argv = [command, "--out", str(out)] + (["--prompt", "1"] if command == "generate" else [])
+    argv = [command, "--model", "digits", "--out", str(out)] + (["--prompt", "1"] if command == "generate" else [])
     t0 = time.perf_counter()
     code, err = run_cli(argv, capsys)
     assert time.perf_counter() - t0 < 5  # nothing was sampled
@@ -61,13 +61,13 @@ def test_an_out_path_under_a_file_fails_at_once(tmp_path, capsys, command):
 
 
 def test_an_out_file_that_is_a_folder(tmp_path, capsys):
-    code, err = run_cli(["generate", "--prompt", "1", "--out", str(tmp_path)], capsys)
+    code, err = run_cli(["generate", "--model", "digits", "--prompt", "1", "--out", str(tmp_path)], capsys)
     assert code == 2 and "is a folder; give a file name" in one_line(err)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_on_a_cpu_only_torch(capsys):
-    code, err = run_cli(["generate", "--prompt", "1", "--device", "cuda"], capsys)
+    code, err = run_cli(["generate", "--model", "digits", "--prompt", "1", "--device", "cuda"], capsys)
     assert code == 2 and "sees no CUDA GPU; use --device cpu" in one_line(err)
 
 
@@ -75,7 +75,7 @@ def test_a_missing_cache_dit_names_the_extra(monkeypatch, capsys):
     import etcdiff.integration.external_support as external
 
     monkeypatch.setattr(external, "cache_dit_status", lambda: "cache-dit is not installed")
-    code, err = run_cli(["generate", "--prompt", "1", "--method", "cache-dit"], capsys)
+    code, err = run_cli(["generate", "--model", "digits", "--prompt", "1", "--method", "cache-dit"], capsys)
     assert code == 2 and "pip install 'etcdiff[peers]'" in one_line(err)
 
 
@@ -93,7 +93,7 @@ def test_unexpected_failures_are_one_line_too(monkeypatch, capsys):
 
     monkeypatch.setattr(generate, "run", boom)  # register() reads it when main builds the parser
     monkeypatch.delenv("ETCDIFF_DEBUG", raising=False)
-    code, err = run_cli(["generate", "--prompt", "1"], capsys)
+    code, err = run_cli(["generate", "--model", "digits", "--prompt", "1"], capsys)
     assert code == 1
     assert "ZeroDivisionError: division by zero" in one_line(err) and "ETCDIFF_DEBUG=1" in err
 

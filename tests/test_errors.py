@@ -100,5 +100,5 @@ def test_ertacache_without_a_saved_profile_says_how_to_make_one():
 
 
 def test_bench_repeats_must_be_positive(capsys):
-    assert main(["bench", "--model", "demo", "--settings", "etc:threshold=0.1", "--repeats", "0"]) == 2
+    assert main(["bench", "--model", "digits", "--settings", "etc:threshold=0.1", "--repeats", "0"]) == 2
     assert "--repeats must be at least 1" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_ertacache_by_name_finds_the_shipped_profile_and_by_path(pipe, tmp_path)
 
 def test_peer_calibration_is_found_by_enable(pipe, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))
-    assert main(["calibrate", "--model", "demo", "--method", "magcache", "--steps", "20", "--quiet"]) == 0
+    assert main(["calibrate", "--model", "digits", "--method", "magcache", "--steps", "20", "--quiet"]) == 0
     saved = json.loads(next(tmp_path.glob("digits_20steps_magcache.json")).read_text())
     rule = etcdiff.enable(pipe, "magcache")
     assert list(rule.ratios) == pytest.approx(saved["settings"]["ratios"])
@@ -103,7 +103,7 @@ def test_unknown_method_and_bad_objects(pipe):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_generate_runs_every_method_on_the_demo(method, tmp_path, capsys):
     out = tmp_path / "x.png"
-    assert main(["generate", "--model", "demo", "--prompt", "3", "--method", method, "--steps", "50", "--out", str(out)]) == 0
+    assert main(["generate", "--model", "digits", "--prompt", "3", "--method", method, "--steps", "50", "--out", str(out)]) == 0
     assert out.is_file()
     text = capsys.readouterr().out
     assert f"{method}(" in text and "50 steps" in text

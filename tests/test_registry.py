@@ -65,7 +65,7 @@ def test_a_registered_toy_runs_through_enable(toy, pipe):
 
 def test_a_registered_toy_runs_through_generate(toy, tmp_path, capsys):
     out = tmp_path / "toy.png"
-    assert main(["generate", "--prompt", "2", "--method", "toy-every", "--set", "every=3", "--steps", "9",
+    assert main(["generate", "--model", "digits", "--prompt", "2", "--method", "toy-every", "--set", "every=3", "--steps", "9",
                  "--out", str(out)]) == 0
     assert out.is_file()
     assert f"computed steps: {expected(9, 3)}" in capsys.readouterr().out
@@ -74,7 +74,7 @@ def test_a_registered_toy_runs_through_generate(toy, tmp_path, capsys):
 def test_a_registered_toy_runs_through_bench(toy, tmp_path, capsys):
     out, prompts = tmp_path / "bench", tmp_path / "prompts.txt"
     prompts.write_text("1\n")
-    assert main(["bench", "--model", "demo", "--settings", "toy-every:every=2,4", "--prompts", str(prompts), "--seeds", "0",
+    assert main(["bench", "--model", "digits", "--settings", "toy-every:every=2,4", "--prompts", str(prompts), "--seeds", "0",
                  "--steps", "8", "--repeats", "1", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = [r for r in results["summary"] if r["method"] == "toy-every"]

@@ -162,18 +162,20 @@ def test_adherence_scores_wrong_colour_shape_and_cell_as_wrong():
         score(np.zeros((32, 32, 3), np.uint8), "a large red circle at the top left")
 
 
-def ertacache_settings(pipe):
-    from etcdiff.calibration.peer_profiles import calibrate_peer
+def calibrated_settings(pipe, method):
+    """A method that needs a saved calibration gets one fitted here, on one prompt at the test's 8 steps."""
+    from etcdiff.calibrate import calibrate_method
 
-    return calibrate_peer(pipe, "ertacache", ["a small red circle in the center"], steps=8, seed=0)
+    extra = {"meancache": {"calls": 4}}.get(method, {})
+    return {**calibrate_method(pipe, method, ["a small red circle in the center"], 8, 0, **extra), **extra}
 
 
 @pytest.mark.parametrize("method", list(etcdiff.METHODS))
 def test_every_method_runs_on_the_scenes_pipeline(method):
     pipe = tiny_pipeline()
-    settings = {"etc": dict(threshold=0.05), "ertacache": None}.get(method, {})
-    if method == "ertacache":
-        settings = ertacache_settings(pipe)
+    settings = {"etc": dict(threshold=0.05)}.get(method, {})
+    if etcdiff.METHODS[method].saved_required:
+        settings = calibrated_settings(pipe, method)
     kwargs = dict(num_inference_steps=8, output_type="latent")  # no VAE decode: faster, and exact
     ref = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kwargs).images
     with pytest.warns(UserWarning) if method == "cache-dit" else _nothing():

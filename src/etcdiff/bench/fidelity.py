@@ -136,11 +136,12 @@ class FidelityScorer:
     (a digit label is no caption). ``status`` maps each metric to ``"available ..."`` or ``"not available: why"``.
     """
 
-    def __init__(self, digits: bool, device: str = "cpu") -> None:
+    def __init__(self, digits: bool, device: str = "cpu", adherence: Any = None) -> None:
         self.status: dict[str, str] = {"ssim": "available (scikit-image)", "psnr": "available (scikit-image)"}
         self.lpips: LPIPSScorer | None = None
         self.clip: CLIPScorer | None = None
         self.classifier = None
+        self.adherence: Any = None
         ok, why = lpips_status()
         if ok:
             try:
@@ -158,8 +159,12 @@ class FidelityScorer:
             else:
                 acc = classifier_metadata().get("test_accuracy", "?")
                 self.status["classifier"] = f"available: shipped digit CNN, test accuracy {acc}"
+        elif adherence is not None:  # a model that reads its own prompts back from an image (the scenes model)
+            self.adherence = adherence
+            self.status["classifier"] = ("available: the model's prompt-adherence check (each requested object's "
+                                         "colour, shape and cell), reported as prompt match")
         else:
-            self.status["classifier"] = f"{NOT_AVAILABLE}: only for the demo digits model"
+            self.status["classifier"] = f"{NOT_AVAILABLE}: only for the embedded models"
             ok, why = clip_status()
             if ok:
                 try:
@@ -187,6 +192,8 @@ class FidelityScorer:
             out["classifier_prompt_match"] = None if target is None else float(np.mean([a == target for a in labels]))
         else:
             out["classifier_agreement"] = out["classifier_prompt_match"] = None
+        if self.adherence is not None:
+            out["classifier_prompt_match"] = float(np.mean([self.adherence(im, prompt) for im in images]))
         return out
 
 

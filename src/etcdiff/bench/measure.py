@@ -95,7 +95,8 @@ class Measurer:
         self.denoisers = find_denoisers(pipe)
         self.fingerprint = model_fingerprint(pipe)
         self.per_call = PerCallFlops()
-        self.scorer = FidelityScorer(digits=isinstance(pipe, DigitsPipeline), device=config.device)
+        self.scorer = FidelityScorer(digits=isinstance(pipe, DigitsPipeline), device=config.device,
+                                     adherence=getattr(pipe, "etcdiff_adherence", None))
         self.out = Path(config.out)
         self.references_generated = 0
         self.references_loaded = 0

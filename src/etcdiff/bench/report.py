@@ -139,7 +139,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"- {k}: {v}")
     match = [(r, r["classifier_prompt_match"]) for r in rows if r["classifier_prompt_match"] is not None]
     if match:
-        lines += ["", "Digits the classifier recognises as the prompted one: " + ", ".join(
+        lines += ["", "Prompt match (digits: the classifier reads the prompted digit; scenes: requested objects read back "
+                  "right): " + ", ".join(
             f"{'reference' if r['kind'] == 'reference' else r['method'] + ' ' + r['setting_label']} {v:.0%}" for r, v in match)]
     if results.get("errors"):
         lines += ["", "Runs that raised (they run again on the next sweep over this folder):"]

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="demo", help="an embedded model: demo (the default) or digits")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats of each run; the median is reported (default 5)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each run; the median is reported (default 3)")
     p.add_argument("--out", type=Path, default=Path("etcdiff-out/demo"), help="output folder (default etcdiff-out/demo)")
     p.set_defaults(func=run)
 
