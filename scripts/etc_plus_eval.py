@@ -1,11 +1,16 @@
-"""Evaluate etc-plus against reference ETC, ERTACache, fixed interval and linear extrapolation on bare denoisers.
+"""Evaluate etc-plus against reference ETC, ERTACache, MeanCache, SenCache, fixed interval and linear
+extrapolation on bare denoisers.
 
-Models: ``digits`` (the embedded demo DiT with CFG 2.0, FlowMatch Euler; calibration seeds 100-101, evaluation
-seeds 0-1, every digit), and two HELD-OUT closed-form denoisers from ``tests/heldout_models.py`` that no method
-was tuned on: ``gmm-flow`` (class-conditional Gaussian-mixture flow with CFG, FlowMatch shift 3) and ``gmm-ddim``
-(epsilon prediction, DDIM). Each generation is one sample (batch 1); calibrated methods (etc-plus, ERTACache)
-are fitted on calibration seeds disjoint from the evaluation seeds. Fidelity: PSNR of the decoded final image
-against the full-step output of the same noise; calls: real steps per generation.
+Models: ``digits`` (the embedded demo DiT with CFG 2.0, FlowMatch Euler; evaluation seeds 0-1, every digit), and
+two HELD-OUT closed-form denoisers from ``tests/heldout_models.py``: ``gmm-flow`` (class-conditional
+Gaussian-mixture flow with CFG, FlowMatch shift 3; evaluation: 10 classes x seeds 0-2) and ``gmm-ddim`` (epsilon
+prediction, DDIM; evaluation seeds 0-29). Each generation is one sample (batch 1). Every calibrated method is
+fitted through ``etcdiff.calibrate_policy`` on 20 calibration noises drawn from seeds 100-101 (10 each, with
+labels 0-9 on the class-conditional models), disjoint from the evaluation seeds. Fidelity: PSNR of the decoded
+final image against the full-step output of the same noise; calls: real steps per generation.
+
+MeanCache runs only on flow-matching Euler schedulers and ERTACache needs scheduler sigmas: on gmm-ddim both are
+skipped, and the output says so.
 
 Usage: python scripts/etc_plus_eval.py [--models digits gmm-flow gmm-ddim] [--steps 50] [--out DIR]
 """
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -26,59 +30,14 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import etcdiff  # noqa: E402
-from etcdiff.integration.recording import Trajectory  # noqa: E402
 from etcdiff.metrics import psnr  # noqa: E402
-from etcdiff.policies import ETC, ERTACache, FixedInterval, NoCache, StepPolicy, fit_ertacache  # noqa: E402
-from etcdiff.policies.etc_plus import ETCPlus, fit_etc_plus  # noqa: E402
+from etcdiff.policies import ETC, FixedInterval, LinearExtrapolation, NoCache, StepPolicy  # noqa: E402
+from etcdiff.policies.meancache import flow_scheduler_problem  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
-
-
-class Recorder(NoCache):
-    """Full-step run that keeps x_t (what should_compute sees) and eps_t (what observe sees)."""
-
-    def reset_state(self) -> None:
-        self.inputs: list[torch.Tensor] = []
-        self.outputs: list[torch.Tensor] = []
-
-    def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
-        self.inputs.append(latents.detach().clone())
-        return super().should_compute(step, latents)
-
-    def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
-        self.outputs.append(output.detach().clone())
-        super().observe(step, output, computed)
-
-
-class LinearEvery(StepPolicy):
-    """Real every ``interval``-th step (and the last); in between eps_c + (t-c)/(c-c')·(eps_c - eps_c') from the
-    last two real outputs (step-index trend; interval 2 is "eps_hat = 2·eps_last - eps_prev" every other step)."""
-
-    name = "linear"
-
-    def __init__(self, interval: int) -> None:
-        super().__init__()
-        self.interval = interval
-
-    def params(self) -> dict[str, Any]:
-        return {"interval": self.interval}
-
-    def reset_state(self) -> None:
-        self.real: list[tuple[int, torch.Tensor]] = []
-
-    def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
-        return step % self.interval == 0 or step == self.num_steps - 1 or step == 1
-
-    def predict(self, step: int) -> torch.Tensor | None:
-        if len(self.real) < 2:
-            return self.real[-1][1] if self.real else None
-        (cp, ep), (c, ec) = self.real[-2:]
-        return ec + (step - c) / (c - cp) * (ec - ep)
-
-    def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
-        self._log(step, computed)
-        if computed:
-            self.real = (self.real + [(step, output)])[-2:]
+BUDGETS = (25, 17, 13, 11, 10, 9)  # etc-plus calls=B
+MEANCACHE_BUDGETS = (25, 17, 13, 10, 8)
+SENCACHE = ((0.02, 0.1, 3), (0.05, 0.2, 4), (0.1, 0.5, 6), (0.2, 1.0, 8), (0.5, 2.0, 10))  # eps_start, eps_main, K
 
 
 def digits_model() -> tuple[Callable, Any, Callable]:
@@ -129,37 +88,55 @@ def run(m: dict[str, Any], policy: StepPolicy, labels: list[int], seed: int, ste
     return out, policy.report().num_computed
 
 
-def record(m: dict[str, Any], steps: int) -> list[Trajectory]:
-    trajs = []
-    for labels, seed in m["calib"]:
-        rec = Recorder()
-        final, _ = run(m, rec, labels, seed, steps)
-        sig = getattr(m["sched"], "sigmas", None)
-        trajs.append(Trajectory(outputs=rec.outputs, inputs=rec.inputs, final=final,
-                                timesteps=m["sched"].timesteps.clone(), sigmas=None if sig is None else sig.clone()))
-    return trajs
+def calibration_set(m: dict[str, Any], steps: int) -> tuple[Callable, torch.Tensor]:
+    """The calibration noises (N, ...) for ``calibrate_policy`` and a ``model(x, t)`` that conditions each of them on
+    its own label. ``calibrate_policy`` samples the noises one at a time and passes no labels, so the model finds
+    the run's noise on the first timestep (the latent is that noise, or one step from it for SenCache's extra
+    forward) and keeps its label for the rest of the run."""
+    m["sched"].set_timesteps(steps)
+    labels = [lab for labs, _ in m["calib"] for lab in labs]
+    noises = torch.cat([noise(labs, s) for labs, s in m["calib"]]) * getattr(m["sched"], "init_noise_sigma", 1.0)
+    flat, first = noises.reshape(len(noises), -1), float(m["sched"].timesteps[0])
+    current = {"label": labels[0]}
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if abs(float(t) - first) < 1e-6:
+            current["label"] = labels[int((flat - x.reshape(1, -1).float()).norm(dim=1).argmin())]
+        return m["model"](x, t, labels=[current["label"]] * x.shape[0])
+
+    return model, noises
 
 
-def settings(trajs: list[Trajectory], steps: int) -> list[tuple[str, str, Callable[[], StepPolicy]]]:
-    prof = fit_etc_plus(trajs)
+def settings(m: dict[str, Any], steps: int) -> tuple[list[tuple[str, str, Callable[[], StepPolicy]]], dict[str, str]]:
+    """(method, setting, build) for every row, calibrated ones through ``etcdiff.calibrate_policy``, and the
+    methods skipped on this model with the reason."""
+    model, noises = calibration_set(m, steps)
+
+    def fitted(method: str, **kw: Any) -> Callable[[], StepPolicy]:
+        return lambda: etcdiff.calibrate_policy(method, model, m["sched"], noises, steps, decode=m["decode"], **kw)
+
     out: list[tuple[str, str, Callable[[], StepPolicy]]] = []
-    for b in (25, 17, 13, 11, 10, 9):
-        out.append(("etc-plus", f"calls={b}", lambda b=b: ETCPlus(prof, calls=b)))
-    for f in (0.5, 1.0, 1.5):
-        out.append(("etc-plus-tol", f"tolerance={f:g}x", lambda f=f: ETCPlus(prof, tolerance=f * prof["tolerance"])))
-    for tau in (0.01, 0.02, 0.03, 0.05, 0.1):
-        out.append(("etc", f"tau={tau:g}", lambda tau=tau: ETC(tau)))
-    if trajs[0].sigmas is not None:
-        for thr in (0.1, 0.2, 0.3, 0.4, 0.6, 1.0):
-            try:
-                ep = fit_ertacache(trajs, thr)
-            except ValueError:
-                continue
-            out.append(("ertacache", f"threshold={thr:g}", lambda ep=ep: ERTACache(ep)))
+    skipped: dict[str, str] = {}
+    out += [("etc-plus", f"calls={b}", fitted("etc-plus", calls=b)) for b in BUDGETS]
+    out.append(("etc-plus-tol", "tolerance (default)", fitted("etc-plus")))
+    out.append(("etc", "tau calibrated", fitted("etc")))
+    out += [("etc", f"tau={tau:g}", lambda tau=tau: ETC(tau)) for tau in (0.03, 0.1)]
+    m["sched"].set_timesteps(steps)
+    if getattr(m["sched"], "sigmas", None) is None:
+        skipped["ertacache"] = f"{type(m['sched']).__name__} has no sigmas (its timestep correction needs them)"
+    else:
+        out += [("ertacache", f"threshold={thr:g}", fitted("ertacache", threshold=thr)) for thr in (0.1, 0.2, 0.5)]
+    problem = flow_scheduler_problem(m["sched"])
+    if problem is not None:
+        skipped["meancache"] = f"flow-matching Euler schedulers only; {problem}"
+    else:
+        out += [("meancache", f"calls={b}", fitted("meancache", calls=b)) for b in MEANCACHE_BUDGETS]
+    out += [("sencache", f"eps={a:g}/{b:g} K={k}", fitted("sencache", eps_start=a, eps_main=b, max_reuse=k))
+            for a, b, k in SENCACHE]
     for n in (2, 3, 4, 5):
         out.append(("fixed", f"interval={n}", lambda n=n: FixedInterval(interval=n)))
-        out.append(("linear", f"interval={n}", lambda n=n: LinearEvery(n)))
-    return out
+        out.append(("linear", f"interval={n}", lambda n=n: LinearExtrapolation(interval=n)))
+    return out, skipped
 
 
 def front(points: list[tuple[float, float]], s: float) -> float | None:
@@ -181,44 +158,74 @@ def fronts(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     return out
 
 
+def margins(fr: dict[str, dict[str, float | None]]) -> dict[str, dict[str, Any]]:
+    """Per speedup: the winner over every method, and etc-plus's margin over the best method that is not etc-plus."""
+    out = {}
+    for key in (f"{s:g}x" for s in SPEEDUPS):
+        vals = {m: v[key] for m, v in fr.items() if v[key] is not None}
+        ours = vals.get("etc-plus")
+        others = {m: v for m, v in vals.items() if not m.startswith("etc-plus")}
+        best = max(others, key=others.get) if others else None
+        out[key] = {"winner": max(vals, key=vals.get) if vals else None, "best_other": best,
+                    "margin": None if ours is None or best is None else ours - others[best]}
+    return out
+
+
 def evaluate(name: str, steps: int, only: list[str] | None = None) -> dict[str, Any]:
     m = setup(name)
     t0 = time.time()
-    trajs = record(m, steps)
-    has_sigmas = getattr(m["sched"], "sigmas", None) is not None
     refs = [m["decode"](run(m, NoCache(), lab, s, steps)[0]) for lab, s in m["evals"]]
     rows = []
-    for method, setting, make in settings(trajs, steps):
-        if (method == "ertacache" and (not has_sigmas or name == "gmm-ddim")) or (only and method not in only):
+    rows_settings, skipped = settings(m, steps)
+    for method, why in skipped.items():
+        print(f"  {name:9s} {method:13s} skipped: {why}", flush=True)
+    for method, setting, make in rows_settings:
+        if only and method not in only:
             continue
         ps, calls = [], []
         try:
+            pol = make()  # calibrated once per setting; begin() resets it for every generation
             for (lab, s), ref in zip(m["evals"], refs):
-                pol = make()
                 img, n = run(m, pol, lab, s, steps)
                 ps.extend(min(v, 100.0) for v in psnr(ref, m["decode"](img)))
                 calls.append(n)
         except ValueError as e:
             print(f"  {method} {setting}: skipped ({e})", flush=True)
+            skipped[f"{method} {setting}"] = str(e)
             continue
         row = {"method": method, "setting": setting, "calls": float(np.mean(calls)), "max_calls": int(max(calls)),
-               "speedup": steps / float(np.mean(calls)), "psnr": float(np.mean(ps)), "psnr_min": float(np.min(ps))}
+               "speedup": steps / float(np.mean(calls)), "psnr": float(np.mean(ps)), "psnr_min": float(np.min(ps)),
+               "params": {k: v for k, v in pol.params().items() if isinstance(v, (int, float, str, type(None)))}}
         rows.append(row)
-        print(f"  {name:9s} {method:13s} {setting:16s} calls {row['calls']:5.1f} (max {row['max_calls']:2d}) "
+        print(f"  {name:9s} {method:13s} {setting:20s} calls {row['calls']:5.1f} (max {row['max_calls']:2d}) "
               f"x{row['speedup']:.2f}  PSNR {row['psnr']:6.2f} dB (min {row['psnr_min']:6.2f})", flush=True)
-    return {"model": name, "steps": steps, "rows": rows, "fronts": fronts(rows), "seconds": time.time() - t0}
+    fr = fronts(rows)
+    return {"model": name, "steps": steps, "rows": rows, "fronts": fr, "margins": margins(fr), "skipped": skipped,
+            "seconds": time.time() - t0}
+
+
+def _db(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    """The fronts and every measured point as Markdown tables."""
+    """The fronts, the winner per speedup and every measured point as Markdown tables."""
     lines = []
     for res in results:
+        fr = fronts(res["rows"])
         lines += [f"### {res['model']} ({res['steps']} steps)", "",
                   "Front PSNR (dB) at 2x-5x fewer calls: the best setting with at least that many times fewer calls, "
                   "or the line between two Pareto points around it if higher (n/a: no setting got there).", "",
                   "| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |", "|---|" + "---|" * len(SPEEDUPS)]
-        for method, fr in fronts(res["rows"]).items():
-            lines.append(f"| {method} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in fr.values()) + " |")
+        lines += [f"| {method} | " + " | ".join(_db(v) for v in f.values()) + " |" for method, f in fr.items()]
+        mg = margins(fr)
+        lines += ["", "| | " + " | ".join(mg) + " |", "|---|" + "---|" * len(mg),
+                  "| winner | " + " | ".join(str(v["winner"]) for v in mg.values()) + " |",
+                  "| etc-plus vs best other | " + " | ".join(
+                      "n/a" if v["margin"] is None else f"{v['margin']:+.1f} dB (vs {v['best_other']})"
+                      for v in mg.values()) + " |"]
+        for method, why in res.get("skipped", {}).items():
+            lines.append(f"\n{method}: not run ({why}).")
         lines += ["", "| method | setting | calls (mean / max) | speedup | PSNR mean / min (dB) |", "|---|---|---|---|---|"]
         for r in res["rows"]:
             lines.append(f"| {r['method']} | {r['setting']} | {r['calls']:.1f} / {r['max_calls']} | {r['speedup']:.2f}x | "
@@ -229,12 +236,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["digits", "gmm-flow", "gmm-ddim", "dataset-euler"])
+    ap.add_argument("--models", nargs="+", default=["digits", "gmm-flow", "gmm-ddim"])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="", help="folder for etc_plus_eval.json and etc_plus_eval.md")
     ap.add_argument("--from-json", default="", help="only rewrite the Markdown tables from a saved JSON")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these methods (e.g. etc-plus etc-plus-tol)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these methods (e.g. etc-plus sencache)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.from_json:
