@@ -83,7 +83,7 @@ def test_metrics_reject_mismatched_or_non_image_input():
 def test_peer_calibration_errors(pipe):
     from etcdiff.calibrate import calibrate_method
 
-    with pytest.raises(ValueError, match="'fixed' has no calibration; methods with one: etc, ertacache"):
+    with pytest.raises(ValueError, match="'fixed' has no calibration; methods with one: etc, etc-plus, ertacache, meancache"):
         calibrate_method(pipe, "fixed", ["1"], 10, 0)
     with pytest.raises(ValueError, match="no calibration prompts given"):
         calibrate_method(pipe, "ertacache", [], 10, 0)
