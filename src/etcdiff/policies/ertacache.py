@@ -25,16 +25,15 @@ quality loss (PEERS.md).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from .settings_file import read_settings_file
 from .numbers import as_real
 
 from .trajectory import Trajectory
@@ -127,18 +126,6 @@ def _check_trajectories(trajectories: Sequence["Trajectory"]) -> tuple[int, list
     return n, sigmas
 
 
-def _read_profile(path: str | os.PathLike) -> dict[str, Any]:
-    """A fitted profile from JSON: ``etcdiff calibrate --method ertacache``'s file, or a bare ``to_dict()``."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"ERTACache: profile file not found: {p}. Make one with `etcdiff calibrate --method ertacache`.")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"ERTACache: {p} is not valid JSON: {e}") from None
-    return doc["settings"]["profile"] if isinstance(doc, dict) and "settings" in doc else doc
-
-
 def fit_ertacache(trajectories: list["Trajectory"], threshold: float) -> ERTACacheProfile:
     """Fit the ERTACache reconstruction (module docstring, parts 1–3) on recorded full-step trajectories."""
     threshold = threshold if as_real(threshold) is None else as_real(threshold)
@@ -208,7 +195,7 @@ class ERTACache(StepPolicy):
     def __init__(self, profile: ERTACacheProfile | dict[str, Any] | str | os.PathLike) -> None:
         super().__init__()
         if isinstance(profile, (str, os.PathLike)):
-            profile = _read_profile(profile)
+            profile = read_settings_file(profile, "profile", "ertacache")
         if isinstance(profile, dict):
             profile = ERTACacheProfile.from_dict(profile)
         if not isinstance(profile, ERTACacheProfile):

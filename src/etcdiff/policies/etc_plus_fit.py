@@ -7,14 +7,13 @@ fitted gains, the default tolerance and the spike level. Pure tensor math; the p
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from .settings_file import read_settings_file
 from .trajectory import Trajectory
 
 DEFAULT_REL_TOLERANCE = 0.01
@@ -183,15 +182,7 @@ def _fit_triplet(gram: torch.Tensor, axis: list[float], cp: int, c: int, t: int,
 def load_etc_plus_profile(profile: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
     """A profile from :func:`fit_etc_plus`, given as the dict or a JSON file (bare, or under ``settings.profile``)."""
     if isinstance(profile, (str, os.PathLike)):
-        p = Path(profile).expanduser()
-        if not p.is_file():
-            raise ValueError(f"etc-plus: profile file not found: {p}. Make one with fit_etc_plus on recorded trajectories.")
-        try:
-            profile = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"etc-plus: {p} is not valid JSON: {e}") from None
-        if isinstance(profile, dict) and "settings" in profile:
-            profile = profile["settings"].get("profile", profile["settings"])
+        profile = read_settings_file(profile, "profile", "etc-plus")
     keys = ("num_steps", "max_window", "weights", "axis", "triplets", "tolerance", "spike", "output_rms")
     if not isinstance(profile, dict) or profile.get("method") != "etc-plus" or any(k not in profile for k in keys):
         raise ValueError("etc-plus: profile must be the dict that fit_etc_plus returns (or its JSON file).")

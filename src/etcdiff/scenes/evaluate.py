@@ -19,22 +19,7 @@ import numpy as np
 import torch
 
 from .adherence import read_objects
-from .grammar import caption, sample_prompts, sample_scene
-
-EVAL_SEED = 20261122
-CALIBRATION_SEED = 777
-
-
-def held_out_prompts(n: int = 200, seed: int = EVAL_SEED) -> list[str]:
-    """The held-out evaluation prompts."""
-    return sample_prompts(n, seed)
-
-
-def calibration_prompts(n: int = 10, seed: int = CALIBRATION_SEED) -> list[str]:
-    """Prompts for calibration: another seed than the held-out set, and none of the held-out prompts."""
-    held_out = set(held_out_prompts())
-    return [p for p in sample_prompts(n + 10, seed) if p not in held_out][:n]
-
+from .grammar import CALIBRATION_SEED, EVAL_SEED, caption, calibration_prompts, held_out_prompts, sample_prompts, sample_scene
 
 def training_captions(pool: int, seed: int) -> set[str]:
     """The set of object lists (as sorted phrases) seen in training, to report held-out overlap."""

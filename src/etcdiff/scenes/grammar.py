@@ -167,3 +167,18 @@ def sample_prompts(n: int, seed: int) -> list[str]:
     """``n`` seeded random prompts of the grammar (distinct seeds give the held-out and calibration sets)."""
     rng = random.Random(seed)
     return [caption(sample_objects(rng)) for _ in range(n)]
+
+
+EVAL_SEED = 20261122
+CALIBRATION_SEED = 777
+
+
+def held_out_prompts(n: int = 200, seed: int = EVAL_SEED) -> list[str]:
+    """The held-out evaluation prompts."""
+    return sample_prompts(n, seed)
+
+
+def calibration_prompts(n: int = 10, seed: int = CALIBRATION_SEED) -> list[str]:
+    """Prompts for calibration: another seed than the held-out set, and none of the held-out prompts."""
+    held_out = set(held_out_prompts())
+    return [p for p in sample_prompts(n + 10, seed) if p not in held_out][:n]

@@ -22,7 +22,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
 from .adherence import score as adherence_score
-from .evaluate import calibration_prompts
+from .grammar import calibration_prompts
 from .model import load_components
 from .text_encoder import ScenesTextEncoder, ScenesTokenizer
 

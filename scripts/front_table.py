@@ -1,0 +1,46 @@
+"""Print the speed-fidelity front of every method in an ``etcdiff bench`` results.json: PSNR at 2x, 3x, 4x and 5x
+fewer model calls, the best of the method's settings at that speedup or more, or the straight line between two
+of its settings around it where that is higher (``n/a``: no setting got there).
+
+Usage: python scripts/front_table.py docs/bench-digits/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
+
+
+def front(points: list[tuple[float, float]], s: float) -> float | None:
+    at_or_past = [p for x, p in points if x >= s]
+    best = max(at_or_past) if at_or_past else None
+    for (x0, p0), (x1, p1) in zip(points, points[1:]):
+        if x0 <= s <= x1 and x1 > x0:
+            line = p0 + (p1 - p0) * (s - x0) / (x1 - x0)
+            best = line if best is None else max(best, line)
+    return best
+
+
+def main(path: str) -> None:
+    rows = [r for r in json.load(open(path))["summary"] if r["kind"] == "run" and r["psnr"] is not None]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    table = {}
+    for m in methods:
+        pts = sorted((r["speedup_nfe"], r["psnr"]) for r in rows if r["method"] == m and math.isfinite(r["psnr"]))
+        table[m] = [front(pts, s) for s in SPEEDUPS]
+    print("| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |")
+    print("|---|" + "---:|" * len(SPEEDUPS))
+    for m, vals in table.items():
+        print(f"| {m} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in vals) + " |")
+    for i, s in enumerate(SPEEDUPS):
+        ranked = sorted(((v[i], m) for m, v in table.items() if v[i] is not None), reverse=True)
+        if len(ranked) >= 2:
+            (b, bm), (c, cm) = ranked[0], ranked[1]
+            print(f"- {s:g}x: {bm} {b:.1f} dB, next {cm} {c:.1f} dB ({b - c:+.1f} dB)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/bench-digits/results.json")
