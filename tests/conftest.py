@@ -19,3 +19,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def pipe():
+    """The embedded digits pipeline, quiet, with whatever a test enabled taken off afterwards."""
+    import etcdiff
+    from etcdiff.demo import DigitsPipeline
+
+    p = DigitsPipeline.from_embedded()
+    p.set_progress_bar_config(disable=True)
+    yield p
+    etcdiff.disable(p)

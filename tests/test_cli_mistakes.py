@@ -9,7 +9,6 @@ import torch
 
 import etcdiff
 from etcdiff.cli import main
-from etcdiff.demo import DigitsPipeline
 
 
 def run_cli(argv, capsys):
@@ -96,14 +95,6 @@ def test_unexpected_failures_are_one_line_too(monkeypatch, capsys):
     code, err = run_cli(["generate", "--model", "digits", "--prompt", "1"], capsys)
     assert code == 1
     assert "ZeroDivisionError: division by zero" in one_line(err) and "ETCDIFF_DEBUG=1" in err
-
-
-@pytest.fixture()
-def pipe():
-    p = DigitsPipeline.from_embedded()
-    p.set_progress_bar_config(disable=True)
-    yield p
-    etcdiff.disable(p)
 
 
 def test_python_settings_are_checked_like_the_cli(pipe):

@@ -12,14 +12,6 @@ from etcdiff.integration.diffusers_hook import _split_output, enable_step_policy
 from etcdiff.metrics import psnr, ssim
 
 
-@pytest.fixture()
-def pipe():
-    p = DigitsPipeline.from_embedded()
-    p.set_progress_bar_config(disable=True)
-    yield p
-    etcdiff.disable(p)
-
-
 class NoScheduler:
     def __init__(self):
         self.transformer = torch.nn.Linear(2, 2)

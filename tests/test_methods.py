@@ -8,18 +8,9 @@ import torch
 import etcdiff
 from etcdiff.calibration.profile import SHIPPED_DIR, load_profile, save_profile
 from etcdiff.cli import main
-from etcdiff.demo import DigitsPipeline
 from etcdiff import METHODS
 
 SHIPPED_TAU = load_profile(SHIPPED_DIR / "digits_50steps.json").tau
-
-
-@pytest.fixture()
-def pipe():
-    p = DigitsPipeline.from_embedded()
-    p.set_progress_bar_config(disable=True)
-    yield p
-    etcdiff.disable(p)
 
 
 def run(pipe, steps=50, prompt="3"):

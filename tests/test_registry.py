@@ -8,7 +8,6 @@ import torch
 
 import etcdiff
 from etcdiff.cli import main
-from etcdiff.demo import DigitsPipeline
 from etcdiff.policies.base import StepPolicy
 
 
@@ -39,14 +38,6 @@ def toy():
         schema=lambda: EveryNth, threshold=None))
     yield method
     etcdiff.unregister("toy-every")
-
-
-@pytest.fixture()
-def pipe():
-    p = DigitsPipeline.from_embedded()
-    p.set_progress_bar_config(disable=True)
-    yield p
-    etcdiff.disable(p)
 
 
 def expected(steps: int, every: int) -> list[int]:
