@@ -119,3 +119,14 @@ def test_summary_and_the_report_outlive_the_context(pipe):
     assert s["steps"] == 12 and s["computed_steps"] == report.num_computed < 12
     assert s["model_calls"] == report.model_calls
     assert s["speedup"] == pytest.approx(12 / report.num_computed)
+
+
+def test_help_and_the_registry_import_no_torch():
+    """`etcdiff --help` stays quick: building the parser (which lists the registry's methods) imports no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, etcdiff, etcdiff.cli; etcdiff.cli.build_parser(); assert len(etcdiff.METHODS) > 10; "
+            "print('torch' in sys.modules, 'diffusers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

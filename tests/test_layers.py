@@ -18,6 +18,7 @@ PKG = "etcdiff"
 #: module-name prefixes -> layer (the longest prefix wins)
 LAYERS = {
     "etcdiff._version": 0,
+    "etcdiff._method_names": 0,
     "etcdiff.policies": 0,
     "etcdiff.integration": 1,
     "etcdiff.calibration": 2,

@@ -17,7 +17,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .policies.method_names import STEP_METHODS
+from ._method_names import STEP_METHODS
 
 KIND_NAMES = ("step", "block", "external")
 

@@ -20,7 +20,7 @@ from ..policies import build
 from ..policies.magcache import FLUX_MAG_RATIOS, FLUX_MAG_RATIOS_SOURCE, MagCache
 from ..policies.teacache import TeaCache
 from .block_families import SUPPORTED_MODELS, Family, default_teacache_coefficients, find_family
-from ..policies.method_names import step_method_names
+from .._method_names import step_method_names
 from .block_proxy import build_proxies
 from .block_session import BlockCacheReport, BlockCacheSession
 from .denoiser_owners import claim, release

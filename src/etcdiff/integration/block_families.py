@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..policies.method_names import step_method_names
+from .._method_names import step_method_names
 
 from ..policies.teacache import TEACACHE_COEFFICIENTS
 

@@ -161,7 +161,7 @@ def methods_that_run(pipe: Any, peers: list[str]) -> str:
     """'Methods that run on it: ...': the step methods, the block caches where the family is supported, and the
     given external peers."""
     from .block_families import find_family
-    from ..policies.method_names import step_method_names
+    from .._method_names import step_method_names
 
     names = step_method_names()
     try:

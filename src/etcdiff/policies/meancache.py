@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
-from .method_names import step_method_names
+from .._method_names import step_method_names
 from .settings_file import read_settings_file
 
 from .trajectory import Trajectory
