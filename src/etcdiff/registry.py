@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ._method_names import STEP_METHODS
+from ._numbers import as_int, as_real
 
 KIND_NAMES = ("step", "block", "external")
 
@@ -120,12 +120,10 @@ def plain_number(value: Any) -> Any:
     """numpy scalars and 0-d tensors or arrays as Python numbers: every real number type is a valid setting."""
     if isinstance(value, (bool, str)) or value is None:
         return value
-    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
-        value = value.item()
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+    for convert in (as_int, as_real):
+        number = convert(value)
+        if number is not None:
+            return number
     return value
 
 

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..policies.base import StepPolicy
-from ..policies.numbers import as_int
+from .._numbers import as_int
 from .distributed import agree
 
 Denoiser = Callable[..., torch.Tensor]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .base import StepPolicy
-from .numbers import as_int, as_real
+from .._numbers import as_int, as_real
 
 
 def _check_int(name: str, value: Any, low: int, hint: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .numbers import as_int
+from .._numbers import as_int
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .base import OutputStream, StepPolicy
-from .numbers import as_int
+from .._numbers import as_int
 
 
 class NoCache(StepPolicy):

@@ -34,7 +34,7 @@ import torch
 
 from .base import OutputStream, StepPolicy, is_finite
 from .settings_file import read_settings_file
-from .numbers import as_real
+from .._numbers import as_real
 
 from .trajectory import Trajectory
 

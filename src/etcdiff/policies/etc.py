@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
-from .numbers import as_int, as_real
+from .._numbers import as_int, as_real
 from .presets import find_preset, unknown_preset_message
 
 

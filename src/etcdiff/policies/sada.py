@@ -51,7 +51,7 @@ from typing import Any, Sequence
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
-from .numbers import as_int
+from .._numbers import as_int
 
 _GAUSS = (0.5 - 0.5 / math.sqrt(3.0), 0.5 + 0.5 / math.sqrt(3.0))  # 2-point Gauss–Legendre nodes on [0, 1]
 
