@@ -130,3 +130,33 @@ def test_help_and_the_registry_import_no_torch():
             "print('torch' in sys.modules, 'diffusers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_demo_names_the_embedded_models(capsys):
+    code, err = run_cli(["demo", "--model", "./my-flux"], capsys)
+    assert code == 2 and "--model './my-flux': demo runs an embedded model: scenes, digits, demo." in one_line(err)
+
+
+@pytest.mark.parametrize("device, expected", [("gpu", "is not a torch device; use cpu, cuda"),
+                                              ("cuda:7", "CUDA")])
+def test_bad_devices(device, expected, capsys):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("a machine with 8 GPUs")
+    code, err = run_cli(["generate", "--model", "digits", "--prompt", "1", "--device", device], capsys)
+    assert code == 2 and expected in one_line(err)
+
+
+def test_calibrate_says_when_the_change_point_falls_inside_the_warmup(tmp_path, capsys):
+    assert main(["calibrate", "--model", "digits", "--steps", "12", "--warmup", "11", "--quiet", "--no-plot",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "falls inside the warm-up of 11 steps" in out and "consider --warmup" in out
+
+
+def test_registry_errors():
+    with pytest.raises(TypeError, match="register takes a Method, got str"):
+        etcdiff.register("etc")
+    with pytest.raises(ValueError, match="kind must be one of step, block, external, got 'layer'"):
+        etcdiff.Method("x", "layer", "", "", "", schema=lambda: object)
+    with pytest.raises(ValueError, match="unknown setting 'intervall' for method 'fixed'. Did you mean 'interval'"):
+        etcdiff.get_method("fixed").check_settings({"intervall": 2})
