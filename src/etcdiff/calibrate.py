@@ -18,12 +18,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .api import resolve_policy
+from .calibration.decode import Decode
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
 from .policies.base import StepPolicy
 from .registry import Method, get_method
-
-Decode = Callable[[torch.Tensor], torch.Tensor]
-
 
 def calibrated_method(name: str) -> Method:
     method = get_method(name)

@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _save(result: Any, out: Path) -> list[Path]:
     images = getattr(result, "images", None)
-    frames = getattr(result, "frames", None)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    frames = getattr(result, "frames", None)  # the folder was made by prepare_output_file before sampling
     paths: list[Path] = []
     if images is not None:
         items = list(images)
