@@ -80,6 +80,18 @@ def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) 
     return {"profile": fit_etc_plus(trajectories, **settings)}
 
 
+def _probe_recorders() -> tuple[Any, Any]:
+    from .calibration.propagation import record_probed_denoiser_runs, record_probed_pipeline_runs
+
+    return record_probed_denoiser_runs, record_probed_pipeline_runs
+
+
+def _probe_runs(prompts: int, steps: int) -> int:
+    from .calibration.propagation import PROBE_RUNS, probe_steps
+
+    return min(prompts, PROBE_RUNS) * len(probe_steps(steps))
+
+
 def _fit_sencache(records: list[Any], decode: Any = None) -> dict[str, Any]:
     from .policies.sencache import fit_sencache
 
@@ -148,7 +160,9 @@ for _m in (
            "whole output: a sigma-axis trend, a window planned from calibrated per-step errors, online checks",
            "yes: per-step errors and gains, `etcdiff calibrate --method etc-plus`",
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
-           fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread")),
+           fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
+                                             "propagation"),
+           recorders=_probe_recorders, extra_runs=_probe_runs),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

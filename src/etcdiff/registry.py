@@ -48,6 +48,8 @@ class Method:
         fit_reads: run-time settings the fit also reads (ETC's ``warmup``; MeanCache's budget ``calls``).
         recorders: returns ``(record_denoiser, record_pipeline)`` for a method whose calibration records
             something else than full-step trajectories (SenCache's sensitivities, with extra forwards).
+        extra_runs: ``(prompts, steps) -> int``, the generations a pipeline calibration makes beyond one per
+            prompt (etc-plus's probe runs), for the progress bar.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Method:
     fit_settings: tuple[str, ...] = ()
     fit_reads: tuple[str, ...] = ()
     recorders: Callable[[], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
+    extra_runs: Callable[[int, int], int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

@@ -107,8 +107,12 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         settings["threshold"] = args.threshold
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)  # one overall bar below instead of one per prompt
+    from etcdiff.registry import get_method
+
+    extra = get_method(args.method).extra_runs
+    runs = len(prompts) + (extra(len(prompts), args.steps) if extra is not None else 0)
     t0 = time.perf_counter()
-    with tqdm(total=len(prompts) * args.steps, desc=f"calibrate {args.method}", unit="step",
+    with tqdm(total=runs * args.steps, desc=f"calibrate {args.method}", unit="step",
               disable=args.quiet) as bar:
         fitted = calibrate_method(pipe, args.method, prompts, args.steps, args.seed, args.guidance,
                                   on_step=lambda _s: bar.update(1), **settings)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from .adaptive import AdaptiveDiffusion
 from .base import OutputStream, ReuseStream, RunReport, StepPolicy
-from .baselines import FixedInterval, LinearExtrapolation, NoCache
+from .baselines import FixedInterval, LinearExtrapolation, NoCache, SkipSteps
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState, etc_preset
 from .etc_plus import ETCPlus, fit_etc_plus
@@ -32,6 +32,6 @@ def build(factories: dict[str, Callable[..., Any]], kind: str, name: str, **kwar
 __all__ = [
     "AdaptiveDiffusion", "ERTACache", "ERTACacheProfile", "SADA", "fit_ertacache",
     "MeanCache", "MeanCacheProfile", "MeanCacheSchedule", "SenCache", "SenCacheTables", "SensitivityRecord",
-    "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETCPlus", "fit_etc_plus", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "OutputStream", "ReuseStream", "RunReport",
+    "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETCPlus", "fit_etc_plus", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "SkipSteps", "OutputStream", "ReuseStream", "RunReport",
     "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
 ]

@@ -20,6 +20,26 @@ class NoCache(StepPolicy):
         return True
 
 
+class SkipSteps(StepPolicy):
+    """Runs the model on every step except ``skip``, where the last real output is reused (step 0 always runs).
+    A probe for calibration: how much one reused step moves the final result."""
+
+    name = "skip-steps"
+
+    def __init__(self, skip: tuple[int, ...] | list[int] | set[int] = ()) -> None:
+        super().__init__()
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in skip):
+            raise ValueError(f"SkipSteps: skip must hold step indices >= 1 (step 0 has nothing to reuse), got {skip!r}.")
+        self.skip = frozenset(skip)
+
+    def params(self) -> dict[str, Any]:
+        return {"skip": sorted(self.skip)}
+
+    def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
+        self._check_step(step)
+        return step not in self.skip
+
+
 class FixedInterval(StepPolicy):
     """Runs the model on the first ``warmup`` steps, then every ``interval``-th step and on the last step;
     reuses the last real output in between."""

@@ -62,7 +62,8 @@ def _solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.T
 
 def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corrections: bool | str = "auto",
                  ridge: float = 0.01,
-                 rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = None) -> dict[str, Any]:
+                 rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = None,
+                 propagation: bool = True) -> dict[str, Any]:
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
@@ -72,7 +73,10 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     ``CV_MARGIN`` both ways round; ``ridge``: their pull towards the plain trend; ``rel_tolerance``:
     the default tolerance as a fraction of the final RMS; ``spread``: when set, an error at noise level sigma is
     damped by ``spread / hypot(spread, sigma)`` (relative units; the pull of a flow towards its data, which the
-    solver fit alone cannot see; off by default, see the report of ``scripts/etc_plus_eval.py``).
+    solver fit alone cannot see; off by default, see the report of ``scripts/etc_plus_eval.py``);
+    ``propagation``: where trajectories carry probes (``Trajectory.probes``, recorded by ``etcdiff calibrate
+    --method etc-plus`` and ``calibrate_policy``), scale each step's solver weight by how much more or less an error
+    there really reached the end (:func:`propagation_factors`).
     """
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_etc_plus: give a non-empty list of recorded full-step trajectories (record_pipeline).")
@@ -100,6 +104,9 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     axis = [0.0]
     for w in weights:
         axis.append(axis[-1] + w)
+    factors = propagation_factors(trajectories, weights) if propagation else None
+    if factors is not None:
+        weights = [w * f for w, f in zip(weights, factors)]
     if spread is not None:  # the flow contracts towards the data: an early error is damped by about s / sigma
         s_abs = spread * axis[-1]
         weights = [w * s_abs / math.hypot(s_abs, axis[-1] - axis[t + 1]) for t, w in enumerate(weights)]
@@ -127,8 +134,37 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "weights": weights, "axis": axis, "final_rms": final_rms, "output_rms": out_rms,
         "tolerance": float(rel_tolerance) * final_rms, "spike": spike,
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
-        "triplets": triplets, "num_trajectories": len(trajectories),
+        "triplets": triplets, "num_trajectories": len(trajectories), "propagation": factors,
     }
+
+
+def propagation_factors(trajectories: Sequence["Trajectory"], weights: list[float]) -> list[float] | None:
+    """Per step, the measured reach of an output error over the solver's ``weights`` (``None`` without probes).
+
+    At each probed step the median over samples of (probe ratio / solver weight), relative to the last step's
+    (which only the solver carries, so the units of the probe's result cancel); in between, interpolated
+    linearly in log; before the first probe, the first probe's.
+    """
+    n = len(weights)
+    ratios: dict[int, list[float]] = {}
+    for tr in trajectories:
+        for t, values in (getattr(tr, "probes", None) or {}).items():
+            if 0 < int(t) < n and weights[int(t)] > 0:
+                ratios.setdefault(int(t), []).extend(v / weights[int(t)] for v in values if math.isfinite(v) and v > 0)
+    steps = sorted(t for t, v in ratios.items() if v)
+    if len(steps) < 2 or steps[-1] != n - 1:
+        return None
+    logs = torch.tensor([math.log(float(torch.tensor(ratios[t]).median())) for t in steps], dtype=torch.float64)
+    logs = (logs - logs[-1]).clamp(-math.log(1e3), math.log(1e3))
+    out = []
+    for t in range(n):
+        j = next((i for i, u in enumerate(steps) if u >= t), len(steps) - 1)
+        if j == 0 or steps[j] == t:
+            out.append(math.exp(float(logs[j])))
+        else:
+            a, b = steps[j - 1], steps[j]
+            out.append(math.exp(float(logs[j - 1] + (logs[j] - logs[j - 1]) * (t - a) / (b - a))))
+    return out
 
 
 def _cross_validated(gram: torch.Tensor, axis: list[float], cp: int, c: int, t: int, ridge: float,

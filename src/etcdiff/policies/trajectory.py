@@ -10,13 +10,18 @@ import torch
 @dataclass
 class Trajectory:
     """One full-step run: ``outputs[t]`` is eps_t as the scheduler consumed it (after CFG), ``inputs[t]`` is
-    x_t, ``final`` the clean latents after the last step; ``timesteps``/``sigmas`` are the scheduler's."""
+    x_t, ``final`` the clean latents after the last step; ``timesteps``/``sigmas`` are the scheduler's.
+
+    ``probes`` (optional, :mod:`etcdiff.calibration.propagation`): for some steps t, per sample, the RMS change of
+    the final result over the RMS change of eps_t when step t alone reuses step t-1's output: how an output error
+    at t really reaches the end, contraction of the model's own dynamics included."""
 
     outputs: list[torch.Tensor] = field(default_factory=list)
     inputs: list[torch.Tensor] = field(default_factory=list)
     final: torch.Tensor | None = None
     timesteps: torch.Tensor | None = None
     sigmas: torch.Tensor | None = None
+    probes: dict[int, list[float]] | None = None
 
     @property
     def num_steps(self) -> int:

@@ -1,0 +1,111 @@
+"""Probe runs: how an output error at step t really reaches the final result.
+
+A solver step is ``x_{t+1} = A_t·x_t + B_t·eps_t``, so the solver alone says an error in eps_t reaches the end
+scaled by ``|B_t|·prod_{u>t}|A_u|``. The model's own dynamics add to that: a flow that pulls its samples onto
+tight modes damps early errors, one that spreads them grows them. Neither shows in a full-step recording. A probe
+measures it: the same run again with step t alone reusing step t-1's output; per sample, the RMS change of the
+final result over the RMS change of eps_t. Probing a few steps of a few calibration runs costs ``count·runs``
+extra generations. The probes are stored on the trajectories (``Trajectory.probes``), for
+:func:`etcdiff.policies.fit_etc_plus`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..integration.diffusers_hook import disable_step_policy, enable_step_policy
+from ..integration.recording import Trajectory, call_kwargs, record_pipeline
+from ..integration.sampler import sample
+from ..policies.baselines import SkipSteps
+from .runs import OnStep, record_denoiser_runs
+
+PROBES = 8  # probed steps per run
+PROBE_RUNS = 3  # calibration runs that are probed
+
+
+def probe_steps(num_steps: int, count: int = PROBES) -> list[int]:
+    """``count`` steps spread evenly over 1..N-1, and the two before the last (the end, where a contracting
+    model weighs errors most unlike its solver, gets a closer look). Step 0 has nothing to reuse. The last step's
+    probe is the unit: its error reaches the end through the solver alone."""
+    if num_steps < 3 or count < 1:
+        return []
+    late = {num_steps - 2, num_steps - 3} if num_steps > 4 else set()
+    return sorted({int(round(v)) for v in np.linspace(1, num_steps - 1, count)} | late)
+
+
+def _item_rms(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().double().cpu()
+    return x.reshape(x.shape[0], -1).pow(2).mean(1).sqrt() if x.dim() > 1 else x.abs().reshape(1)
+
+
+def _ratios(traj: Trajectory, step: int, reference: torch.Tensor, probed: torch.Tensor) -> list[float]:
+    """Per sample: RMS(final change) / RMS(eps_step - eps_{step-1})."""
+    moved = _item_rms(traj.outputs[step].float() - traj.outputs[step - 1].float())
+    reached = _item_rms(probed.float() - reference.float())
+    if reached.shape != moved.shape:
+        raise RuntimeError(f"etcdiff: a probe's final result has {reached.numel()} samples, the recorded step "
+                           f"{moved.numel()}; probes need one image per prompt.")
+    return [float(r / m) if m > 0 else float("nan") for r, m in zip(reached, moved)]
+
+
+def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
+                                steps: int, count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
+    """:func:`~etcdiff.calibration.runs.record_denoiser_runs`, then probes on the first ``runs`` of them."""
+    trajs = record_denoiser_runs(model, scheduler, latents, steps)
+    starts = list(latents.unbind(0))
+    for traj, start in zip(trajs[:runs], starts[:runs]):
+        traj.probes = {}
+        for t in probe_steps(traj.num_steps, count):
+            final = sample(model, scheduler, start.unsqueeze(0), steps, SkipSteps({t}))
+            traj.probes[t] = _ratios(traj, t, traj.final, final)
+    return trajs
+
+
+def _result_tensor(result: Any) -> torch.Tensor:
+    """The generated batch in a pipeline's result (latents with ``output_type="latent"``), as a tensor."""
+    for name in ("images", "frames", "audios", "audio"):
+        value = getattr(result, name, None)
+        if value is not None:
+            break
+    else:
+        value = result[0] if isinstance(result, (tuple, list)) else result
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (np.ndarray, torch.Tensor)):
+        value = [np.asarray(v, dtype=np.float32) for v in value]  # PIL images
+    return torch.as_tensor(np.asarray(value, dtype=np.float32))
+
+
+def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int,
+                                guidance_scale: float | None = None, on_step: OnStep | None = None, *,
+                                count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
+    """One full run of ``pipe`` per prompt (as :func:`~etcdiff.calibration.runs.record_pipeline_runs`), then
+    probes on the first ``runs`` prompts: the same call with one step reusing the previous output."""
+    trajs = []
+    for k, prompt in enumerate(prompts):
+        kwargs = call_kwargs(pipe, prompt, steps, seed, guidance_scale)
+        kwargs["output_type"] = "latent"
+        traj, result = record_pipeline(pipe, on_step=on_step, **kwargs)
+        if traj.final is None:
+            raise RuntimeError(f"etcdiff: no final latents were recorded for prompt {prompt!r}.")
+        trajs.append(traj)
+        if k >= runs:
+            continue
+        reference, traj.probes = _result_tensor(result), {}
+        for t in probe_steps(traj.num_steps, count):
+            enable_step_policy(pipe, SkipSteps({t}))
+            try:
+                probed = _result_tensor(pipe(**call_kwargs(pipe, prompt, steps, seed, guidance_scale),
+                                             output_type="latent"))
+            finally:
+                disable_step_policy(pipe)
+            traj.probes[t] = _ratios(traj, t, reference, probed)
+            for s in range(steps if on_step is not None else 0):
+                on_step(s)
+    return trajs
+
+
+__all__ = ["PROBES", "PROBE_RUNS", "probe_steps", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]
