@@ -125,7 +125,10 @@ def test_pipeline_flops_per_call_equal_direct_count(tmp_path, method, setting):
 
 # -- settings ------------------------------------------------------------------------------------------------------
 def test_settings_grid_and_prompts():
-    assert read_prompts("demo") == [str(i) for i in range(10)]
+    assert read_prompts("demo", "digits") == [str(i) for i in range(10)]
+    assert read_prompts("demo", "scenes")[0].startswith("a ")
+    with pytest.raises(ValueError, match="give --prompts FILE"):
+        read_prompts("demo", "some/model")
     grid = parse_settings("etc:threshold=0.05,0.1 warmup=3;fixed:interval=2,3; etc:threshold=0.3")
     assert grid == {"etc": [{"threshold": 0.05, "warmup": 3}, {"threshold": 0.1, "warmup": 3}, {"threshold": 0.3}],
                     "fixed": [{"interval": 2}, {"interval": 3}]}

@@ -57,6 +57,15 @@ def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = N
     return pipe.to(device)
 
 
-def demo_prompts() -> list[str]:
-    """The demo model's prompts: its ten classes."""
-    return [str(i) for i in range(10)]
+def demo_prompts(model: str = DEMO) -> list[str]:
+    """What ``--prompts demo`` means for ``model``: an embedded model's own demo prompts (the scenes model's
+    captions, the digits model's ten classes). Other models have none: give them a prompt file."""
+    loader = EMBEDDED.get(model)
+    if loader is _digits:
+        return [str(i) for i in range(10)]
+    if loader is _scenes:
+        from .scenes.pipeline import ScenesPipeline
+
+        return list(ScenesPipeline.etcdiff_demo_prompts)
+    raise ValueError(f"--prompts demo names the demo prompts of an embedded model ({', '.join(EMBEDDED)}); for "
+                     f"{model!r} give --prompts FILE, one prompt per line, other than the prompts it was calibrated on.")

@@ -101,16 +101,17 @@ def build_grid(methods: Iterable[str] | None, settings: str | dict[str, list[dic
     return out
 
 
-def read_prompts(spec: str | Path | list[str]) -> list[str]:
-    """``"demo"`` (the ten digits), a list, or a text file with one prompt per line (blank lines and # skipped)."""
+def read_prompts(spec: str | Path | list[str], model: str = DEMO) -> list[str]:
+    """``"demo"`` (``model``'s demo prompts, :func:`etcdiff.models.demo_prompts`), a list, or a text file with one
+    prompt per line (blank lines and # skipped)."""
     if isinstance(spec, list):
         prompts = [str(p) for p in spec]
     elif str(spec) == DEMO:
-        prompts = demo_prompts()
+        prompts = demo_prompts(model)
     else:
         path = Path(spec)
         if not path.is_file():
-            raise FileNotFoundError(f"prompt file {path} not found (use --prompts demo for the ten digits)")
+            raise FileNotFoundError(f"prompt file {path} not found (use --prompts demo for the model's demo prompts)")
         prompts = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not prompts:
         raise ValueError("no prompts to benchmark")

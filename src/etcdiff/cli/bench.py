@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=None, help="comma-separated method names, any that etcdiff.enable accepts "
                    "(e.g. etc,fixed,teacache); default: the methods named in --settings")
     p.add_argument("--settings", default=None, help="settings grid per method, e.g. 'etc:threshold=0.05,0.1;fixed:interval=2,3'")
-    p.add_argument("--prompts", default="demo", help="'demo' (the ten digits) or a text file with one prompt per line (default demo)")
+    p.add_argument("--prompts", default="demo", help="'demo' (the model's demo prompts: the digits model's ten classes, the scenes model's captions) or a text file with one prompt per line (default demo)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per run; the median is reported (default 3)")
@@ -82,7 +82,7 @@ def config_from_args(args: argparse.Namespace):  # -> BenchConfig
 
     methods = [m for m in (args.methods or "").split(",") if m.strip()]
     return BenchConfig(
-        model=args.model, grid=build_grid(methods, args.settings), prompts=read_prompts(args.prompts),
+        model=args.model, grid=build_grid(methods, args.settings), prompts=read_prompts(args.prompts, args.model),
         seeds=_ints(args.seeds, "--seeds"), steps=args.steps, repeats=args.repeats, guidance=args.guidance,
         out=args.out, device=args.device, flops=args.flops, threads=args.threads,
     )
