@@ -111,6 +111,21 @@ def train_vae(x: torch.Tensor, minutes: float, g: torch.Generator, batch: int = 
                      seconds=round(time.time() - t0))
 
 
+def load_vae(folder: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A trained VAE from ``folder`` (its ``vae.safetensors``) and the record of how it was trained."""
+    from safetensors.torch import load_file
+
+    vae = build_vae()
+    vae.load_state_dict(load_file(str(folder / "vae.safetensors")))
+    stats: dict = {"reused_from": str(folder)}
+    for name in ("recipe.json", "vae_decoder.json"):
+        if (folder / name).is_file():
+            record = json.loads((folder / name).read_text())
+            stats[name] = record.get("vae", record)
+    log(f"vae loaded from {folder}")
+    return vae.to(device).eval().requires_grad_(False), stats
+
+
 def finetune_decoder(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 40.0, pool: int = 6000,
                      batch: int = 16, lr: float = 1e-3, crop: int = 32, threads: int = 1) -> dict:
     """Stage 4 (optional): train only the VAE decoder further, the encoder frozen, on the same pool.
@@ -174,8 +189,14 @@ def finetune_decoder(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 40
 def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_minutes: float = 12.0,
           steps: int | None = None, pool: int = 6000, batch: int = 24, lr: float = 1e-3, p_uncond: float = 0.1,
           ema_decay: float = 0.999, ckpt_minutes: float = 10.0, threads: int = 1, device: str = "cpu",
-          vae_batch: int = 16, vae_lr: float = 2e-3, vae_crop: int = 32) -> dict:
-    """Train everything and write weights + ``recipe.json`` to ``out``; returns the recipe."""
+          vae_batch: int = 16, vae_lr: float = 2e-3, vae_crop: int = 32, vae_from: Path | None = None,
+          p_unshifted: float = 0.5) -> dict:
+    """Train everything and write weights + ``recipe.json`` to ``out``; returns the recipe.
+
+    ``vae_from``: a folder whose ``vae.safetensors`` (and ``recipe.json``'s VAE record) is reused instead of stage 2.
+    ``p_unshifted``: the share of training noise levels drawn from the plain logit-normal instead of the shifted one
+    the sampler uses, so the middle noise levels, where shapes form, get their share of training.
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -184,7 +205,10 @@ def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_min
 
     scenes, x = make_pool(pool, seed)
     log(f"pool: {len(scenes)} scenes rendered")
-    vae, vae_stats = train_vae(x, vae_minutes, g, batch=vae_batch, lr=vae_lr, crop=vae_crop, device=device)
+    if vae_from is not None:
+        vae, vae_stats = load_vae(Path(vae_from), device)
+    else:
+        vae, vae_stats = train_vae(x, vae_minutes, g, batch=vae_batch, lr=vae_lr, crop=vae_crop, device=device)
     raw = torch.cat([encode_mean(vae, x[i : i + 1024].to(device)).cpu() for i in range(0, len(x), 1024)])
     scale, shift = set_latent_stats(vae, raw)
     z = (raw - shift) * scale
@@ -204,7 +228,7 @@ def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_min
     rng = random.Random(seed + 1)
     s_shift = sampling_shift()
     recipe: dict = dict(
-        seed=seed, pool=pool, batch=batch, lr=lr, p_uncond=p_uncond, ema_decay=ema_decay, timestep_shift=s_shift,
+        seed=seed, pool=pool, batch=batch, lr=lr, p_uncond=p_uncond, p_unshifted=p_unshifted, ema_decay=ema_decay, timestep_shift=s_shift,
         vae_config=VAE_CONFIG, text_config=TEXT_CONFIG, transformer_config=TRANSFORMER_CONFIG,
         scheduler_config=SCHEDULER_CONFIG, vae=dict(scaling_factor=scale, shift_factor=shift, **vae_stats),
         torch_threads=torch.get_num_threads(), device=str(device), command="python -m etcdiff.scenes.train",
@@ -236,7 +260,8 @@ def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_min
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=g).to(device)
         u = torch.sigmoid(torch.randn(batch, generator=g)).to(device)
-        s = s_shift * u / (1 + (s_shift - 1) * u)
+        shifted = (torch.rand(batch, generator=g) >= p_unshifted).to(device)
+        s = torch.where(shifted, s_shift * u / (1 + (s_shift - 1) * u), u)
         xs = (1 - s[:, None, None]) * x0 + s[:, None, None] * noise
         emb, pooled = text(ids, pad)
         pred = model(hidden_states=xs, timestep=s, pooled_projections=pooled, encoder_hidden_states=emb,
@@ -279,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--vae-crop", type=int, default=32, help="VAE training crop (the VAE is convolutional)")
+    p.add_argument("--vae-from", type=Path, default=None,
+                   help="reuse the VAE in this folder (skips the VAE stage; its encoder fixes the latent space)")
+    p.add_argument("--p-unshifted", type=float, default=0.5,
+                   help="share of training noise levels drawn unshifted (the rest use the sampler's shift)")
     a = p.parse_args(argv)
     if a.stage == "decoder":
         finetune_decoder(out=a.out, seed=a.seed, minutes=a.minutes, pool=a.pool, batch=a.vae_batch, lr=a.vae_lr / 2,
@@ -286,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     train(out=a.out, seed=a.seed, minutes=a.minutes, vae_minutes=a.vae_minutes, steps=a.steps, pool=a.pool,
           batch=a.batch, lr=a.lr, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device,
-          vae_batch=a.vae_batch, vae_lr=a.vae_lr, vae_crop=a.vae_crop)
+          vae_batch=a.vae_batch, vae_lr=a.vae_lr, vae_crop=a.vae_crop, vae_from=a.vae_from,
+          p_unshifted=a.p_unshifted)
 
 
 if __name__ == "__main__":
