@@ -102,3 +102,9 @@ def test_calibrate_policy_probes_etc_plus_and_the_plan_moves_calls_late():
     assert len(reports[0]) <= 8 and len(reports[1]) <= 8
     late = lambda steps: sum(1 for s in steps if s >= STEPS // 2)  # noqa: E731
     assert late(reports[0]) > late(reports[1])
+
+
+def test_propagation_setting_must_be_a_bool():
+    tr = Trajectory(outputs=[torch.ones(1, 2)] * 4, inputs=[torch.ones(1, 2)] * 4, final=torch.ones(1, 2))
+    with pytest.raises(ValueError, match="propagation must be true or false"):
+        fit_etc_plus([tr], propagation="False")

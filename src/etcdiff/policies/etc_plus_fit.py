@@ -84,6 +84,8 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         raise ValueError(f"fit_etc_plus: corrections must be True, False or 'auto', got {corrections!r}.")
     if isinstance(max_window, bool) or not isinstance(max_window, int) or max_window < 2:
         raise ValueError(f"fit_etc_plus: max_window must be an integer >= 2, got {max_window!r}.")
+    if not isinstance(propagation, bool):
+        raise ValueError(f"fit_etc_plus: propagation must be true or false, got {propagation!r}.")
     check_number("ridge", ridge, 0.0, allow_none=False)
     check_number("rel_tolerance", rel_tolerance, 0.0, allow_none=False)
     n = len(trajectories[0].outputs)
