@@ -383,3 +383,18 @@ def test_change_point_module_imports_nothing_from_etcdiff():
     found = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or "etcdiff" in (n.module or ""))]
     found += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("etcdiff")]
     assert found == []
+
+
+def test_flux_profiles_are_drawn_beside_the_papers_printed_flux_search(tmp_path):
+    from etcdiff.calibration.plot import PAPER_FLUX, plot_profile
+    from etcdiff.calibration.profile import load_profile
+    from etcdiff.cli.calibrate import _is_flux
+    from etcdiff.scenes.pipeline import ScenesPipeline
+
+    assert PAPER_FLUX["s"][0] == (0.0, 0.61) and PAPER_FLUX["d"][0] == (0.0, 0.443)
+    assert _is_flux(ScenesPipeline.__new__(ScenesPipeline)) and not _is_flux(object())
+    from importlib.resources import files
+
+    profile = load_profile(str(files("etcdiff").joinpath("data/profiles/scenes_50steps.json")))
+    plain, paper = plot_profile(profile, tmp_path / "a.png"), plot_profile(profile, tmp_path / "b.png", paper_flux=True)
+    assert plain.read_bytes() != paper.read_bytes()

@@ -9,8 +9,19 @@ from typing import Any
 import numpy as np
 
 
-def plot_profile(profile: Any, path: str | os.PathLike | None = None) -> Path:
+#: The ETC paper's printed tolerance search on FLUX.1-dev (50 steps): anchor points (fraction of the run, value).
+#: Only these values are printed (where the curves start, turn and end); the plot marks them, it does not join them.
+PAPER_FLUX = {
+    "d": [(0.0, 0.443), (4 / 48, 0.1269), (0.5, 0.025), (1.0, 0.254)],  # d_bar[4] = tau = 0.1269
+    "s": [(0.0, 0.61), (4 / 48, 0.988), (1.0, 0.747)],  # change point r = 4
+}
+
+
+def plot_profile(profile: Any, path: str | os.PathLike | None = None, paper_flux: bool = False) -> Path:
     """Draw ``profile`` as a PNG (two panels sharing the step axis) and return its path.
+
+    ``paper_flux``: also draw the ETC paper's printed FLUX search (:data:`PAPER_FLUX`, its printed values drawn
+    as grey squares, stretched to this run's length), for a FLUX-family model.
 
     Default path: next to the profile's JSON file with the suffix ``.png``. Uses matplotlib's Agg canvas
     directly, so it neither needs a display nor changes the pyplot backend.
@@ -46,6 +57,12 @@ def plot_profile(profile: Any, path: str | os.PathLike | None = None) -> Path:
     ax_s.plot([r], [s[r]], "o", ms=8, mfc="none", mec="tab:red", mew=2)
     ax_s.set_ylabel("similarity (SSIM)")
     ax_s.set_xlabel("step index i")
+    if paper_flux:
+        last = d.size - 1
+        for ax, key in ((ax_d, "d"), (ax_s, "s")):
+            xs, ys = zip(*[(f * last, v) for f, v in PAPER_FLUX[key]])
+            ax.plot(xs, ys, "s", ms=6, color="0.45", label="ETC paper, FLUX.1-dev: its printed values (r = 4)")
+            ax.legend(loc="best", fontsize=8)
     ax_s.legend(loc="best", fontsize=8)
 
     for ax in (ax_d, ax_s):

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - t0
     path = save_profile(profile, args.out)
-    png = None if args.no_plot else plot_profile(profile)
+    png = None if args.no_plot else plot_profile(profile, paper_flux=_is_flux(pipe))
     r = profile.change_point
     print(
         f"{profile.identity}: tau = {profile.tau:.6g} at change point r = {r} (between steps {r} and {r + 1} of "
@@ -88,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
               f"warm-up already covers the planning phase; with --steps {profile.steps} consider --warmup {max(r + 1, 2)}")
     print(f"use: --method etc (found by the CLI and etcdiff.enable), or --threshold {profile.tau:.6g}")
     return 0
+
+
+def _is_flux(pipe: object) -> bool:
+    """A FLUX-family pipeline (the scenes model included): its search is drawn beside the paper's FLUX one."""
+    return any(cls.__name__.startswith("Flux") for cls in type(pipe).__mro__)
 
 
 def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None) -> int:
