@@ -111,7 +111,7 @@ def test_pipeline_flops_per_call_equal_direct_count(tmp_path, method, setting):
     grid = build_grid([method], {method: [setting]})
     results = {}
     for mode in ("per-call", "direct"):
-        cfg = BenchConfig(grid=grid, prompts=["3"], steps=8, repeats=1, out=tmp_path / mode, flops=mode)
+        cfg = BenchConfig(model="digits", grid=grid, prompts=["3"], steps=8, repeats=1, out=tmp_path / mode, flops=mode)
         measurer = Measurer(cfg, pipe)
         results[mode] = measurer.untimed(grid[0], "3", 0)
         if mode == "per-call":
@@ -141,7 +141,7 @@ def test_settings_grid_and_prompts():
 
 
 def test_bad_setting_fails_before_the_sweep(tmp_path):
-    cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=0"), prompts=["1"], steps=4, repeats=1, out=tmp_path)
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=0"), prompts=["1"], steps=4, repeats=1, out=tmp_path)
     pipe = tiny_pipe()
     with pytest.raises(ValueError, match="cannot enable fixed"):
         run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
@@ -154,7 +154,7 @@ def test_bad_setting_fails_before_the_sweep(tmp_path):
 # -- resume --------------------------------------------------------------------------------------------------------
 def test_resume_runs_only_what_is_missing(tmp_path):
     pipe = tiny_pipe()
-    cfg = BenchConfig(grid=build_grid(["etc", "fixed"], "etc:threshold=0.1 warmup=2;fixed:interval=2,3"), prompts=["2", "5"],
+    cfg = BenchConfig(model="digits", grid=build_grid(["etc", "fixed"], "etc:threshold=0.1 warmup=2;fixed:interval=2,3"), prompts=["2", "5"],
                       steps=6, repeats=1, out=tmp_path)
     first = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert len(first.executed) == 2 * 4 and first.references_generated == 2 and first.merged["complete"]
@@ -175,7 +175,7 @@ def test_resume_runs_only_what_is_missing(tmp_path):
 
 def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):
     pipe = tiny_pipe()
-    cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
     real = Measurer.method_record
     calls = []
 
@@ -203,12 +203,12 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch
 
 def test_another_step_count_on_the_same_out_is_refused(tmp_path):
     pipe = tiny_pipe()
-    cfg = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
     run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
-    other = BenchConfig(grid=cfg.grid, prompts=["4"], steps=8, repeats=1, out=tmp_path)
+    other = BenchConfig(model="digits", grid=cfg.grid, prompts=["4"], steps=8, repeats=1, out=tmp_path)
     with pytest.raises(ValueError, match=r"holds a sweep with other reference settings \(steps 6 -> 8\)"):
         run_bench(other, pipe=pipe, rank=0, world=1, progress=False)
-    more = BenchConfig(grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
+    more = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)
     assert len(run_bench(more, pipe=pipe, rank=0, world=1, progress=False).executed) == 1  # more settings join
 
 
@@ -224,7 +224,7 @@ def _free_port() -> int:
 def test_processes_split_pairs_round_robin_and_one_process_needs_no_group(monkeypatch):
     from etcdiff.bench.processes import Processes
 
-    cfg = BenchConfig(grid=build_grid(["fixed"], None), prompts=["a", "b", "c"], seeds=[0, 1])
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], None), prompts=["a", "b", "c"], seeds=[0, 1])
     assert cfg.shard(0, 2) == [(0, "a", 0), (1, "b", 0), (2, "c", 0)]
     assert cfg.shard(1, 2) == [(0, "a", 1), (1, "b", 1), (2, "c", 1)]
     for name in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):

@@ -197,3 +197,16 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_demo_is_the_scenes_model_and_the_issue_generate_command_works(tmp_path):
+    from etcdiff.cli import main
+    from etcdiff.models import load_pipeline
+
+    assert isinstance(load_pipeline("demo"), ScenesPipeline)
+    out = tmp_path / "ring.png"
+    assert main(["generate", "--model", "demo", "--prompt", "a small green ring at the right", "--method", "etc",
+                 "--steps", "8", "--out", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[1] == 64

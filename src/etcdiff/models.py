@@ -1,4 +1,4 @@
-"""Loading a pipeline by name for the CLI and tools: an embedded model (``demo`` = ``digits``, ``scenes``) or a
+"""Loading a pipeline by name for the CLI and tools: an embedded model (``demo`` = ``scenes``, ``digits``) or a
 diffusers id/path."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _scenes(device: str) -> Any:
 
 #: the models shipped inside the package, by the name ``--model`` takes
 EMBEDDED = {"scenes": _scenes, "digits": _digits}
-EMBEDDED[DEMO] = EMBEDDED["digits"]  # the default of demo, generate, calibrate and bench (see docs/scenes)
+EMBEDDED[DEMO] = EMBEDDED["scenes"]  # the default of demo, generate, calibrate and bench (see docs/scenes)
 
 
 def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:

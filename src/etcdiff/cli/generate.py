@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run one pipeline call with a caching method and save what it makes.",
     )
     p.add_argument("--model", default="demo", help="'demo' (embedded, offline) or a diffusers hub id / local path")
-    p.add_argument("--prompt", action="append", required=True, help="prompt (repeat for a batch); for demo a digit 0-9")
+    p.add_argument("--prompt", action="append", required=True, help="prompt (repeat for a batch); for demo a scene caption such as 'a small green ring at the right', for digits a digit 0-9")
     p.add_argument("--method", default="etc", help="method name: " + ", ".join(_method_names()) + " (default etc)")
     p.add_argument("--threshold", type=float, default=None,
                    help="the method's tolerance (ETC: tau; cache-dit: residual_diff_threshold); refused by methods "
