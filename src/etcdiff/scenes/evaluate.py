@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     p.add_argument("--calibrate", type=int, default=0, help="also run the ETC search on this many prompts")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--prompt-seed", type=int, default=EVAL_SEED,
+                   help="grammar seed of the prompts (default: the held-out set; another seed gives a development set "
+                        "for choosing settings without touching the reported prompts)")
     p.add_argument("--part", default=None, help="generate only held-out prompts LO:HI (save with --images-out)")
     p.add_argument("--images-out", type=Path, default=None, help="save generated images (.npz)")
     p.add_argument("--images-in", type=Path, nargs="*", default=None, help="score saved parts instead of generating")
@@ -103,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
 
     pipe = ScenesPipeline.from_embedded(weights_dir=a.weights)
     pipe.set_progress_bar_config(disable=True)
-    result: dict[str, Any] = dict(steps=a.steps, guidance=a.guidance, eval_seed=EVAL_SEED)
+    result: dict[str, Any] = dict(steps=a.steps, guidance=a.guidance, eval_seed=a.prompt_seed)
     if a.n:
-        prompts = held_out_prompts(a.n)
+        prompts = held_out_prompts(a.n, seed=a.prompt_seed)
         lo, hi = (int(v) for v in a.part.split(":")) if a.part else (0, a.n)
         if a.images_in:  # merge parts generated earlier
             images = [im for f in a.images_in for im in np.load(f)["images"]]
