@@ -1,14 +1,15 @@
 """Overhead of etc-plus's own per-step tensor math on the demo, against a full run, as the hook overhead is measured.
 
-Embedded demo model, ten digits in one batch, 50 steps, guidance 2.0, seed 0 (as ``scripts/hook_overhead.py``).
-The profile is fitted on two recorded runs (seeds 100, 101). Two figures:
+An embedded model (``--model demo``, the scenes FLUX, or ``digits``), its demo prompts in one batch, 50 steps, its
+default guidance, seed 0 (as ``scripts/hook_overhead.py``). The profile is fitted on two recorded runs (seeds 100,
+101; no probes: they change the plan, not the run-time math). Two figures:
 
 1. instrumented: the time spent inside the policy and its CFG streams (decisions, estimates, the online error
    measurement) during an etc-plus run at ``--calls``, over the median bare full-step run;
 2. paired: etc-plus with tolerance 0 (it then runs the model on every step but still measures its error and
    re-plans at each one) against the NoCache hook, interleaved ABBA, median of the per-pair ratios.
 
-Usage: python scripts/etc_plus_overhead.py [--repeats 10] [--calls 12] [--threads 1]
+Usage: python scripts/etc_plus_overhead.py [--model demo] [--repeats 10] [--calls 12] [--threads 1]
 """
 
 import argparse
@@ -19,7 +20,7 @@ from functools import wraps
 import torch
 
 import etcdiff
-from etcdiff.demo import DigitsPipeline
+from etcdiff.models import load_pipeline
 from etcdiff.integration.recording import record_pipeline
 from etcdiff.policies.etc_plus import ETCPlus, ETCPlusStream, fit_etc_plus
 
@@ -52,11 +53,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--calls", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default="demo", help="an embedded model: demo (scenes) or digits")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = DigitsPipeline.from_embedded()
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    kw = dict(prompt=list(range(10)), num_inference_steps=50, guidance_scale=2.0, output_type="latent")
+    kw = dict(prompt=list(pipe.etcdiff_demo_prompts), num_inference_steps=50, guidance_scale=pipe.etcdiff_guidance,
+              output_type="latent")
     trajs = [record_pipeline(pipe, generator=torch.Generator().manual_seed(s), **kw)[0] for s in (100, 101)]
     profile = fit_etc_plus(trajs)
 
@@ -90,6 +93,7 @@ def main() -> None:
             policy_times.append(acc[0])
         rep = etcdiff.last_report(pipe)
     full = statistics.median(bare)
+    print(f"{args.model}, {len(kw['prompt'])} prompts in a batch, 50 steps, guidance {kw['guidance_scale']}")
     print(f"bare full run median {full * 1000:.1f} ms; etc-plus calls={args.calls}: {rep.num_computed} real steps")
     print(f"instrumented: etc-plus's own math {statistics.median(policy_times) * 1000:.2f} ms per generation = "
           f"{100 * statistics.median(policy_times) / full:.2f} % of a full run "
