@@ -2,6 +2,9 @@
 fewer model calls, the best of the method's settings at that speedup or more, or the straight line between two
 of its settings around it where that is higher (``n/a``: no setting got there).
 
+Settings whose ``profile`` lies in a ``variants/`` folder are a method's variants (e.g. ETC+ calibrated
+another way): they get their own row, ``method [file stem]``, and stay out of the ranking lines.
+
 Usage: python scripts/front_table.py docs/bench-digits/results.json
 """
 
@@ -24,19 +27,27 @@ def front(points: list[tuple[float, float]], s: float) -> float | None:
     return best
 
 
+def label(row: dict) -> str:
+    """The row's method, or ``method [stem]`` for a variant (a profile file in a ``variants/`` folder)."""
+    profile = str((row.get("setting") or {}).get("profile", ""))
+    if "/variants/" in profile.replace("\\", "/"):
+        return f"{row['method']} [{profile.replace(chr(92), '/').rsplit('/', 1)[-1].rsplit('.', 1)[0]}]"
+    return row["method"]
+
+
 def main(path: str) -> None:
     rows = [r for r in json.load(open(path))["summary"] if r["kind"] == "run" and r["psnr"] is not None]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(label(r) for r in rows))
     table = {}
     for m in methods:
-        pts = sorted((r["speedup_nfe"], r["psnr"]) for r in rows if r["method"] == m and math.isfinite(r["psnr"]))
+        pts = sorted((r["speedup_nfe"], r["psnr"]) for r in rows if label(r) == m and math.isfinite(r["psnr"]))
         table[m] = [front(pts, s) for s in SPEEDUPS]
     print("| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |")
     print("|---|" + "---:|" * len(SPEEDUPS))
     for m, vals in table.items():
         print(f"| {m} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in vals) + " |")
     for i, s in enumerate(SPEEDUPS):
-        ranked = sorted(((v[i], m) for m, v in table.items() if v[i] is not None), reverse=True)
+        ranked = sorted(((v[i], m) for m, v in table.items() if v[i] is not None and "[" not in m), reverse=True)
         if len(ranked) >= 2:
             (b, bm), (c, cm) = ranked[0], ranked[1]
             print(f"- {s:g}x: {bm} {b:.1f} dB, next {cm} {c:.1f} dB ({b - c:+.1f} dB)")

@@ -129,7 +129,9 @@ def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[st
     import matplotlib.pyplot as plt
 
     rows = [("full", full), ("ETC", etc), ("|diff| x10", np.clip(np.abs(full - etc) * 10, 0, 1))]
-    fig, axes = plt.subplots(len(rows), full.shape[0], figsize=(full.shape[0] * 0.9, len(rows) * 1.0 + 0.6))
+    width = max(full.shape[0] * 0.9, 4.0)  # room for the two-line title with few prompts
+    fig, axes = plt.subplots(len(rows), full.shape[0], figsize=(width, len(rows) * width / full.shape[0] + 0.7),
+                             squeeze=False)
     for r, (label, imgs) in enumerate(rows):
         for c in range(full.shape[0]):
             ax = axes[r, c]
@@ -144,7 +146,7 @@ def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[st
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(
         f"{result['steps']} steps: {result['model_calls']['full']} vs {result['model_calls']['etc']} model calls, "
-        f"{result['wallclock_speedup']:.2f}x wall-clock, PSNR {result['psnr_db']['mean']:.1f} dB, "
+        f"{result['wallclock_speedup']:.2f}x wall-clock,\n PSNR {result['psnr_db']['mean']:.1f} dB, "
         f"SSIM {result['ssim']['mean']:.3f}",
         fontsize=8,
     )

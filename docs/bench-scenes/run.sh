@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every step-level method and the FLUX block-level peers on the embedded scenes model (`--model demo`), calibrated
+# on the model's calibration captions (grammar seed 777) and measured on eight held-out captions (grammar seed
+# 20261122, none of them a calibration caption) at seed 0, 50 steps, true CFG 3.0.
+# The calibrations go to docs/bench-scenes/profiles (ETCDIFF_PROFILE_DIR), where etcdiff.enable finds them.
+# Two ETC+ variants are measured beside its defaults (not used to choose them), calibrated the same way:
+#   etcdiff calibrate $CAL --method etc-plus --set propagation=false  -> variants/etc-plus_no-probes.json
+#   etcdiff calibrate $CAL --method etc-plus --set corrections=true   -> variants/etc-plus_fitted-gains.json
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+D=docs/bench-scenes
+export ETCDIFF_PROFILE_DIR=$D/profiles
+CAL="--model demo --prompts $D/calibration_prompts.txt --seed 42 --steps 50 --quiet --out $ETCDIFF_PROFILE_DIR"
+if [ ! -f "$ETCDIFF_PROFILE_DIR/scenes_50steps.json" ]; then
+  etcdiff calibrate $CAL
+  for m in teacache magcache sencache etc-plus; do etcdiff calibrate $CAL --method $m; done
+  etcdiff calibrate $CAL --method meancache --set calls=17
+  for t in 0.1 0.2 0.5; do
+    etcdiff calibrate $CAL --method ertacache --threshold $t --no-plot
+    mv "$ETCDIFF_PROFILE_DIR/scenes_50steps_ertacache.json" "$ETCDIFF_PROFILE_DIR/ertacache_$t.json"
+  done
+fi
+P=$ETCDIFF_PROFILE_DIR
+etcdiff bench --model demo --prompts $D/evaluation_prompts.txt --seeds 0 --steps 50 --repeats 1 \
+  --no-progress --out $D --settings "\
+etc:;etc:threshold=0.1,0.2;\
+etc-plus:;etc-plus:calls=8,10,13,17,25;\
+ertacache:profile=$P/ertacache_0.1.json,$P/ertacache_0.2.json,$P/ertacache_0.5.json;\
+meancache:calls=10,13,17,25;\
+sencache:eps_start=0.05 eps_main=0.2 max_reuse=4;sencache:eps_start=0.1 eps_main=0.5 max_reuse=6;\
+sencache:eps_start=0.2 eps_main=1.0 max_reuse=8;\
+teacache:threshold=0.1,0.2,0.4,0.8;magcache:threshold=0.06,0.12,0.24,0.48;\
+diffusers-fbc:threshold=0.05,0.1,0.2;diffusers-taylorseer:;cache-dit:;\
+fixed:interval=2,3,4,5;linear:interval=2,3;\
+etc-plus:profile=$D/variants/etc-plus_no-probes.json calls=8,10,13,17;\
+etc-plus:profile=$D/variants/etc-plus_fitted-gains.json calls=8,10,13,17"
