@@ -108,3 +108,11 @@ def test_propagation_setting_must_be_a_bool():
     tr = Trajectory(outputs=[torch.ones(1, 2)] * 4, inputs=[torch.ones(1, 2)] * 4, final=torch.ones(1, 2))
     with pytest.raises(ValueError, match="propagation must be true or false"):
         fit_etc_plus([tr], propagation="False")
+
+
+def test_a_probe_whose_result_has_another_batch_says_so():
+    from etcdiff.calibration.propagation import _ratios
+
+    tr = Trajectory(outputs=[torch.zeros(1, 4), torch.ones(1, 4)], inputs=[torch.zeros(1, 4)] * 2, final=torch.zeros(1, 4))
+    with pytest.raises(RuntimeError, match="probes need one image per prompt"):
+        _ratios(tr, 1, torch.zeros(2, 4), torch.ones(2, 4))
