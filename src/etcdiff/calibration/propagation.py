@@ -20,7 +20,7 @@ from ..integration.diffusers_hook import disable_step_policy, enable_step_policy
 from ..integration.recording import Trajectory, call_kwargs, record_pipeline
 from ..integration.sampler import sample
 from ..policies.baselines import SkipSteps
-from .runs import OnStep, record_denoiser_runs
+from .runs import OnStep, _accepts, record_denoiser_runs
 
 PROBES = 8  # probed steps per run
 PROBE_RUNS = 3  # calibration runs that are probed
@@ -85,10 +85,10 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
     """One full run of ``pipe`` per prompt (as :func:`~etcdiff.calibration.runs.record_pipeline_runs`), then
     probes on the first ``runs`` prompts: the same call with one step reusing the previous output."""
     trajs = []
+    extra = {"output_type": "latent"} if _accepts(pipe, "output_type") else {}
     for k, prompt in enumerate(prompts):
-        kwargs = call_kwargs(pipe, prompt, steps, seed, guidance_scale)
-        kwargs["output_type"] = "latent"
-        traj, result = record_pipeline(pipe, on_step=on_step, **kwargs)
+        traj, result = record_pipeline(pipe, on_step=on_step, **call_kwargs(pipe, prompt, steps, seed, guidance_scale),
+                                       **extra)
         if traj.final is None:
             raise RuntimeError(f"etcdiff: no final latents were recorded for prompt {prompt!r}.")
         trajs.append(traj)
@@ -98,8 +98,7 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
         for t in probe_steps(traj.num_steps, count):
             enable_step_policy(pipe, SkipSteps({t}))
             try:
-                probed = _result_tensor(pipe(**call_kwargs(pipe, prompt, steps, seed, guidance_scale),
-                                             output_type="latent"))
+                probed = _result_tensor(pipe(**call_kwargs(pipe, prompt, steps, seed, guidance_scale), **extra))
             finally:
                 disable_step_policy(pipe)
             traj.probes[t] = _ratios(traj, t, reference, probed)
