@@ -20,6 +20,7 @@ from ..integration.diffusers_hook import disable_step_policy, enable_step_policy
 from ..integration.recording import Trajectory, call_kwargs, record_pipeline
 from ..integration.sampler import sample
 from ..policies.baselines import SkipSteps
+from ..policies.etc_plus_fit import item_rms
 from .runs import OnStep, _accepts, record_denoiser_runs
 
 PROBES = 8  # probed steps per run
@@ -36,15 +37,10 @@ def probe_steps(num_steps: int, count: int = PROBES) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(1, num_steps - 1, count)} | late)
 
 
-def _item_rms(x: torch.Tensor) -> torch.Tensor:
-    x = x.detach().double().cpu()
-    return x.reshape(x.shape[0], -1).pow(2).mean(1).sqrt() if x.dim() > 1 else x.abs().reshape(1)
-
-
 def _ratios(traj: Trajectory, step: int, reference: torch.Tensor, probed: torch.Tensor) -> list[float]:
     """Per sample: RMS(final change) / RMS(eps_step - eps_{step-1})."""
-    moved = _item_rms(traj.outputs[step].float() - traj.outputs[step - 1].float())
-    reached = _item_rms(probed.float() - reference.float())
+    moved = item_rms(traj.outputs[step].detach().cpu().double() - traj.outputs[step - 1].detach().cpu().double())
+    reached = item_rms(probed.detach().cpu().double() - reference.detach().cpu().double())
     if reached.shape != moved.shape:
         raise RuntimeError(f"etcdiff: a probe's final result has {reached.numel()} samples, the recorded step "
                            f"{moved.numel()}; probes need one image per prompt.")

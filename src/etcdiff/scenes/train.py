@@ -133,15 +133,11 @@ def finetune_decoder(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 40
     The latent space is the frozen encoder's, so a transformer trained on it stays valid; only the decode of
     its latents gets sharper. It can run alongside stage 3. Writes ``vae.safetensors`` and ``vae_decoder.json``.
     """
-    from safetensors.torch import load_file
-
     torch.set_num_threads(threads)
     torch.manual_seed(seed + 2)
     g = torch.Generator().manual_seed(seed + 2)
     out = Path(out)
-    vae = build_vae()
-    vae.load_state_dict(load_file(str(out / "vae.safetensors")))
-    vae.eval().requires_grad_(False)
+    vae, _ = load_vae(out)
     _, x = make_pool(pool, seed)
     held = x[-64:]
     with torch.no_grad():
