@@ -92,7 +92,7 @@ def test_calibrate_policy_probes_etc_plus_and_the_plan_moves_calls_late():
         s = float(t) / 1000
         return 4.0 * x + torch.sin(torch.full_like(x, 3 * s))
 
-    probed = etcdiff.calibrate_policy("etc-plus", model, sched, noises, STEPS, calls=8)
+    probed = etcdiff.calibrate_policy("etc-plus", model, sched, noises, STEPS, calls=8, propagation=True)
     plain = etcdiff.calibrate_policy("etc-plus", model, sched, noises, STEPS, calls=8, propagation=False)
     assert probed.profile["propagation"] is not None and plain.profile["propagation"] is None
     reports = []

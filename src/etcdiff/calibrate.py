@@ -20,6 +20,7 @@ import torch
 from .api import resolve_policy
 from .calibration.decode import Decode
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
+from .calibration.selection import Run, choose_fit, denoiser_runner, pipeline_runner
 from .policies.base import StepPolicy
 from .registry import Method, get_method
 
@@ -58,7 +59,8 @@ def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler:
         raise TypeError("calibrate_policy: latents must be a tensor (N, ...) of calibration noises, one run each.")
     fit_args, run_args = _split(info, settings)
     records = _record_denoiser(info, model, scheduler, latents, num_inference_steps)
-    fitted = info.fit(records, decode=decode, **fit_args, **_fit_context(info, run_args))
+    run = denoiser_runner(model, scheduler, latents, num_inference_steps)
+    fitted = _fit(info, records, decode, fit_args, run_args, run)
     return resolve_policy(method, None, **{**fitted, **run_args})
 
 
@@ -79,7 +81,26 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
     if info.name == "etc":
         raise ValueError("ETC's search saves a profile with its curves: use etcdiff.calibration.calibrate_pipeline.")
     records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step)
-    return info.fit(records, decode=None, **fit_args, **_fit_context(info, run_args))
+    run = pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step)
+    return _fit(info, records, None, fit_args, run_args, run)
+
+
+def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict[str, Any],
+         run_args: dict[str, Any], run: Run) -> dict[str, Any]:
+    """The method's fit; where it declares a choice (``Method.choose``) the user left open, the choice made on
+    held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`)."""
+    context = _fit_context(info, run_args)
+
+    def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
+        return info.fit(runs, decode=decode, **fit_args, **extra, **context)
+
+    if info.choose is None or info.choose[0] in fit_args:
+        return fit(records)
+
+    def build(fitted: dict[str, Any], calls: int) -> StepPolicy:
+        return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
+
+    return choose_fit(records, fit, build, run, *info.choose)
 
 
 def _fit_context(info: Method, run_args: dict[str, Any]) -> dict[str, Any]:

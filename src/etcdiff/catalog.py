@@ -88,8 +88,10 @@ def _probe_recorders() -> tuple[Any, Any]:
 
 def _probe_runs(prompts: int, steps: int) -> int:
     from .calibration.propagation import PROBE_RUNS, probe_steps
+    from .calibration.selection import validation_generations
 
-    return min(prompts, PROBE_RUNS) * len(probe_steps(steps))
+    probed = min(prompts, PROBE_RUNS)
+    return probed * len(probe_steps(steps)) + validation_generations(prompts, probed, 2, steps)
 
 
 def _fit_sencache(records: list[Any], decode: Any = None) -> dict[str, Any]:
@@ -162,7 +164,7 @@ for _m in (
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
                                              "propagation"),
-           recorders=_probe_recorders, extra_runs=_probe_runs),
+           recorders=_probe_recorders, extra_runs=_probe_runs, choose=("propagation", (True, False))),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

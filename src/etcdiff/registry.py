@@ -50,6 +50,9 @@ class Method:
             something else than full-step trajectories (SenCache's sensitivities, with extra forwards).
         extra_runs: ``(prompts, steps) -> int``, the generations a pipeline calibration makes beyond one per
             prompt (etc-plus's probe runs), for the progress bar.
+        choose: ``(fit setting, candidate values)``: when the user does not give that setting, calibration fits
+            each value and keeps the one whose policies, run at several budgets (the method's ``calls``) on
+            held-out calibration runs, come closest to the full runs (:mod:`etcdiff.calibration.selection`).
     """
 
     name: str
@@ -70,6 +73,7 @@ class Method:
     fit_reads: tuple[str, ...] = ()
     recorders: Callable[[], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
     extra_runs: Callable[[int, int], int] | None = None
+    choose: tuple[str, tuple[Any, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

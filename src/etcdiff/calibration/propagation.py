@@ -60,7 +60,7 @@ def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: A
     return trajs
 
 
-def _result_tensor(result: Any) -> torch.Tensor:
+def result_tensor(result: Any) -> torch.Tensor:
     """The generated batch in a pipeline's result (latents with ``output_type="latent"``), as a tensor."""
     for name in ("images", "frames", "audios", "audio"):
         value = getattr(result, name, None)
@@ -90,11 +90,11 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
         trajs.append(traj)
         if k >= runs:
             continue
-        reference, traj.probes = _result_tensor(result), {}
+        reference, traj.probes = result_tensor(result), {}
         for t in probe_steps(traj.num_steps, count):
             enable_step_policy(pipe, SkipSteps({t}))
             try:
-                probed = _result_tensor(pipe(**call_kwargs(pipe, prompt, steps, seed, guidance_scale), **extra))
+                probed = result_tensor(pipe(**call_kwargs(pipe, prompt, steps, seed, guidance_scale), **extra))
             finally:
                 disable_step_policy(pipe)
             traj.probes[t] = _ratios(traj, t, reference, probed)
@@ -103,4 +103,4 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
     return trajs
 
 
-__all__ = ["PROBES", "PROBE_RUNS", "probe_steps", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]
+__all__ = ["PROBES", "PROBE_RUNS", "probe_steps", "result_tensor", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]

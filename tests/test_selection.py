@@ -1,0 +1,102 @@
+"""Choosing a fit's variant on held-out calibration runs (etcdiff.calibration.selection)."""
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+import etcdiff
+from etcdiff.calibration.selection import (choose_fit, held_out_runs, validation_budgets,
+                                           validation_generations)
+from etcdiff.policies import NoCache
+from etcdiff.policies.trajectory import Trajectory
+
+
+def _record(probed: bool) -> Trajectory:
+    tr = Trajectory(outputs=[torch.zeros(1, 2)] * 10, inputs=[torch.zeros(1, 2)] * 10, final=torch.zeros(1, 2))
+    tr.probes = {9: [1.0]} if probed else None
+    return tr
+
+
+def test_the_held_out_runs_are_the_last_unprobed_ones_and_leave_two_to_fit_on():
+    records = [_record(i < 3) for i in range(10)]
+    assert held_out_runs(records) == [7, 8, 9]
+    assert held_out_runs(records[:5]) == [3, 4]
+    assert held_out_runs(records[:3]) == [] and held_out_runs([_record(False)] * 3) == [2]
+    assert held_out_runs([_record(False)] * 2) == []
+    assert validation_budgets(50) == [10, 12, 17, 25] and validation_budgets(4) == [2]
+    assert validation_generations(10, 3, 2, 50) == 3 * (1 + 2 * 4)
+    assert validation_generations(3, 3, 2, 50) == 0 and validation_generations(10, 3, 1, 50) == 0
+
+
+class _Policy(NoCache):
+    def __init__(self, error: float) -> None:
+        super().__init__()
+        self.error = error
+
+
+def test_choose_fit_keeps_the_value_whose_policies_land_closest_and_refits_it_on_all_runs():
+    records = [_record(i < 3) for i in range(8)]
+    fits = []
+
+    def fit(runs, value):
+        fits.append((len(runs), value))
+        return {"profile": {"value": value}}
+
+    errors = {"a": 0.5, "b": 0.1, "c": 0.3}
+
+    def run(policy, i):
+        return torch.full((1, 4), 1.0 + i) + (policy.error if isinstance(policy, _Policy) else 0.0)
+
+    fitted = choose_fit(records, fit, lambda f, calls: _Policy(errors[f["profile"]["value"]]), run, "value",
+                        ("a", "b", "c"))
+    assert fitted["profile"]["value"] == "b"
+    assert fits == [(5, "a"), (5, "b"), (5, "c"), (8, "b")]
+    sel = fitted["profile"]["selection"]
+    assert sel["chosen"] == "b" and sel["held_out_runs"] == [5, 6, 7] and sel["budgets"] == [2, 3, 5]
+    assert sel["mean_log_rel_error"]["b"] < sel["mean_log_rel_error"]["c"] < sel["mean_log_rel_error"]["a"]
+    # too few runs to hold any out: the first value, fitted on everything, without a selection record
+    fits.clear()
+    assert choose_fit(records[:3], fit, None, None, "value", ("a", "b")) == {"profile": {"value": "a"}}
+    assert fits == [(3, "a")]
+
+
+def test_ties_keep_the_first_value():
+    records = [_record(False) for _ in range(4)]
+    fitted = choose_fit(records, lambda runs, v: {"profile": {"v": v}}, lambda f, calls: NoCache(),
+                        lambda policy, i: torch.ones(1, 3), "v", (True, False))
+    assert fitted["profile"]["selection"]["chosen"] is True
+
+
+def _flow_model(x, t):
+    s = float(t) / 1000
+    return 4.0 * x + torch.sin(torch.full_like(x, 3 * s))
+
+
+def test_calibrate_policy_chooses_propagation_on_held_out_runs_unless_it_is_given():
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    noises = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(1)) + 1.0
+    chosen = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20)
+    sel = chosen.profile["selection"]
+    assert sel["setting"] == "propagation" and sel["held_out_runs"] == [3, 4, 5]
+    scores = sel["mean_log_rel_error"]
+    assert sel["chosen"] == (scores["True"] <= scores["False"])
+    assert (chosen.profile["propagation"] is not None) == sel["chosen"]
+    # the kept plan is the chosen value's fit on all six runs
+    given = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=sel["chosen"])
+    assert "selection" not in given.profile
+    assert given.profile["weights"] == pytest.approx(chosen.profile["weights"])
+
+
+def test_selection_runs_through_a_pipeline_calibration(tmp_path):
+    from etcdiff.calibrate import calibrate_method
+    from etcdiff.models import load_pipeline
+
+    pipe = load_pipeline("digits")
+    pipe.set_progress_bar_config(disable=True)
+    steps = []
+    fitted = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, on_step=steps.append)
+    sel = fitted["profile"]["selection"]
+    assert sel["held_out_runs"] == [3, 4] and sel["budgets"] == [2, 3, 4]
+    from etcdiff.registry import get_method
+
+    assert len(steps) == 8 * (5 + get_method("etc-plus").extra_runs(5, 8))
