@@ -72,20 +72,35 @@ def test_render_draws_the_right_colour_at_the_cell_centre_and_leaves_other_cells
     assert ring[32, 32].max() < 0.2 and ring[32, 32 + 7].min() > 0.9  # hole in the middle, band at r = 7
 
 
-def test_tokenizer_pads_to_fixed_length_with_a_leading_cls_and_accepts_the_empty_caption():
+def test_tokenizer_lays_the_words_out_by_cell_with_a_leading_cls_and_accepts_the_empty_caption():
     tok = ScenesTokenizer()
-    ids, pad = tok(["a small red circle in the center", ""])
-    assert ids.shape == (2, MAX_LENGTH) and pad.shape == (2, MAX_LENGTH)
-    assert [TOKENS[i] for i in ids[0, :9]] == ["<cls>", "a", "small", "red", "circle", "in", "the", "center", "<pad>"]
-    assert pad[0].tolist() == [False] * 8 + [True] * (MAX_LENGTH - 8)
+    ids, pad = tok(["a small red circle in the center and a large blue ring at the top left", ""])
+    assert ids.shape == (2, MAX_LENGTH) == (2, 28) and pad.shape == (2, MAX_LENGTH)
+    words = [TOKENS[i] for i in ids[0]]
+    assert words[0] == "<cls>" and words[1:4] == ["large", "blue", "ring"]  # cell (0, 0)
+    assert words[13:16] == ["small", "red", "circle"]  # cell (1, 1), slots 1 + 3 * 4
+    assert sum(not p for p in pad[0].tolist()) == 7
     assert pad[1].tolist() == [False] + [True] * (MAX_LENGTH - 1)
+    pos = tok.positions()
+    assert pos.shape == (MAX_LENGTH, 3) and pos[0].tolist() == [0.0, 3.5, 3.5]
+    assert pos[13:16, 1:].tolist() == [[3.5, 3.5]] * 3 and pos[1, 1:].tolist() == pytest.approx([0.8333, 0.8333], abs=1e-4)
     with pytest.raises(ValueError, match="unknown word 'dog'"):
         tok("a small red dog in the center")
 
 
+def test_the_words_layout_keeps_the_prompt_order_at_position_zero():
+    tok = ScenesTokenizer("words")
+    ids, pad = tok(["a small red circle in the center", ""])
+    assert ids.shape == (2, 32)
+    assert [TOKENS[i] for i in ids[0, :9]] == ["<cls>", "a", "small", "red", "circle", "in", "the", "center", "<pad>"]
+    assert pad[0].tolist() == [False] * 8 + [True] * 24 and not tok.positions().any()
+    with pytest.raises(ValueError, match="unknown token layout 'rows'"):
+        ScenesTokenizer("rows")
+
+
 def test_text_encoder_gives_per_token_embeddings_and_a_pooled_vector():
     enc = ScenesTextEncoder(dim=32, num_layers=1, num_heads=2).eval()
-    ids, pad = ScenesTokenizer()([PROMPT, "a small red circle in the center"])
+    ids, pad = enc.tokenizer()([PROMPT, "a small red circle in the center"])
     tokens, pooled = enc(ids, pad)
     assert tokens.shape == (2, MAX_LENGTH, 32) and pooled.shape == (2, 32)
     torch.testing.assert_close(pooled, tokens[:, 0])
@@ -107,12 +122,19 @@ def tiny_pipeline() -> ScenesPipeline:
 def test_pipeline_samples_64px_images_through_fluxpipeline_with_true_cfg_and_flux_shift():
     pipe = tiny_pipeline()
     calls = []
-    pipe.transformer.register_forward_pre_hook(
-        lambda m, a, kw: calls.append(kw["encoder_hidden_states"].shape), with_kwargs=True)
+    txt_ids = []
+
+    def seen(module, args, kwargs):
+        calls.append(kwargs["encoder_hidden_states"].shape)
+        txt_ids.append(kwargs["txt_ids"])
+
+    pipe.transformer.register_forward_pre_hook(seen, with_kwargs=True)
     out = pipe([PROMPT, "a small green ring at the right"], num_inference_steps=2, output_type="np",
                generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, 64, 64, 3)
     assert len(calls) == 4  # 2 steps x (cond, uncond): true CFG with the empty caption
+    for ids in txt_ids:  # each text token sits at its cell's centre in the rotary positions
+        torch.testing.assert_close(ids, ScenesTokenizer().positions())
     # FLUX's shift at full resolution: mu = 1.15 at our 64 image tokens, sigma' = e^mu s / (1 + (e^mu - 1) s)
     s, shift = 0.5, np.exp(1.15)
     assert float(pipe.scheduler.sigmas[1]) == pytest.approx(shift * s / (1 + (shift - 1) * s), rel=1e-5)

@@ -8,7 +8,8 @@ branches ("cond", "uncond" cache contexts in diffusers' FluxPipeline loop), whic
 for a caching method's per-branch bookkeeping.
 
 Token layout: the 4x16x16 latent is packed into 2x2 patches (FLUX's packing), giving 64 image tokens of 16
-features; the text gives 32 tokens. Rotary position ids are (0, row, col) for image tokens and zeros for text.
+features; the text gives 28 tokens (``<cls>`` and three per grid cell, see ``text_encoder``). Rotary position ids are
+(0, row, col) for image tokens, and the cell's centre for a cell's text tokens.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ TRANSFORMER_CONFIG: dict = dict(
     guidance_embeds=False,
     axes_dims_rope=(8, 12, 12),
 )
-TEXT_CONFIG: dict = dict(dim=TEXT_DIM, num_layers=2, num_heads=4)
+TEXT_CONFIG: dict = dict(dim=TEXT_DIM, num_layers=2, num_heads=4, layout="cells")
 
 
 def build_transformer(config: dict | None = None) -> FluxTransformer2DModel:
@@ -71,7 +72,7 @@ def load_components(weights_dir: str | Path | None = None) -> tuple[AutoencoderK
     recipe = json.loads((d / "recipe.json").read_text())
     vae = build_vae()
     vae.register_to_config(scaling_factor=recipe["vae"]["scaling_factor"], shift_factor=recipe["vae"]["shift_factor"])
-    text = build_text_encoder(recipe.get("text_config"))
+    text = build_text_encoder({"layout": "words", **recipe["text_config"]} if "text_config" in recipe else None)
     transformer = build_transformer(recipe.get("transformer_config"))
     return _load(vae, d / names[0]), _load(text, d / names[1]), _load(transformer, d / names[2])
 

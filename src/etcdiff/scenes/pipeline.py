@@ -69,12 +69,12 @@ class ScenesPipeline(FluxPipeline):
     def from_embedded(cls, device: str | torch.device = "cpu", weights_dir: Any = None) -> "ScenesPipeline":
         """Load the weights shipped inside the package (no network)."""
         vae, text, transformer = load_components(weights_dir)
-        return cls(scheduler=build_scheduler(), vae=vae, text_encoder=text, tokenizer=ScenesTokenizer(),
+        return cls(scheduler=build_scheduler(), vae=vae, text_encoder=text, tokenizer=text.tokenizer(),
                    transformer=transformer).to(device)
 
     def encode_prompt(self, prompt, prompt_2=None, device=None, num_images_per_prompt: int = 1, prompt_embeds=None,
                       pooled_prompt_embeds=None, max_sequence_length: int = 512, lora_scale=None):
-        """(token embeddings [B,32,D], pooled [B,D], text ids [32,3]) from the scenes text encoder."""
+        """(token embeddings [B,L,D], pooled [B,D], rotary text ids [L,3]) from the scenes text encoder."""
         device = device or self._execution_device
         if prompt_embeds is None:
             ids, pad = self.tokenizer(prompt)
@@ -83,7 +83,7 @@ class ScenesPipeline(FluxPipeline):
         dtype = self.transformer.dtype
         prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, 0)
         pooled_prompt_embeds = pooled_prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, 0)
-        text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=dtype)
+        text_ids = self.tokenizer.positions(device, dtype)
         return prompt_embeds, pooled_prompt_embeds, text_ids
 
     def __call__(self, prompt: str | list[str] | None = None, guidance_scale: float = DEFAULT_GUIDANCE,

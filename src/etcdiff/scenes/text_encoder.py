@@ -4,6 +4,15 @@ It plays the part of FLUX's two text encoders at once: ``encode`` returns per-to
 fed to the joint attention) and a pooled vector (CLIP's role, fed to the timestep/AdaLN embedding). The pooled
 vector is the output at a leading ``<cls>`` token, which is always present, so the empty caption (the
 unconditional branch of classifier-free guidance) is a valid input. It is trained jointly with the denoiser.
+
+Two token layouts:
+
+* ``"cells"`` (the shipped model): the tokenizer parses the prompt and lays its content words out by where they
+  go: after ``<cls>``, three slots (SIZE, COLOR, SHAPE) for each of the 3x3 cells in reading order, ``<pad>`` in
+  the slots of empty cells. Every slot also gets the rotary position of its cell's centre in the image-token
+  grid (``positions``), so in FLUX's joint attention an image token finds the words of its own cell by the same
+  relative-position rule it uses between image tokens. The position words themselves become the layout.
+* ``"words"``: the prompt's words in order, padded to 32, all at position zero (FLUX's own convention).
 """
 
 from __future__ import annotations
@@ -17,31 +26,55 @@ from .grammar import WORDS, parse_prompt
 
 PAD, CLS = "<pad>", "<cls>"
 TOKENS: tuple[str, ...] = (PAD, CLS, *WORDS)
-MAX_LENGTH = 32  # <cls> + at most 3 * 8 + 2 words = 27
+WORDS_LENGTH = 32  # <cls> + at most 3 * 8 + 2 words = 27
+CELLS_LENGTH = 1 + 9 * 3  # <cls> + (size, colour, shape) per cell
+LAYOUTS = {"cells": CELLS_LENGTH, "words": WORDS_LENGTH}
+MAX_LENGTH = CELLS_LENGTH
+IMAGE_TOKENS_PER_SIDE = 8  # 64 px / (VAE factor 4 x FLUX 2x2 packing)
+
+
+def cell_position(row: float, col: float) -> tuple[float, float]:
+    """A 3x3 cell's centre in image-token coordinates (token k covers pixels 8k..8k+8 of the 64 px image)."""
+    px = 64 / 3
+    return ((row + 0.5) * px - 4) / 8, ((col + 0.5) * px - 4) / 8
 
 
 class ScenesTokenizer:
-    """Word-level tokenizer: validates a prompt against the grammar, then maps words to ids, padded to 32."""
+    """Word-level tokenizer: validates a prompt against the grammar, then maps it to token ids in its layout."""
 
-    model_max_length = MAX_LENGTH
-
-    def __init__(self) -> None:
+    def __init__(self, layout: str = "cells") -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown token layout {layout!r}; use one of {sorted(LAYOUTS)}")
+        self.layout = layout
+        self.model_max_length = LAYOUTS[layout]
         self.index = {w: i for i, w in enumerate(TOKENS)}
 
     def __call__(self, prompts: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids [B, 32] and a padding mask [B, 32] (True at padding). ``""`` is the empty caption."""
+        """Token ids [B, L] and a padding mask [B, L] (True at padding). ``""`` is the empty caption."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        ids = torch.full((len(prompts), MAX_LENGTH), self.index[PAD], dtype=torch.long)
+        ids = torch.full((len(prompts), self.model_max_length), self.index[PAD], dtype=torch.long)
+        ids[:, 0] = self.index[CLS]
         for b, p in enumerate(prompts):
-            words = [] if not isinstance(p, str) or p.strip() == "" else self._words(p)
-            row = [self.index[CLS]] + [self.index[w] for w in words]
-            ids[b, : len(row)] = torch.tensor(row)
+            if not isinstance(p, str) or p.strip() == "":
+                continue
+            objects = parse_prompt(p)  # raises a ValueError naming the bad word and the vocabulary
+            if self.layout == "words":
+                words = p.lower().replace(",", " ").split()
+                ids[b, 1 : 1 + len(words)] = torch.tensor([self.index[w] for w in words])
+                continue
+            for o in objects:
+                slot = 1 + 3 * (3 * o.cell[0] + o.cell[1])
+                ids[b, slot : slot + 3] = torch.tensor([self.index[o.size], self.index[o.color], self.index[o.shape]])
         return ids, ids == self.index[PAD]
 
-    @staticmethod
-    def _words(prompt: str) -> list[str]:
-        parse_prompt(prompt)  # raises a ValueError naming the bad word and the vocabulary
-        return prompt.lower().replace(",", " ").split()
+    def positions(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """FLUX rotary ids [L, 3] of the text tokens: zeros for ``words``; cell centres for ``cells``."""
+        pos = torch.zeros(self.model_max_length, 3, dtype=torch.float64)
+        if self.layout == "cells":
+            pos[0, 1:] = (IMAGE_TOKENS_PER_SIDE - 1) / 2  # <cls> at the image centre
+            for cell in range(9):
+                pos[1 + 3 * cell : 4 + 3 * cell, 1:] = torch.tensor(cell_position(cell // 3, cell % 3))
+        return pos.to(device=device, dtype=dtype)
 
 
 class ScenesTextEncoder(ModelMixin, ConfigMixin):
@@ -49,13 +82,17 @@ class ScenesTextEncoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, dim: int = 128, num_layers: int = 2, num_heads: int = 4, vocab_size: int = len(TOKENS),
-                 max_length: int = MAX_LENGTH):
+                 max_length: int | None = None, layout: str = "cells"):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim)
-        self.pos = nn.Parameter(torch.randn(1, max_length, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, max_length or LAYOUTS[layout], dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, num_heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+
+    def tokenizer(self) -> ScenesTokenizer:
+        """The tokenizer whose layout this encoder was trained on."""
+        return ScenesTokenizer(self.config.layout)
 
     def forward(self, ids: torch.Tensor, pad_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed(ids) + self.pos[:, : ids.shape[1]]

@@ -36,7 +36,6 @@ from .grammar import Scene, caption, sample_scene
 from .model import TEXT_CONFIG, TRANSFORMER_CONFIG, WEIGHTS_DIR, build_text_encoder, build_transformer
 from .pipeline import SCHEDULER_CONFIG
 from .render import render_uint8
-from .text_encoder import ScenesTokenizer
 from .vae import VAE_CONFIG, build_vae, encode_mean, set_latent_stats
 
 T0 = time.time()
@@ -218,9 +217,9 @@ def train(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 60.0, vae_min
     ema_text = copy.deepcopy(text).eval().requires_grad_(False)
     ema_model = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    tok = ScenesTokenizer()
+    tok = text.tokenizer()
     img_ids = FluxPipeline._prepare_latent_image_ids(batch, 8, 8, device, torch.float32)
-    txt_ids = torch.zeros(tok.model_max_length, 3, device=device)
+    txt_ids = tok.positions(device)
     rng = random.Random(seed + 1)
     s_shift = sampling_shift()
     recipe: dict = dict(
