@@ -3,9 +3,9 @@
 # on the model's calibration captions (grammar seed 777) and measured on eight held-out captions (grammar seed
 # 20261122, none of them a calibration caption) at seed 0, 50 steps, true CFG 3.0.
 # The calibrations go to docs/bench-scenes/profiles (ETCDIFF_PROFILE_DIR), where etcdiff.enable finds them.
-# Two ETC+ variants are measured beside its defaults (not used to choose them), calibrated the same way:
-#   etcdiff calibrate $CAL --method etc-plus --set propagation=false  -> variants/etc-plus_no-probes.json
-#   etcdiff calibrate $CAL --method etc-plus --set corrections=true   -> variants/etc-plus_fitted-gains.json
+# ETC+'s calibration chooses on its own calibration runs whether its plan follows the probes; three variants are
+# measured beside it (not used to choose anything), calibrated the same way into variants/: the probes forced on,
+# forced off, and fitted gains everywhere.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 D=docs/bench-scenes
@@ -20,6 +20,12 @@ if [ ! -f "$ETCDIFF_PROFILE_DIR/scenes_50steps.json" ]; then
     mv "$ETCDIFF_PROFILE_DIR/scenes_50steps_ertacache.json" "$ETCDIFF_PROFILE_DIR/ertacache_$t.json"
   done
 fi
+if [ ! -f "$D/variants/etc-plus_fitted-gains.json" ]; then
+  for v in probes:propagation=true no-probes:propagation=false fitted-gains:corrections=true; do
+    etcdiff calibrate $CAL --method etc-plus --set "${v#*:}" --out $D/variants --no-plot
+    mv "$D/variants/scenes_50steps_etc-plus.json" "$D/variants/etc-plus_${v%%:*}.json"
+  done
+fi
 P=$ETCDIFF_PROFILE_DIR
 etcdiff bench --model demo --prompts $D/evaluation_prompts.txt --seeds 0 --steps 50 --repeats 1 \
   --no-progress --out $D --settings "\
@@ -32,5 +38,6 @@ sencache:eps_start=0.2 eps_main=1.0 max_reuse=8;\
 teacache:threshold=0.1,0.2,0.4,0.8;magcache:threshold=0.06,0.12,0.24,0.48;\
 diffusers-fbc:threshold=0.05,0.1,0.2;diffusers-taylorseer:;cache-dit:;\
 fixed:interval=2,3,4,5;linear:interval=2,3;\
-etc-plus:profile=$D/variants/etc-plus_no-probes.json calls=8,10,13,17;\
-etc-plus:profile=$D/variants/etc-plus_fitted-gains.json calls=8,10,13,17"
+etc-plus:profile=$D/variants/etc-plus_probes.json calls=8,10,13,17,25;\
+etc-plus:profile=$D/variants/etc-plus_no-probes.json calls=8,10,13,17,25;\
+etc-plus:profile=$D/variants/etc-plus_fitted-gains.json calls=8,10,13,17,25"
