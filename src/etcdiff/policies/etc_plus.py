@@ -19,7 +19,8 @@ The three parts of ETC, and what each becomes here:
    a backward dynamic programme over (last two real steps, calls left) gives the best next real step for any
    budget: calls go where skipping would cost most (the window is sized from the error budget). Where the
    calibration ran probes (:mod:`etcdiff.calibration.propagation`), ``w_t`` is scaled by the measured reach of
-   an error at t, which the solver cannot see: a contracting flow damps early errors.
+   an error at t, which the solver cannot see: a contracting flow damps early errors (calibration keeps the
+   probes only where they do better on held-out calibration runs: :mod:`etcdiff.calibration.selection`).
 3. **Model-specific tolerance.** The tolerance bounds the square root of the summed cost, an estimate of the final
    latents' RMS error; the calibrated default is 1 % of the calibration runs' final RMS (chosen on the digits
    model: about 3.9x fewer calls at 50 dB there).
