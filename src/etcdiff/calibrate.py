@@ -20,7 +20,8 @@ import torch
 from .api import resolve_policy
 from .calibration.decode import Decode
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
-from .calibration.selection import Run, choose_fit, denoiser_runner, pipeline_runner
+from .calibration.policy_runs import Run, denoiser_runner, pipeline_runner
+from .calibration.selection import choose_fit
 from .policies.base import StepPolicy
 from .registry import Method, get_method
 

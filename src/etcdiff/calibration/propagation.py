@@ -16,11 +16,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..integration.diffusers_hook import disable_step_policy, enable_step_policy
 from ..integration.recording import Trajectory, call_kwargs, record_pipeline
-from ..integration.sampler import sample
 from ..policies.baselines import SkipSteps
 from ..policies.etc_plus_fit import item_rms
+from .policy_runs import Run, denoiser_runner, pipeline_runner, result_tensor
 from .runs import OnStep, _accepts, record_denoiser_runs
 
 PROBES = 8  # probed steps per run
@@ -47,32 +46,18 @@ def _ratios(traj: Trajectory, step: int, reference: torch.Tensor, probed: torch.
     return [float(r / m) if m > 0 else float("nan") for r, m in zip(reached, moved)]
 
 
+def _probe(trajs: list[Trajectory], references: list[torch.Tensor], run: Run, count: int) -> None:
+    """Probe each trajectory (its reference result beside it) at :func:`probe_steps`, through ``run``."""
+    for k, (traj, reference) in enumerate(zip(trajs, references)):
+        traj.probes = {t: _ratios(traj, t, reference, run(SkipSteps({t}), k)) for t in probe_steps(traj.num_steps, count)}
+
+
 def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
                                 steps: int, count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
     """:func:`~etcdiff.calibration.runs.record_denoiser_runs`, then probes on the first ``runs`` of them."""
     trajs = record_denoiser_runs(model, scheduler, latents, steps)
-    starts = list(latents.unbind(0))
-    for traj, start in zip(trajs[:runs], starts[:runs]):
-        traj.probes = {}
-        for t in probe_steps(traj.num_steps, count):
-            final = sample(model, scheduler, start.unsqueeze(0), steps, SkipSteps({t}))
-            traj.probes[t] = _ratios(traj, t, traj.final, final)
+    _probe(trajs[:runs], [tr.final for tr in trajs[:runs]], denoiser_runner(model, scheduler, latents, steps), count)
     return trajs
-
-
-def result_tensor(result: Any) -> torch.Tensor:
-    """The generated batch in a pipeline's result (latents with ``output_type="latent"``), as a tensor."""
-    for name in ("images", "frames", "audios", "audio"):
-        value = getattr(result, name, None)
-        if value is not None:
-            break
-    else:
-        value = result[0] if isinstance(result, (tuple, list)) else result
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (np.ndarray, torch.Tensor)):
-        value = [np.asarray(v, dtype=np.float32) for v in value]  # PIL images
-    return torch.as_tensor(np.asarray(value, dtype=np.float32))
 
 
 def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int,
@@ -80,7 +65,7 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
                                 count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
     """One full run of ``pipe`` per prompt (as :func:`~etcdiff.calibration.runs.record_pipeline_runs`), then
     probes on the first ``runs`` prompts: the same call with one step reusing the previous output."""
-    trajs = []
+    trajs, references = [], []
     extra = {"output_type": "latent"} if _accepts(pipe, "output_type") else {}
     for k, prompt in enumerate(prompts):
         traj, result = record_pipeline(pipe, on_step=on_step, **call_kwargs(pipe, prompt, steps, seed, guidance_scale),
@@ -88,19 +73,10 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
         if traj.final is None:
             raise RuntimeError(f"etcdiff: no final latents were recorded for prompt {prompt!r}.")
         trajs.append(traj)
-        if k >= runs:
-            continue
-        reference, traj.probes = result_tensor(result), {}
-        for t in probe_steps(traj.num_steps, count):
-            enable_step_policy(pipe, SkipSteps({t}))
-            try:
-                probed = result_tensor(pipe(**call_kwargs(pipe, prompt, steps, seed, guidance_scale), **extra))
-            finally:
-                disable_step_policy(pipe)
-            traj.probes[t] = _ratios(traj, t, reference, probed)
-            for s in range(steps if on_step is not None else 0):
-                on_step(s)
+        if k < runs:
+            references.append(result_tensor(result))
+    _probe(trajs[:runs], references, pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step), count)
     return trajs
 
 
-__all__ = ["PROBES", "PROBE_RUNS", "probe_steps", "result_tensor", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]
+__all__ = ["PROBES", "PROBE_RUNS", "probe_steps", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]

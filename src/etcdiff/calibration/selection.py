@@ -19,23 +19,16 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-import torch
-
-from ..integration.diffusers_hook import disable_step_policy, enable_step_policy
-from ..integration.recording import call_kwargs
-from ..integration.sampler import sample
 from ..policies.base import StepPolicy
 from ..policies.baselines import NoCache
 from ..policies.etc_plus_fit import item_rms
-from .propagation import result_tensor
-from .runs import _accepts
+from .policy_runs import Run
 
 VALIDATION_RUNS = 3  # held-out calibration runs
 SPEEDUPS = (2, 3, 4, 5)  # the budgets the candidates are compared at: steps / speedup calls
 
 Fit = Callable[..., dict[str, Any]]  # fit(records, **{setting: value}) -> fitted settings
 Build = Callable[[dict[str, Any], int], StepPolicy]  # build(fitted, calls) -> a fresh policy
-Run = Callable[[StepPolicy, int], torch.Tensor]  # run(policy, index of a calibration run) -> its result
 
 
 def held_out_runs(records: Sequence[Any], runs: int = VALIDATION_RUNS) -> list[int]:
@@ -55,29 +48,6 @@ def validation_generations(prompts: int, probed: int, values: int, steps: int) -
     if values < 2:
         return 0
     return held * (1 + values * len(validation_budgets(steps)))
-
-
-def denoiser_runner(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor, steps: int) -> Run:
-    """``run(policy, i)``: the final latents of calibration noise ``i`` sampled with ``policy``."""
-    return lambda policy, i: sample(model, scheduler, latents[i : i + 1], steps, policy)
-
-
-def pipeline_runner(pipe: Any, prompts: Sequence[Any], steps: int, seed: int, guidance_scale: float | None = None,
-                    on_step: Callable[[int], None] | None = None) -> Run:
-    """``run(policy, i)``: the pipeline's result (latents where it can return them) on calibration prompt ``i``."""
-    extra = {"output_type": "latent"} if _accepts(pipe, "output_type") else {}
-
-    def run(policy: StepPolicy, i: int) -> torch.Tensor:
-        enable_step_policy(pipe, policy)
-        try:
-            result = pipe(**call_kwargs(pipe, prompts[i], steps, seed, guidance_scale), **extra)
-        finally:
-            disable_step_policy(pipe)
-        for s in range(steps if on_step is not None else 0):
-            on_step(s)
-        return result_tensor(result)
-
-    return run
 
 
 def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: Run, setting: str,
@@ -109,5 +79,5 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: Run, setting
     return fitted
 
 
-__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "choose_fit", "denoiser_runner", "held_out_runs", "pipeline_runner",
-           "validation_budgets", "validation_generations"]
+__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "choose_fit", "held_out_runs", "validation_budgets",
+           "validation_generations"]
