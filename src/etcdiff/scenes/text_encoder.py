@@ -23,6 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .grammar import WORDS, parse_prompt
+from .render import IMAGE_SIZE, cell_center
 
 PAD, CLS = "<pad>", "<cls>"
 TOKENS: tuple[str, ...] = (PAD, CLS, *WORDS)
@@ -33,10 +34,12 @@ MAX_LENGTH = CELLS_LENGTH
 IMAGE_TOKENS_PER_SIDE = 8  # 64 px / (VAE factor 4 x FLUX 2x2 packing)
 
 
-def cell_position(row: float, col: float) -> tuple[float, float]:
-    """A 3x3 cell's centre in image-token coordinates (token k covers pixels 8k..8k+8 of the 64 px image)."""
-    px = 64 / 3
-    return ((row + 0.5) * px - 4) / 8, ((col + 0.5) * px - 4) / 8
+def cell_position(row: int, col: int) -> tuple[float, float]:
+    """A 3x3 cell's centre (the renderer's) in image-token coordinates (row, col): token k covers pixels
+    k*s .. (k+1)*s of the image, s = IMAGE_SIZE / IMAGE_TOKENS_PER_SIDE."""
+    x, y = cell_center((row, col))
+    s = IMAGE_SIZE / IMAGE_TOKENS_PER_SIDE
+    return y / s - 0.5, x / s - 0.5
 
 
 class ScenesTokenizer:
