@@ -122,6 +122,31 @@ def test_plan_spends_calls_where_skipping_costs_most():
     assert steps_run(2) == [0, 4]
 
 
+def test_errors_within_a_window_add_as_vectors():
+    # eps_t = a·sigma_t²: the plain trend from (0, 1) misses steps 2 and 3 in the same direction, so the window's
+    # cost is the norm of the weighted sum of its errors (checked by hand here), more than the independent sum.
+    sigmas = [1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+    trajs = [scripted([a * s * s for s in sigmas[:-1]], sigmas) for a in (1.0, -0.5, 2.0)]
+    prof = fit_etc_plus(trajs, max_window=4, corrections=False)
+    w, ax = prof["weights"], prof["axis"]
+    by_hand = []
+    for tr in trajs:
+        eps = [o[0, 0].item() for o in tr.outputs]
+        total = sum(w[t] * (eps[t] - eps[1] - (ax[t] - ax[1]) / (ax[1] - ax[0]) * (eps[1] - eps[0])) for t in (2, 3))
+        by_hand.append(abs(total))
+    window = {(cp, c, m): err for cp, c, m, err in prof["segments"]}
+    assert window[(0, 1, 4)] == pytest.approx(sum(by_hand) / 3, rel=1e-9)
+    step_err = {(cp, c, t): e for cp, c, t, g, k, e in prof["triplets"]}
+    independent = (sum((w[t] * step_err[(0, 1, t)]) ** 2 for t in (2, 3))) ** 0.5
+    assert window[(0, 1, 4)] > 1.2 * independent
+    # Profiles saved before the window errors (version 1) still plan, on the summed squared step errors.
+    old = {k: v for k, v in prof.items() if k != "segments"}
+    policy = ETCPlus(old, calls=3)
+    policy.begin(5)
+    cost = policy._segment((0, 1), 4)
+    assert cost == pytest.approx(independent ** 2, rel=1e-9)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_budget_is_never_exceeded_over_seeds_and_budgets(flow, batch):
     model, sched, prof = flow

@@ -14,10 +14,12 @@ The three parts of ETC, and what each becomes here:
    2x on the digits model).
 2. **Error-aware window.** Every step's solver is fitted as ``x_{t+1} = A_t·x_t + B_t·eps_t`` (exact for Euler flow
    and DDIM), so an output error at t reaches the final latents scaled by ``w_t = |B_t|·prod_{u>t}|A_u|``; the
-   cumulative ``w`` is the time axis ``s`` (sigma for flow, sqrt((1-a)/a) for DDIM: no sigmas needed). Skipping t
-   after real steps (c', c) costs ``(w_t·e(c', c, t))²``, with ``e`` the calibrated RMS error of the estimate, and
-   a backward dynamic programme over (last two real steps, calls left) gives the best next real step for any
-   budget: calls go where skipping would cost most (the window is sized from the error budget). Where the
+   cumulative ``w`` is the time axis ``s`` (sigma for flow, sqrt((1-a)/a) for DDIM: no sigmas needed). Skipping
+   the window c+1..m-1 after real steps (c', c) costs the square of its calibrated error: the RMS of
+   ``sum_t w_t·(eps_t - estimate_t)``, the errors of one window summed as vectors (they extrapolate the same two
+   outputs, so they share a direction; separate windows add like independent errors). A backward dynamic
+   programme over (last two real steps, calls left) gives the best next real step for any budget: calls go
+   where skipping would cost most (the window is sized from the error budget). Where the
    calibration ran probes (:mod:`etcdiff.calibration.propagation`), ``w_t`` is scaled by the measured reach of
    an error at t, which the solver cannot see: a contracting flow damps early errors (calibration keeps the
    probes only where they do better on held-out calibration runs: :mod:`etcdiff.calibration.selection`).
@@ -138,16 +140,7 @@ class ETCPlus(StepPolicy):
         """
         n, w = self.num_steps, self.max_window
         f64 = torch.float64
-        table = [[[INF] * (w + 1) for _ in range(w + 1)] for _ in range(n)]  # [c][j][t - c]
-        weights = self.profile["weights"]
-        for (cp, c, t), (_, _, e) in self._gains.items():
-            j = c - cp if cp >= 0 else 0
-            if c < n and j <= w and 0 < t - c <= w:
-                table[c][j][t - c] = (weights[t] * e) ** 2  # errors of different steps add like independent ones
-        cost = torch.tensor(table, dtype=f64)
-        seg = torch.zeros(n, w + 1, w + 1, dtype=f64)
-        seg[:, :, 2:] = torch.cumsum(cost[:, :, 1:w], dim=2)
-        seg[:, :, 0] = INF
+        seg = self._segment_costs()
         cs = torch.arange(n)
         end_d = n - cs  # the window that ends the run
         value = torch.full((n + w + 1, w + 1), INF, dtype=f64)  # rows >= n: no such state
@@ -171,6 +164,30 @@ class ETCPlus(StepPolicy):
             nxts.append(nxt.clone())
         self._seg = seg
         self._plan = (torch.stack(values), torch.stack(nxts))
+
+    def _segment_costs(self) -> torch.Tensor:
+        """``seg[c, j, d]``: the calibrated squared error of skipping c+1..c+d-1 after real steps (c - j, c).
+
+        Windows add as independent errors; within a window the profile's ``segments`` (the weighted errors
+        summed as vectors) give the cost; profiles from before them (version 1) sum the steps' squared errors.
+        """
+        n, w = self.num_steps, self.max_window
+        seg = torch.full((n, w + 1, w + 1), INF, dtype=torch.float64)
+        seg[:, :, 1] = 0.0
+        windows = self.profile.get("segments")
+        if windows is not None:
+            for cp, c, m, err in windows:
+                j, d = (int(c) - int(cp) if cp >= 0 else 0), int(m) - int(c)
+                if int(c) < n and j <= w and 1 < d <= w:
+                    seg[int(c), j, d] = err * err
+            return seg
+        weights = self.profile["weights"]
+        for (cp, c, t), (_, _, e) in self._gains.items():
+            j, d = (c - cp if cp >= 0 else 0), t - c
+            if c < n and j <= w and 0 < d < w:
+                seg[c, j, d + 1] = (weights[t] * e) ** 2
+        seg[:, :, 2:] = torch.cumsum(seg[:, :, 2:], dim=2)
+        return seg
 
     def _segment(self, state: tuple[int, int], m: int) -> float:
         """Calibrated cost of skipping the steps between real steps c (state (c', c)) and m."""

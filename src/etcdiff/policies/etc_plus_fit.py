@@ -126,17 +126,18 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
                 triplets.append([cp, c, t, g, k, e_mean])
                 if e_mean > 0:
                     ratios.append(e_items / e_mean)
+    segments = _window_errors(gram, weights, triplets, max_window, dim)
     ratio = torch.cat(ratios) if ratios else torch.ones(1)
     spike = max(2.0, 1.5 * float(torch.quantile(ratio.float(), 0.99)))
     final_rms = float(finals.pow(2).mean().sqrt())
     out_rms = [float(o.pow(2).mean().sqrt()) for o in outs]
     sig = getattr(trajectories[0], "sigmas", None)
     return {
-        "method": "etc-plus", "version": 1, "num_steps": n, "max_window": max_window, "ridge": float(ridge),
+        "method": "etc-plus", "version": 2, "num_steps": n, "max_window": max_window, "ridge": float(ridge),
         "weights": weights, "axis": axis, "final_rms": final_rms, "output_rms": out_rms,
         "tolerance": float(rel_tolerance) * final_rms, "spike": spike,
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
-        "triplets": triplets, "num_trajectories": len(trajectories), "propagation": factors,
+        "triplets": triplets, "segments": segments, "num_trajectories": len(trajectories), "propagation": factors,
     }
 
 
@@ -166,6 +167,35 @@ def propagation_factors(trajectories: Sequence["Trajectory"], weights: list[floa
         else:
             a, b = steps[j - 1], steps[j]
             out.append(math.exp(float(logs[j - 1] + (logs[j] - logs[j - 1]) * (t - a) / (b - a))))
+    return out
+
+
+def _window_errors(gram: torch.Tensor, weights: list[float], triplets: list[list[float]], max_window: int,
+                   dim: int) -> list[list[float]]:
+    """Per window, ``[c', c, m, error]``: the mean over the calibration items of the RMS of
+    ``sum_t w_t·(eps_t - estimate_t)`` over the skipped steps c < t < m, from the real steps (c', c).
+
+    The estimates of one window extrapolate the same two outputs, so their errors share a direction and add as
+    vectors (a window of d skipped steps costs about d² times one step's error, not d times); the norm of the
+    weighted sum is exact for the calibration runs and needs only the Gram matrices of the outputs.
+    """
+    n = gram.shape[0]
+    gains = {(int(cp), int(c), int(t)): (g, k) for cp, c, t, g, k, _ in triplets}
+    out = []
+    for c in range(n - 1):
+        for cp in [-1] + list(range(max(0, c - max_window), c)):
+            coef = torch.zeros(n, dtype=torch.float64)  # the weighted residual sum as a combination of outputs
+            for m in range(c + 2, min(c + max_window, n) + 1):
+                t = m - 1  # the window grows by the skipped step t
+                g, k = gains[(cp, c, t)]
+                coef[t] += weights[t]
+                coef[c] -= weights[t] * (1 + g + k)
+                if cp >= 0:
+                    coef[cp] += weights[t] * k
+                idx = coef.nonzero().flatten()
+                sub = coef[idx]
+                norm2 = torch.einsum("a,b,abi->i", sub, sub, gram[idx][:, idx]).clamp_min(0) / dim
+                out.append([cp, c, m, float(norm2.sqrt().mean())])
     return out
 
 
