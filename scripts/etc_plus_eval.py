@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import etcdiff  # noqa: E402
+from etcdiff.bench.front import front_at  # noqa: E402
 from etcdiff.metrics import psnr  # noqa: E402
 from etcdiff.policies import ETC, FixedInterval, LinearExtrapolation, NoCache, StepPolicy  # noqa: E402
 from etcdiff.policies.meancache import flow_scheduler_problem  # noqa: E402
@@ -139,22 +140,11 @@ def settings(m: dict[str, Any], steps: int) -> tuple[list[tuple[str, str, Callab
     return out, skipped
 
 
-def front(points: list[tuple[float, float]], s: float) -> float | None:
-    """PSNR of a method's front at ``s``x fewer calls: the best of its points at ``s``x or more, or linear between
-    its two Pareto points around ``s``, whichever is higher; None when no point reaches ``s``x."""
-    reach = [p for sp, p in points if sp >= s - 1e-9]
-    if not reach:
-        return None
-    pareto = sorted(p for p in points if not any(q[0] >= p[0] and q[1] > p[1] for q in points if q != p))
-    between = [p0 + (p1 - p0) * (s - s0) / (s1 - s0) for (s0, p0), (s1, p1) in zip(pareto, pareto[1:]) if s0 < s < s1]
-    return max(reach + between)
-
-
 def fronts(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     out = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = [(r["speedup"], r["psnr"]) for r in rows if r["method"] == method]
-        out[method] = {f"{s:g}x": front(pts, s) for s in SPEEDUPS}
+        out[method] = {f"{s:g}x": front_at(pts, s) for s in SPEEDUPS}
     return out
 
 

@@ -1,6 +1,7 @@
 """Print the speed-fidelity front of every method in an ``etcdiff bench`` results.json: PSNR at 2x, 3x, 4x and 5x
 fewer model calls, the best of the method's settings at that speedup or more, or the straight line between two
-of its settings around it where that is higher (``n/a``: no setting got there).
+of its Pareto settings around it where that is higher (``n/a``: no setting got there;
+:func:`etcdiff.bench.front.front_at`).
 
 Settings whose ``profile`` lies in a ``variants/`` folder are a method's variants (e.g. ETC+ calibrated
 another way): they get their own row, ``method [file stem]``, and stay out of the ranking lines.
@@ -14,17 +15,9 @@ import json
 import math
 import sys
 
+from etcdiff.bench.front import front_at
+
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
-
-
-def front(points: list[tuple[float, float]], s: float) -> float | None:
-    at_or_past = [p for x, p in points if x >= s]
-    best = max(at_or_past) if at_or_past else None
-    for (x0, p0), (x1, p1) in zip(points, points[1:]):
-        if x0 <= s <= x1 and x1 > x0:
-            line = p0 + (p1 - p0) * (s - x0) / (x1 - x0)
-            best = line if best is None else max(best, line)
-    return best
 
 
 def label(row: dict) -> str:
@@ -41,7 +34,7 @@ def main(path: str) -> None:
     table = {}
     for m in methods:
         pts = sorted((r["speedup_nfe"], r["psnr"]) for r in rows if label(r) == m and math.isfinite(r["psnr"]))
-        table[m] = [front(pts, s) for s in SPEEDUPS]
+        table[m] = [front_at(pts, s) for s in SPEEDUPS]
     print("| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |")
     print("|---|" + "---:|" * len(SPEEDUPS))
     for m, vals in table.items():
