@@ -176,10 +176,11 @@ class ETCPlus(StepPolicy):
         seg[:, :, 1] = 0.0
         windows = self.profile.get("segments")
         if windows is not None:
-            for cp, c, m, err in windows:
-                j, d = (int(c) - int(cp) if cp >= 0 else 0), int(m) - int(c)
-                if int(c) < n and j <= w and 1 < d <= w:
-                    seg[int(c), j, d] = err * err
+            cp, c, m, err = torch.tensor(windows, dtype=torch.float64).reshape(-1, 4).unbind(1)
+            c, d = c.long(), (m - c).long()
+            j = torch.where(cp >= 0, c - cp.long(), torch.zeros_like(c))
+            keep = (c < n) & (j <= w) & (d > 1) & (d <= w)
+            seg[c[keep], j[keep], d[keep]] = err[keep] ** 2
             return seg
         weights = self.profile["weights"]
         for (cp, c, t), (_, _, e) in self._gains.items():
@@ -307,5 +308,7 @@ class ETCPlus(StepPolicy):
             tol = self.tolerance if self.tolerance is not None else float(self.profile["tolerance"])
             room = tol * tol - self.spent
             self._plan_hardness = self.hardness
-            k = next((j for j in range(k_max + 1) if self.hardness ** 2 * self._value(j, state) <= room), k_max)
+            cp, c = state  # the fewest calls whose planned cost fits the room (costs fall as calls rise)
+            fits = (self.hardness ** 2 * self._plan[0][: k_max + 1, c, c - cp if cp >= 0 else 0] <= room).nonzero()
+            k = int(fits[0]) if len(fits) else k_max
         return self._next(k, state) if self._value(k, state) < INF else min(step + 1, n)
