@@ -15,7 +15,7 @@ if [ ! -f "$ETCDIFF_PROFILE_DIR/scenes_50steps.json" ]; then
   etcdiff calibrate $CAL
   for m in teacache magcache sencache etc-plus; do etcdiff calibrate $CAL --method $m; done
   etcdiff calibrate $CAL --method meancache --set calls=17
-  for t in 0.1 0.2 0.5; do
+  for t in 0.1 0.2 0.3 0.4 0.5; do
     etcdiff calibrate $CAL --method ertacache --threshold $t --no-plot
     mv "$ETCDIFF_PROFILE_DIR/scenes_50steps_ertacache.json" "$ETCDIFF_PROFILE_DIR/ertacache_$t.json"
   done
@@ -30,8 +30,8 @@ P=$ETCDIFF_PROFILE_DIR
 etcdiff bench --model demo --prompts $D/evaluation_prompts.txt --seeds 0 --steps 50 --repeats 1 \
   --no-progress --out $D --settings "\
 etc:;etc:threshold=0.1,0.2;\
-etc-plus:;etc-plus:calls=8,10,13,17,25;\
-ertacache:profile=$P/ertacache_0.1.json,$P/ertacache_0.2.json,$P/ertacache_0.5.json;\
+etc-plus:;etc-plus:calls=8,10,12,13,17,25;\
+ertacache:profile=$P/ertacache_0.1.json,$P/ertacache_0.2.json,$P/ertacache_0.3.json,$P/ertacache_0.4.json,$P/ertacache_0.5.json;\
 meancache:calls=10,13,17,25;\
 sencache:eps_start=0.05 eps_main=0.2 max_reuse=4;sencache:eps_start=0.1 eps_main=0.5 max_reuse=6;\
 sencache:eps_start=0.2 eps_main=1.0 max_reuse=8;\
