@@ -24,8 +24,8 @@ The three parts of ETC, and what each becomes here:
    an error at t, which the solver cannot see: a contracting flow damps early errors (calibration keeps the
    probes only where they do better on held-out calibration runs: :mod:`etcdiff.calibration.selection`).
 3. **Model-specific tolerance.** The tolerance bounds the square root of the summed cost, an estimate of the final
-   latents' RMS error; the calibrated default is 1 % of the calibration runs' final RMS (chosen on the digits
-   model: about 3.9x fewer calls at 50 dB there).
+   latents' RMS error; the calibrated default is 2 % of the calibration runs' final RMS (chosen on the digits
+   model: about 4.3x fewer calls at 48 dB there).
 
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's

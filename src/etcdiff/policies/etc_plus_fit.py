@@ -16,7 +16,7 @@ import torch
 from .settings_file import read_settings_file
 from .trajectory import Trajectory
 
-DEFAULT_REL_TOLERANCE = 0.01
+DEFAULT_REL_TOLERANCE = 0.02  # chosen on the digits model (docs/etc-plus, "Tolerance mode")
 CV_MARGIN = 0.5  # fitted gains replace the plain trend only where they halve its out-of-sample error
 
 
