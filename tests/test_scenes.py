@@ -14,7 +14,7 @@ from etcdiff.scenes.grammar import (
 from etcdiff.scenes.model import build_transformer
 from etcdiff.scenes.pipeline import ScenesPipeline, build_scheduler
 from etcdiff.scenes.render import render, render_uint8
-from etcdiff.scenes.text_encoder import MAX_LENGTH, TOKENS, ScenesTextEncoder, ScenesTokenizer
+from etcdiff.scenes.text_encoder import CELLS_LENGTH, TOKENS, ScenesTextEncoder, ScenesTokenizer
 from etcdiff.scenes.vae import build_vae
 
 PROMPT = "a large red circle at the top left and a small blue square in the center"
@@ -75,14 +75,14 @@ def test_render_draws_the_right_colour_at_the_cell_centre_and_leaves_other_cells
 def test_tokenizer_lays_the_words_out_by_cell_with_a_leading_cls_and_accepts_the_empty_caption():
     tok = ScenesTokenizer()
     ids, pad = tok(["a small red circle in the center and a large blue ring at the top left", ""])
-    assert ids.shape == (2, MAX_LENGTH) == (2, 28) and pad.shape == (2, MAX_LENGTH)
+    assert ids.shape == (2, CELLS_LENGTH) == (2, 28) and pad.shape == (2, CELLS_LENGTH)
     words = [TOKENS[i] for i in ids[0]]
     assert words[0] == "<cls>" and words[1:4] == ["large", "blue", "ring"]  # cell (0, 0)
     assert words[13:16] == ["small", "red", "circle"]  # cell (1, 1), slots 1 + 3 * 4
     assert sum(not p for p in pad[0].tolist()) == 7
-    assert pad[1].tolist() == [False] + [True] * (MAX_LENGTH - 1)
+    assert pad[1].tolist() == [False] + [True] * (CELLS_LENGTH - 1)
     pos = tok.positions()
-    assert pos.shape == (MAX_LENGTH, 3) and pos[0].tolist() == [0.0, 3.5, 3.5]
+    assert pos.shape == (CELLS_LENGTH, 3) and pos[0].tolist() == [0.0, 3.5, 3.5]
     assert pos[13:16, 1:].tolist() == [[3.5, 3.5]] * 3 and pos[1, 1:].tolist() == pytest.approx([0.8333, 0.8333], abs=1e-4)
     with pytest.raises(ValueError, match="unknown word 'dog'"):
         tok("a small red dog in the center")
@@ -102,7 +102,7 @@ def test_text_encoder_gives_per_token_embeddings_and_a_pooled_vector():
     enc = ScenesTextEncoder(dim=32, num_layers=1, num_heads=2).eval()
     ids, pad = enc.tokenizer()([PROMPT, "a small red circle in the center"])
     tokens, pooled = enc(ids, pad)
-    assert tokens.shape == (2, MAX_LENGTH, 32) and pooled.shape == (2, 32)
+    assert tokens.shape == (2, CELLS_LENGTH, 32) and pooled.shape == (2, 32)
     torch.testing.assert_close(pooled, tokens[:, 0])
     assert not torch.isnan(enc(*ScenesTokenizer()([""]))[0]).any()  # the all-padding empty caption is fine
 

@@ -129,7 +129,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
                                                 f"{args.method} on {identity}, {args.steps} steps")
     print(f"{identity}: {args.method} calibrated on {len(prompts)} prompts x {args.steps} steps in {elapsed:.1f} s")
     print(f"profile: {path}" + (f"\nplot:    {png}" if png else ""))
-    chosen = fitted.get("profile", {}).get("selection") if isinstance(fitted.get("profile"), dict) else None
+    profile = fitted.get("profile")
+    chosen = profile.get("selection") if isinstance(profile, dict) else None
     if chosen:
         print(f"chose {chosen['setting']}={chosen['chosen']} on held-out calibration runs "
               f"{chosen['held_out_runs']} (mean log relative error: {chosen['mean_log_rel_error']})")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .adherence import read_objects
-from .grammar import CALIBRATION_SEED, EVAL_SEED, caption, calibration_prompts, held_out_prompts, sample_prompts, sample_scene
+from .grammar import CALIBRATION_SEED, EVAL_SEED, caption, calibration_prompts, held_out_prompts, sample_scene
 
 def training_captions(pool: int, seed: int) -> set[str]:
     """The set of object lists (as sorted phrases) seen in training, to report held-out overlap."""

@@ -30,7 +30,6 @@ TOKENS: tuple[str, ...] = (PAD, CLS, *WORDS)
 WORDS_LENGTH = 32  # <cls> + at most 3 * 8 + 2 words = 27
 CELLS_LENGTH = 1 + 9 * 3  # <cls> + (size, colour, shape) per cell
 LAYOUTS = {"cells": CELLS_LENGTH, "words": WORDS_LENGTH}
-MAX_LENGTH = CELLS_LENGTH
 IMAGE_TOKENS_PER_SIDE = 8  # 64 px / (VAE factor 4 x FLUX 2x2 packing)
 
 
