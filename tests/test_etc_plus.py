@@ -1,6 +1,7 @@
 """etc-plus: fitted gains, the planned windows, the call budget, online adaptivity, CFG branches and errors."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -152,7 +153,7 @@ def test_budget_is_never_exceeded_over_seeds_and_budgets(flow, batch):
     model, sched, prof = flow
     for calls in (5, 7, 10):
         for seed in range(6):
-            policy = ETCPlus(prof, calls=calls, spike=1.0)  # spike=1: forced calls on nearly every real step
+            policy = ETCPlus(prof, calls=calls, spike=1.0)  # spike=1: the spike rule picks nearly every next step
             x = torch.randn(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
             out = etcdiff.sample(model, sched, x, 20, policy, labels=[(seed + i) % 10 for i in range(batch)])
             assert torch.isfinite(out).all()
@@ -199,6 +200,52 @@ def test_a_spike_in_a_samples_output_forces_a_real_call():
     assert c in rep.computed_steps and c + 1 in rep.computed_steps
     assert rep.err[c] > adaptive.spike
     assert rep.num_computed <= 10
+
+
+def test_under_a_budget_a_sample_that_stays_hard_keeps_its_calls_for_the_end():
+    # From mid-run on the model wobbles in a direction the calibrated trend cannot follow, so every estimate
+    # spikes. Forcing the next step on each spike ran steps back to back (9, 10, 11, 12 at calls=10) and left the
+    # end to long windows; the spike now shortens the next window only by how much the sample misses more than
+    # on its running average, so the budget still reaches the end.
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    base = torch.linspace(-1, 1, 256).reshape(1, 1, 16, 16)
+    other = torch.cos(torch.linspace(0, 9, 256)).reshape(1, 1, 16, 16)
+
+    def smooth(x, t):
+        s = float(t) / 1000
+        return base * (1 + s * s) + 0.1 * x
+
+    def wobbly(x, t):
+        s = float(t) / 1000
+        return smooth(x, t) + (0.3 * math.sin(40 * s) * other if s < 0.6 else 0.0)
+
+    prof = fit_etc_plus(record(smooth, sched, 20, [1, 2], batch=2), max_window=6)
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    full = etcdiff.sample(wobbly, sched, x, 20, NoCache())
+    for calls in (6, 8, 10):
+        policy = ETCPlus(prof, calls=calls)
+        out = etcdiff.sample(wobbly, sched, x, 20, policy)
+        rep = policy.report()
+        steps = rep.computed_steps
+        assert max(rep.err[s] for s in steps[2:]) > policy.spike  # the wobble does spike
+        runs = [b - a for a, b in zip(steps[2:], steps[3:])]
+        assert all(r > 1 or q > 1 for q, r in zip(runs, runs[1:]))  # never three real steps in a row
+        assert (out - full).pow(2).mean().sqrt() < 0.06  # forcing on every spike: 0.31, 0.031, 0.128
+
+
+def test_a_persistent_hardness_leaves_the_budget_plan_as_it_is(flow):
+    # Only the spike's excess over the sample's running hardness prices the window ahead: with no excess the
+    # next real step is the plan's own, whatever the ratio.
+    _, _, prof = flow
+    policy = ETCPlus(prof, calls=8)
+    policy.begin(20)
+    for state, left in (((0, 2), 6), ((2, 5), 4), ((-1, 0), 7)):
+        policy._state = state
+        for ratio in (3.0, 7.0):
+            policy._prev_hardness = ratio
+            assert policy._spike_next(state[1], ratio, left - 1) == policy._next(left, state)
+    policy._state, policy._prev_hardness = (2, 5), 1.0
+    assert policy._spike_next(5, 8.0, 3) == 6  # a fresh spike of 8x the calibrated error: run the next step
 
 
 def test_cfg_branch_streams_combine_into_the_guided_estimate(flow):

@@ -30,9 +30,11 @@ The three parts of ETC, and what each becomes here:
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's
 hardness) scales the plan ahead (tolerance mode: a hard sample gets more calls, an easy one fewer); a ratio above ``spike``
-forces the next step to run. With ``calls=B`` no generation makes more than B real steps: forced calls come out of
-the same budget and the plan re-optimises the rest. Every estimate is linear in the outputs, so each CFG branch
-(``new_stream``) applies the same coefficients to its own outputs and the branches combine exactly.
+forces the next step to run. With ``calls=B`` no generation makes more than B real steps: a spike there prices the
+window ahead by how much more the sample misses now than its hardness so far, and runs the next step only where
+that costs less than the rest of the plan with one call fewer (:meth:`ETCPlus._spike_next`). Every estimate is
+linear in the outputs, so each CFG branch (``new_stream``) applies the same coefficients to its own outputs and the
+branches combine exactly.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ class ETCPlus(StepPolicy):
         self.real_count = 0
         self.next_real = 0
         self.spent = 0.0
-        self.hardness = self._plan_hardness = 1.0
+        self.hardness = self._plan_hardness = self._prev_hardness = 1.0
         self._poisoned = False
         self._state = (-1, 0)
 
@@ -275,6 +277,7 @@ class ETCPlus(StepPolicy):
             self._poisoned = True  # every later step runs the model (within the budget): there is no trend to trust
             warnings.warn(f"etc-plus: the model output at step {step} has NaN or Inf values; etc-plus stops estimating "
                           "for the rest of this generation (the NaN comes from the model).", RuntimeWarning, stacklevel=3)
+        self._prev_hardness = self.hardness
         if ratio is not None:
             r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
             self.hardness = 0.5 * self.hardness + 0.5 * r
@@ -300,8 +303,11 @@ class ETCPlus(StepPolicy):
         if left <= 0:
             return n
         budget = left - 1  # real steps after the next one
-        if ratio is not None and ratio > self.spike and self._value(budget, (step, step + 1)) < INF:
-            return step + 1  # online: this sample's error spiked, run the next step
+        if ratio is not None and ratio > self.spike:
+            if self.calls is not None:  # a forced call comes out of the budget: spend it only where it pays
+                return self._spike_next(step, ratio, budget)
+            if self._value(budget, (step, step + 1)) < INF:
+                return step + 1  # online: this sample's error spiked, run the next step
         k_max = min(budget + 1, n)
         k = k_max
         if self.calls is None or self.tolerance is not None:
@@ -312,3 +318,26 @@ class ETCPlus(StepPolicy):
             fits = (self.hardness ** 2 * self._plan[0][: k_max + 1, c, c - cp if cp >= 0 else 0] <= room).nonzero()
             k = int(fits[0]) if len(fits) else k_max
         return self._next(k, state) if self._value(k, state) < INF else min(step + 1, n)
+
+    def _spike_next(self, step: int, ratio: float, budget: int) -> int:
+        """The next real step after a spike under a call budget: one step of the plan, with the window ahead
+        priced ``(ratio / hardness)²`` times its calibrated cost (``hardness`` as it was before this measurement,
+        at least 1).
+
+        A sample that stays hard makes every later window cost more alike, which leaves the plan as it is; only how
+        much more its estimates miss now than they did on average is a reason to shorten the next window. Forcing
+        the next step on every spike spent the budget on consecutive calls where a sample stayed hard and left the
+        run's last steps, which count most, to one long window (docs/etc-plus, "Spikes under a budget").
+        """
+        n, w = self.num_steps, self.max_window
+        cp, c = self._state
+        ms = torch.arange(step + 1, min(step + w, n) + 1)
+        excess = min(ratio, MAX_RATIO) / max(self._prev_hardness, 1.0)
+        first = self._seg[c, c - cp if cp >= 0 else 0, ms - c] * excess ** 2
+        value = self._plan[0][min(budget, len(self._plan[0]) - 1)]
+        inner = ms < n
+        rest = torch.zeros_like(first)  # m = n: the window ends the run, nothing after it
+        rest[inner] = value[ms[inner], (ms - c)[inner]]
+        cost = first + rest
+        best = int(cost.argmin())  # the earliest of equal costs
+        return int(ms[best]) if bool(torch.isfinite(cost[best])) else min(step + 1, n)
