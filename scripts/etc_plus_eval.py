@@ -224,6 +224,29 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def merged(path: str, results: list[dict[str, Any]], only: list[str]) -> list[dict[str, Any]]:
+    """The saved results at ``path`` with the rows of the methods ``only`` replaced by the new ``results``
+    (other methods' rows kept as saved; models not saved before are added)."""
+    if not os.path.exists(path):
+        return results
+    with open(path) as f:
+        saved = {res["model"]: res for res in json.load(f)}
+    for res in results:
+        old = saved.get(res["model"])
+        if old is None or old["steps"] != res["steps"]:
+            saved[res["model"]] = res
+            continue
+        rows, placed = [], set()
+        for r in old["rows"] + res["rows"]:  # saved order; a re-run method's new rows where its old ones began
+            if r["method"] not in only:
+                rows += [r] if r in old["rows"] else []
+            elif r["method"] not in placed:
+                placed.add(r["method"])
+                rows += [n for n in res["rows"] if n["method"] == r["method"]]
+        saved[res["model"]] = {**old, "rows": rows, "fronts": fronts(rows), "margins": margins(fronts(rows))}
+    return list(saved.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["digits", "gmm-flow", "gmm-ddim"])
@@ -231,7 +254,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="", help="folder for etc_plus_eval.json and etc_plus_eval.md")
     ap.add_argument("--from-json", default="", help="only rewrite the Markdown tables from a saved JSON")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these methods (e.g. etc-plus sencache)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these methods (e.g. etc-plus sencache); with --out, their rows replace the saved ones")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.from_json:
@@ -248,6 +271,8 @@ def main() -> None:
             print(f"  {method:13s}  " + "  ".join(f"{v:8.2f}" if v is not None else "     n/a" for v in fr.values()))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
+        if args.only:
+            results = merged(os.path.join(args.out, "etc_plus_eval.json"), results, args.only)
         with open(os.path.join(args.out, "etc_plus_eval.json"), "w") as f:
             json.dump(results, f, indent=1)
         with open(os.path.join(args.out, "etc_plus_eval.md"), "w") as f:
