@@ -254,7 +254,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="", help="folder for etc_plus_eval.json and etc_plus_eval.md")
     ap.add_argument("--from-json", default="", help="only rewrite the Markdown tables from a saved JSON")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these methods (e.g. etc-plus sencache); with --out, their rows replace the saved ones")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only these methods (e.g. etc-plus sencache); with --out, their rows replace the saved ones")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.from_json:
