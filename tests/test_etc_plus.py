@@ -242,10 +242,9 @@ def test_a_persistent_hardness_leaves_the_budget_plan_as_it_is(flow):
     for state, left in (((0, 2), 6), ((2, 5), 4), ((-1, 0), 7)):
         policy._state = state
         for ratio in (3.0, 7.0):
-            policy._prev_hardness = ratio
-            assert policy._spike_next(state[1], ratio, left - 1) == policy._next(left, state)
-    policy._state, policy._prev_hardness = (2, 5), 1.0
-    assert policy._spike_next(5, 8.0, 3) == 6  # a fresh spike of 8x the calibrated error: run the next step
+            assert policy._spike_next(state[1], ratio, left - 1, ratio) == policy._next(left, state)
+    policy._state = (2, 5)
+    assert policy._spike_next(5, 8.0, 3, 1.0) == 6  # a fresh spike of 8x the calibrated error: run the next step
 
 
 def test_cfg_branch_streams_combine_into_the_guided_estimate(flow):

@@ -244,7 +244,7 @@ class ETCPlus(StepPolicy):
         self.real_count = 0
         self.next_real = 0
         self.spent = 0.0
-        self.hardness = self._plan_hardness = self._prev_hardness = 1.0
+        self.hardness = self._plan_hardness = 1.0
         self._poisoned = False
         self._state = (-1, 0)
 
@@ -277,13 +277,13 @@ class ETCPlus(StepPolicy):
             self._poisoned = True  # every later step runs the model (within the budget): there is no trend to trust
             warnings.warn(f"etc-plus: the model output at step {step} has NaN or Inf values; etc-plus stops estimating "
                           "for the rest of this generation (the NaN comes from the model).", RuntimeWarning, stacklevel=3)
-        self._prev_hardness = self.hardness
+        prior_hardness = self.hardness
         if ratio is not None:
             r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
             self.hardness = 0.5 * self.hardness + 0.5 * r
         if prev_state[1] != step:  # the cost of the window just run, as estimated when it was planned
             self.spent += self._plan_hardness ** 2 * self._segment(prev_state, step)
-        self.next_real = self._plan_next(step, ratio)
+        self.next_real = self._plan_next(step, ratio, prior_hardness)
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
 
     def _measure(self, step: int, output: torch.Tensor) -> float | None:
@@ -295,7 +295,7 @@ class ETCPlus(StepPolicy):
         floor = NOISE_FLOOR * self.profile["output_rms"][step]  # errors this small are noise, not a signal
         return float(item_rms(output - est).max()) / max(hit[2], floor, 1e-30)
 
-    def _plan_next(self, step: int, ratio: float | None) -> int:
+    def _plan_next(self, step: int, ratio: float | None, prior_hardness: float = 1.0) -> int:
         n, state = self.num_steps, self._state
         if step + 1 >= n:
             return n
@@ -305,7 +305,7 @@ class ETCPlus(StepPolicy):
         budget = left - 1  # real steps after the next one
         if ratio is not None and ratio > self.spike:
             if self.calls is not None:  # a forced call comes out of the budget: spend it only where it pays
-                return self._spike_next(step, ratio, budget)
+                return self._spike_next(step, ratio, budget, prior_hardness)
             if self._value(budget, (step, step + 1)) < INF:
                 return step + 1  # online: this sample's error spiked, run the next step
         k_max = min(budget + 1, n)
@@ -319,10 +319,10 @@ class ETCPlus(StepPolicy):
             k = int(fits[0]) if len(fits) else k_max
         return self._next(k, state) if self._value(k, state) < INF else min(step + 1, n)
 
-    def _spike_next(self, step: int, ratio: float, budget: int) -> int:
+    def _spike_next(self, step: int, ratio: float, budget: int, prior_hardness: float) -> int:
         """The next real step after a spike under a call budget: one step of the plan, with the window ahead
-        priced ``(ratio / hardness)²`` times its calibrated cost (``hardness`` as it was before this measurement,
-        at least 1).
+        priced ``(ratio / prior_hardness)²`` times its calibrated cost (the sample's hardness before this
+        measurement, at least 1).
 
         A sample that stays hard makes every later window cost more alike, which leaves the plan as it is; only how
         much more its estimates miss now than they did on average is a reason to shorten the next window. Forcing
@@ -332,7 +332,7 @@ class ETCPlus(StepPolicy):
         n, w = self.num_steps, self.max_window
         cp, c = self._state
         ms = torch.arange(step + 1, min(step + w, n) + 1)
-        excess = min(ratio, MAX_RATIO) / max(self._prev_hardness, 1.0)
+        excess = min(ratio, MAX_RATIO) / max(prior_hardness, 1.0)
         first = self._seg[c, c - cp if cp >= 0 else 0, ms - c] * excess ** 2
         value = self._plan[0][min(budget, len(self._plan[0]) - 1)]
         inner = ms < n
