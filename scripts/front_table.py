@@ -6,7 +6,12 @@ of its Pareto settings around it where that is higher (``n/a``: no setting got t
 Settings whose ``profile`` lies in a ``variants/`` folder are a method's variants (e.g. ETC+ calibrated
 another way): they get their own row, ``method [file stem]``, and stay out of the ranking lines.
 
-Usage: python scripts/front_table.py docs/bench-digits/results.json
+Several results.json files (sweeps of one model at other seeds) are pooled: the table is over all their runs of
+the settings that every sweep ran (matched by method and label). ``--by-seed`` prints one more table per noise
+seed (the runs of that seed alone). Every image of one seed starts from the same noise, so how a method fares can
+move with the seed as a whole.
+
+Usage: python scripts/front_table.py docs/bench-digits/results.json [more results.json ...] [--by-seed]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 import sys
 
 from etcdiff.bench.front import front_at
+from etcdiff.bench.merge import summarize
 
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
 
@@ -28,8 +34,8 @@ def label(row: dict) -> str:
     return row["method"]
 
 
-def main(path: str) -> None:
-    rows = [r for r in json.load(open(path))["summary"] if r["kind"] == "run" and r["psnr"] is not None]
+def print_front(summary: list[dict]) -> None:
+    rows = [r for r in summary if r["kind"] == "run" and r["psnr"] is not None]
     methods = list(dict.fromkeys(label(r) for r in rows))
     table = {}
     for m in methods:
@@ -46,5 +52,20 @@ def main(path: str) -> None:
             print(f"- {s:g}x: {bm} {b:.1f} dB, next {cm} {c:.1f} dB ({b - c:+.1f} dB)")
 
 
+def main(paths: list[str], by_seed: bool = False) -> None:
+    sweeps = [json.load(open(p)) for p in paths]
+    if len(sweeps) == 1 and not by_seed:
+        print_front(sweeps[0]["summary"])
+        return
+    shared = set.intersection(*({(g["method"], g["label"]) for g in s["config"]["grid"]} for s in sweeps))
+    grid = [g for g in sweeps[0]["config"]["grid"] if (g["method"], g["label"]) in shared]
+    runs = [r for s in sweeps for r in s["runs"]]
+    print_front(summarize(runs, grid))
+    for seed in sorted({r["seed"] for r in runs}) if by_seed else ():
+        print(f"\nseed {seed}:")
+        print_front(summarize([r for r in runs if r["seed"] == seed], grid))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/bench-digits/results.json")
+    args = [a for a in sys.argv[1:] if a != "--by-seed"]
+    main(args or ["docs/bench-digits/results.json"], "--by-seed" in sys.argv[1:])
