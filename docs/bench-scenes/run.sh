@@ -27,17 +27,10 @@ if [ ! -f "$D/variants/etc-plus_fitted-gains.json" ]; then
   done
 fi
 P=$ETCDIFF_PROFILE_DIR
+source $D/step_settings.sh
 etcdiff bench --model demo --prompts $D/evaluation_prompts.txt --seeds 0 --steps 50 --repeats 1 \
-  --no-progress --out $D --settings "\
-etc:;etc:threshold=0.1,0.2;\
-etc-plus:;etc-plus:calls=8,10,12,13,17,25;\
-ertacache:profile=$P/ertacache_0.1.json,$P/ertacache_0.2.json,$P/ertacache_0.3.json,$P/ertacache_0.4.json,$P/ertacache_0.5.json;\
-meancache:calls=10,13,17,25;\
-sencache:eps_start=0.05 eps_main=0.2 max_reuse=4;sencache:eps_start=0.1 eps_main=0.5 max_reuse=6;\
-sencache:eps_start=0.2 eps_main=1.0 max_reuse=8;\
-teacache:threshold=0.1,0.2,0.4,0.8;magcache:threshold=0.06,0.12,0.24,0.48;\
+  --no-progress --out $D --settings "$STEP_SETTINGS;\
 diffusers-fbc:threshold=0.05,0.1,0.2;diffusers-taylorseer:;cache-dit:;\
-fixed:interval=2,3,4,5;linear:interval=2,3;\
 etc-plus:profile=$D/variants/etc-plus_probes.json calls=8,10,13,17,25;\
 etc-plus:profile=$D/variants/etc-plus_no-probes.json calls=8,10,13,17,25;\
 etc-plus:profile=$D/variants/etc-plus_fitted-gains.json calls=8,10,13,17,25"
