@@ -54,9 +54,6 @@ def print_front(summary: list[dict]) -> None:
 
 def main(paths: list[str], by_seed: bool = False) -> None:
     sweeps = [json.load(open(p)) for p in paths]
-    if len(sweeps) == 1 and not by_seed:
-        print_front(sweeps[0]["summary"])
-        return
     shared = set.intersection(*({(g["method"], g["label"]) for g in s["config"]["grid"]} for s in sweeps))
     grid = [g for g in sweeps[0]["config"]["grid"] if (g["method"], g["label"]) in shared]
     runs = [r for s in sweeps for r in s["runs"]]

@@ -35,15 +35,10 @@ def dev_prompts(count: int) -> list[str]:
     return [p for p in sample_prompts(4 * count + 40, DEV_GRAMMAR_SEED) if p not in used][:count]
 
 
-def generate(pipe, prompt: str, seed: int, method: str | None = None, **settings) -> np.ndarray:
-    if method is None:
-        etcdiff.disable(pipe)
-    else:
-        etcdiff.enable(pipe, method, **settings)
-    try:
+def generate(pipe, prompt: str, seed: int, method: str = "none", **settings) -> np.ndarray:
+    """One 50-step image of ``prompt`` at ``seed`` with ``method`` on (``"none"``: the full run)."""
+    with etcdiff.enabled(pipe, method, **settings):
         return pipe(**call_kwargs(pipe, prompt, 50, seed), output_type="np").images
-    finally:
-        etcdiff.disable(pipe)
 
 
 def main() -> None:
