@@ -17,14 +17,15 @@ def _record(probed: bool) -> Trajectory:
     return tr
 
 
-def test_the_held_out_runs_are_the_last_unprobed_ones_and_leave_two_to_fit_on():
+def test_the_folds_cover_every_unprobed_run_once_and_leave_two_to_fit_on():
     records = [_record(i < 3) for i in range(10)]
-    assert held_out_runs(records) == [7, 8, 9]
-    assert held_out_runs(records[:5]) == [3, 4]
-    assert held_out_runs(records[:3]) == [] and held_out_runs([_record(False)] * 3) == [2]
+    assert held_out_runs(records) == [[3, 4], [5, 6], [7, 8, 9]]
+    assert held_out_runs(records[:5]) == [[3, 4]]
+    assert held_out_runs(records[:3]) == [] and held_out_runs([_record(False)] * 3) == [[0], [1], [2]]
     assert held_out_runs([_record(False)] * 2) == []
+    assert held_out_runs([_record(False)] * 4) == [[0, 1], [2, 3]]
     assert validation_budgets(50) == [10, 12, 17, 25] and validation_budgets(4) == [2]
-    assert validation_generations(10, 3, 2, 50) == 3 * (1 + 2 * 4)
+    assert validation_generations(10, 3, 2, 50) == 7 * (1 + 2 * 4)
     assert validation_generations(3, 3, 2, 50) == 0 and validation_generations(10, 3, 1, 50) == 0
 
 
@@ -50,14 +51,33 @@ def test_choose_fit_keeps_the_value_whose_policies_land_closest_and_refits_it_on
     fitted = choose_fit(records, fit, lambda f, calls: _Policy(errors[f["profile"]["value"]]), run, "value",
                         ("a", "b", "c"))
     assert fitted["profile"]["value"] == "b"
-    assert fits == [(5, "a"), (5, "b"), (5, "c"), (8, "b")]
+    # two folds of the five unprobed runs, each candidate fitted without the fold, then the choice on all eight
+    assert fits == [(6, "a"), (6, "b"), (6, "c"), (5, "a"), (5, "b"), (5, "c"), (8, "b")]
     sel = fitted["profile"]["selection"]
-    assert sel["chosen"] == "b" and sel["held_out_runs"] == [5, 6, 7] and sel["budgets"] == [2, 3, 5]
+    assert sel["chosen"] == "b" and sel["folds"] == [[3, 4], [5, 6, 7]] and sel["budgets"] == [2, 3, 5]
+    assert sel["held_out_runs"] == [3, 4, 5, 6, 7]
     assert sel["mean_log_rel_error"]["b"] < sel["mean_log_rel_error"]["c"] < sel["mean_log_rel_error"]["a"]
     # too few runs to hold any out: the first value, fitted on everything, without a selection record
     fits.clear()
     assert choose_fit(records[:3], fit, None, None, "value", ("a", "b")) == {"profile": {"value": "a"}}
     assert fits == [(3, "a")]
+
+
+def test_every_fold_counts_in_the_choice():
+    # "b" lands closer on the last fold's runs (the only ones an earlier rule held out), "a" on the first fold's by
+    # more: over both folds "a" wins
+    records = [_record(False) for _ in range(6)]
+
+    def run(policy, i):
+        if not isinstance(policy, _Policy):
+            return torch.ones(1, 4)
+        off = {("a", True): 0.01, ("b", True): 0.4, ("a", False): 0.2, ("b", False): 0.1}
+        return torch.ones(1, 4) + off[(policy.error, i < 3)]
+
+    fitted = choose_fit(records, lambda runs, v: {"profile": {"v": v}}, lambda f, calls: _Policy(f["profile"]["v"]),
+                        run, "v", ("b", "a"))
+    assert fitted["profile"]["selection"]["folds"] == [[0, 1, 2], [3, 4, 5]]
+    assert fitted["profile"]["selection"]["chosen"] == "a"
 
 
 def test_ties_keep_the_first_value():
@@ -77,7 +97,7 @@ def test_calibrate_policy_chooses_propagation_on_held_out_runs_unless_it_is_give
     noises = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(1)) + 1.0
     chosen = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20)
     sel = chosen.profile["selection"]
-    assert sel["setting"] == "propagation" and sel["held_out_runs"] == [3, 4, 5]
+    assert sel["setting"] == "propagation" and sel["folds"] == [[3, 4, 5]]
     scores = sel["mean_log_rel_error"]
     assert sel["chosen"] == (scores["True"] <= scores["False"])
     assert (chosen.profile["propagation"] is not None) == sel["chosen"]
@@ -96,7 +116,7 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     steps = []
     fitted = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, on_step=steps.append)
     sel = fitted["profile"]["selection"]
-    assert sel["held_out_runs"] == [3, 4] and sel["budgets"] == [2, 3, 4]
+    assert sel["folds"] == [[3, 4]] and sel["budgets"] == [2, 3, 4]
     from etcdiff.registry import get_method
 
     assert len(steps) == 8 * (5 + get_method("etc-plus").extra_runs(5, 8))

@@ -5,9 +5,10 @@ step by the reach that the probe runs measured (the model's own dynamics) or by 
 help a model that pulls its samples together and can mislead on one that does not, and which one a model is
 shows only when the plans are run. So the choice is made the empirical way, on calibration data only:
 
-1. hold out the last few calibration runs that carry no probes;
-2. fit each candidate value on the other runs;
-3. run each candidate's policy on the held-out runs at 2x, 3x, 4x and 5x fewer calls than steps;
+1. split the calibration runs that carry no probes into folds of at most three (cross-validation: every such run
+   is held out once, so the choice does not rest on whichever few runs came last);
+2. for each fold, fit each candidate value on the other runs;
+3. run each candidate's policy on the fold's runs at 2x, 3x, 4x and 5x fewer calls than steps;
 4. keep the value whose results lie closest to the held-out full runs (geometric mean of the RMS error over
    runs and budgets; the first candidate wins a tie), and fit it on all runs.
 
@@ -24,17 +25,22 @@ from ..policies.baselines import NoCache
 from ..policies.etc_plus_fit import item_rms
 from .policy_runs import Run
 
-VALIDATION_RUNS = 3  # held-out calibration runs
+VALIDATION_RUNS = 3  # the most calibration runs held out at once (one fold)
 SPEEDUPS = (2, 3, 4, 5)  # the budgets the candidates are compared at: steps / speedup calls
 
 Fit = Callable[..., dict[str, Any]]  # fit(records, **{setting: value}) -> fitted settings
 Build = Callable[[dict[str, Any], int], StepPolicy]  # build(fitted, calls) -> a fresh policy
 
 
-def held_out_runs(records: Sequence[Any], runs: int = VALIDATION_RUNS) -> list[int]:
-    """Indices of the last ``runs`` records without probes, as many as leave at least two records to fit on."""
-    k = min(runs, len(records) - 2)
-    return [i for i, r in enumerate(records) if not getattr(r, "probes", None)][-k:] if k > 0 else []
+def held_out_runs(records: Sequence[Any], runs: int = VALIDATION_RUNS) -> list[list[int]]:
+    """Folds of the records without probes: each a list of at most ``runs`` indices, as many as leave at least two
+    records to fit on, together covering every unprobed record once (none when fewer than three records)."""
+    size = min(runs, len(records) - 2)
+    free = [i for i, r in enumerate(records) if not getattr(r, "probes", None)]
+    if size <= 0 or not free:
+        return []
+    folds = -(-len(free) // size)
+    return [free[len(free) * f // folds: len(free) * (f + 1) // folds] for f in range(folds)]
 
 
 def validation_budgets(num_steps: int) -> list[int]:
@@ -44,7 +50,7 @@ def validation_budgets(num_steps: int) -> list[int]:
 
 def validation_generations(prompts: int, probed: int, values: int, steps: int) -> int:
     """Generations a choice among ``values`` candidates costs (for progress bars): references and candidates."""
-    held = max(0, min(VALIDATION_RUNS, prompts - 2, prompts - probed))
+    held = max(0, prompts - probed) if prompts > 2 else 0
     if values < 2:
         return 0
     return held * (1 + values * len(validation_budgets(steps)))
@@ -53,28 +59,30 @@ def validation_generations(prompts: int, probed: int, values: int, steps: int) -
 def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: Run, setting: str,
                values: Sequence[Any]) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
-    held-out calibration runs; the first value when there are too few runs to hold any out."""
-    held = held_out_runs(records)
-    if len(values) < 2 or not held:
+    held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs
+    to hold any out."""
+    folds = held_out_runs(records)
+    if len(values) < 2 or not folds:
         return fit(list(records), **{setting: values[0]})
-    rest = [r for i, r in enumerate(records) if i not in held]
     budgets = validation_budgets(records[0].num_steps)
-    references = {i: run(NoCache(), i).detach().double() for i in held}
-    scores: dict[Any, float] = {}
-    for value in values:
-        fitted = fit(rest, **{setting: value})
-        logs = []
-        for calls in budgets:
-            for i in held:
-                error = item_rms(run(build(fitted, calls), i).detach().double() - references[i])
-                scale = item_rms(references[i]).clamp_min(1e-12)
-                logs.extend(math.log(max(float(e / s), 1e-12)) for e, s in zip(error, scale))
-        scores[value] = sum(logs) / len(logs)
+    references = {i: run(NoCache(), i).detach().double() for fold in folds for i in fold}
+    logs: dict[Any, list[float]] = {value: [] for value in values}
+    for fold in folds:
+        rest = [r for i, r in enumerate(records) if i not in fold]
+        for value in values:
+            fitted = fit(rest, **{setting: value})
+            for calls in budgets:
+                for i in fold:
+                    error = item_rms(run(build(fitted, calls), i).detach().double() - references[i])
+                    scale = item_rms(references[i]).clamp_min(1e-12)
+                    logs[value].extend(math.log(max(float(e / s), 1e-12)) for e, s in zip(error, scale))
+    scores = {value: sum(v) / len(v) for value, v in logs.items()}
     best = min(values, key=lambda v: scores[v])  # min keeps the first of equal scores
     fitted = fit(list(records), **{setting: best})
     profile = fitted.get("profile")
     if isinstance(profile, dict):
-        profile["selection"] = {"setting": setting, "chosen": best, "budgets": budgets, "held_out_runs": held,
+        profile["selection"] = {"setting": setting, "chosen": best, "budgets": budgets,
+                                "held_out_runs": [i for fold in folds for i in fold], "folds": folds,
                                 "mean_log_rel_error": {str(v): round(s, 4) for v, s in scores.items()}}
     return fitted
 

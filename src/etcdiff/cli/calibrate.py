@@ -132,8 +132,10 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     profile = fitted.get("profile")
     chosen = profile.get("selection") if isinstance(profile, dict) else None
     if chosen:
+        folds = len(chosen.get("folds", [chosen["held_out_runs"]]))
         print(f"chose {chosen['setting']}={chosen['chosen']} on held-out calibration runs "
-              f"{chosen['held_out_runs']} (mean log relative error: {chosen['mean_log_rel_error']})")
+              f"{chosen['held_out_runs']} ({folds} fold{'s' * (folds != 1)}; mean log relative error: "
+              f"{chosen['mean_log_rel_error']})")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
