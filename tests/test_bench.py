@@ -173,6 +173,29 @@ def test_resume_runs_only_what_is_missing(tmp_path):
     assert third.executed == [] and len(third.skipped) == 8
 
 
+def test_a_recalibrated_profile_at_the_same_path_is_run_again(tmp_path):
+    from etcdiff.calibration.runs import record_pipeline_runs
+    from etcdiff.policies.ertacache import fit_ertacache
+
+    pipe = tiny_pipe()
+    trajs = record_pipeline_runs(pipe, ["1", "3"], 6, 0)
+    profile = tmp_path / "erta.json"
+    profile.write_text(json.dumps(fit_ertacache(trajs, 0.2).to_dict()))
+    cfg = BenchConfig(model="digits", grid=build_grid(["ertacache", "fixed"], f"ertacache:profile={profile};fixed:interval=2"),
+                      prompts=["2"], steps=6, repeats=1, out=tmp_path / "bench")
+    first = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert len(first.executed) == 3
+    same = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert same.executed == [] and len(same.skipped) == 3
+    # the same path, other contents: ERTACache runs again, the reference and the fixed interval do not
+    profile.write_text(json.dumps(fit_ertacache(trajs, 0.6).to_dict()))
+    again = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert len(again.executed) == 1 and len(again.skipped) == 2
+    assert again.merged["complete"] and len(again.merged["runs"]) == 3
+    erta = [r for r in again.merged["runs"] if r["method"] == "ertacache"]
+    assert len(erta) == 1 and erta[0]["key"] == again.executed[0]
+
+
 def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):
     pipe = tiny_pipe()
     cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from .. import disable, enable, last_report
@@ -32,3 +36,32 @@ def enabled(pipe: Any, ms: MethodSetting | None) -> Iterator[EnabledMethod]:
         yield EnabledMethod(pipe, policy)
     finally:
         disable(pipe)
+
+
+def _file_digest(value: Any) -> Any:
+    """A setting value that names an existing file, as the digest of its contents (else the value itself)."""
+    if isinstance(value, (str, os.PathLike)) and str(value).endswith(".json"):
+        path = Path(value).expanduser()
+        if path.is_file():
+            return {"file": str(value), "sha1": hashlib.sha1(path.read_bytes()).hexdigest()}
+    return value
+
+
+def setting_inputs(pipe: Any, ms: MethodSetting) -> str | None:
+    """What a (method, setting) will actually run with, as a digest for its run key: the settings after saved
+    calibrations are filled in, profile files by their contents, and the built policy's parameters.
+
+    A re-calibrated profile at the same path (or found in the profile folder) then makes new runs instead of
+    resuming the old ones. ``None`` when the setting cannot be resolved (its runs fail and say why).
+    """
+    from ..api import resolve
+    from ..registry import get_method
+
+    try:
+        thing, used = resolve(get_method(ms.method), pipe, dict(ms.kwargs))
+    except Exception:  # noqa: BLE001 - the run itself reports the error
+        return None
+    params = getattr(thing, "params", None)
+    doc = {"used": {k: _file_digest(v) for k, v in used.items()},
+           "params": params() if callable(params) else None}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import load_pipeline
+from .enabling import setting_inputs
 from .environment import machine, versions
 from .measure import Measurer
 from .merge import merge as merge_dir
@@ -34,8 +35,10 @@ from .schedule import BenchConfig, MethodSetting, expected_keys, run_key, sweep_
 class Share:
     """One process's share of the sweep: the runs of its pairs that are not on disk yet."""
 
-    def __init__(self, config: BenchConfig, measurer: Measurer, rank: int = 0, world: int = 1, progress: bool = True) -> None:
+    def __init__(self, config: BenchConfig, measurer: Measurer, rank: int = 0, world: int = 1, progress: bool = True,
+                 inputs: dict[MethodSetting, str | None] | None = None) -> None:
         self.config, self.measurer, self.rank, self.world, self.progress = config, measurer, rank, world, progress
+        self.inputs = inputs
         self.shard_path = runs_dir(config.out) / f"rank{rank}.jsonl"
         self.errors_path = runs_dir(config.out) / f"rank{rank}.errors"
         self.executed: list[str] = []
@@ -49,7 +52,7 @@ class Share:
         for pidx, prompt, seed in self.config.shard(self.rank, self.world):
             runs = []
             for ms in [None, *self.config.grid]:
-                key = run_key(self.config, self.measurer.fingerprint, prompt, seed, ms)
+                key = run_key(self.config, self.measurer.fingerprint, prompt, seed, ms, self.inputs)
                 if key in done:
                     self.skipped.append(key)
                 else:
@@ -130,6 +133,7 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         out.mkdir(parents=True, exist_ok=True)
         measurer = Measurer(config, pipe, rank=rank)
         measurer.validate_methods()
+        inputs = {ms: setting_inputs(pipe, ms) for ms in config.grid}  # profiles by content, in the run keys
         sweep = sweep_id(config, measurer.fingerprint)
         if not procs.same_everywhere(sweep):
             raise ValueError("the processes run different sweeps (other settings, prompts or weights): "
@@ -138,10 +142,10 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         if rank == 0:
             write_json_atomic(out / SWEEP_FILE, {
                 "sweep": sweep, "config": config.to_json(), "fingerprint": measurer.fingerprint, "world_size": world,
-                "expected_keys": expected_keys(config, measurer.fingerprint), "versions": versions(), "machine": machine(),
+                "expected_keys": expected_keys(config, measurer.fingerprint, inputs), "versions": versions(), "machine": machine(),
                 "metrics": measurer.scorer.status, "started": t_start,
             })
-        share = Share(config, measurer, rank=rank, world=world, progress=progress)
+        share = Share(config, measurer, rank=rank, world=world, progress=progress, inputs=inputs)
         try:
             share.run()
         except BaseException:  # crash or Ctrl-C: the finished runs are in the shard; a lone process reports them

@@ -173,10 +173,13 @@ def pair_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int) -> s
                   "prompt": prompt, "seed": seed, "device": config.device})
 
 
-def run_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int, ms: MethodSetting | None) -> str:
-    """The identity of one run; ``ms=None`` is the reference's own record."""
+def run_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int, ms: MethodSetting | None,
+            inputs: dict[MethodSetting, str | None] | None = None) -> str:
+    """The identity of one run; ``ms=None`` is the reference's own record. ``inputs``: per setting, the digest of
+    what it runs with (:func:`etcdiff.bench.enabling.setting_inputs`), so a changed profile file is a new run."""
     return _hash({"pair": pair_key(config, fingerprint, prompt, seed), "method": None if ms is None else ms.method,
-                  "setting": None if ms is None else ms.kwargs, "repeats": config.repeats, "flops": config.flops})
+                  "setting": None if ms is None else ms.kwargs, "repeats": config.repeats, "flops": config.flops,
+                  "inputs": None if ms is None or inputs is None else inputs.get(ms)})
 
 
 def sweep_id(config: BenchConfig, fingerprint: str) -> str:
@@ -184,9 +187,10 @@ def sweep_id(config: BenchConfig, fingerprint: str) -> str:
     return _hash({"config": {k: v for k, v in config.to_json().items() if k not in ("out", "threads")}, "fingerprint": fingerprint})
 
 
-def expected_keys(config: BenchConfig, fingerprint: str) -> list[str]:
+def expected_keys(config: BenchConfig, fingerprint: str,
+                  inputs: dict[MethodSetting, str | None] | None = None) -> list[str]:
     """Every run key of the sweep, pair by pair: the reference first, then the grid in order."""
     keys = []
     for _, prompt, seed in config.pairs():
-        keys += [run_key(config, fingerprint, prompt, seed, ms) for ms in (None, *config.grid)]
+        keys += [run_key(config, fingerprint, prompt, seed, ms, inputs) for ms in (None, *config.grid)]
     return keys
