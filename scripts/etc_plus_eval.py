@@ -237,13 +237,15 @@ def merged(path: str, results: list[dict[str, Any]], only: list[str]) -> list[di
             saved[res["model"]] = res
             continue
         rows, placed = [], set()
-        for r in old["rows"] + res["rows"]:  # saved order; a re-run method's new rows where its old ones began
+        for r in old["rows"]:  # the saved order; a re-run method's new rows where its first old row was
             if r["method"] not in only:
-                rows += [r] if r in old["rows"] else []
+                rows.append(r)
             elif r["method"] not in placed:
                 placed.add(r["method"])
                 rows += [n for n in res["rows"] if n["method"] == r["method"]]
-        saved[res["model"]] = {**old, "rows": rows, "fronts": fronts(rows), "margins": margins(fronts(rows))}
+        rows += [n for n in res["rows"] if n["method"] in only and n["method"] not in placed]  # new to the file
+        fr = fronts(rows)
+        saved[res["model"]] = {**old, "rows": rows, "fronts": fr, "margins": margins(fr)}
     return list(saved.values())
 
 

@@ -73,7 +73,7 @@ def measure(pairs: list[tuple[str, int]], args: argparse.Namespace) -> list[dict
     torch.set_num_threads(args.threads)
     pipe = load_pipeline("demo", device=args.device)
     pipe.set_progress_bar_config(disable=True)
-    rows = []
+    measured, rows = methods(args), []
     for prompt, seed in pairs:
         def generate(method: str = "none", **settings) -> tuple[np.ndarray, list[int] | None]:
             with etcdiff.enabled(pipe, method, **settings) as policy:
@@ -82,7 +82,7 @@ def measure(pairs: list[tuple[str, int]], args: argparse.Namespace) -> list[dict
             return image, (list(report().computed_steps) if report is not None else None)
 
         ref, _ = generate()
-        for label, method, settings in methods(args):
+        for label, method, settings in measured:
             image, steps = generate(method, **settings)
             rows.append({"method": label, "prompt": prompt, "seed": seed, "psnr": float(np.mean(psnr(ref, image))),
                          "calls": len(steps) if steps is not None else None, "steps": steps})
