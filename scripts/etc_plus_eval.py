@@ -2,7 +2,7 @@
 extrapolation on bare denoisers.
 
 Models: ``digits`` (the embedded demo DiT with CFG 2.0, FlowMatch Euler; evaluation seeds 0-1, every digit), and
-two HELD-OUT closed-form denoisers from ``tests/heldout_models.py``: ``gmm-flow`` (class-conditional
+two HELD-OUT closed-form denoisers from ``etcdiff.closed_form``: ``gmm-flow`` (class-conditional
 Gaussian-mixture flow with CFG, FlowMatch shift 3; evaluation: 10 classes x seeds 0-2) and ``gmm-ddim`` (epsilon
 prediction, DDIM; evaluation seeds 0-29). Each generation is one sample (batch 1). Every calibrated method is
 fitted through ``etcdiff.calibrate_policy`` on 20 calibration noises drawn from seeds 100-101 (10 each, with
@@ -27,13 +27,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import etcdiff  # noqa: E402
 from etcdiff.bench.front import front_at  # noqa: E402
 from etcdiff.metrics import psnr  # noqa: E402
 from etcdiff.policies import ETC, FixedInterval, LinearExtrapolation, NoCache, StepPolicy  # noqa: E402
-from etcdiff.policies.meancache import flow_scheduler_problem  # noqa: E402
+from etcdiff.policies.step.meancache import flow_scheduler_problem  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
 BUDGETS = (25, 17, 13, 11, 10, 9)  # etc-plus calls=B
@@ -44,7 +43,7 @@ SENCACHE = ((0.02, 0.1, 3), (0.05, 0.2, 4), (0.1, 0.5, 6), (0.2, 1.0, 8), (0.5, 
 def digits_model() -> tuple[Callable, Any, Callable]:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from etcdiff.demo.model import NULL_CLASS, load_transformer
+    from etcdiff.digits.model import NULL_CLASS, load_transformer
 
     tr = load_transformer()
 
@@ -59,7 +58,7 @@ def digits_model() -> tuple[Callable, Any, Callable]:
 
 def setup(name: str) -> dict[str, Any]:
     """Model, scheduler, decode, and the calibration and evaluation cases (labels, seed) of one model."""
-    import heldout_models as hm
+    from etcdiff import closed_form as hm
 
     if name == "digits":
         model, sched, dec = digits_model()

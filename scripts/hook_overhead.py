@@ -11,7 +11,7 @@ import time
 import torch
 
 import etcdiff
-from etcdiff.demo import DigitsPipeline
+from etcdiff.digits import DigitsPipeline
 
 
 def main() -> None:

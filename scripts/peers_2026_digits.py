@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 import etcdiff
-from etcdiff.integration.recording import record_pipeline
-from etcdiff.integration.sensitivity import record_sensitivity_pipeline
+from etcdiff.integration.step.recording import record_pipeline
+from etcdiff.integration.step.sensitivity import record_sensitivity_pipeline
 from etcdiff.metrics import psnr, ssim
 from etcdiff.models import call_kwargs, load_pipeline
 from etcdiff.policies import ETC, MeanCache, SenCache, fit_meancache, fit_sencache

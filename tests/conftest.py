@@ -25,7 +25,7 @@ def _one_thread():
 def pipe():
     """The embedded digits pipeline, quiet, with whatever a test enabled taken off afterwards."""
     import etcdiff
-    from etcdiff.demo import DigitsPipeline
+    from etcdiff.digits import DigitsPipeline
 
     p = DigitsPipeline.from_embedded()
     p.set_progress_bar_config(disable=True)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import etcdiff
-from etcdiff.integration.external import disable_external, enable_external, external_report
+from etcdiff.integration.external.peers import disable_external, enable_external, external_report
 from test_block_peers import build, module_state
 from tiny_matrix_pipelines import make_flux2, make_sd15_ddim, make_wan22
 
@@ -149,7 +149,7 @@ def test_cache_dit_on_two_pipelines_of_one_class() -> None:
 def test_second_pipeline_sharing_the_denoiser(first: str, second: str) -> None:
     if "cache-dit" in (first, second):
         pytest.importorskip("cache_dit")
-    from etcdiff.demo import DigitsPipeline
+    from etcdiff.digits import DigitsPipeline
 
     a, kw, run_a, *_ = build("dit")
     other = DigitsPipeline(transformer=a.transformer, scheduler=type(a.scheduler).from_config(a.scheduler.config))
@@ -168,12 +168,12 @@ def test_second_pipeline_sharing_the_denoiser(first: str, second: str) -> None:
 
 
 def test_a_block_cache_over_an_external_peer_on_one_pipeline() -> None:
-    from etcdiff.integration.block_cache import enable_block_cache
+    from etcdiff.integration.block.cache import enable_block_cache
 
     pipe, _, run, *_ = build("dit")
     enable_external(pipe, "diffusers-fbc", threshold=10.0)
-    with pytest.raises(RuntimeError, match=r"already used by another method enabled on this pipeline\. "
-                                           r"Call etcdiff\.disable\(pipe\) first"):
+    with pytest.raises(RuntimeError, match=r"an external peer is enabled on this pipeline; "
+                                           r"call etcdiff\.disable\(pipe\) first"):
         enable_block_cache(pipe, "teacache", threshold=0.1)
     run(5)
     assert external_report(pipe).per_step_stack_runs == [1, 0, 0, 0, 0]  # the peer alone, as enabled
@@ -204,7 +204,7 @@ def test_first_block_cache_refused_on_flux2(klein: bool) -> None:
     with pytest.raises(NotImplementedError, match=r"diffusers-fbc cannot run on Flux2Transformer2DModel: its first "
                                                   r"block \(Flux2TransformerBlock\) and last block .*Methods that run "
                                                   r"on it: etc, .*"):
-        enable_external(tp.pipe, "diffusers-fbc")
+        etcdiff.enable(tp.pipe, "diffusers-fbc")
     assert not etcdiff.is_enabled(tp.pipe) and "forward" not in vars(tp.model)
 
 

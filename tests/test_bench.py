@@ -31,7 +31,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def tiny_pipe():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from etcdiff.demo import DigitsPipeline, build_transformer
+    from etcdiff.digits import DigitsPipeline, build_transformer
 
     torch.manual_seed(0)
     pipe = DigitsPipeline(transformer=build_transformer().eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
@@ -41,7 +41,7 @@ def tiny_pipe():
 
 def demo_or_tiny(*args, **kwargs):
     """The shipped demo pipeline, or the untrained stand-in while its weights are not there."""
-    from etcdiff.demo.model import WEIGHTS_PATH
+    from etcdiff.digits.model import WEIGHTS_PATH
 
     if WEIGHTS_PATH.is_file():
         from etcdiff.models import load_pipeline
@@ -175,7 +175,7 @@ def test_resume_runs_only_what_is_missing(tmp_path):
 
 def test_a_recalibrated_profile_at_the_same_path_is_run_again(tmp_path):
     from etcdiff.calibration.runs import record_pipeline_runs
-    from etcdiff.policies.ertacache import fit_ertacache
+    from etcdiff.policies.step.ertacache import fit_ertacache
 
     pipe = tiny_pipe()
     trajs = record_pipeline_runs(pipe, ["1", "3"], 6, 0)
@@ -194,6 +194,36 @@ def test_a_recalibrated_profile_at_the_same_path_is_run_again(tmp_path):
     assert again.merged["complete"] and len(again.merged["runs"]) == 3
     erta = [r for r in again.merged["runs"] if r["method"] == "ertacache"]
     assert len(erta) == 1 and erta[0]["key"] == again.executed[0]
+
+
+def test_a_timed_run_reads_no_profile_and_builds_no_plan(tmp_path, monkeypatch):
+    """Each setting is resolved once per sweep (profile read, policy built, ETC+'s plan made); a timed run only
+    creates a generation's fresh state."""
+    import builtins
+
+    import etcdiff
+    from etcdiff.policies.step.etc_plus import ETCPlus
+
+    pipe = demo_or_tiny()
+    profile = SRC / "etcdiff" / "data" / "profiles" / "digits_50steps_etc-plus.json"
+    cfg = BenchConfig(model="digits", grid=build_grid(["etc-plus", "ertacache"], f"etc-plus:profile={profile} calls=12,20;"
+                      f"ertacache:profile={SRC / 'etcdiff' / 'data' / 'profiles' / 'digits_50steps_ertacache.json'}"),
+                      prompts=["2"], steps=50, repeats=1, out=tmp_path)
+    measurer = Measurer(cfg, pipe)
+    measurer.validate_methods()
+    plans, opened = [], []
+    real_build, real_open, real_read = ETCPlus._build_plan, builtins.open, Path.read_text
+    monkeypatch.setattr(ETCPlus, "_build_plan", lambda self: plans.append(self) or real_build(self))
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: opened.append(str(self)) or real_read(self, *a, **k))
+    computed = {}
+    for ms in cfg.grid:
+        measurer.timed(ms, "2", 0)
+        computed[ms.label] = etcdiff.last_report(pipe).num_computed
+    assert plans == []
+    assert not [f for f in opened if f.endswith(".json")], opened
+    budgets = {label: int(label.split("calls=")[1].split()[0]) for label in computed if "calls=" in label}
+    assert len(budgets) == 2 and all(computed[label] <= b for label, b in budgets.items())
 
 
 def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):

@@ -14,16 +14,16 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from etcdiff.integration.block_cache import (
+from etcdiff.integration.block.cache import (
     SUPPORTED_MODELS, block_cache_report, disable_block_cache, enable_block_cache,
 )
-from etcdiff.integration.block_calibration import calibrate_magcache, calibrate_teacache
-from etcdiff.integration.external import (
+from etcdiff.integration.block.calibration import calibrate_magcache, calibrate_teacache
+from etcdiff.integration.external.peers import (
     EXTERNAL_PEERS, check_external, diffusers_magcache_ratios, disable_external, enable_external, external_report,
     supported_external_peers,
 )
-from etcdiff.policies.magcache import FLUX_MAG_RATIOS, MagCache, fit_magcache_ratios, nearest_interp
-from etcdiff.policies.teacache import (
+from etcdiff.policies.block.magcache import FLUX_MAG_RATIOS, MagCache, fit_magcache_ratios, nearest_interp
+from etcdiff.policies.block.teacache import (
     FLUX_COEFFICIENTS, IDENTITY_COEFFICIENTS, TeaCache, fit_teacache_coefficients, poly_eval,
 )
 
@@ -209,7 +209,7 @@ def make_dit():
     """The demo's DigitsPipeline around a randomly initialised DiT (4 blocks), batched CFG, two prompts."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from etcdiff.demo import DigitsPipeline, build_transformer
+    from etcdiff.digits import DigitsPipeline, build_transformer
 
     torch.manual_seed(0)
     pipe = DigitsPipeline(transformer=build_transformer().eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
@@ -345,7 +345,7 @@ def test_cond_and_uncond_keep_separate_caches():
     # with a shared cache, a skipped cond call would add the uncond call's residual.
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from etcdiff.demo import build_transformer
+    from etcdiff.digits import build_transformer
 
     torch.manual_seed(0)
     loop = Loop(build_transformer().eval(), FlowMatchEulerDiscreteScheduler(shift=1.0))

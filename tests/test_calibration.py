@@ -178,8 +178,8 @@ def _demo_pipeline():
     """The trained demo model once its weights exist, else the same pipeline with untrained weights."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from etcdiff.demo import DigitsPipeline, build_transformer
-    from etcdiff.demo.model import WEIGHTS_PATH
+    from etcdiff.digits import DigitsPipeline, build_transformer
+    from etcdiff.digits.model import WEIGHTS_PATH
 
     if WEIGHTS_PATH.is_file():
         return DigitsPipeline.from_embedded()
@@ -215,7 +215,7 @@ def test_calibrate_cli_on_the_demo(tmp_path, monkeypatch, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the curves are the spec's: d_i from the recorded outputs of a full run with the profile's seed
-    from etcdiff.integration.recording import record_pipeline
+    from etcdiff.integration.step.recording import record_pipeline
     from etcdiff.models import call_kwargs
 
     d = []
@@ -346,7 +346,7 @@ def test_record_denoiser_runs_keeps_inputs_outputs_final_and_schedule():
     torch.testing.assert_close(trajs[1].timesteps, scheduler.timesteps)
     torch.testing.assert_close(trajs[1].sigmas, scheduler.sigmas)
     assert trajs[1].num_steps == 10 and len(trajs[1].inputs) == 10
-    from etcdiff.policies.ertacache import fit_ertacache  # the same runs fit another calibrated method
+    from etcdiff.policies.step.ertacache import fit_ertacache  # the same runs fit another calibrated method
 
     assert fit_ertacache(trajs, 0.2).num_trajectories == 2
 
@@ -366,7 +366,7 @@ def test_pipeline_runs_recorded_once_give_the_calibrated_tau():
     prof = calibrate_pipeline(pipe, ["3", "8"], steps=16, seed=42, progress=False)
     assert (result.tau, result.r) == (prof.tau, prof.change_point)
     np.testing.assert_allclose(result.s_bar, prof.s_bar)
-    from etcdiff.policies.ertacache import fit_ertacache  # record once, fit ETC and ERTACache
+    from etcdiff.policies.step.ertacache import fit_ertacache  # record once, fit ETC and ERTACache
 
     assert len(fit_ertacache(trajs, 0.2).compute) == 16
     with pytest.raises(ValueError, match="no calibration prompts"):

@@ -71,7 +71,7 @@ def test_cuda_on_a_cpu_only_torch(capsys):
 
 
 def test_a_missing_cache_dit_names_the_extra(monkeypatch, capsys):
-    import etcdiff.integration.external_support as external
+    import etcdiff.integration.external.support as external
 
     monkeypatch.setattr(external, "cache_dit_status", lambda: "cache-dit is not installed")
     code, err = run_cli(["generate", "--model", "digits", "--prompt", "1", "--method", "cache-dit"], capsys)

@@ -6,8 +6,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
 from etc_reference import reference_etc_loop
-from etcdiff.demo import DigitsPipeline
-from etcdiff.demo.model import NULL_CLASS
+from etcdiff.digits import DigitsPipeline
+from etcdiff.digits.model import NULL_CLASS
 
 GUIDANCE = 2.0
 

@@ -8,8 +8,8 @@ import torch
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
-from etcdiff.demo import DigitsPipeline, load_transformer
-from etcdiff.demo.model import NULL_CLASS, SAMPLE_SIZE, WEIGHTS_PATH
+from etcdiff.digits import DigitsPipeline, load_transformer
+from etcdiff.digits.model import NULL_CLASS, SAMPLE_SIZE, WEIGHTS_PATH
 
 STEPS = 4
 

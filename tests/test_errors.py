@@ -7,8 +7,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
 from etcdiff.cli import main
-from etcdiff.demo import DigitsPipeline
-from etcdiff.integration.diffusers_hook import _split_output, enable_step_policy
+from etcdiff.digits import DigitsPipeline
+from etcdiff.integration.denoisers import split_output
+from etcdiff.integration.step.hook import enable_step_policy
 from etcdiff.metrics import psnr, ssim
 
 
@@ -46,7 +47,7 @@ def test_a_replaced_scheduler_that_was_never_set_up(pipe):
 
 def test_an_unreadable_denoiser_output():
     with pytest.raises(TypeError, match="cannot find the output tensor in a denoiser output of type object"):
-        _split_output(object())
+        split_output(object())
 
 
 def test_policy_life_cycle_errors():

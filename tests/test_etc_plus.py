@@ -8,12 +8,12 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
-from etcdiff.integration.recording import Trajectory
+from etcdiff.integration.step.recording import Trajectory
 from etcdiff import make_policy
 from etcdiff.policies import NoCache
-from etcdiff.policies.etc_plus import ETCPlus, fit_etc_plus
+from etcdiff.policies.step.etc_plus import ETCPlus, fit_etc_plus
 
-import heldout_models as hm
+from etcdiff import closed_form as hm
 
 
 class Recorder(NoCache):
@@ -322,7 +322,7 @@ def test_bad_profiles_step_counts_and_budgets(flow, tmp_path):
 
 
 def _budget_through_the_hook(tiny, calls_per_step, budget):
-    from etcdiff.integration.recording import record_pipeline
+    from etcdiff.integration.step.recording import record_pipeline
 
     trajs = [record_pipeline(tiny.pipe, **{**tiny.call_kwargs, "num_inference_steps": 10, "output_type": "latent",
                                            "generator": torch.Generator().manual_seed(s)})[0] for s in (11, 12)]
@@ -348,8 +348,8 @@ def test_budget_through_the_hook_on_cfg_layouts(name):
 
 
 def test_budget_through_the_hook_on_the_digits_pipeline():
-    from etcdiff.demo import DigitsPipeline
-    from etcdiff.integration.recording import record_pipeline
+    from etcdiff.digits import DigitsPipeline
+    from etcdiff.integration.step.recording import record_pipeline
 
     pipe = DigitsPipeline.from_embedded()
     pipe.set_progress_bar_config(disable=True)

@@ -18,7 +18,6 @@ PKG = "etcdiff"
 #: module-name prefixes -> layer (the longest prefix wins)
 LAYERS = {
     "etcdiff._version": 0,
-    "etcdiff._method_names": 0,
     "etcdiff._numbers": 0,
     "etcdiff.policies": 0,
     "etcdiff.integration": 1,
@@ -26,10 +25,11 @@ LAYERS = {
     "etcdiff": 3,  # the package root and the api modules: registry, catalog, kinds, api
     "etcdiff.bench": 4,
     "etcdiff.cli": 4,
-    "etcdiff.demo": 4,
+    "etcdiff.digits": 4,
     "etcdiff.scenes": 4,
     "etcdiff.models": 4,
     "etcdiff.metrics": 4,
+    "etcdiff.closed_form": 4,
     "etcdiff.__main__": 4,
 }
 LAYER_NAMES = ["policies", "integration", "calibration", "api", "tools"]
@@ -135,8 +135,8 @@ def test_no_import_cycles():
 
 def test_the_walker_sees_lazy_imports_and_layers():
     g = graph()
-    assert "etcdiff.policies.base" in g["etcdiff.api"]
-    assert layer("etcdiff.policies.etc") < layer("etcdiff.integration.sampler") < layer("etcdiff.calibration.profile")
+    assert "etcdiff.policies.step.base" in g["etcdiff.api"]
+    assert layer("etcdiff.policies.step.etc") < layer("etcdiff.integration.step.sampler") < layer("etcdiff.calibration.profile")
     assert layer("etcdiff.registry") == 3 and layer("etcdiff.cli.generate") == 4
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -145,3 +145,63 @@ def test_the_walker_sees_lazy_imports_and_layers():
 def test_no_module_is_longer_than_450_lines(path):
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= 450, f"{path.relative_to(SRC)} has {n} lines; split it by concept"
+
+
+WINGS = ("etcdiff.integration.step", "etcdiff.integration.block", "etcdiff.integration.external")
+
+
+def _wing(module: str) -> str | None:
+    return next((w for w in WINGS if module == w or module.startswith(w + ".")), None)
+
+
+def test_a_wing_never_imports_another_wing():
+    crossing = [f"{m} imports {t}" for m, targets in graph().items() for t in sorted(targets)
+                if _wing(m) and _wing(t) and _wing(m) != _wing(t)]
+    assert not crossing, "integration wings that import each other:\n" + "\n".join(crossing)
+
+
+@pytest.mark.parametrize("folder", sorted({p.parent for p in (SRC / PKG).rglob("*.py")}),
+                         ids=lambda p: str(p.relative_to(SRC)))
+def test_no_package_folder_holds_more_than_16_modules(folder):
+    n = len(list(folder.glob("*.py")))
+    assert n <= 16, f"{folder.relative_to(SRC)} holds {n} modules; split it into subpackages by kind"
+
+
+def _assignments_and_defs() -> tuple[list[str], list[str]]:
+    assigned, defined = [], []
+    for path in sorted((SRC / PKG).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assign):
+                assigned += [f"{path.name}:{t.id}" for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.FunctionDef):
+                defined.append(f"{path.name}:{node.name}")
+    return assigned, defined
+
+
+def test_the_denoiser_lookup_lives_in_one_place():
+    assigned, defined = _assignments_and_defs()
+    assert [a for a in assigned if a.endswith(":DENOISER_NAMES")] == ["denoisers.py:DENOISER_NAMES"]
+    assert [d for d in defined if d.endswith(":find_denoisers")] == ["denoisers.py:find_denoisers"]
+
+
+def test_no_private_name_is_imported_across_folders():
+    mods = all_modules()
+    crossing = []
+    for module, path in mods.items():
+        here = path.parent
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+            target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+            target_path = mods.get(target)
+            if target_path is None or target_path.parent == here:
+                continue
+            crossing += [f"{module} imports {a.name} from {target}" for a in node.names
+                         if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not crossing, "private names imported from another folder:\n" + "\n".join(crossing)
+
+
+def test_there_is_no_demo_package_and_no_mutable_method_list():
+    assert not (SRC / PKG / "demo").exists()
+    assert not (SRC / PKG / "_method_names.py").exists()

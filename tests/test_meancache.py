@@ -10,8 +10,8 @@ import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 import etcdiff
-from etcdiff.integration.recording import Trajectory, record_pipeline
-from etcdiff.policies.meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
+from etcdiff.integration.step.recording import Trajectory, record_pipeline
+from etcdiff.policies.step.meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
 
 
 # -- the schedule search --------------------------------------------------------------------------------------
@@ -196,9 +196,8 @@ def test_another_step_count_is_refused():
 def test_non_flow_scheduler_gets_a_clear_error_naming_what_runs_there():
     policy = MeanCache(schedule=MeanCacheSchedule(10, [0, 4, 9], [1, 1]))
     model = lambda x, t: -x  # noqa: E731
-    others = ", ".join(n for n, m in etcdiff.METHODS.items() if m.kind == "step" and n not in ("none", "meancache"))
-    assert "sencache" in others and "etc" in others
-    with pytest.raises(ValueError, match=rf"meancache runs only on .*DDIMScheduler.* {others}\."):
+    with pytest.raises(ValueError, match=r"meancache runs only on .*DDIMScheduler.* use another step method "
+                                         r"\(etc, etc-plus and ertacache run on any scheduler\)\."):
         etcdiff.sample(model, DDIMScheduler(), torch.zeros(1, 2), 10, policy)
     out = etcdiff.sample(model, FlowMatchEulerDiscreteScheduler(), torch.ones(1, 2), 10, policy)
     assert torch.isfinite(out).all() and policy.report().num_computed == 3
@@ -208,7 +207,7 @@ def test_non_flow_scheduler_gets_a_clear_error_naming_what_runs_there():
 
 @pytest.fixture(scope="module")
 def demo():
-    from etcdiff.demo.pipeline import DigitsPipeline
+    from etcdiff.digits.pipeline import DigitsPipeline
 
     torch.set_num_threads(1)
     pipe = DigitsPipeline.from_embedded()
@@ -219,7 +218,7 @@ def demo():
 
 
 def demo_model(pipe, label, counter, guidance_scale=2.0):
-    from etcdiff.demo.model import NULL_CLASS
+    from etcdiff.digits.model import NULL_CLASS
 
     labels = torch.tensor([label, NULL_CLASS])
 
@@ -293,7 +292,7 @@ def test_enable_on_a_non_flow_pipeline_says_what_runs_there():
     tp = FACTORIES["sdxl"]()
     etcdiff.enable(tp.pipe, MeanCache(schedule=MeanCacheSchedule(6, [0, 3, 5], [1, 1])))
     try:
-        with pytest.raises(ValueError, match="EulerDiscreteScheduler is not a flow-matching scheduler.*sencache"):
+        with pytest.raises(ValueError, match="EulerDiscreteScheduler is not a flow-matching scheduler.*etc, etc-plus and ertacache"):
             tp.run(6)
     finally:
         etcdiff.disable(tp.pipe)

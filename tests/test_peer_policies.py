@@ -8,10 +8,10 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
-from etcdiff.integration.recording import Trajectory
-from etcdiff.policies.adaptive import AdaptiveDiffusion
-from etcdiff.policies.ertacache import ERTACache, ERTACacheProfile, fit_ertacache
-from etcdiff.policies.sada import SADA, ab_weights
+from etcdiff.integration.step.recording import Trajectory
+from etcdiff.policies.step.adaptive import AdaptiveDiffusion
+from etcdiff.policies.step.ertacache import ERTACache, ERTACacheProfile, fit_ertacache
+from etcdiff.policies.step.sada import SADA, ab_weights
 from test_sampler import SmallConvDenoiser
 
 
@@ -319,8 +319,8 @@ def test_ertacache_refuses_another_step_count():
 
 
 def _demo_pipe():
-    from etcdiff.demo import DigitsPipeline
-    from etcdiff.demo.model import WEIGHTS_PATH
+    from etcdiff.digits import DigitsPipeline
+    from etcdiff.digits.model import WEIGHTS_PATH
 
     if not WEIGHTS_PATH.exists():
         pytest.skip("the demo weights are not trained yet")
@@ -331,7 +331,7 @@ def _demo_pipe():
 
 @pytest.mark.parametrize("name", ["adaptive", "sada", "ertacache"])
 def test_each_method_through_the_hook_on_the_demo_pipeline(name):
-    from etcdiff.integration.recording import record_pipeline
+    from etcdiff.integration.step.recording import record_pipeline
 
     pipe = _demo_pipe()
     kw = dict(num_inference_steps=20, guidance_scale=2.0, output_type="pt")

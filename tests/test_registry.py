@@ -8,7 +8,7 @@ import torch
 
 import etcdiff
 from etcdiff.cli import main
-from etcdiff.policies.base import StepPolicy
+from etcdiff.policies.step.base import StepPolicy
 
 
 class EveryNth(StepPolicy):

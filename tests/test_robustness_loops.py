@@ -295,7 +295,7 @@ def test_report_covers_every_pass() -> None:
     ids=["plain", "cosmos", "heun", "denoising_end"],
 )
 def test_recording_counts_steps_like_the_hook(scheduler, kwargs, steps) -> None:
-    from etcdiff.integration.recording import record_pipeline
+    from etcdiff.integration.step.recording import record_pipeline
 
     pipe = make_loop_pipeline(scheduler) if scheduler is not None else make_loop_pipeline()
     traj, out = record_pipeline(pipe, num_inference_steps=12, **kwargs)

@@ -8,8 +8,8 @@ import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 import etcdiff
-from etcdiff.integration.sensitivity import record_sensitivity, record_sensitivity_pipeline
-from etcdiff.policies.sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
+from etcdiff.integration.step.sensitivity import record_sensitivity, record_sensitivity_pipeline
+from etcdiff.policies.step.sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
 
 TABLES = SenCacheTables(timesteps=[1000.0, 500.0], j_x=[1.0, 2.0], j_t=[0.001, 0.0])
 TIMESTEPS = [1000.0 - 100 * i for i in range(10)]
@@ -125,7 +125,7 @@ def test_runs_on_any_scheduler_through_sample():
 
 @pytest.fixture(scope="module")
 def pipe():
-    from etcdiff.demo.pipeline import DigitsPipeline
+    from etcdiff.digits.pipeline import DigitsPipeline
 
     torch.set_num_threads(1)
     p = DigitsPipeline.from_embedded()

@@ -17,11 +17,11 @@ _EXPORTS = {
     **dict.fromkeys(("disable", "enable", "enabled", "is_enabled", "last_report", "make_policy", "summary"), ".api"),
     **dict.fromkeys(("calibrate_policy",), ".calibrate"),
     **dict.fromkeys(("etc_from_profile",), ".calibration.profile"),
-    **dict.fromkeys(("sample",), ".integration.sampler"),
+    **dict.fromkeys(("sample",), ".integration.step.sampler"),
     **dict.fromkeys(("ETC", "ETC_PRESETS", "SADA", "AdaptiveDiffusion", "ERTACache", "FixedInterval", "NoCache",
                      "RunReport", "StepPolicy"), ".policies"),
-    "MagCache": ".policies.magcache",
-    "TeaCache": ".policies.teacache",
+    "MagCache": ".policies.block.magcache",
+    "TeaCache": ".policies.block.teacache",
     **dict.fromkeys(("METHODS", "Method", "get_method", "register", "unregister"), ".catalog"),
 }
 

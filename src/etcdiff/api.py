@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from . import catalog  # noqa: F401  (registers the shipped methods)
-from .kinds import KINDS
-from .policies.base import StepPolicy
+from .kinds import KINDS, enabled_kind
+from .policies.step.base import StepPolicy
 from .registry import METHODS, Method, get_method
 
 #: the last report of a pipeline whose method was disabled, so ``last_report`` still answers after
@@ -95,7 +95,8 @@ def enable(pipe: Any, method: Any = "etc", **settings: Any) -> Any:
     ``method`` is a registered name with its settings (``enable(pipe, "teacache", threshold=0.4)``) or a
     policy/rule object (``enable(pipe, etcdiff.ETC(0.1))``). Whatever was enabled before is removed first.
     """
-    from .integration.diffusers_hook import find_denoisers
+    from .integration.denoiser_owners import CannotRun
+    from .integration.denoisers import find_denoisers
 
     info, kind = _method_of(method)
     find_denoisers(pipe)  # the plain "no denoiser" error before anything else
@@ -106,15 +107,25 @@ def enable(pipe: Any, method: Any = "etc", **settings: Any) -> Any:
             raise ValueError(f"settings {sorted(settings)} go with a method name, not with a policy or rule object.")
         thing, used = method, dict(getattr(method, "params", dict)())
     disable(pipe)
-    out = KINDS[kind].enable(pipe, info, thing, used)
+    try:
+        out = KINDS[kind].enable(pipe, info, thing, used)
+    except CannotRun as e:
+        raise CannotRun(f"{e} {methods_that_run(pipe)}") from None
     name = info.name if info is not None else getattr(method, "name", type(method).__name__)
     params = getattr(thing, "params", None)
     _ENABLED[pipe] = (name, {**(params() if callable(params) else {}), **used})
     return out
 
 
+def methods_that_run(pipe: Any) -> str:
+    """'Methods that run on it: ...', every registered method whose kind can run on ``pipe``'s model."""
+    names = [n for k in KINDS.values()
+             for n in k.runs_on(pipe, [m.name for m in METHODS.values() if m.kind == k.name])]
+    return f"Methods that run on it: {', '.join(names)}."
+
+
 def _enabled_kind(pipe: Any) -> str | None:
-    return next((k for k, handler in KINDS.items() if handler.is_enabled(pipe)), None)
+    return enabled_kind(pipe)
 
 
 def disable(pipe: Any) -> None:
@@ -127,8 +138,7 @@ def disable(pipe: Any) -> None:
             _LAST_REPORTS[pipe] = (name, used, KINDS[kind].report(pipe))
         except (RuntimeError, TypeError):
             pass  # no generation ran: nothing to keep
-    for handler in KINDS.values():
-        handler.disable(pipe)
+        KINDS[kind].disable(pipe)
     _ENABLED.pop(pipe, None)
 
 

@@ -20,9 +20,9 @@ import torch
 from .api import resolve_policy
 from .calibration.decode import Decode
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
-from .calibration.policy_runs import Run, denoiser_runner, pipeline_runner
+from .calibration.policy_runs import PolicyRunner, denoiser_runner, pipeline_runner
 from .calibration.selection import choose_fit
-from .policies.base import StepPolicy
+from .policies.step.base import StepPolicy
 from .registry import Method, get_method
 
 def calibrated_method(name: str) -> Method:
@@ -87,7 +87,7 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
 
 
 def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict[str, Any],
-         run_args: dict[str, Any], run: Run) -> dict[str, Any]:
+         run_args: dict[str, Any], run: PolicyRunner) -> dict[str, Any]:
     """The method's fit; where it declares a choice (``Method.choose``) the user left open, the choice made on
     held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`)."""
     context = _fit_context(info, run_args)

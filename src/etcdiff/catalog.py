@@ -24,8 +24,8 @@ def _policy(name: str) -> Any:
 
 def _block_rule(name: str) -> Any:
     def schema() -> type:
-        from .policies.magcache import MagCache
-        from .policies.teacache import TeaCache
+        from .policies.block.magcache import MagCache
+        from .policies.block.teacache import TeaCache
 
         return {"TeaCache": TeaCache, "MagCache": MagCache}[name]
 
@@ -42,7 +42,7 @@ def _diffusers_config(name: str) -> Any:
 
 
 def _cache_dit_config() -> type:
-    from .integration.external_support import cache_dit_status
+    from .integration.external.support import cache_dit_status
 
     why = cache_dit_status()
     if why is not None:
@@ -55,7 +55,7 @@ def _cache_dit_config() -> type:
 
 # -- calibrations -------------------------------------------------------------------------------------------
 def _fit_ertacache(trajectories: list[Any], threshold: float = 0.2, decode: Any = None) -> dict[str, Any]:
-    from .policies.ertacache import fit_ertacache
+    from .policies.step.ertacache import fit_ertacache
 
     return {"profile": fit_ertacache(trajectories, threshold).to_dict()}
 
@@ -68,14 +68,14 @@ def _fit_etc(trajectories: list[Any], decode: Any = None, **settings: Any) -> di
 
 def _fit_meancache(trajectories: list[Any], decode: Any = None, calls: int = 17, gamma: float = 2.0,
                    max_span: int = 6) -> dict[str, Any]:
-    from .policies.meancache import fit_meancache
+    from .policies.step.meancache import fit_meancache
 
     profile = fit_meancache(trajectories, budgets=[calls], gamma=gamma, max_span=max_span)
     return {"profile": profile.to_dict(), "calls": calls}
 
 
 def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
-    from .policies.etc_plus_fit import fit_etc_plus
+    from .policies.step.etc_plus_fit import fit_etc_plus
 
     return {"profile": fit_etc_plus(trajectories, **settings)}
 
@@ -95,14 +95,14 @@ def _probe_runs(prompts: int, steps: int) -> int:
 
 
 def _fit_sencache(records: list[Any], decode: Any = None) -> dict[str, Any]:
-    from .policies.sencache import fit_sencache
+    from .policies.step.sencache import fit_sencache
 
     return {"tables": fit_sencache(records).to_dict()}
 
 
 def _sensitivity_recorders() -> tuple[Any, Any]:
-    from .integration.recording import call_kwargs
-    from .integration.sensitivity import record_sensitivity, record_sensitivity_pipeline
+    from .integration.step.recording import call_kwargs
+    from .integration.step.sensitivity import record_sensitivity, record_sensitivity_pipeline
 
     def on_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, guidance_scale: float | None,
                     on_step: Any = None) -> list[Any]:
@@ -119,13 +119,13 @@ def _sensitivity_recorders() -> tuple[Any, Any]:
 
 
 def _teacache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
-    from .integration.block_calibration import calibrate_teacache
+    from .integration.block.calibration import calibrate_teacache
 
     return {"coefficients": list(calibrate_teacache(pipe, prompts, steps, seed, **call_kwargs).coefficients)}
 
 
 def _magcache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
-    from .integration.block_calibration import calibrate_magcache
+    from .integration.block.calibration import calibrate_magcache
 
     return {"ratios": list(calibrate_magcache(pipe, prompts, steps, seed, **call_kwargs).ratios)}
 

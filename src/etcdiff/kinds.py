@@ -1,58 +1,121 @@
-"""The three kinds of method, each with one integration that puts it on a pipeline, takes it off and reports.
+"""The three kinds of method, each with one integration wing that puts it on a pipeline, takes it off and reports.
 
-- ``step``: :mod:`etcdiff.integration.diffusers_hook` (the denoiser call is skipped, its output predicted);
-- ``block``: :mod:`etcdiff.integration.block_cache` (the transformer blocks' residual is reused);
-- ``external``: :mod:`etcdiff.integration.external` (diffusers' cache hooks and cache-dit, as they ship).
+- ``step``: :mod:`etcdiff.integration.step.hook` (the denoiser call is skipped, its output predicted);
+- ``block``: :mod:`etcdiff.integration.block.cache` (the transformer blocks' residual is reused);
+- ``external``: :mod:`etcdiff.integration.external.peers` (diffusers' cache hooks and cache-dit, as they ship).
 
-The integration modules are imported on first use, so that reading the registry costs no diffusers import.
+Each wing is imported inside the functions that use it, so that reading the registry costs no diffusers import.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from typing import Any
 
 from .registry import Method
 
 
-@dataclass(frozen=True)
 class Kind:
-    """The integration functions of one kind: ``module.enable(pipe, thing)``, ``disable(pipe)``,
-    ``report(pipe)``, ``is_enabled(pipe)``, by their names in that module."""
+    """The integration of one kind of method: enable, disable, report, and which of its methods run on a pipeline."""
 
-    name: str
-    module: str
-    enable_fn: str
-    disable_fn: str
-    report_fn: str
-    is_enabled_fn: str
-
-    def _fn(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self.module, __package__), attr)
+    name = ""
 
     def enable(self, pipe: Any, method: Method | None, thing: Any, settings: dict[str, Any]) -> Any:
         """Put ``thing`` (a built policy or rule; for external peers, the method with ``settings``) on ``pipe``."""
-        if self.name == "external":
-            assert method is not None
-            return self._fn(self.enable_fn)(pipe, method.name, **settings)
-        return self._fn(self.enable_fn)(pipe, thing)
+        raise NotImplementedError
 
     def disable(self, pipe: Any) -> None:
-        self._fn(self.disable_fn)(pipe)
+        raise NotImplementedError
 
     def report(self, pipe: Any) -> Any:
-        return self._fn(self.report_fn)(pipe)
+        raise NotImplementedError
 
-    def is_enabled(self, pipe: Any) -> bool:
-        return bool(self._fn(self.is_enabled_fn)(pipe))
+    def runs_on(self, pipe: Any, names: list[str]) -> list[str]:
+        """Those of ``names`` (this kind's registered methods) that can run on ``pipe``'s model."""
+        raise NotImplementedError
 
 
-KINDS: dict[str, Kind] = {
-    "step": Kind("step", ".integration.diffusers_hook", "enable_step_policy", "disable_step_policy",
-                 "step_policy_report", "is_step_policy_enabled"),
-    "block": Kind("block", ".integration.block_cache", "enable_block_cache", "disable_block_cache",
-                  "block_cache_report", "is_block_cache_enabled"),
-    "external": Kind("external", ".integration.external", "enable_external", "disable_external",
-                     "external_report", "is_external_enabled"),
-}
+class StepKind(Kind):
+    name = "step"
+
+    def enable(self, pipe: Any, method: Method | None, thing: Any, settings: dict[str, Any]) -> Any:
+        from .integration.step.hook import enable_step_policy
+
+        return enable_step_policy(pipe, thing)
+
+    def disable(self, pipe: Any) -> None:
+        from .integration.step.hook import disable_step_policy
+
+        disable_step_policy(pipe)
+
+    def report(self, pipe: Any) -> Any:
+        from .integration.step.hook import step_policy_report
+
+        return step_policy_report(pipe)
+
+    def runs_on(self, pipe: Any, names: list[str]) -> list[str]:
+        return [n for n in names if n != "none"]  # any denoiser; the full-step reference is no acceleration
+
+
+class BlockKind(Kind):
+    name = "block"
+
+    def enable(self, pipe: Any, method: Method | None, thing: Any, settings: dict[str, Any]) -> Any:
+        from .integration.block.cache import enable_block_cache
+
+        return enable_block_cache(pipe, thing)
+
+    def disable(self, pipe: Any) -> None:
+        from .integration.block.cache import disable_block_cache
+
+        disable_block_cache(pipe)
+
+    def report(self, pipe: Any) -> Any:
+        from .integration.block.cache import block_cache_report
+
+        return block_cache_report(pipe)
+
+    def runs_on(self, pipe: Any, names: list[str]) -> list[str]:
+        from .integration.block.cache import find_block_denoisers
+
+        try:
+            find_block_denoisers(pipe)
+        except NotImplementedError:
+            return []
+        return names
+
+
+class ExternalKind(Kind):
+    name = "external"
+
+    def enable(self, pipe: Any, method: Method | None, thing: Any, settings: dict[str, Any]) -> Any:
+        from .integration.external.peers import enable_external
+
+        assert method is not None
+        return enable_external(pipe, method.name, **settings)
+
+    def disable(self, pipe: Any) -> None:
+        from .integration.external.peers import disable_external
+
+        disable_external(pipe)
+
+    def report(self, pipe: Any) -> Any:
+        from .integration.external.peers import external_report
+
+        return external_report(pipe)
+
+    def runs_on(self, pipe: Any, names: list[str]) -> list[str]:
+        from .integration.external.support import supported_external_peers
+
+        here = set(supported_external_peers(pipe))
+        return [n for n in names if n in here]
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (StepKind(), BlockKind(), ExternalKind())}
+
+
+def enabled_kind(pipe: Any) -> str | None:
+    """The kind of the method enabled on ``pipe``, or ``None`` (one kind at a time)."""
+    from .integration.session_hook import enabled_kind as holder
+
+    registry = holder(pipe)
+    return None if registry is None else registry.kind

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .integration.recording import call_kwargs
+from .integration.step.recording import call_kwargs
 
 __all__ = ["DEMO", "EMBEDDED", "call_kwargs", "demo_prompts", "load_pipeline"]
 
@@ -16,7 +16,7 @@ DEMO = "demo"
 
 
 def _digits(device: str) -> Any:
-    from .demo import DigitsPipeline
+    from .digits import DigitsPipeline
 
     return DigitsPipeline.from_embedded(device=device)
 

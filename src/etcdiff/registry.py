@@ -16,7 +16,6 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ._method_names import STEP_METHODS
 from ._numbers import as_int, as_real
 
 KIND_NAMES = ("step", "block", "external")
@@ -28,7 +27,7 @@ class Method:
 
     Args:
         name: what ``enable(pipe, name)`` and ``--method`` take.
-        kind: ``"step"`` (a :class:`~etcdiff.policies.base.StepPolicy` predicts the whole output on skipped
+        kind: ``"step"`` (a :class:`~etcdiff.policies.step.base.StepPolicy` predicts the whole output on skipped
             steps), ``"block"`` (a rule reuses the transformer blocks' residual) or ``"external"`` (a real peer
             as it ships).
         source, reuses, calibration: one line each, for the README table and ``etcdiff methods``.
@@ -144,16 +143,12 @@ def register(method: Method, *, replace: bool = False) -> Method:
     if method.name in METHODS and not replace:
         raise ValueError(f"a method named {method.name!r} is registered already; pass replace=True to redefine it.")
     METHODS[method.name] = method
-    if method.kind == "step" and method.name not in STEP_METHODS:
-        STEP_METHODS.append(method.name)
     return method
 
 
 def unregister(name: str) -> None:
     """Remove a method added with :func:`register` (for tests and plug-ins)."""
     METHODS.pop(name, None)
-    if name in STEP_METHODS:
-        STEP_METHODS.remove(name)
 
 
 def get_method(name: str) -> Method:

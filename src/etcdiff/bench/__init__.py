@@ -16,6 +16,6 @@
 
 from .merge import merge
 from .runner import BenchResult, run_bench
-from .schedule import BenchConfig, MethodSetting, build_grid, parse_settings, read_prompts
+from .sweep import BenchConfig, MethodSetting, build_grid, parse_settings, read_prompts
 
 __all__ = ["BenchConfig", "BenchResult", "MethodSetting", "build_grid", "merge", "parse_settings", "read_prompts", "run_bench"]

@@ -1,4 +1,6 @@
-"""The bench's one contact with the method lookup: put a (method, setting) on a pipeline and take it off again."""
+"""The bench's one contact with the method lookup: each (method, setting) of a sweep is resolved once (saved
+calibrations read, the policy or rule built, ETC+'s plan made), then put on the pipeline and taken off again for
+every run, so that a timed run only creates a generation's fresh state."""
 
 from __future__ import annotations
 
@@ -11,7 +13,48 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import disable, enable, last_report
-from .schedule import REFERENCE_METHOD, MethodSetting
+from ..policies import StepPolicy
+from .sweep import REFERENCE_METHOD, MethodSetting
+
+
+@dataclass(frozen=True)
+class ResolvedSetting:
+    """A (method, setting) ready to enable: the built object (``None`` for an external peer, which is enabled by
+    name), the settings it runs with, a digest of both for the run keys, or the error that resolving raised."""
+
+    method: str
+    thing: Any = None
+    used: dict[str, Any] | None = None
+    digest: str | None = None
+    error: Exception | None = None
+
+    def enable_on(self, pipe: Any) -> Any:
+        if self.error is not None:
+            raise self.error
+        if self.thing is None:
+            return enable(pipe, self.method, **(self.used or {}))
+        return enable(pipe, self.thing)
+
+
+def resolve_setting(pipe: Any, ms: MethodSetting | None, steps: int) -> ResolvedSetting:
+    """Resolve ``ms`` (``None``: the full-step reference) on ``pipe`` once: saved calibrations filled in, the policy
+    or rule built and, for a step policy, prepared for ``steps`` (ETC+'s plan)."""
+    from ..api import resolve
+    from ..registry import get_method
+
+    name = REFERENCE_METHOD if ms is None else ms.method
+    try:
+        method = get_method(name)
+        thing, used = resolve(method, pipe, {} if ms is None else dict(ms.kwargs))
+        if isinstance(thing, StepPolicy):
+            thing.prepare(steps)
+    except Exception as e:  # noqa: BLE001 - kept, and raised where the setting is enabled
+        return ResolvedSetting(name, error=e)
+    params = getattr(thing, "params", None)
+    doc = {"used": {k: _file_digest(v) for k, v in used.items()},
+           "params": params() if callable(params) else None}
+    digest = hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return ResolvedSetting(name, thing, used, digest)
 
 
 @dataclass(frozen=True)
@@ -26,14 +69,11 @@ class EnabledMethod:
 
 
 @contextmanager
-def enabled(pipe: Any, ms: MethodSetting | None) -> Iterator[EnabledMethod]:
-    """``pipe`` with the method and setting of ``ms`` on it (``None``: the full-step reference) inside the block.
-
-    The method is taken off on leaving the block, and also when enabling it fails half-way.
-    """
+def enabled(pipe: Any, setting: ResolvedSetting) -> Iterator[EnabledMethod]:
+    """``pipe`` with the resolved ``setting`` on it inside the block; taken off on leaving the block, and also
+    when enabling it fails half-way."""
     try:
-        policy = enable(pipe, REFERENCE_METHOD if ms is None else ms.method, **({} if ms is None else ms.kwargs))
-        yield EnabledMethod(pipe, policy)
+        yield EnabledMethod(pipe, setting.enable_on(pipe))
     finally:
         disable(pipe)
 
@@ -45,23 +85,3 @@ def _file_digest(value: Any) -> Any:
         if path.is_file():
             return {"file": str(value), "sha1": hashlib.sha1(path.read_bytes()).hexdigest()}
     return value
-
-
-def setting_inputs(pipe: Any, ms: MethodSetting) -> str | None:
-    """What a (method, setting) will actually run with, as a digest for its run key: the settings after saved
-    calibrations are filled in, profile files by their contents, and the built policy's parameters.
-
-    A re-calibrated profile at the same path (or found in the profile folder) then makes new runs instead of
-    resuming the old ones. ``None`` when the setting cannot be resolved (its runs fail and say why).
-    """
-    from ..api import resolve
-    from ..registry import get_method
-
-    try:
-        thing, used = resolve(get_method(ms.method), pipe, dict(ms.kwargs))
-    except Exception:  # noqa: BLE001 - the run itself reports the error
-        return None
-    params = getattr(thing, "params", None)
-    doc = {"used": {k: _file_digest(v) for k, v in used.items()},
-           "params": params() if callable(params) else None}
-    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

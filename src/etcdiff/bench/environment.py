@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..integration.diffusers_hook import find_denoisers
+from ..integration.denoisers import find_denoisers
 
 
 def model_fingerprint(pipe: Any) -> str:

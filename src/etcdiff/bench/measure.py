@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..demo import DigitsPipeline
-from ..integration.diffusers_hook import find_denoisers
+from ..digits import DigitsPipeline
+from ..integration.denoisers import find_denoisers
 from ..models import call_kwargs
-from ..policies.base import StepPolicy
-from .enabling import enabled
+from ..policies.step.base import StepPolicy
+from .enabling import ResolvedSetting, enabled, resolve_setting
 from .environment import model_fingerprint
 from .fidelity import FidelityScorer
 from .flops import DenoiserCalls, PerCallFlops
 from .records import load_reference, save_reference
-from .schedule import REFERENCE_METHOD, BenchConfig, MethodSetting, pair_key
+from .sweep import REFERENCE_METHOD, BenchConfig, MethodSetting, pair_key
 
-Run = dict[str, Any]
+Generation = dict[str, Any]
 
 
 class _FinalLatents:
@@ -101,16 +101,25 @@ class Measurer:
         self.references_generated = 0
         self.references_loaded = 0
         self._warm = False
+        self.resolved: dict[MethodSetting | None, ResolvedSetting] = {}
 
     def validate_methods(self) -> None:
-        """Enable every method x setting once (no generation), so a bad setting fails before the sweep."""
+        """Resolve every method x setting once for the whole sweep and enable it once (no generation), so that a
+        bad setting fails before the sweep and no run reads a profile or builds a plan again."""
         for ms in [None, *self.config.grid]:
+            self.resolved[ms] = resolve_setting(self.pipe, ms, self.config.steps)
             try:
-                with enabled(self.pipe, ms):
+                with enabled(self.pipe, self.resolved[ms]):
                     pass
             except (TypeError, ValueError, KeyError) as e:
                 what = REFERENCE_METHOD if ms is None else f"{ms.method} ({ms.label})"
                 raise ValueError(f"cannot enable {what}: {e.args[0] if e.args else e}") from None
+
+    def setting(self, ms: MethodSetting | None) -> ResolvedSetting:
+        """``ms`` as resolved for this sweep (resolved now if :meth:`validate_methods` has not run)."""
+        if ms not in self.resolved:
+            self.resolved[ms] = resolve_setting(self.pipe, ms, self.config.steps)
+        return self.resolved[ms]
 
     # -- generation ----------------------------------------------------------------------------------------
     def _kwargs(self, prompt: str, seed: int) -> dict[str, Any]:
@@ -118,9 +127,9 @@ class Measurer:
         kw["output_type"] = "np"
         return kw
 
-    def untimed(self, ms: MethodSetting | None, prompt: str, seed: int) -> Run:
+    def untimed(self, ms: MethodSetting | None, prompt: str, seed: int) -> Generation:
         """One generation: images, final latents, the run report, NFE and FLOPs."""
-        with enabled(self.pipe, ms) as on:
+        with enabled(self.pipe, self.setting(ms)) as on:
             direct = self.config.flops == "direct" or not isinstance(on.policy, StepPolicy)
             with DenoiserCalls(self.denoisers, direct=direct, keep_samples=not direct) as calls, _FinalLatents(self.pipe) as fin:
                 t0 = time.perf_counter()
@@ -142,13 +151,13 @@ class Measurer:
                 "denoiser_calls": int(sum(calls.calls.values()))}
 
     def _direct_flops(self, ms: MethodSetting | None, prompt: str, seed: int) -> int:
-        with enabled(self.pipe, ms), DenoiserCalls(self.denoisers, direct=True, keep_samples=False) as calls:
+        with enabled(self.pipe, self.setting(ms)), DenoiserCalls(self.denoisers, direct=True, keep_samples=False) as calls:
             self.pipe(**self._kwargs(prompt, seed))
         return calls.direct_flops
 
     def timed(self, ms: MethodSetting | None, prompt: str, seed: int) -> float:
         """The wall-clock seconds of one generation."""
-        with enabled(self.pipe, ms):
+        with enabled(self.pipe, self.setting(ms)):
             kw = self._kwargs(prompt, seed)
             t0 = time.perf_counter()
             self.pipe(**kw)
@@ -161,7 +170,7 @@ class Measurer:
             self._warm = True
 
     # -- the reference ---------------------------------------------------------------------------------------
-    def reference(self, prompt: str, seed: int) -> Run:
+    def reference(self, prompt: str, seed: int) -> Generation:
         """The reference of a pair: from ``DIR/reference`` when there, else generated and saved."""
         key = pair_key(self.config, self.fingerprint, prompt, seed)
         ref = load_reference(self.out, key)
@@ -190,14 +199,14 @@ class Measurer:
                 "repeats": self.config.repeats, "device": self.config.device, "rank": self.rank,
                 "host": socket.gethostname(), "torch_threads": torch.get_num_threads()}
 
-    def reference_record(self, key: str, pidx: int, prompt: str, seed: int, ref: Run) -> dict[str, Any]:
+    def reference_record(self, key: str, pidx: int, prompt: str, seed: int, ref: Generation) -> dict[str, Any]:
         """The reference's own record: its timings, and its fidelity to itself."""
         times = [self.timed(None, prompt, seed) for _ in range(self.config.repeats)]
         fid = self.scorer.score(ref, ref["images"], ref.get("latents"), prompt)
         run = {**ref, "policy": "NoCache()"}
         return self._record(key, None, pidx, prompt, seed, ref, run, times, times, fid)
 
-    def method_record(self, key: str, ms: MethodSetting, pidx: int, prompt: str, seed: int, ref: Run) -> dict[str, Any]:
+    def method_record(self, key: str, ms: MethodSetting, pidx: int, prompt: str, seed: int, ref: Generation) -> dict[str, Any]:
         """One method x setting on one pair: an untimed run, then timed repeats interleaved with the reference's."""
         run = self.untimed(ms, prompt, seed)
         times: list[float] = []
@@ -212,7 +221,7 @@ class Measurer:
         fid = self.scorer.score(ref, run["images"], run["latents"], prompt)
         return self._record(key, ms, pidx, prompt, seed, ref, run, times, ref_times, fid)
 
-    def _record(self, key: str, ms: MethodSetting | None, pidx: int, prompt: str, seed: int, ref: Run, run: Run,
+    def _record(self, key: str, ms: MethodSetting | None, pidx: int, prompt: str, seed: int, ref: Generation, run: Generation,
                 times: list[float], ref_times: list[float], fid: dict[str, Any]) -> dict[str, Any]:
         lat, ref_lat = statistics.median(times), statistics.median(ref_times)
         rec = {**self.base_record(key, ms, pidx, prompt, seed), "policy": run["policy"], "nfe": run["nfe"],

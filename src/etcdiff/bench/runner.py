@@ -23,13 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import load_pipeline
-from .enabling import setting_inputs
 from .environment import machine, versions
 from .measure import Measurer
 from .merge import merge as merge_dir
 from .processes import Processes
 from .records import SWEEP_FILE, append_record, read_records, runs_dir, write_json_atomic
-from .schedule import BenchConfig, MethodSetting, expected_keys, run_key, sweep_id
+from .sweep import BenchConfig, MethodSetting, expected_keys, run_key, sweep_id
 
 
 class Share:
@@ -133,7 +132,7 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         out.mkdir(parents=True, exist_ok=True)
         measurer = Measurer(config, pipe, rank=rank)
         measurer.validate_methods()
-        inputs = {ms: setting_inputs(pipe, ms) for ms in config.grid}  # profiles by content, in the run keys
+        inputs = {ms: measurer.setting(ms).digest for ms in config.grid}  # profiles by content, in the run keys
         sweep = sweep_id(config, measurer.fingerprint)
         if not procs.same_everywhere(sweep):
             raise ValueError("the processes run different sweeps (other settings, prompts or weights): "

@@ -1,9 +1,9 @@
 """Train the digit classifier of ``etcdiff bench``: ``python -m etcdiff.bench.train_classifier [--seed 0]``.
 
 Data: scikit-learn's bundled digits (1797 images, no download), 8x8 upsampled bilinearly to 16x16 exactly as
-the demo model's training data (:func:`etcdiff.demo.train.load_data`), mapped to [0, 1]. A stratified 80/20
+the demo model's training data (:func:`etcdiff.digits.train.load_data`), mapped to [0, 1]. A stratified 80/20
 split (seeded) gives the test set. Augmentation makes it robust on generated digits: random translations of
-up to one pixel (:func:`etcdiff.demo.train.random_shift`), random contrast and brightness, Gaussian noise.
+up to one pixel (:func:`etcdiff.digits.train.random_shift`), random contrast and brightness, Gaussian noise.
 Seeded and single-threaded, so the same seed gives the same weights; a few seconds on a CPU.
 """
 
@@ -24,7 +24,7 @@ def load_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[torch.Tensor,
     """(x_train, y_train, x_test, y_test): images ``[N, 1, 16, 16]`` in [-1, 1] (the demo model's range)."""
     from sklearn.model_selection import train_test_split
 
-    from ..demo.train import load_data
+    from ..digits.train import load_data
 
     x, y = load_data()
     idx_train, idx_test = train_test_split(
@@ -35,7 +35,7 @@ def load_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[torch.Tensor,
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Shift (up to 1 px, in [-1, 1] space, background -1), then to [0, 1] with contrast/brightness jitter and noise."""
-    from ..demo.train import random_shift
+    from ..digits.train import random_shift
 
     n = x.shape[0]
     x = (random_shift(x, g, max_shift=1) + 1.0) / 2.0
@@ -111,7 +111,7 @@ def train(
 
 def _shifted(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """The test set with a random 1-pixel translation of each image, in [0, 1]."""
-    from ..demo.train import random_shift
+    from ..digits.train import random_shift
 
     return (random_shift(x, g, max_shift=1) + 1.0) / 2.0
 

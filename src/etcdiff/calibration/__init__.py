@@ -11,25 +11,33 @@
 Command line: ``etcdiff calibrate --model demo``.
 """
 
-from .decode import PipelineDecoder, guess_modality, pipeline_decoder
-from .plot import plot_profile
-from .profile import (
-    Profile,
-    etc_from_profile,
-    find_profile,
-    load_profile,
-    profile_dir,
-    profile_filename,
-    profile_identity,
-    resample_curves,
-    save_profile,
-)
-from .change_point import change_point, min_steps, tolerance_from_curves
-from .perturbation import step_differences
-from .prompts import default_prompts, load_prompts
-from .runs import RecordingPolicy, record_denoiser_runs, record_pipeline_runs
-from .search import SearchResult, calibrate_denoiser, calibrate_pipeline, search_trajectories
-from .similarity import similarity
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it (imported on first use, so that finding a saved profile
+#: costs no import of the search, the similarity measures or the plots)
+_EXPORTS = {
+    **dict.fromkeys(("PipelineDecoder", "guess_modality", "pipeline_decoder"), ".decode"),
+    "plot_profile": ".plot",
+    **dict.fromkeys(("Profile", "etc_from_profile", "find_profile", "load_profile", "profile_dir", "profile_filename",
+                     "profile_identity", "resample_curves", "save_profile"), ".profile"),
+    **dict.fromkeys(("change_point", "min_steps", "tolerance_from_curves"), ".change_point"),
+    "step_differences": ".perturbation",
+    **dict.fromkeys(("default_prompts", "load_prompts"), ".prompts"),
+    **dict.fromkeys(("RecordingPolicy", "record_denoiser_runs", "record_pipeline_runs"), ".runs"),
+    **dict.fromkeys(("SearchResult", "calibrate_denoiser", "calibrate_pipeline", "search_trajectories"), ".search"),
+    "similarity": ".similarity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'etcdiff.calibration' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PipelineDecoder", "Profile", "RecordingPolicy", "SearchResult", "calibrate_denoiser", "calibrate_pipeline",

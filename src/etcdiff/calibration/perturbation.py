@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..integration.recording import Trajectory
+from ..integration.step.recording import Trajectory
 from .decode import Decode
 from .similarity import similarity
 

@@ -11,13 +11,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..integration.diffusers_hook import disable_step_policy, enable_step_policy
-from ..integration.recording import call_kwargs
-from ..integration.sampler import sample
-from ..policies.base import StepPolicy
+from ..integration.step.hook import disable_step_policy, enable_step_policy
+from ..integration.step.recording import call_kwargs
+from ..integration.step.sampler import sample
+from ..policies.step.base import StepPolicy
 from .runs import _accepts
 
-Run = Callable[[StepPolicy, int], torch.Tensor]  # run(policy, index of a calibration input) -> its result
+PolicyRunner = Callable[[StepPolicy, int], torch.Tensor]  # run(policy, index of a calibration input) -> its result
 
 
 def result_tensor(result: Any) -> torch.Tensor:
@@ -35,13 +35,13 @@ def result_tensor(result: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float32))
 
 
-def denoiser_runner(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor, steps: int) -> Run:
+def denoiser_runner(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor, steps: int) -> PolicyRunner:
     """``run(policy, i)``: the final latents of calibration noise ``i`` sampled with ``policy``."""
     return lambda policy, i: sample(model, scheduler, latents[i : i + 1], steps, policy)
 
 
 def pipeline_runner(pipe: Any, prompts: Sequence[Any], steps: int, seed: int, guidance_scale: float | None = None,
-                    on_step: Callable[[int], None] | None = None) -> Run:
+                    on_step: Callable[[int], None] | None = None) -> PolicyRunner:
     """``run(policy, i)``: the pipeline's result (latents where it can return them) on calibration prompt ``i``."""
     extra = {"output_type": "latent"} if _accepts(pipe, "output_type") else {}
 
@@ -58,4 +58,4 @@ def pipeline_runner(pipe: Any, prompts: Sequence[Any], steps: int, seed: int, gu
     return run
 
 
-__all__ = ["Run", "denoiser_runner", "pipeline_runner", "result_tensor"]
+__all__ = ["PolicyRunner", "denoiser_runner", "pipeline_runner", "result_tensor"]

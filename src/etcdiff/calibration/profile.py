@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..policies.etc import ETC
+from ..policies.step.etc import ETC
 from .change_point import DEFAULT_JUMP, DEFAULT_MIN_SIZE
 
 PROFILE_FORMAT = 1

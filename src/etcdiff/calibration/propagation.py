@@ -16,10 +16,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..integration.recording import Trajectory, call_kwargs, record_pipeline
-from ..policies.baselines import SkipSteps
-from ..policies.etc_plus_fit import item_rms
-from .policy_runs import Run, denoiser_runner, pipeline_runner, result_tensor
+from ..integration.step.recording import Trajectory, call_kwargs, record_pipeline
+from ..policies.step.baselines import SkipSteps
+from ..policies.step.etc_plus_fit import item_rms
+from .policy_runs import PolicyRunner, denoiser_runner, pipeline_runner, result_tensor
 from .runs import OnStep, _accepts, record_denoiser_runs
 
 PROBES = 8  # probed steps per run
@@ -46,7 +46,7 @@ def _ratios(traj: Trajectory, step: int, reference: torch.Tensor, probed: torch.
     return [float(r / m) if m > 0 else float("nan") for r, m in zip(reached, moved)]
 
 
-def _probe(trajs: list[Trajectory], references: list[torch.Tensor], run: Run, count: int) -> None:
+def _probe(trajs: list[Trajectory], references: list[torch.Tensor], run: PolicyRunner, count: int) -> None:
     """Probe each trajectory (its reference result beside it) at :func:`probe_steps`, through ``run``."""
     for k, (traj, reference) in enumerate(zip(trajs, references)):
         traj.probes = {t: _ratios(traj, t, reference, run(SkipSteps({t}), k)) for t in probe_steps(traj.num_steps, count)}

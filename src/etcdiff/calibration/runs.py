@@ -1,4 +1,4 @@
-"""Full-step calibration runs, recorded as :class:`~etcdiff.integration.recording.Trajectory` objects.
+"""Full-step calibration runs, recorded as :class:`~etcdiff.integration.step.recording.Trajectory` objects.
 
 One trajectory per calibration input (a prompt for a diffusers pipeline, an initial latent for a bare
 denoiser), with the same fields whatever the source: ``outputs`` (eps_t as the scheduler consumed it),
@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..integration.recording import Trajectory, call_kwargs, record_pipeline
-from ..integration.sampler import sample
-from ..policies.baselines import NoCache
+from ..integration.step.recording import Trajectory, call_kwargs, record_pipeline
+from ..integration.step.sampler import sample
+from ..policies.step.baselines import NoCache
 
 OnStep = Callable[[int], None]
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..integration.recording import Trajectory
-from ..policies.etc import ETC
+from ..integration.step.recording import Trajectory
+from ..policies.step.etc import ETC
 from .change_point import DEFAULT_JUMP, DEFAULT_MIN_SIZE, DETECTOR, check_steps, tolerance_from_curves
 from .decode import MODALITIES, Decode, pipeline_decoder
 from .perturbation import trajectory_curves

@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from ..policies.base import StepPolicy
-from ..policies.baselines import NoCache
-from ..policies.etc_plus_fit import item_rms
-from .policy_runs import Run
+from ..policies.step.base import StepPolicy
+from ..policies.step.baselines import NoCache
+from ..policies.step.etc_plus_fit import item_rms
+from .policy_runs import PolicyRunner
 
 VALIDATION_RUNS = 3  # the most calibration runs held out at once (one fold)
 SPEEDUPS = (2, 3, 4, 5)  # the budgets the candidates are compared at: steps / speedup calls
@@ -56,7 +56,7 @@ def validation_generations(prompts: int, probed: int, values: int, steps: int) -
     return held * (1 + values * len(validation_budgets(steps)))
 
 
-def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: Run, setting: str,
+def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str,
                values: Sequence[Any]) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
     held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs

@@ -78,7 +78,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def config_from_args(args: argparse.Namespace):  # -> BenchConfig
-    from ..bench.schedule import BenchConfig, build_grid, read_prompts
+    from ..bench.sweep import BenchConfig, build_grid, read_prompts
 
     methods = [m for m in (args.methods or "").split(",") if m.strip()]
     return BenchConfig(

@@ -1,4 +1,4 @@
-"""Which pipeline holds a denoiser module: one method on one pipeline per module at a time.
+"""Who holds a denoiser: one method on one pipeline per module at a time, and one kind per pipeline.
 
 Two pipelines can share a denoiser (``Pipe2(**pipe1.components)``). A block cache or an external peer keeps
 its state on the module (hooks, residuals, cache-dit's patched forward), so enabling a method on the second
@@ -12,6 +12,8 @@ import weakref
 from typing import Any
 
 import torch
+
+from .session_hook import enabled_kind
 
 _OWNERS: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
 
@@ -57,3 +59,16 @@ def release(pipe: Any, models: dict[str, torch.nn.Module]) -> None:
         owner = _OWNERS.get(module)
         if owner is not None and owner() in (pipe, None):
             del _OWNERS[module]
+
+
+def refuse_other_kind(pipe: Any, kind: str) -> None:
+    """A ``RuntimeError`` when a method of another kind than ``kind`` is enabled on ``pipe``."""
+    holder = enabled_kind(pipe)
+    if holder is not None and holder.kind != kind:
+        article = "an" if holder.label[0] in "aeiou" else "a"
+        raise RuntimeError(f"etcdiff: {article} {holder.label} is enabled on this pipeline; "
+                           "call etcdiff.disable(pipe) first.")
+
+
+class CannotRun(NotImplementedError):
+    """A method cannot run on this pipeline's model; ``etcdiff.enable`` adds the methods that can."""

@@ -76,12 +76,25 @@ def register(module: torch.nn.Module, session: HookSession, module_name: str, ho
     return reg
 
 
-class SessionRegistry:
-    """The sessions of one kind, by pipeline (weakly: a pipeline that goes away takes its session along)."""
+#: the registry of each kind that has been loaded, by kind name
+_REGISTRIES: "dict[str, SessionRegistry]" = {}
 
-    def __init__(self, kind: str) -> None:
+
+def enabled_kind(pipe: Any) -> "SessionRegistry | None":
+    """The registry whose session is on ``pipe`` (one kind at a time), or ``None``."""
+    return next((r for r in _REGISTRIES.values() if pipe in r), None)
+
+
+class SessionRegistry:
+    """The sessions of one kind, by pipeline (weakly: a pipeline that goes away takes its session along).
+
+    ``kind`` is the method kind (``"step"``, ``"block"``, ``"external"``) and ``label`` what errors call it."""
+
+    def __init__(self, kind: str, label: str) -> None:
         self.kind = kind
+        self.label = label
         self._sessions: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+        _REGISTRIES[kind] = self
 
     def __contains__(self, pipe: Any) -> bool:
         return pipe in self._sessions
@@ -102,7 +115,7 @@ class SessionRegistry:
         """The last finished generation's report, or an error that says what is missing."""
         session = self._sessions.get(pipe)
         if session is None:
-            raise RuntimeError(f"etcdiff: no {self.kind} is enabled on this pipeline; call etcdiff.enable first.")
+            raise RuntimeError(f"etcdiff: no {self.label} is enabled on this pipeline; call etcdiff.enable first.")
         if session.last_report is None:
-            raise RuntimeError(f"etcdiff: no generation has finished since the {self.kind} was enabled.")
+            raise RuntimeError(f"etcdiff: no generation has finished since the {self.label} was enabled.")
         return session.last_report

@@ -10,9 +10,9 @@ removes the wrappers.
   index, and the listener drops every piece of state from an earlier call, including one that raised halfway.
 * The step index is the number of ``scheduler.step`` calls since then; every denoiser call between two of
   them belongs to the same step. ``scheduler.step`` hands over the tensor the scheduler consumes (after
-  classifier-free guidance is combined: the spec's eps_t) before the scheduler runs.
+  classifier-free guidance is combined: ETC's eps_t) before the scheduler runs.
 
-The step policies use :class:`~etcdiff.integration.loop_tracker.LoopTracker`, a subclass that counts denoiser
+The step policies use :class:`~etcdiff.integration.step.loop_tracker.LoopTracker`, a subclass that counts denoiser
 rounds instead, for the loops that call ``scheduler.step`` more than once per step or stop early.
 """
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .adaptive import AdaptiveDiffusion
-from .base import OutputStream, ReuseStream, RunReport, StepPolicy
-from .baselines import FixedInterval, LinearExtrapolation, NoCache, SkipSteps
-from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
-from .etc import ETC, TrendState, etc_preset
-from .etc_plus import ETCPlus, fit_etc_plus
-from .meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
-from .presets import ETC_PRESETS, find_preset
-from .sada import SADA
-from .sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
+from .step.adaptive import AdaptiveDiffusion
+from .step.base import OutputStream, ReuseStream, RunReport, StepPolicy
+from .step.baselines import FixedInterval, LinearExtrapolation, NoCache, SkipSteps
+from .step.ertacache import ERTACache, ERTACacheProfile, fit_ertacache
+from .step.etc import ETC, TrendState, etc_preset
+from .step.etc_plus import ETCPlus, fit_etc_plus
+from .step.meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
+from .step.etc_presets import ETC_PRESETS, find_preset
+from .step.sada import SADA
+from .step.sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
 from .trajectory import Trajectory
 
 

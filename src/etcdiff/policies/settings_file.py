@@ -23,3 +23,15 @@ def read_settings_file(path: str | os.PathLike, key: str, method: str) -> dict[s
             raise ValueError(f"{method}: {p} holds no {key!r} (is it another method's calibration file?).")
         return doc["settings"][key]
     return doc
+
+
+def fitted(value: Any, cls: type, key: str, method: str, label: str, what: str) -> Any:
+    """``value`` as a ``cls`` (a fitted calibration object): a JSON path (read with :func:`read_settings_file`), a
+    ``to_dict()`` or the object itself; anything else is a ``ValueError`` saying what ``label`` takes."""
+    if isinstance(value, (str, os.PathLike)):
+        value = read_settings_file(value, key, method)
+    if isinstance(value, dict):
+        value = cls.from_dict(value)
+    if not isinstance(value, cls):
+        raise ValueError(f"{label}: {key} must be {what}, its to_dict() or a JSON path, got {type(value).__name__}.")
+    return value

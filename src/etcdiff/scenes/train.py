@@ -26,6 +26,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +74,17 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             pe.lerp_(pm, 1 - decay)
 
 
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any, ema: torch.nn.Module, model: torch.nn.Module,
+          step: int, smooth: float | None, value: float) -> float:
+    """One optimiser step with gradient clipping and the EMA update; returns the smoothed ``value``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    ema_update(ema, model, min(0.995, (1 + step) / (10 + step)))
+    return value if smooth is None else 0.97 * smooth + 0.03 * value
+
 def train_vae(x: torch.Tensor, minutes: float, g: torch.Generator, batch: int = 32, lr: float = 1e-3,
               kl_weight: float = 1e-4, crop: int = 32, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Train the VAE for a wall-clock budget; returns the EMA VAE (eval) and its stats."""
@@ -92,12 +104,7 @@ def train_vae(x: torch.Tensor, minutes: float, g: torch.Generator, batch: int = 
         mse = F.mse_loss(rec, xb)
         kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
         loss = mse + kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, vae, min(0.995, (1 + step) / (10 + step)))
-        smooth = mse.item() if smooth is None else 0.97 * smooth + 0.03 * mse.item()
+        smooth = _step(opt, loss, vae.parameters(), ema, vae, step, smooth, mse.item())
         step += 1
         if step % 50 == 0:
             log(f"vae step {step} mse {smooth:.5f} kl {kl.item():.3f}")
@@ -159,12 +166,7 @@ def finetune_decoder(out: Path = WEIGHTS_DIR, seed: int = 0, minutes: float = 40
         with torch.no_grad():
             zb = vae.encode(xb).latent_dist.sample(generator=g)
         loss = F.mse_loss(vae.decode(zb).sample, xb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_update(ema, vae, min(0.995, (1 + step) / (10 + step)))
-        smooth = loss.item() if smooth is None else 0.97 * smooth + 0.03 * loss.item()
+        smooth = _step(opt, loss, params, ema, vae, step, smooth, loss.item())
         step += 1
         if step % 50 == 0:
             log(f"decoder step {step} mse {smooth:.5f}")

@@ -1,0 +1,351 @@
+"""ETC+ (``etc-plus``): etcdiff's own step-wise method, ETC's three parts made calibrated, planned and budgeted.
+
+What differs from reference ETC in one sentence: the trend is extrapolated on the solver's own time axis (sigma)
+from the last two real outputs, and the windows are planned from calibrated per-step errors for a tolerance or a
+call budget by dynamic programming, then re-planned online from each sample's own measured error.
+
+The three parts of ETC, and what each becomes here:
+
+1. **Trend predictor.** On a skipped step t with the last two real outputs eps_c, eps_c' (c' < c < t):
+   ``eps_t ≈ eps_c + g·eps_c + k·(eps_c - eps_c')``; the plain trend is ``g = 0``, ``k = (s_t - s_c)/(s_c - s_c')``,
+   linear in the solver's time ``s`` (sigma on flow schedules). Per ``(c', c, t)``, gains fitted offline by ridge
+   least squares (like ERTACache's per-step corrections) replace it only where they halve its error on calibration
+   samples they were not fitted on (``fit_etc_plus(corrections="auto")``; always-fitted gains cost up to 5 dB at
+   2x on the digits model).
+2. **Error-aware window.** Every step's solver is fitted as ``x_{t+1} = A_t·x_t + B_t·eps_t`` (exact for Euler flow
+   and DDIM), so an output error at t reaches the final latents scaled by ``w_t = |B_t|·prod_{u>t}|A_u|``; the
+   cumulative ``w`` is the time axis ``s`` (sigma for flow, sqrt((1-a)/a) for DDIM: no sigmas needed). Skipping
+   the window c+1..m-1 after real steps (c', c) costs the square of its calibrated error: the RMS of
+   ``sum_t w_t·(eps_t - estimate_t)``, the errors of one window summed as vectors (they extrapolate the same two
+   outputs, so they share a direction; separate windows add like independent errors). A backward dynamic
+   programme over (last two real steps, calls left) gives the best next real step for any budget: calls go
+   where skipping would cost most (the window is sized from the error budget). Where the
+   calibration ran probes (:mod:`etcdiff.calibration.propagation`), ``w_t`` is scaled by the measured reach of
+   an error at t, which the solver cannot see: a contracting flow damps early errors (calibration keeps the
+   probes only where they do better on held-out calibration runs: :mod:`etcdiff.calibration.selection`).
+3. **Model-specific tolerance.** The tolerance bounds the square root of the summed cost, an estimate of the final
+   latents' RMS error; the calibrated default is 2 % of the calibration runs' final RMS (chosen on the digits
+   model: about 4.3x fewer calls at 48 dB there).
+
+Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
+the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's
+hardness) scales the plan ahead (tolerance mode: a hard sample gets more calls, an easy one fewer); a ratio above ``spike``
+forces the next step to run. With ``calls=B`` no generation makes more than B real steps: a spike there prices the
+window ahead by how much more the sample misses now than its hardness so far, and runs the next step only where
+that costs less than the rest of the plan with one call fewer (:meth:`ETCPlus._spike_next`). Every estimate is
+linear in the outputs, so each CFG branch (``new_stream``) applies the same coefficients to its own outputs and the
+branches combine exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from .base import OutputStream, StepPolicy, is_finite
+from .etc_plus_fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
+
+INF = math.inf
+NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
+MAX_RATIO = 8.0  # one measurement moves the sample's hardness by at most this factor
+
+__all__ = ["ETCPlus", "ETCPlusStream", "fit_etc_plus", "load_etc_plus_profile"]
+
+
+# -- run time -----------------------------------------------------------------------------------------------------
+class ETCPlusStream(OutputStream):
+    """One denoiser call's last two real outputs; estimates with the policy's gains for (c', c, t)."""
+
+    def __init__(self, policy: "ETCPlus") -> None:
+        self.policy = policy
+        self.last: torch.Tensor | None = None
+        self.prev: torch.Tensor | None = None
+        self.last_real: int | None = None
+        self.prev_real = -1
+
+    def record(self, step: int, output: torch.Tensor) -> None:
+        if self.last_real == step:  # a second record of the same step (pipelines that re-run a branch)
+            self.last = output
+            return
+        self.prev, self.prev_real = self.last, (-1 if self.last_real is None else self.last_real)
+        self.last, self.last_real = output, step
+
+    def estimate(self, step: int) -> torch.Tensor | None:
+        if self.last is None or self.last_real is None:
+            return None
+        g, k = self.policy.gains(self.prev_real if self.prev is not None else -1, self.last_real, step)
+        est = self.last if g == 0.0 else self.last * (1.0 + g)
+        if k != 0.0 and self.prev is not None:
+            est = est + k * (self.last - self.prev)
+        return est
+
+    def predict(self, step: int) -> torch.Tensor | None:
+        if self.last_real != self.policy.last_real:
+            return None  # a branch that missed the policy's last real step must run
+        est = self.estimate(step)
+        return est if est is not None and is_finite(est) else None
+
+
+class ETCPlus(StepPolicy):
+    """ETC+, the calibrated, planned and budgeted successor of ETC (module docstring).
+
+    Args:
+        profile: what :func:`fit_etc_plus` returned (or its JSON path), fitted at the run's step count.
+        calls: a call budget B: at most B real steps per generation (each runs every CFG branch once).
+        tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
+            default when neither ``calls`` nor ``tolerance`` is given). With both, both hold.
+        spike: a sample whose measured error exceeds ``spike`` times the calibrated one forces the next step to
+            run (default from the calibration's spread).
+    """
+
+    name = "etc-plus"
+
+    def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
+                 tolerance: float | None = None, spike: float | None = None) -> None:
+        super().__init__()
+        self.profile = load_etc_plus_profile(profile)
+        if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
+            raise ValueError(f"etc-plus: calls must be a positive integer (the most real steps per generation), got {calls!r}.")
+        self.calls = calls
+        self.tolerance = check_number("tolerance", tolerance, 0.0)
+        self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
+        self.max_window = int(self.profile["max_window"])
+        self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
+            (int(cp), int(c), int(t)): (float(g), float(k), float(e)) for cp, c, t, g, k, e in self.profile["triplets"]
+        }
+        self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._plans: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}  # shared by generations
+
+    def params(self) -> dict[str, Any]:
+        return {"calls": self.calls, "tolerance": self.tolerance if self.tolerance is not None
+                else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike}
+
+    # -- the plan ------------------------------------------------------------------------------------------
+    def gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
+        """(g, k) for step t from real steps (c', c); the plain trend on the solver's axis outside the fit."""
+        hit = self._gains.get((cp, c, t))
+        if hit is not None:
+            return hit[0], hit[1]
+        if cp < 0:
+            return 0.0, 0.0
+        ax = self.profile["axis"]
+        return 0.0, (ax[t] - ax[c]) / max(ax[c] - ax[cp], 1e-30)
+
+    def _build_plan(self) -> None:
+        """Backward DP over states (c, j): last real step c, the one before at c - j (j = 0: none).
+
+        ``value[k, c, j]`` is the least cost of the rest of the run with at most k more real steps, ``nxt[k, c, j]``
+        the next real step (``num_steps``: none); ``seg[c, j, d]`` the cost of skipping c+1..c+d-1.
+        """
+        n, w = self.num_steps, self.max_window
+        f64 = torch.float64
+        seg = self._segment_costs()
+        cs = torch.arange(n)
+        end_d = n - cs  # the window that ends the run
+        value = torch.full((n + w + 1, w + 1), INF, dtype=f64)  # rows >= n: no such state
+        ok = end_d <= w
+        value[:n][ok] = seg[cs[ok], :, end_d[ok]]
+        nxt = torch.full((n, w + 1), n, dtype=torch.long)
+        values, nxts = [value[:n].clone()], [nxt.clone()]
+        ds = torch.arange(1, w + 1)
+        dest = cs.unsqueeze(1) + ds  # [c, d]: the next real step c + d
+        step_cost = seg[:, :, 1:].clone()  # [c, j, d - 1]
+        step_cost[(dest >= n).unsqueeze(1).expand_as(step_cost)] = INF  # the run's end is in value[0]
+        for _ in range(1, n):
+            cand = step_cost + value[dest, ds].unsqueeze(1)  # [c, j, d - 1]
+            best, arg = cand.min(dim=2)
+            better = best < value[:n]
+            if not bool(better.any()):
+                break
+            value[:n] = torch.where(better, best, value[:n])
+            nxt = torch.where(better, dest.gather(1, arg), nxt)
+            values.append(value[:n].clone())
+            nxts.append(nxt.clone())
+        self._seg = seg
+        self._plan = (torch.stack(values), torch.stack(nxts))
+
+    def _segment_costs(self) -> torch.Tensor:
+        """``seg[c, j, d]``: the calibrated squared error of skipping c+1..c+d-1 after real steps (c - j, c).
+
+        Windows add as independent errors; within a window the profile's ``segments`` (the weighted errors
+        summed as vectors) give the cost; profiles from before them (version 1) sum the steps' squared errors.
+        """
+        n, w = self.num_steps, self.max_window
+        seg = torch.full((n, w + 1, w + 1), INF, dtype=torch.float64)
+        seg[:, :, 1] = 0.0
+        windows = self.profile.get("segments")
+        if windows is not None:
+            cp, c, m, err = torch.tensor(windows, dtype=torch.float64).reshape(-1, 4).unbind(1)
+            c, d = c.long(), (m - c).long()
+            j = torch.where(cp >= 0, c - cp.long(), torch.zeros_like(c))
+            keep = (c < n) & (j <= w) & (d > 1) & (d <= w)
+            seg[c[keep], j[keep], d[keep]] = err[keep] ** 2
+            return seg
+        weights = self.profile["weights"]
+        for (cp, c, t), (_, _, e) in self._gains.items():
+            j, d = (c - cp if cp >= 0 else 0), t - c
+            if c < n and j <= w and 0 < d < w:
+                seg[c, j, d + 1] = (weights[t] * e) ** 2
+        seg[:, :, 2:] = torch.cumsum(seg[:, :, 2:], dim=2)
+        return seg
+
+    def _segment(self, state: tuple[int, int], m: int) -> float:
+        """Calibrated cost of skipping the steps between real steps c (state (c', c)) and m."""
+        cp, c = state
+        d = m - c
+        return float(self._seg[c, c - cp if cp >= 0 else 0, d]) if 0 < d <= self.max_window else INF
+
+    def _value(self, k: int, state: tuple[int, int]) -> float:
+        cp, c = state
+        value = self._plan[0]
+        return float(value[min(max(k, 0), len(value) - 1), c, c - cp if cp >= 0 else 0])
+
+    def _next(self, k: int, state: tuple[int, int]) -> int:
+        cp, c = state
+        nxt = self._plan[1]
+        return int(nxt[min(max(k, 0), len(nxt) - 1), c, c - cp if cp >= 0 else 0])
+
+    def begin(self, num_steps: int) -> None:
+        prof_n = int(self.profile["num_steps"])
+        if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != prof_n:
+            raise ValueError(
+                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate with "
+                "fit_etc_plus on trajectories recorded at this step count."
+            )
+        super().begin(num_steps)
+        self.prepare(num_steps)
+        if self.calls is not None and self._value(self.calls - 1, (-1, 0)) == INF:
+            least = next((k + 1 for k in range(len(self._plan[0])) if self._value(k, (-1, 0)) < INF), num_steps)
+            raise ValueError(
+                f"etc-plus: calls={self.calls} cannot cover {num_steps} steps with windows of at most "
+                f"{self.max_window} steps; give calls >= {least} or calibrate with a larger max_window."
+            )
+
+    def prepare(self, num_steps: int) -> None:
+        """Build the plan for ``num_steps`` once; the generations of this configuration share it."""
+        if num_steps not in self._plans:
+            self.num_steps = num_steps
+            self._build_plan()
+            self._plans[num_steps] = (self._seg, self._plan)
+        self._seg, self._plan = self._plans[num_steps]
+
+    def use_schedule(self, sigmas: torch.Tensor | None) -> None:
+        ref = self.profile.get("sigmas")
+        if sigmas is None or ref is None:
+            return
+        got = [float(v) for v in torch.as_tensor(sigmas).flatten()[: len(ref)]]
+        if len(got) == len(ref) and max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
+            warnings.warn("etc-plus: the scheduler's sigmas differ from the calibration's (another shift or "
+                          "scheduler?); the fitted gains and plan may not fit this run. Calibrate on this schedule.",
+                          RuntimeWarning, stacklevel=3)
+
+    # -- the run --------------------------------------------------------------------------------------------
+    def new_stream(self) -> ETCPlusStream:
+        return ETCPlusStream(self)
+
+    def reset_state(self) -> None:
+        self.last_real: int | None = None
+        self.real_count = 0
+        self.next_real = 0
+        self.spent = 0.0
+        self.hardness = self._plan_hardness = 1.0
+        self._poisoned = False
+        self._state = (-1, 0)
+
+    def _calls_left(self) -> int:
+        return self.num_steps if self.calls is None else self.calls - self.real_count
+
+    def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
+        self._check_step(step)
+        if self.real_count == 0:
+            return True
+        if self._calls_left() <= 0:
+            return False
+        return step >= self.next_real or self._poisoned
+
+    def predict(self, step: int) -> torch.Tensor | None:
+        est = self.main_stream.estimate(step)
+        return est if est is not None and is_finite(est) else None
+
+    def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
+        if not computed:
+            self._log(step, False, window=step - (self.last_real or 0))
+            return
+        ratio = self._measure(step, output) if self.last_real is not None else None
+        self.main_stream.record(step, output)
+        prev_state = self._state
+        self._state = (-1 if self.last_real is None else self.last_real, step)
+        self.last_real = step
+        self.real_count += 1
+        if not is_finite(output) and not self._poisoned:
+            self._poisoned = True  # every later step runs the model (within the budget): there is no trend to trust
+            warnings.warn(f"etc-plus: the model output at step {step} has NaN or Inf values; etc-plus stops estimating "
+                          "for the rest of this generation (the NaN comes from the model).", RuntimeWarning, stacklevel=3)
+        prior_hardness = self.hardness
+        if ratio is not None:
+            r = min(max(ratio, 1.0 / MAX_RATIO), MAX_RATIO)
+            self.hardness = 0.5 * self.hardness + 0.5 * r
+        if prev_state[1] != step:  # the cost of the window just run, as estimated when it was planned
+            self.spent += self._plan_hardness ** 2 * self._segment(prev_state, step)
+        self.next_real = self._plan_next(step, ratio, prior_hardness)
+        self._log(step, True, err=ratio, window=self.next_real - step - 1)
+
+    def _measure(self, step: int, output: torch.Tensor) -> float | None:
+        """The sample's own error at a real step: max over the batch of RMS(real - estimate), over the calibrated."""
+        hit = self._gains.get((*self._state, step))  # the state (c', c) the estimate for ``step`` was made from
+        est = self.main_stream.estimate(step)
+        if hit is None or est is None or est.shape != output.shape:
+            return None
+        floor = NOISE_FLOOR * self.profile["output_rms"][step]  # errors this small are noise, not a signal
+        return float(item_rms(output - est).max()) / max(hit[2], floor, 1e-30)
+
+    def _plan_next(self, step: int, ratio: float | None, prior_hardness: float = 1.0) -> int:
+        n, state = self.num_steps, self._state
+        if step + 1 >= n:
+            return n
+        left = self._calls_left()
+        if left <= 0:
+            return n
+        budget = left - 1  # real steps after the next one
+        if ratio is not None and ratio > self.spike:
+            if self.calls is not None:  # a forced call comes out of the budget: spend it only where it pays
+                return self._spike_next(step, ratio, budget, prior_hardness)
+            if self._value(budget, (step, step + 1)) < INF:
+                return step + 1  # online: this sample's error spiked, run the next step
+        k_max = min(budget + 1, n)
+        k = k_max
+        if self.calls is None or self.tolerance is not None:
+            tol = self.tolerance if self.tolerance is not None else float(self.profile["tolerance"])
+            room = tol * tol - self.spent
+            self._plan_hardness = self.hardness
+            cp, c = state  # the fewest calls whose planned cost fits the room (costs fall as calls rise)
+            fits = (self.hardness ** 2 * self._plan[0][: k_max + 1, c, c - cp if cp >= 0 else 0] <= room).nonzero()
+            k = int(fits[0]) if len(fits) else k_max
+        return self._next(k, state) if self._value(k, state) < INF else min(step + 1, n)
+
+    def _spike_next(self, step: int, ratio: float, budget: int, prior_hardness: float) -> int:
+        """The next real step after a spike under a call budget: one step of the plan, with the window ahead
+        priced ``(ratio / prior_hardness)²`` times its calibrated cost (the sample's hardness before this
+        measurement, at least 1).
+
+        A sample that stays hard makes every later window cost more alike, which leaves the plan as it is; only how
+        much more its estimates miss now than they did on average is a reason to shorten the next window. Forcing
+        the next step on every spike spent the budget on consecutive calls where a sample stayed hard and left the
+        run's last steps, which count most, to one long window (docs/etc-plus, "Spikes under a budget").
+        """
+        n, w = self.num_steps, self.max_window
+        cp, c = self._state
+        ms = torch.arange(step + 1, min(step + w, n) + 1)
+        excess = min(ratio, MAX_RATIO) / max(prior_hardness, 1.0)
+        first = self._seg[c, c - cp if cp >= 0 else 0, ms - c] * excess ** 2
+        value = self._plan[0][min(budget, len(self._plan[0]) - 1)]
+        inner = ms < n
+        rest = torch.zeros_like(first)  # m = n: the window ends the run, nothing after it
+        rest[inner] = value[ms[inner], (ms - c)[inner]]
+        cost = first + rest
+        best = int(cost.argmin())  # the earliest of equal costs
+        return int(ms[best]) if bool(torch.isfinite(cost[best])) else min(step + 1, n)
