@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ...policies import build
+from ...policies.block.base import BlockRule
 from ...policies.block.magcache import FLUX_MAG_RATIOS, FLUX_MAG_RATIOS_SOURCE, MagCache
 from ...policies.block.teacache import TeaCache
 from .families import SUPPORTED_MODELS, Family, default_teacache_coefficients, find_family
@@ -46,13 +47,14 @@ def find_block_denoisers(pipe: Any) -> dict[str, tuple[torch.nn.Module, Family]]
 
 def make_block_rule(rule: Any, **kwargs: Any) -> Any:
     """A rule object from a rule or its name (``"teacache"``, ``"magcache"``) with its arguments."""
-    if isinstance(rule, (TeaCache, MagCache)):
+    if isinstance(rule, BlockRule):
         if kwargs:
             raise ValueError(f"etcdiff: arguments {sorted(kwargs)} go with a rule name, not with a rule object.")
         return rule
     if isinstance(rule, str):
         return build(BLOCK_RULES, "block cache", rule, **kwargs)
-    raise TypeError(f"etcdiff: a block cache rule must be TeaCache, MagCache or a name, got {type(rule).__name__}.")
+    raise TypeError(f"etcdiff: a block cache rule must be a BlockRule (TeaCache, MagCache, ...) or a name, "
+                    f"got {type(rule).__name__}.")
 
 
 def _resolve_defaults(rule: Any, denoisers: dict[str, tuple[torch.nn.Module, Family]]) -> None:
