@@ -11,7 +11,7 @@ the settings that every sweep ran (matched by method and label). ``--by-seed`` p
 seed (the runs of that seed alone). Every image of one seed starts from the same noise, so how a method fares can
 move with the seed as a whole.
 
-Usage: python scripts/front_table.py docs/bench-digits/results.json [more results.json ...] [--by-seed]
+Usage: python scripts/front_table.py docs/digits/bench/results.json [more results.json ...] [--by-seed]
 """
 
 from __future__ import annotations
@@ -65,4 +65,4 @@ def main(paths: list[str], by_seed: bool = False) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--by-seed"]
-    main(args or ["docs/bench-digits/results.json"], "--by-seed" in sys.argv[1:])
+    main(args or ["docs/digits/bench/results.json"], "--by-seed" in sys.argv[1:])

@@ -3,9 +3,9 @@ that model are tried (on development prompts) before any evaluation caption is l
 of the noise are measured at once (on a GPU).
 
 Captions: ``dev`` (default), the scenes grammar at seed 11 less any calibration or evaluation caption of
-docs/bench-scenes, the first ``--prompts`` of them; or ``heldout:A:B``, the held-out captions A..B-1 of the
+docs/scenes/bench, the first ``--prompts`` of them; or ``heldout:A:B``, the held-out captions A..B-1 of the
 evaluation grammar (``held_out_prompts()``: the bench's 8 evaluation captions are 0..7), less any development
-prompt. 50 steps, true CFG 3.0; the profiles of docs/bench-scenes (calibrated on its calibration captions at seed
+prompt. 50 steps, true CFG 3.0; the profiles of docs/scenes/bench (calibrated on its calibration captions at seed
 42). Prints, per method and seed, the mean, median and worst PSNR against the full run of the same noise; the
 mean over all seeds; and each method's front at 2x-5x fewer calls (``etcdiff.bench.front.front_at``). Every
 prompt of one seed starts from the same noise, so a seed is one draw of the noise: compare methods over several.
@@ -34,7 +34,7 @@ from etcdiff.metrics import psnr
 from etcdiff.models import call_kwargs, load_pipeline
 from etcdiff.scenes.grammar import held_out_prompts, sample_prompts
 
-BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench-scenes"
+BENCH = Path(__file__).resolve().parent.parent / "docs" / "scenes" / "bench"
 DEV_GRAMMAR_SEED = 11
 STEPS = 50
 
@@ -114,8 +114,8 @@ def summarize(rows: list[dict], seeds: list[int]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", default="10,13,17,25", help="ETC+ budgets (comma-separated)")
-    ap.add_argument("--probes", default="", help="budgets for ETC+ with the probes forced on (docs/bench-scenes/variants)")
-    ap.add_argument("--ertacache", default="0.5", help="ERTACache thresholds of docs/bench-scenes/profiles")
+    ap.add_argument("--probes", default="", help="budgets for ETC+ with the probes forced on (docs/scenes/bench/variants)")
+    ap.add_argument("--ertacache", default="0.5", help="ERTACache thresholds of docs/scenes/bench/profiles")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--prompts", type=int, default=24, help="how many development prompts")
     ap.add_argument("--captions", default="dev", help="dev, or heldout:A:B (held-out captions A..B-1)")

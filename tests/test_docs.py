@@ -38,3 +38,14 @@ def test_user_facing_messages_do_not_cite_the_spec():
         if '"""' not in line and re.search(r"""["'][^"']*\b(the spec|PEERS\.md|ETC\.md)""", line)
     ]
     assert not offenders, "messages that cite a document users do not have: " + ", ".join(offenders)
+
+
+def test_no_source_file_cites_a_document_outside_the_repository():
+    src = ROOT / "src" / "etcdiff"
+    offenders = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in [*src.rglob("*.py"), *src.rglob("*.txt")]
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"PEERS(-2026)?\.md|ETC\.md|\.\./shared|shared/spec|\bspec ``", line)
+    ]
+    assert not offenders, "docstrings or comments that cite files users do not have: " + ", ".join(offenders)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Regenerates docs/bench-demo: every method on the embedded demo model, 50 steps, the ten digits x seeds 0,1,2.
+# Regenerates docs/digits/bench-all-methods: every method on the embedded demo model, 50 steps, the ten digits x seeds 0,1,2.
 # Two processes on a CPU-only machine; drop `accelerate launch ...` for one process (`etcdiff bench ...`).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-P=docs/bench-demo/profiles
+cd "$(dirname "$0")/../../.."
+P=docs/digits/bench-all-methods/profiles
 accelerate launch --multi_gpu --num_processes 2 -m etcdiff bench --model demo --prompts demo --seeds 0,1,2 \
-  --steps 50 --repeats 1 --threads 1 --no-progress --out docs/bench-demo \
+  --steps 50 --repeats 1 --threads 1 --no-progress --out docs/digits/bench-all-methods \
   --settings "etc:threshold=0.03,0.05,0.0654,0.1;\
 fixed:interval=2,3,4;\
 adaptive:threshold=0.005,0.01,0.05;\

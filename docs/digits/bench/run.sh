@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every step-level method on the embedded digits model, calibrated on held-in prompts and measured on others:
 # calibration on the digits 0-4 at seed 42, evaluation on the digits 5-9 at seeds 0 and 1, 50 steps.
-# The calibrations go to docs/bench-digits/profiles (ETCDIFF_PROFILE_DIR), where etcdiff.enable finds them.
+# The calibrations go to docs/digits/bench/profiles (ETCDIFF_PROFILE_DIR), where etcdiff.enable finds them.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-D=docs/bench-digits
+cd "$(dirname "$0")/../../.."
+D=docs/digits/bench
 export ETCDIFF_PROFILE_DIR=$D/profiles
 CAL="--model digits --prompts $D/calibration_prompts.txt --seed 42 --steps 50 --quiet --out $ETCDIFF_PROFILE_DIR"
 if [ ! -f "$ETCDIFF_PROFILE_DIR/digits_50steps.json" ]; then

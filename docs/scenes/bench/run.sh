@@ -2,13 +2,13 @@
 # Every step-level method and the FLUX block-level peers on the embedded scenes model (`--model demo`), calibrated
 # on the model's calibration captions (grammar seed 777) and measured on eight held-out captions (grammar seed
 # 20261122, none of them a calibration caption) at seed 0, 50 steps, true CFG 3.0.
-# The calibrations go to docs/bench-scenes/profiles (ETCDIFF_PROFILE_DIR), where etcdiff.enable finds them.
+# The calibrations go to docs/scenes/bench/profiles (ETCDIFF_PROFILE_DIR), where etcdiff.enable finds them.
 # ETC+'s calibration chooses on its own calibration runs whether its plan follows the probes; three variants are
 # measured beside it (not used to choose anything), calibrated the same way into variants/: the probes forced on,
 # forced off, and fitted gains everywhere.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-D=docs/bench-scenes
+cd "$(dirname "$0")/../../.."
+D=docs/scenes/bench
 export ETCDIFF_PROFILE_DIR=$D/profiles
 CAL="--model demo --prompts $D/calibration_prompts.txt --seed 42 --steps 50 --quiet --out $ETCDIFF_PROFILE_DIR"
 if [ ! -f "$ETCDIFF_PROFILE_DIR/scenes_50steps.json" ]; then
