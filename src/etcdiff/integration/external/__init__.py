@@ -1,1 +1,1 @@
-"""integration.external"""
+"""The external wing: diffusers' cache hooks and cache-dit, run as they ship."""
