@@ -28,6 +28,7 @@ LAYERS = {
     "etcdiff.cli": 4,
     "etcdiff.demo": 4,
     "etcdiff.scenes": 4,
+    "etcdiff.unet_digits": 4,
     "etcdiff.models": 4,
     "etcdiff.metrics": 4,
     "etcdiff.__main__": 4,
