@@ -90,3 +90,16 @@ def test_step_methods_run_on_it(pipe) -> None:
     etcdiff.disable(pipe)
     again = pipe("5", num_inference_steps=STEPS, generator=_gen(), output_type="np").images
     np.testing.assert_array_equal(again, full)  # disabled: exactly the full run again
+
+
+def test_the_cli_finds_it_by_name(tmp_path, capsys) -> None:
+    from etcdiff.cli import main
+
+    path = tmp_path / "three.png"
+    assert main(["generate", "--model", "unet-digits-dpm", "--prompt", "3", "--method", "fixed", "--set", "interval=2",
+                 "--steps", "12", "--out", str(path)]) == 0
+    assert path.is_file() and "model calls" in capsys.readouterr().out
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "unet-digits", "--steps", "12", "--repeats", "1", "--threshold", "0.05",
+                 "--warmup", "4", "--out", str(out)]) == 0
+    assert (out / "demo.png").is_file()
