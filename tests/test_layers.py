@@ -27,6 +27,7 @@ LAYERS = {
     "etcdiff.cli": 4,
     "etcdiff.digits": 4,
     "etcdiff.scenes": 4,
+    "etcdiff.unet_digits": 4,
     "etcdiff.models": 4,
     "etcdiff.metrics": 4,
     "etcdiff.closed_form": 4,

@@ -27,13 +27,25 @@ def _scenes(device: str) -> Any:
     return ScenesPipeline.from_embedded(device=device)
 
 
-#: the models shipped inside the package, by the name ``--model`` takes
-EMBEDDED = {"scenes": _scenes, "digits": _digits}
+def _unet_digits(device: str, solver: str = "ddim") -> Any:
+    from .unet_digits import UNetDigitsPipeline
+
+    return UNetDigitsPipeline.from_embedded(solver, device=device)
+
+
+def _unet_digits_dpm(device: str) -> Any:
+    return _unet_digits(device, "dpm")
+
+
+#: the models shipped inside the package, by the name ``--model`` takes; ``unet-digits`` (DDIM) and
+#: ``unet-digits-dpm`` (DPM-Solver++) are the held-out epsilon UNet that no method was tuned on
+EMBEDDED = {"scenes": _scenes, "digits": _digits, "unet-digits": _unet_digits, "unet-digits-dpm": _unet_digits_dpm}
 EMBEDDED[DEMO] = EMBEDDED["scenes"]  # the default of demo, generate, calibrate and bench (see docs/scenes)
 
 
 def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
-    """An embedded model by name (:data:`EMBEDDED`: ``demo``, ``scenes``, ``digits``); anything else goes to
+    """An embedded model by name (:data:`EMBEDDED`: ``demo``, ``scenes``, ``digits``, ``unet-digits``,
+    ``unet-digits-dpm``); anything else goes to
     ``DiffusionPipeline.from_pretrained``.
 
     Hub ids load only from the local Hugging Face cache when the machine is offline (``HF_HUB_OFFLINE=1``).
@@ -59,9 +71,9 @@ def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = N
 
 def demo_prompts(model: str = DEMO) -> list[str]:
     """What ``--prompts demo`` means for ``model``: an embedded model's own demo prompts (the scenes model's
-    captions, the digits model's ten classes). Other models have none: give them a prompt file."""
+    captions, the digits models' ten classes). Other models have none: give them a prompt file."""
     loader = EMBEDDED.get(model)
-    if loader is _digits:
+    if loader in (_digits, _unet_digits, _unet_digits_dpm):
         return [str(i) for i in range(10)]
     if loader is _scenes:
         from .scenes.pipeline import ScenesPipeline

@@ -95,7 +95,8 @@ class Measurer:
         self.denoisers = find_denoisers(pipe)
         self.fingerprint = model_fingerprint(pipe)
         self.per_call = PerCallFlops()
-        self.scorer = FidelityScorer(digits=isinstance(pipe, DigitsPipeline), device=config.device,
+        digits = isinstance(pipe, DigitsPipeline) or getattr(pipe, "etcdiff_digit_classes", False)  # the UNet one
+        self.scorer = FidelityScorer(digits=digits, device=config.device,
                                      adherence=getattr(pipe, "etcdiff_adherence", None))
         self.out = Path(config.out)
         self.references_generated = 0

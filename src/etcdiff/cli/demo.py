@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--threshold", type=float, default=None, help="ETC tolerance (default: the demo model's shipped profile)")
     p.add_argument("--warmup", type=int, default=None, help="ETC warm-up steps (default: from the profile, else 6)")
-    p.add_argument("--model", default="demo", help="an embedded model: demo (the default, = scenes) or digits")
+    p.add_argument("--model", default="demo", help="an embedded model: demo (the default, = scenes), digits, unet-digits or unet-digits-dpm")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each run; the median is reported (default 3)")
