@@ -9,8 +9,12 @@ from .base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .baselines import FixedInterval, LinearExtrapolation, NoCache, SkipSteps
 from .ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .etc import ETC, TrendState, etc_preset
+from .easycache import EasyCache
 from .etc_plus import ETCPlus, fit_etc_plus
+from .lazycache import LazyCache
+from .lemica import LeMiCa, LeMiCaProfile, fit_lemica, search_leximax
 from .meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
+from .precisecache import PreciseCache
 from .presets import ETC_PRESETS, find_preset
 from .sada import SADA
 from .sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
@@ -34,4 +38,5 @@ __all__ = [
     "MeanCache", "MeanCacheProfile", "MeanCacheSchedule", "SenCache", "SenCacheTables", "SensitivityRecord",
     "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETCPlus", "fit_etc_plus", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "SkipSteps", "OutputStream", "ReuseStream", "RunReport",
     "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
+    "EasyCache", "LazyCache", "LeMiCa", "LeMiCaProfile", "PreciseCache", "fit_lemica", "search_leximax",
 ]
