@@ -146,6 +146,8 @@ def fit_lemica(trajectories: Sequence[Trajectory], predictors: Sequence[str] = P
     """Edge weights from full calibration runs (module docstring), for each predictor in ``predictors``."""
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_lemica: give a non-empty list of recorded full-step trajectories (record_pipeline).")
+    if not all(isinstance(tr, Trajectory) for tr in trajectories):
+        raise ValueError("fit_lemica: every item must be a recorded Trajectory (record_pipeline(...)[0]).")
     n = trajectories[0].num_steps
     for p, tr in enumerate(trajectories):
         if tr.num_steps != n or len(tr.inputs) != n or tr.final is None:
