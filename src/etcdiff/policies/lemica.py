@@ -130,7 +130,8 @@ class LeMiCaProfile:
         return search_leximax(self.costs[predictor], max(min(calls, self.num_steps), min(2, self.num_steps)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"num_steps": self.num_steps, "costs": self.costs, "num_trajectories": self.num_trajectories}
+        costs = {p: [[None if v is None else float(f"{v:.6g}") for v in r] for r in m] for p, m in self.costs.items()}
+        return {"num_steps": self.num_steps, "costs": costs, "num_trajectories": self.num_trajectories}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LeMiCaProfile":
