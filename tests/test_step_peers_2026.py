@@ -251,6 +251,10 @@ def test_an_explicit_schedule_needs_no_calibration():
     assert report.computed_steps == [0, 1, 3, 7, 9] and used == [0, 1, 1, 3, 3, 3, 3, 7, 7, 9]
     report, used = drive_latents(LeMiCa(computed=[0, 1, 3, 6], predictor="linear"), [0.0] * 7, [2.0 * t for t in range(7)])
     assert used == [0, 2, 4, 6, 8, 10, 12]  # linear outputs are extrapolated exactly
+    # t^2: step 2 from (0, 0), (1, 1): 2; steps 4, 5 from the real (1, 1), (3, 9), slope 4 a step: 13, 17 (the
+    # estimate at step 2 does not enter the line)
+    report, used = drive_latents(LeMiCa(computed=[0, 1, 3, 6], predictor="linear"), [0.0] * 7, [t * t for t in range(7)])
+    assert used == [0, 1, 2, 9, 13, 17, 36]
 
 
 def test_methods_by_name_on_the_digits_model(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ the true history up to i, and each skipped step's output error is carried to the
 own linear weights (``etc_plus_fit._solver_weights``: a least-squares fit of x_{t+1} = a_t x_t + b_t eps_t on the
 recorded runs). The weight is the RMS of the summed carried errors over the final latents' RMS, averaged over the
 calibration samples. The ``predictor`` setting lets the searched schedule drive other step predictors, each priced
-with its own edge weights: ``"linear"`` (2·last - prev of the outputs used) and ``"etc"`` (ETC's recursive trend,
+with its own edge weights: ``"linear"`` (the line through the last two real outputs, along the step index) and ``"etc"`` (ETC's recursive trend,
 its window set by the schedule's gap instead of ETC's error rule).
 """
 
@@ -46,20 +46,22 @@ class ScheduleStream(OutputStream):
 
     def __init__(self, predictor: str, gap: Callable[[int], int]) -> None:
         self.predictor, self.gap = predictor, gap
-        self.last: torch.Tensor | None = None
-        self.prev: torch.Tensor | None = None
+        self.real: list[tuple[int, torch.Tensor]] = []  # the last two real outputs and their steps
+        self.last: torch.Tensor | None = None  # the last output used, real or estimated
         self.trend = TrendState(ETC_ALPHA)
 
     def record(self, step: int, output: torch.Tensor) -> None:
-        self.prev, self.last = self.last, output
+        self.last = output
+        self.real = [*self.real[-1:], (step, output)]
         if self.predictor == "etc":
             self.trend.update(output)
 
     def predict(self, step: int) -> torch.Tensor | None:
         if self.last is None:
             return None
-        if self.predictor == "linear" and self.prev is not None and self.prev.shape == self.last.shape:
-            est = 2 * self.last - self.prev
+        if self.predictor == "linear" and len(self.real) == 2 and self.real[0][1].shape == self.real[1][1].shape:
+            (a, prev), (b, last) = self.real
+            est = last + (step - b) / (b - a) * (last - prev)  # the line through the last two real outputs
         elif self.predictor == "etc" and self.trend.d is not None:
             est = self.trend.estimate(max(self.gap(step), 1))
         else:
@@ -67,7 +69,7 @@ class ScheduleStream(OutputStream):
         return est if is_finite(est) else self.last
 
     def use(self, step: int, estimate: torch.Tensor) -> None:
-        self.prev, self.last = self.last, estimate
+        self.last = estimate
         self.trend.pre = estimate
 
 
