@@ -74,6 +74,12 @@ def _fit_meancache(trajectories: list[Any], decode: Any = None, calls: int = 17,
     return {"profile": profile.to_dict(), "calls": calls}
 
 
+def _fit_lemica(trajectories: list[Any], decode: Any = None, calls: int = 17) -> dict[str, Any]:
+    from .policies.step.lemica import fit_lemica
+
+    return {"profile": fit_lemica(trajectories).to_dict(), "calls": calls}
+
+
 def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
     from .policies.step.etc_plus_fit import fit_etc_plus
 
@@ -193,6 +199,20 @@ for _m in (
            "yes: J_x, J_t tables, `etcdiff calibrate --method sencache`",
            schema=_policy("SenCache"), saved={"tables": "tables"}, saved_required=True, threshold="eps_main",
            fit=_fit_sencache, recorders=_sensitivity_recorders),
+    Method("easycache", "step", "EasyCache (Zhou et al. 2025), official rule and defaults",
+           "transformation (output minus input) of the last computed step; skips while k·|dx|/|out| sums under 0.05",
+           "no (threshold 0.05, 10 warm-up steps)", schema=_policy("EasyCache")),
+    Method("lazycache", "step", "LazyCache, ComfyUI's lighter EasyCache variant",
+           "transformation of the last computed step; change since it, on a subsampled grid, 15-95 % of the run",
+           "no (threshold 0.2)", schema=_policy("LazyCache")),
+    Method("lemica", "step", "LeMiCa (NeurIPS 2025); its edge weights are ours (search code not released)",
+           "whole output (reuse, or linear / ETC trend) on a lexicographic-minimax schedule of B calls",
+           "yes: edge weights per model, `etcdiff calibrate --method lemica --set calls=B`",
+           schema=_policy("LeMiCa"), saved={"profile": "profile", "calls": "calls"}, saved_required=True,
+           saved_unless=("computed",), threshold=None, fit=_fit_lemica, fit_reads=("calls",)),
+    Method("precisecache", "step", "PreciseCache's LFCache (ICLR 2026): a reconstruction, no code released",
+           "whole output, unchanged; skips while the input's low-frequency change stays small (our proxy)",
+           "no (threshold 0.1, ours)", schema=_policy("PreciseCache")),
     Method("teacache", "block", "TeaCache (Liu et al. 2025)",
            "residual of the transformer blocks; skips by the modulated input's change",
            "coefficients per model (published for FLUX, Wan); `etcdiff calibrate --method teacache`",

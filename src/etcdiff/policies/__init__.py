@@ -9,8 +9,12 @@ from .step.base import OutputStream, ReuseStream, RunReport, StepPolicy
 from .step.baselines import FixedInterval, LinearExtrapolation, NoCache, SkipSteps
 from .step.ertacache import ERTACache, ERTACacheProfile, fit_ertacache
 from .step.etc import ETC, TrendState, etc_preset
+from .step.easycache import EasyCache
 from .step.etc_plus import ETCPlus, fit_etc_plus
+from .step.lazycache import LazyCache
+from .step.lemica import LeMiCa, LeMiCaProfile, fit_lemica, search_leximax
 from .step.meancache import MeanCache, MeanCacheProfile, MeanCacheSchedule, fit_meancache, search_schedule
+from .step.precisecache import PreciseCache
 from .step.etc_presets import ETC_PRESETS, find_preset
 from .step.sada import SADA
 from .step.sencache import SenCache, SenCacheTables, SensitivityRecord, fit_sencache
@@ -34,4 +38,5 @@ __all__ = [
     "MeanCache", "MeanCacheProfile", "MeanCacheSchedule", "SenCache", "SenCacheTables", "SensitivityRecord",
     "fit_meancache", "fit_sencache", "search_schedule", "ETC", "ETCPlus", "fit_etc_plus", "ETC_PRESETS", "FixedInterval", "LinearExtrapolation", "NoCache", "SkipSteps", "OutputStream", "ReuseStream", "RunReport",
     "StepPolicy", "Trajectory", "TrendState", "etc_preset", "find_preset",
+    "EasyCache", "LazyCache", "LeMiCa", "LeMiCaProfile", "PreciseCache", "fit_lemica", "search_leximax",
 ]

@@ -217,8 +217,9 @@ class Session:
     def end_step(self, step: int, model_output: Any) -> None:
         if self.decided_step != step:  # a step with no denoiser call through us
             self.decide(step)
-        elif self.latents_missing and isinstance(self.tracker.latents, torch.Tensor):
-            self.run.late_input(step, self.tracker.latents)  # x_0 is known only once scheduler.step has it
+        elif self.latents_missing and isinstance(self.tracker.current_input(), torch.Tensor):
+            # x_0 is known only once scheduler.step has it; tracker.latents already holds x_1 here
+            self.run.late_input(step, self.tracker.current_input())
         computed = self.compute_now or (self.ran_this_step > 0 and self.estimated_this_step == 0)
         if isinstance(model_output, torch.Tensor):
             self.run.observe(step, model_output, computed)
