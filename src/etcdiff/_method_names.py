@@ -8,8 +8,15 @@ from __future__ import annotations
 
 #: every registered step method, in registration order (kept by ``etcdiff.registry.register``)
 STEP_METHODS: list[str] = []
+#: every registered block method (transformer block caches), likewise
+BLOCK_METHODS: list[str] = []
 
 
 def step_method_names() -> list[str]:
     """The step-level methods, which run on any denoiser (``none``, the full-step reference, left out)."""
     return [name for name in STEP_METHODS if name != "none"]
+
+
+def block_method_names() -> list[str]:
+    """The block-level methods, which run on the transformer families the block caches know."""
+    return list(BLOCK_METHODS)

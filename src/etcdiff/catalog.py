@@ -24,10 +24,9 @@ def _policy(name: str) -> Any:
 
 def _block_rule(name: str) -> Any:
     def schema() -> type:
-        from .policies.magcache import MagCache
-        from .policies.teacache import TeaCache
+        from .integration.block_cache import BLOCK_RULES
 
-        return {"TeaCache": TeaCache, "MagCache": MagCache}[name]
+        return {cls.__name__: cls for cls in BLOCK_RULES.values()}[name]
 
     return schema
 
@@ -130,6 +129,12 @@ def _magcache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **c
     return {"ratios": list(calibrate_magcache(pipe, prompts, steps, seed, **call_kwargs).ratios)}
 
 
+def _prompttea_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
+    from .integration.prompttea_calibration import calibrate_prompttea
+
+    return calibrate_prompttea(pipe, prompts, steps, seed, **call_kwargs).settings()
+
+
 def _resolve_etc(pipe: Any, settings: dict[str, Any]) -> Any:
     """ETC with no threshold takes, in order: the pipeline's calibration profile (the user's folder, then the
     profiles shipped with etcdiff), the published preset of a known model, or fails saying how to calibrate."""
@@ -202,6 +207,19 @@ for _m in (
            "residual of the transformer blocks; skips by accumulated magnitude-ratio error",
            "ratios per model (published for FLUX); `etcdiff calibrate --method magcache`",
            schema=_block_rule("MagCache"), saved={"ratios": "ratios"}, calibrate_pipeline=_magcache_pipeline),
+    Method("dicache", "block", "DiCache (Bu et al. 2026), re-implemented from the paper (its code has no licence)",
+           "residual of the transformer blocks, extrapolated from the last two by the probe's change; a shallow "
+           "probe decides", "no (threshold 0.4, probe 1 block)", schema=_block_rule("DiCache")),
+    Method("h2cache", "block", "H2-Cache (2510.27171), two first-block checks",
+           "residual of each half of the blocks (FLUX: double, single) when its first block's pooled residual "
+           "barely changes", "no (thresholds 0.12, 0.09)", schema=_block_rule("H2Cache")),
+    Method("prompttea", "block", "PromptTea (2507.06739): TeaCache, threshold set by prompt complexity",
+           "residual of the transformer blocks; TeaCache's rule with a per-prompt threshold",
+           "yes: coefficients and two reference embeddings, `etcdiff calibrate --method prompttea`",
+           schema=_block_rule("PromptTea"), saved={"coefficients": "coefficients",
+                                                   "simple_reference": "simple_reference",
+                                                   "complex_reference": "complex_reference"},
+           saved_required=True, calibrate_pipeline=_prompttea_pipeline),
     Method("diffusers-fbc", "external", "diffusers FirstBlockCache, as shipped",
            "residual of blocks 2..L when block 1's residual barely changes", "no (threshold 0.05)",
            schema=_diffusers_config("FirstBlockCacheConfig")),

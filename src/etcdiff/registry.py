@@ -16,7 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ._method_names import STEP_METHODS
+from ._method_names import BLOCK_METHODS, STEP_METHODS
 from ._numbers import as_int, as_real
 
 KIND_NAMES = ("step", "block", "external")
@@ -144,16 +144,18 @@ def register(method: Method, *, replace: bool = False) -> Method:
     if method.name in METHODS and not replace:
         raise ValueError(f"a method named {method.name!r} is registered already; pass replace=True to redefine it.")
     METHODS[method.name] = method
-    if method.kind == "step" and method.name not in STEP_METHODS:
-        STEP_METHODS.append(method.name)
+    names = {"step": STEP_METHODS, "block": BLOCK_METHODS}.get(method.kind)
+    if names is not None and method.name not in names:
+        names.append(method.name)
     return method
 
 
 def unregister(name: str) -> None:
     """Remove a method added with :func:`register` (for tests and plug-ins)."""
     METHODS.pop(name, None)
-    if name in STEP_METHODS:
-        STEP_METHODS.remove(name)
+    for names in (STEP_METHODS, BLOCK_METHODS):
+        if name in names:
+            names.remove(name)
 
 
 def get_method(name: str) -> Method:

@@ -17,10 +17,13 @@ from typing import Any, Callable
 import torch
 
 from ..policies import build
+from ..policies.block_rule import BlockRule, StagedBlockRule
+from ..policies.dicache import DiCache
+from ..policies.h2cache import H2Cache
 from ..policies.magcache import FLUX_MAG_RATIOS, FLUX_MAG_RATIOS_SOURCE, MagCache
+from ..policies.prompttea import PromptTea
 from ..policies.teacache import TeaCache
 from .block_families import SUPPORTED_MODELS, Family, default_teacache_coefficients, find_family
-from .._method_names import step_method_names
 from .block_proxy import build_proxies
 from .block_session import BlockCacheReport, BlockCacheSession
 from .denoiser_owners import claim, release
@@ -28,7 +31,8 @@ from .session_hook import SessionRegistry, register
 
 HOOK_NAME = "etcdiff_block_cache"
 DENOISER_NAMES = ("transformer", "transformer_2")
-BLOCK_RULES: dict[str, type] = {"teacache": TeaCache, "magcache": MagCache}
+BLOCK_RULES: dict[str, type] = {"teacache": TeaCache, "magcache": MagCache, "dicache": DiCache, "h2cache": H2Cache,
+                                 "prompttea": PromptTea}
 
 _SESSIONS = SessionRegistry("block cache")
 
@@ -38,17 +42,25 @@ def find_block_denoisers(pipe: Any) -> dict[str, tuple[torch.nn.Module, Family]]
     if not found:
         unet = getattr(pipe, "unet", None)
         what = f"a UNet ({type(unet).__name__})" if unet is not None else "no `transformer`"
+        from .external_support import methods_that_run, supported_external_peers
+
         raise NotImplementedError(
-            f"etcdiff block cache (TeaCache/MagCache): {type(pipe).__name__} has {what}; block caches need a "
-            f"transformer with a block stack. Supported transformers: {', '.join(SUPPORTED_MODELS)}. "
-            f"Methods that run on it: {', '.join(step_method_names())} (etcdiff.enable(pipe, 'etc', ...))."
+            f"etcdiff block cache ({', '.join(BLOCK_RULES)}): {type(pipe).__name__} has {what}; block caches need "
+            f"a transformer with a block stack. Supported transformers: {', '.join(SUPPORTED_MODELS)}. "
+            f"{methods_that_run(pipe, supported_external_peers(pipe))}"
         )
-    return {n: (m, find_family(m)) for n, m in found.items()}
+    try:
+        return {n: (m, find_family(m)) for n, m in found.items()}
+    except NotImplementedError as e:
+        from .external_support import methods_that_run, supported_external_peers
+
+        first = str(e).split(" Methods that run on it:")[0]
+        raise NotImplementedError(f"{first} {methods_that_run(pipe, supported_external_peers(pipe))}") from None
 
 
 def make_block_rule(rule: Any, **kwargs: Any) -> Any:
-    """A rule object from a rule or its name (``"teacache"``, ``"magcache"``) with its arguments."""
-    if isinstance(rule, (TeaCache, MagCache)):
+    """A rule object from a rule or its name (``"teacache"``, ``"magcache"``, ...) with its arguments."""
+    if isinstance(rule, (BlockRule, StagedBlockRule)) and not isinstance(rule, type):
         if kwargs:
             raise ValueError(f"etcdiff: arguments {sorted(kwargs)} go with a rule name, not with a rule object.")
         return rule

@@ -161,14 +161,14 @@ def methods_that_run(pipe: Any, peers: list[str]) -> str:
     """'Methods that run on it: ...': the step methods, the block caches where the family is supported, and the
     given external peers."""
     from .block_families import find_family
-    from .._method_names import step_method_names
+    from .._method_names import block_method_names, step_method_names
 
     names = step_method_names()
     try:
         for model in find_denoisers(pipe).values():
             find_family(model)
-        names += ["teacache", "magcache"]
-    except NotImplementedError:
+        names += block_method_names()
+    except (NotImplementedError, TypeError):
         pass
     return f"Methods that run on it: {', '.join(names + peers)}."
 
