@@ -35,9 +35,24 @@ def _diffusers_config(name: str) -> Any:
     def schema() -> type:
         import diffusers.hooks
 
+        if name == "SeaCacheConfig":
+            from .integration.diffusers_more_caches import seacache_status
+
+            why = seacache_status()
+            if why is not None:
+                raise ImportError(f"etcdiff: diffusers-seacache cannot run: {why}.")
         return getattr(diffusers.hooks, name)
 
     return schema
+
+
+def _deepcache_settings() -> type:
+    from .integration.deepcache_adapter import DeepCacheSettings, deepcache_status
+
+    why = deepcache_status()
+    if why is not None:
+        raise ImportError(f"etcdiff: deepcache cannot run: {why}.")
+    return DeepCacheSettings
 
 
 def _cache_dit_config() -> type:
@@ -229,6 +244,18 @@ for _m in (
     Method("diffusers-taylorseer", "external", "diffusers TaylorSeer cache, as shipped",
            "attention outputs, Taylor-extrapolated", "no (interval 5, order 1)",
            schema=_diffusers_config("TaylorSeerCacheConfig"), threshold=None),
+    Method("diffusers-seacache", "external", "diffusers SeaCache (CVPR 2026), as shipped",
+           "residual of the transformer blocks, linearly extrapolated; skips by a spectrally filtered input's change",
+           "no (threshold 0.25); diffusers >= 0.42.1, Wan text-to-video", schema=_diffusers_config("SeaCacheConfig")),
+    Method("diffusers-fastercache", "external", "diffusers FasterCache (ICLR 2025), as shipped",
+           "attention outputs, extrapolated from the last two (CFG part off by default)", "no (every 2nd call)",
+           schema=_diffusers_config("FasterCacheConfig"), threshold=None),
+    Method("diffusers-pab", "external", "diffusers Pyramid Attention Broadcast, as shipped",
+           "attention outputs in a timestep range", "no (every 2nd call, timesteps 100-800)",
+           schema=_diffusers_config("PyramidAttentionBroadcastConfig"), threshold=None),
+    Method("deepcache", "external", "DeepCache (Ma et al. 2024), the deepcache package, as shipped",
+           "deep UNet blocks' outputs; only the shallow skip branch runs between refreshes",
+           "no (interval 3, branch 0); UNet pipelines", schema=_deepcache_settings, threshold=None),
     Method("cache-dit", "external", "cache-dit DBCache, as shipped",
            "residual of the middle blocks (first Fn blocks always run)", "no",
            schema=_cache_dit_config, threshold="residual_diff_threshold"),
