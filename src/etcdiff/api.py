@@ -99,6 +99,10 @@ def enable(pipe: Any, method: Any = "etc", **settings: Any) -> Any:
 
     info, kind = _method_of(method)
     find_denoisers(pipe)  # the plain "no denoiser" error before anything else
+    if info is not None and info.kind == "block":  # "not on this model" before "calibrate it first"
+        from .integration.block_cache import find_block_denoisers
+
+        find_block_denoisers(pipe)
     if isinstance(method, str):
         thing, used = resolve(info, pipe, settings)
     else:
