@@ -18,7 +18,6 @@ import torch
 from ..policies.block_rule import Stage
 
 if TYPE_CHECKING:
-    from .block_proxy import BlockProxy
     from .block_session import BlockCacheSession, _Call
 
 
@@ -41,16 +40,17 @@ def stage_index(stages: list[Stage], i: int) -> int:
     raise IndexError(f"block {i} is in no stage of {stages}")  # pragma: no cover - stages cover the stack
 
 
+def _bind(names: list[str], args: tuple, kwargs: dict) -> dict[str, Any]:
+    return {**dict(zip(names, args)), **kwargs}
+
+
 def _tensors(streams: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {n: t for n, t in streams.items() if isinstance(t, torch.Tensor)}
 
 
 @torch.compiler.disable
-def staged_forward(session: "BlockCacheSession", call: "_Call", proxy: "BlockProxy", args: tuple,
-                   kwargs: dict) -> Any:
-    """One block's forward inside a cached call of a staged rule."""
-    from .block_proxy import _bind
-
+def staged_forward(session: "BlockCacheSession", call: "_Call", proxy: Any, args: tuple, kwargs: dict) -> Any:
+    """One block's forward inside a cached call of a staged rule (``proxy``: the block's ``BlockProxy``)."""
     fam, block, i = proxy._fam, proxy._block, proxy._index
     stages = session.stages[call.module_name]
     k = stage_index(stages, i)

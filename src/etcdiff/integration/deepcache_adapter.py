@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from .external_session import ExternalSession
 
 DEEPCACHE_HINT = "pip install 'etcdiff[peers]' (or pip install deepcache)"
 
@@ -70,7 +67,7 @@ def deepcache_why_not(model: torch.nn.Module) -> str | None:
     return None
 
 
-def enable_deepcache(session: "ExternalSession", pipe: Any, kwargs: dict[str, Any]) -> None:
+def enable_deepcache(session: Any, pipe: Any, kwargs: dict[str, Any]) -> None:
     from DeepCache import DeepCacheSDHelper
 
     settings = DeepCacheSettings(**kwargs)
@@ -87,7 +84,7 @@ def enable_deepcache(session: "ExternalSession", pipe: Any, kwargs: dict[str, An
     session.config = settings
 
 
-def reset_deepcache(session: "ExternalSession") -> None:
+def reset_deepcache(session: Any) -> None:
     """A new generation: the helper's step origin and stored block outputs start afresh."""
     helper = session.target
     if helper is not None:
@@ -95,7 +92,7 @@ def reset_deepcache(session: "ExternalSession") -> None:
         helper.cached_output = {}
 
 
-def remove_deepcache(session: "ExternalSession") -> None:
+def remove_deepcache(session: Any) -> None:
     helper = session.target
     if helper is not None and getattr(helper, "function_dict", None):
         helper.disable()

@@ -24,12 +24,9 @@ FasterCache and PAB need ``current_timestep_callback``: the session's current ti
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from .external_session import ExternalSession
 
 MORE_DIFFUSERS_PEERS = ("diffusers-seacache", "diffusers-fastercache", "diffusers-pab")
 HOOK_NAMES = {
@@ -88,7 +85,7 @@ def why_not_more(model: torch.nn.Module, peer: str) -> str | None:
     raise ValueError(peer)  # pragma: no cover - callers pass the names above
 
 
-def current_timestep(session: "ExternalSession") -> float:
+def current_timestep(session: Any) -> float:
     """The timestep of the step the session is in (FasterCache's and PAB's ``current_timestep_callback``)."""
     pipe = session.pipe_ref()
     t = getattr(pipe, "_current_timestep", None) if pipe is not None else None
@@ -101,7 +98,7 @@ def current_timestep(session: "ExternalSession") -> float:
     return float(t.flatten()[0]) if torch.is_tensor(t) else float(t)
 
 
-def more_config(session: "ExternalSession", name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+def more_config(session: Any, name: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """The peer's diffusers config from ``kwargs`` and its apply function."""
     from diffusers import hooks
 
@@ -120,7 +117,7 @@ def more_config(session: "ExternalSession", name: str, kwargs: dict[str, Any]) -
     return hooks.PyramidAttentionBroadcastConfig(**kwargs), hooks.apply_pyramid_attention_broadcast
 
 
-def check_fastercache_start(session: "ExternalSession") -> None:
+def check_fastercache_start(session: Any) -> None:
     """A clear error before diffusers' FasterCache reuses an empty cache: its attention hook reuses on the first
     call when that call's timestep is inside ``spatial_attention_timestep_skip_range`` (a TypeError in diffusers)."""
     lo, hi = session.config.spatial_attention_timestep_skip_range
