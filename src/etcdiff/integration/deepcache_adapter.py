@@ -7,8 +7,8 @@ deep blocks return their stored outputs. It finds the step from the UNet's posit
 ``pipe.scheduler.timesteps``, and all calls of a step (batched CFG) share one state.
 
 It runs on ``UNet2DConditionModel`` denoisers (SD 1.5, SDXL and their img2img, inpaint and ControlNet
-pipelines). Only the helper is used: the package's own pipeline copies import names diffusers removed after
-0.24 and do not import with current diffusers. Ours: the helper's step origin and stored outputs are reset at
+pipelines). Only the helper is used: the package's own pipeline copies (``DeepCache.sd``, ``DeepCache.sdxl``) fail to
+import with diffusers 0.42 (``PositionNet`` is no longer in ``diffusers.models.embeddings``). Ours: the helper's step origin and stored outputs are reset at
 the start of every generation (the helper keeps them from the first generation, so a later one whose first step
 has another index, e.g. img2img at another strength, would start from stale outputs); the removal is the
 helper's ``disable`` followed by etcdiff's snapshot restore (the helper leaves bound methods as instance
