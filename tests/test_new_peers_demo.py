@@ -39,3 +39,17 @@ def test_bench_by_name_on_the_demo(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] and {r["method"] for r in results["runs"]} == {"none", *RUNNABLE}
     assert all(r["nfe"] <= 10 and r["psnr"] > 0 for r in results["runs"])
+
+
+def test_seacache_on_a_diffusers_without_it_names_the_version(monkeypatch):
+    import diffusers.hooks
+
+    from etcdiff.integration.external import enable_external
+    from tiny_matrix_pipelines import make_wan
+
+    monkeypatch.delattr(diffusers.hooks, "SeaCacheConfig")
+    tp = make_wan()
+    with pytest.raises(ImportError, match=r"has no SeaCacheConfig; it ships from diffusers 0\.42\.1"):
+        etcdiff.enable(tp.pipe, "diffusers-seacache")
+    with pytest.raises(RuntimeError, match=r"diffusers-seacache cannot run here: .*pip install -U 'diffusers>=0\.42\.1'"):
+        enable_external(tp.pipe, "diffusers-seacache")
