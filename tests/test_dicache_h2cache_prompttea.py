@@ -180,8 +180,8 @@ def test_prompttea_calibrated_on_dit_then_by_name(tmp_path):
     assert len(cal.embeddings) == len(cal.output_changes) == 6 and len(cal.simple_reference) == 128
     assert len(cal.coefficients) == 5 and all(math.isfinite(c) for c in cal.output_changes)
     _end_to_end("dit", lambda t: PromptTea(t, **cal.settings()), {"call0": [0, 5]}, {0: 2, 3: 2})
-    with pytest.raises(ValueError, match="at least two prompts"):
-        calibrate_prompttea(pipe, ["3"], steps=5)
+    with pytest.raises(ValueError, match="at least two calibration trajectories"):  # one prompt, no guidance
+        calibrate_prompttea(pipe, [{"prompt": ["3"]}], steps=5, guidance_scale=1.0)
 
 
 def test_block_rules_refuse_a_unet_naming_what_runs():

@@ -85,12 +85,12 @@ def _trajectories(calls: list[dict[str, Any]], steps: int) -> tuple[list[list[fl
 @torch.no_grad()
 def calibrate_prompttea(pipe: Any, prompts: Sequence[Any], steps: int, seed: int = 0,
                         **call_kwargs: Any) -> PromptTeaCalibration:
-    """Fit PromptTea's parts from full runs of ``prompts`` (at least two; strings or dicts of call arguments)."""
+    """Fit PromptTea's parts from full runs of ``prompts`` (strings or dicts of call arguments); the references
+    need at least two trajectories (two prompts, or one prompt with classifier-free guidance)."""
     from .block_cache import find_block_denoisers
 
-    if len(prompts) < 2:
-        raise ValueError("etcdiff prompttea calibration: give at least two prompts (a simple and a complex "
-                         "reference are fitted from them).")
+    if not prompts:
+        raise ValueError("etcdiff prompttea calibration: give at least one prompt.")
     denoisers = find_block_denoisers(pipe)
     calls: list[dict[str, Any]] = []
     recorders = [_CallRecorder(model, fam.blocks(model)[0], calls) for model, fam in denoisers.values()]
