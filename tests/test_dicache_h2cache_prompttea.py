@@ -108,13 +108,15 @@ def test_prompttea_threshold_by_prompt_and_trace_by_hand():
     rule = PromptTea(threshold=0.5, complex_ratio=0.4, coefficients=IDENTITY_COEFFICIENTS,
                      simple_reference=s.tolist(), complex_reference=c.tolist())
     rule.begin(6)
-    # two samples, a simple and a complex prompt: thresholds ~.5 and ~.2, change .15 per step, poly(x) = x
+    # two samples, a simple and a complex prompt: thresholds ~.5 and ~.2; the generation uses the lowest for all
+    # change .15 per step, poly(x) = x:
     # s0 first step | s1 acc [.15, .15] skip | s2 [.3, .3]: .3 >= .2 compute, reset | s3 skip | s4 compute | s5 last
     state = rule.new_state()
     rule.set_condition(state, torch.stack([s, c]))
     assert state.thresholds == pytest.approx([0.5, 0.2])
     assert [k for k in range(6) if rule.decide(state, k, None if k == 0 else [0.15, 0.15])] == [0, 2, 4, 5]
-    # the simple prompt alone: acc .15 .3 .45 skip, .6 >= .5 compute at s4, s5 last
+    # a generation of the simple prompt alone: acc .15 .3 .45 skip, .6 >= .5 compute at s4, s5 last
+    rule.begin(6)
     state = rule.new_state()
     rule.set_condition(state, s[None])
     assert [k for k in range(6) if rule.decide(state, k, None if k == 0 else 0.15)] == [0, 4, 5]

@@ -14,8 +14,12 @@ What is ours: the released artifacts (reference embeddings, a pickled regression
 input change and the step, fixed to 50 steps) come without fitting scripts, so :func:`fit_prompt_references`
 fits the references from calibration runs (prompts whose outputs change most form the complex reference) and the
 rescaling is TeaCache's degree-4 polynomial fitted on the same runs. The embedding is the one the transformer's
-blocks receive (the projected text stream; DiT: the class embedding). Each sample of a batch gets its own
-threshold, from its own embedding, so an unconditional sample is judged by its (empty) prompt. Cosines below 0
+blocks receive (the projected text stream; DiT: the class embedding). PromptTea takes the positive prompt's
+threshold for both CFG branches; which call or sample is the positive one is not known here, so every sample's
+threshold is computed at its branch's first call and the generation uses the lowest (the most complex prompt)
+for all branches, which keeps the conditional and unconditional branches skipping the same steps (per-branch
+thresholds let them drift apart, and the guided difference of a fresh and a stale output costs accuracy).
+Cosines below 0
 count as 0 (``r = 0.5`` when both are 0). The released CFG-skipping part (DynCFGCache) is not reproduced.
 """
 
@@ -96,18 +100,26 @@ class PromptTea(TeaCache):
                                   torch.tensor(self.complex_reference), self.sharpness)
         return self.threshold * (w * self.complex_ratio + (1.0 - w)), w
 
+    def begin(self, num_steps: int) -> None:
+        super().begin(num_steps)
+        self.generation_thresholds: list[float] = []
+
     def set_condition(self, state: PromptTeaState, embeddings: torch.Tensor | None) -> None:
-        """Per-sample thresholds from ``embeddings`` ``[B, D]`` (``None``: no prompt, w = 0.5)."""
+        """The thresholds of the samples of ``embeddings`` ``[B, D]`` (``None``: no prompt, w = 0.5), at a branch's
+        first call; they join the generation's."""
         rows = [None] if embeddings is None else list(embeddings)
         pairs = [self.threshold_for(e) for e in rows]
         state.thresholds = [t for t, _ in pairs]
         state.weights = [w for _, w in pairs]
+        self.generation_thresholds = getattr(self, "generation_thresholds", []) + state.thresholds
 
     def thresholds_for(self, state: TeaCacheState, n: int) -> list[float]:
-        got = getattr(state, "thresholds", None)
+        """One threshold for every branch and sample: the lowest of the generation's samples (the most complex
+        prompt), so that the conditional and unconditional branches keep skipping the same steps."""
+        got = getattr(self, "generation_thresholds", None) or getattr(state, "thresholds", None)
         if not got:
             return super().thresholds_for(state, n)
-        return got if len(got) == n else [min(got)] * n
+        return [min(got)] * n
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "complex_ratio": self.complex_ratio, "sharpness": self.sharpness,
