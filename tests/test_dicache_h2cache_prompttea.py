@@ -108,18 +108,21 @@ def test_prompttea_threshold_by_prompt_and_trace_by_hand():
     rule = PromptTea(threshold=0.5, complex_ratio=0.4, coefficients=IDENTITY_COEFFICIENTS,
                      simple_reference=s.tolist(), complex_reference=c.tolist())
     rule.begin(6)
-    # two samples, a simple and a complex prompt: thresholds ~.5 and ~.2; the generation uses the lowest for all
-    # change .15 per step, poly(x) = x:
+    # two prompts in a call named "cond", a simple and a complex one: thresholds ~.5 and ~.2; the generation uses
+    # the lowest positive one for all samples and branches; change .15 per step, poly(x) = x:
     # s0 first step | s1 acc [.15, .15] skip | s2 [.3, .3]: .3 >= .2 compute, reset | s3 skip | s4 compute | s5 last
     state = rule.new_state()
-    rule.set_condition(state, torch.stack([s, c]))
+    rule.set_condition(state, torch.stack([s, c]), "cond")
     assert state.thresholds == pytest.approx([0.5, 0.2])
+    rule.set_condition(rule.new_state(), c[None], "uncond")  # a complex negative prompt changes nothing
+    assert rule.generation_thresholds == pytest.approx([0.5, 0.2])
     assert [k for k in range(6) if rule.decide(state, k, None if k == 0 else [0.15, 0.15])] == [0, 2, 4, 5]
     # a generation of the simple prompt alone: acc .15 .3 .45 skip, .6 >= .5 compute at s4, s5 last
     rule.begin(6)
     state = rule.new_state()
-    rule.set_condition(state, s[None])
-    assert [k for k in range(6) if rule.decide(state, k, None if k == 0 else 0.15)] == [0, 4, 5]
+    rule.set_condition(state, torch.stack([c, s]))  # batched CFG [negative, positive]: the positive is simple
+    assert state.thresholds == pytest.approx([0.2, 0.5]) and rule.generation_thresholds == pytest.approx([0.5])
+    assert [k for k in range(6) if rule.decide(state, k, None if k == 0 else [0.15, 0.15])] == [0, 4, 5]
     # references: mean embeddings of the calmer and the busier half of the trajectories
     simple, complex_ = fit_prompt_references([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]], [0.4, 0.1, 0.3, 0.2])
     # calm: [2, 3] (.1) and [6, 7] (.2) -> [4, 5]; busy: [4, 5] (.3) and [0, 1] (.4) -> [2, 3]

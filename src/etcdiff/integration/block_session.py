@@ -248,7 +248,7 @@ class BlockCacheSession:
         br = call.branch = self._branch(call, hs)
         call.inputs = {n: bound.get(n) for n in fam.streams if isinstance(bound.get(n), torch.Tensor)}
         if getattr(self.rule, "needs_condition", False) and getattr(br.state, "thresholds", None) is None:
-            self.rule.set_condition(br.state, condition_embedding(block, bound))
+            self.rule.set_condition(br.state, condition_embedding(block, bound), call.key[1])
         needs_signal = self.record or (self.rule is not None and self.rule.needs_signal)
         if needs_signal:
             with torch.no_grad():

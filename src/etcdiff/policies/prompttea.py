@@ -14,11 +14,11 @@ What is ours: the released artifacts (reference embeddings, a pickled regression
 input change and the step, fixed to 50 steps) come without fitting scripts, so :func:`fit_prompt_references`
 fits the references from calibration runs (prompts whose outputs change most form the complex reference) and the
 rescaling is TeaCache's degree-4 polynomial fitted on the same runs. The embedding is the one the transformer's
-blocks receive (the projected text stream; DiT: the class embedding). PromptTea takes the positive prompt's
-threshold for both CFG branches; which call or sample is the positive one is not known here, so every sample's
-threshold is computed at its branch's first call and the generation uses the lowest (the most complex prompt)
-for all branches, which keeps the conditional and unconditional branches skipping the same steps (per-branch
-thresholds let them drift apart, and the guided difference of a fresh and a stale output costs accuracy).
+blocks receive (the projected text stream; DiT: the class embedding). As in PromptTea, the positive prompt's
+threshold serves both CFG branches (per-branch thresholds let them drift apart, and the guided difference of a
+fresh and a stale output costs accuracy): the call diffusers names ``"cond"``, else the second half of an even
+batch (diffusers batches CFG as ``[negative, positive]``), else the whole batch; with several positive prompts,
+the lowest threshold.
 Cosines below 0
 count as 0 (``r = 0.5`` when both are 0). The released CFG-skipping part (DynCFGCache) is not reproduced.
 """
@@ -104,18 +104,27 @@ class PromptTea(TeaCache):
         super().begin(num_steps)
         self.generation_thresholds: list[float] = []
 
-    def set_condition(self, state: PromptTeaState, embeddings: torch.Tensor | None) -> None:
+    def set_condition(self, state: PromptTeaState, embeddings: torch.Tensor | None, context: str | None = None) -> None:
         """The thresholds of the samples of ``embeddings`` ``[B, D]`` (``None``: no prompt, w = 0.5), at a branch's
-        first call; they join the generation's."""
+        first call. The positive prompts' join the generation's: the whole call where diffusers names it
+        ``"cond"``, none where it is ``"uncond"``, else the second half of an even batch (diffusers batches CFG as
+        ``[negative, positive]``) or the whole batch."""
         rows = [None] if embeddings is None else list(embeddings)
         pairs = [self.threshold_for(e) for e in rows]
         state.thresholds = [t for t, _ in pairs]
         state.weights = [w for _, w in pairs]
-        self.generation_thresholds = getattr(self, "generation_thresholds", []) + state.thresholds
+        n = len(state.thresholds)
+        if context == "uncond":
+            positive = []
+        elif context != "cond" and n >= 2 and n % 2 == 0:
+            positive = state.thresholds[n // 2:]
+        else:
+            positive = state.thresholds
+        self.generation_thresholds = getattr(self, "generation_thresholds", []) + positive
 
     def thresholds_for(self, state: TeaCacheState, n: int) -> list[float]:
-        """One threshold for every branch and sample: the lowest of the generation's samples (the most complex
-        prompt), so that the conditional and unconditional branches keep skipping the same steps."""
+        """One threshold for every branch and sample: the lowest of the generation's positive prompts, so that the
+        conditional and unconditional branches keep skipping the same steps."""
         got = getattr(self, "generation_thresholds", None) or getattr(state, "thresholds", None)
         if not got:
             return super().thresholds_for(state, n)
