@@ -404,9 +404,9 @@ def test_block_cache_defaults_and_errors():
     unet_pipe.scheduler = pipe.scheduler
     with pytest.raises(NotImplementedError, match="UNet2DConditionModel.*Supported transformers"):
         enable_block_cache(unet_pipe, TeaCache(0.1))
-    with pytest.raises(NotImplementedError, match="None of the external peers runs on it"):
+    with pytest.raises(NotImplementedError, match="Peers that run on it: diffusers-pab, deepcache"):
         check_external(unet_pipe, "diffusers-fbc")
-    assert supported_external_peers(unet_pipe) == []
+    assert supported_external_peers(unet_pipe) == ["diffusers-pab", "deepcache"]  # PAB's patterns match its attentions
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,7 +447,8 @@ def test_diffusers_magcache_calibration_and_dit_context():
     # DiT has no CacheMixin and its pipeline sets no cache_context: the hooks are applied directly and each call
     # is named by its order in the step; without ratios MagCache asks for them
     dit, dkw, drun, *_ = build("dit")
-    assert supported_external_peers(dit) == list(EXTERNAL_PEERS)
+    # all but SeaCache (Wan text-to-video only) and DeepCache (UNets only)
+    assert supported_external_peers(dit) == [p for p in EXTERNAL_PEERS if p not in ("diffusers-seacache", "deepcache")]
     with pytest.raises(ValueError, match="mag_ratios"):
         enable_external(dit, "diffusers-magcache")
     ref = drun(5)

@@ -192,9 +192,16 @@ def calibrated_settings(pipe, method):
     return {**calibrate_method(pipe, method, ["a small red circle in the center"], 8, 0, **extra), **extra}
 
 
+NOT_ON_FLUX = {"diffusers-seacache": "Wan text-to-video", "deepcache": "UNet2DConditionModel"}
+
+
 @pytest.mark.parametrize("method", list(etcdiff.METHODS))
 def test_every_method_runs_on_the_scenes_pipeline(method):
     pipe = tiny_pipeline()
+    if method in NOT_ON_FLUX:  # refused in one line naming the methods that run on this FLUX
+        with pytest.raises(NotImplementedError, match=rf"{NOT_ON_FLUX[method]}.*Methods that run on it: etc"):
+            etcdiff.enable(pipe, method)
+        return
     settings = {"etc": dict(threshold=0.05)}.get(method, {})
     if etcdiff.METHODS[method].saved_required:
         settings = calibrated_settings(pipe, method)

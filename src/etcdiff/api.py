@@ -100,14 +100,15 @@ def enable(pipe: Any, method: Any = "etc", **settings: Any) -> Any:
 
     info, kind = _method_of(method)
     find_denoisers(pipe)  # the plain "no denoiser" error before anything else
-    if isinstance(method, str):
-        thing, used = resolve(info, pipe, settings)
-    else:
-        if settings:
-            raise ValueError(f"settings {sorted(settings)} go with a method name, not with a policy or rule object.")
-        thing, used = method, dict(getattr(method, "params", dict)())
-    disable(pipe)
     try:
+        KINDS[kind].check(pipe)  # "not on this model" before "calibrate it first"
+        if isinstance(method, str):
+            thing, used = resolve(info, pipe, settings)
+        else:
+            if settings:
+                raise ValueError(f"settings {sorted(settings)} go with a method name, not with a policy or rule object.")
+            thing, used = method, dict(getattr(method, "params", dict)())
+        disable(pipe)
         out = KINDS[kind].enable(pipe, info, thing, used)
     except CannotRun as e:
         raise CannotRun(f"{e} {methods_that_run(pipe)}") from None

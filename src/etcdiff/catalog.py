@@ -24,10 +24,9 @@ def _policy(name: str) -> Any:
 
 def _block_rule(name: str) -> Any:
     def schema() -> type:
-        from .policies.block.magcache import MagCache
-        from .policies.block.teacache import TeaCache
+        from .integration.block.cache import BLOCK_RULES
 
-        return {"TeaCache": TeaCache, "MagCache": MagCache}[name]
+        return {cls.__name__: cls for cls in BLOCK_RULES.values()}[name]
 
     return schema
 
@@ -36,9 +35,24 @@ def _diffusers_config(name: str) -> Any:
     def schema() -> type:
         import diffusers.hooks
 
+        if name == "SeaCacheConfig":
+            from .integration.external.diffusers_more_caches import seacache_status
+
+            why = seacache_status()
+            if why is not None:
+                raise ImportError(f"etcdiff: diffusers-seacache cannot run: {why}.")
         return getattr(diffusers.hooks, name)
 
     return schema
+
+
+def _deepcache_settings() -> type:
+    from .integration.external.deepcache_adapter import DeepCacheSettings, deepcache_status
+
+    why = deepcache_status()
+    if why is not None:
+        raise ImportError(f"etcdiff: deepcache cannot run: {why}.")
+    return DeepCacheSettings
 
 
 def _cache_dit_config() -> type:
@@ -136,6 +150,12 @@ def _magcache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **c
     return {"ratios": list(calibrate_magcache(pipe, prompts, steps, seed, **call_kwargs).ratios)}
 
 
+def _prompttea_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **call_kwargs: Any) -> dict[str, Any]:
+    from .integration.block.prompttea_calibration import calibrate_prompttea
+
+    return calibrate_prompttea(pipe, prompts, steps, seed, **call_kwargs).settings()
+
+
 def _resolve_etc(pipe: Any, settings: dict[str, Any]) -> Any:
     """ETC with no threshold takes, in order: the pipeline's calibration profile (the user's folder, then the
     profiles shipped with etcdiff), the published preset of a known model, or fails saying how to calibrate."""
@@ -222,6 +242,19 @@ for _m in (
            "residual of the transformer blocks; skips by accumulated magnitude-ratio error",
            "ratios per model (published for FLUX); `etcdiff calibrate --method magcache`",
            schema=_block_rule("MagCache"), saved={"ratios": "ratios"}, calibrate_pipeline=_magcache_pipeline),
+    Method("dicache", "block", "DiCache (Bu et al. 2026), re-implemented from the paper (its code has no licence)",
+           "residual of the transformer blocks, extrapolated from the last two by the probe's change; a shallow "
+           "probe decides", "no (threshold 0.4, probe 1 block)", schema=_block_rule("DiCache")),
+    Method("h2cache", "block", "H2-Cache (2510.27171), two first-block checks",
+           "residual of each half of the blocks (FLUX: double, single) when its first block's pooled residual "
+           "barely changes", "no (thresholds 0.12, 0.09)", schema=_block_rule("H2Cache")),
+    Method("prompttea", "block", "PromptTea (2507.06739): TeaCache, threshold set by prompt complexity",
+           "residual of the transformer blocks; TeaCache's rule with a per-prompt threshold",
+           "yes: coefficients and two reference embeddings, `etcdiff calibrate --method prompttea`",
+           schema=_block_rule("PromptTea"), saved={"coefficients": "coefficients",
+                                                   "simple_reference": "simple_reference",
+                                                   "complex_reference": "complex_reference"},
+           saved_required=True, calibrate_pipeline=_prompttea_pipeline),
     Method("diffusers-fbc", "external", "diffusers FirstBlockCache, as shipped",
            "residual of blocks 2..L when block 1's residual barely changes", "no (threshold 0.05)",
            schema=_diffusers_config("FirstBlockCacheConfig")),
@@ -231,6 +264,18 @@ for _m in (
     Method("diffusers-taylorseer", "external", "diffusers TaylorSeer cache, as shipped",
            "attention outputs, Taylor-extrapolated", "no (interval 5, order 1)",
            schema=_diffusers_config("TaylorSeerCacheConfig"), threshold=None),
+    Method("diffusers-seacache", "external", "diffusers SeaCache (CVPR 2026), as shipped",
+           "residual of the transformer blocks, linearly extrapolated; skips by a spectrally filtered input's change",
+           "no (threshold 0.25); diffusers >= 0.42.1, Wan text-to-video", schema=_diffusers_config("SeaCacheConfig")),
+    Method("diffusers-fastercache", "external", "diffusers FasterCache (ICLR 2025), as shipped",
+           "attention outputs, extrapolated from the last two (CFG part off by default)", "no (every 2nd call)",
+           schema=_diffusers_config("FasterCacheConfig"), threshold=None),
+    Method("diffusers-pab", "external", "diffusers Pyramid Attention Broadcast, as shipped",
+           "attention outputs in a timestep range", "no (every 2nd call, timesteps 100-800)",
+           schema=_diffusers_config("PyramidAttentionBroadcastConfig"), threshold=None),
+    Method("deepcache", "external", "DeepCache (Ma et al. 2024), the deepcache package, as shipped",
+           "deep UNet blocks' outputs; only the shallow skip branch runs between refreshes",
+           "no (interval 3, branch 0); UNet pipelines", schema=_deepcache_settings, threshold=None),
     Method("cache-dit", "external", "cache-dit DBCache, as shipped",
            "residual of the middle blocks (first Fn blocks always run)", "no",
            schema=_cache_dit_config, threshold="residual_diff_threshold"),

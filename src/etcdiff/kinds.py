@@ -33,6 +33,9 @@ class Kind:
         """Those of ``names`` (this kind's registered methods) that can run on ``pipe``'s model."""
         raise NotImplementedError
 
+    def check(self, pipe: Any) -> None:
+        """A ``CannotRun`` error when no method of this kind can run on ``pipe``'s model. Default: nothing."""
+
 
 class StepKind(Kind):
     name = "step"
@@ -74,12 +77,15 @@ class BlockKind(Kind):
 
         return block_cache_report(pipe)
 
-    def runs_on(self, pipe: Any, names: list[str]) -> list[str]:
+    def check(self, pipe: Any) -> None:
         from .integration.block.cache import find_block_denoisers
 
+        find_block_denoisers(pipe)
+
+    def runs_on(self, pipe: Any, names: list[str]) -> list[str]:
         try:
-            find_block_denoisers(pipe)
-        except NotImplementedError:
+            self.check(pipe)
+        except (NotImplementedError, TypeError):
             return []
         return names
 

@@ -17,8 +17,11 @@ from typing import Any, Callable
 import torch
 
 from ...policies import build
-from ...policies.block.base import BlockRule
+from ...policies.block.base import BlockRule, StagedBlockRule
+from ...policies.block.dicache import DiCache
+from ...policies.block.h2cache import H2Cache
 from ...policies.block.magcache import FLUX_MAG_RATIOS, FLUX_MAG_RATIOS_SOURCE, MagCache
+from ...policies.block.prompttea import PromptTea
 from ...policies.block.teacache import TeaCache
 from .families import SUPPORTED_MODELS, Family, default_teacache_coefficients, find_family
 from .proxy import build_proxies
@@ -28,7 +31,8 @@ from ..denoisers import find_transformers
 from ..session_hook import SessionRegistry, register
 
 HOOK_NAME = "etcdiff_block_cache"
-BLOCK_RULES: dict[str, type] = {"teacache": TeaCache, "magcache": MagCache}
+BLOCK_RULES: dict[str, type] = {"teacache": TeaCache, "magcache": MagCache, "dicache": DiCache, "h2cache": H2Cache,
+                                 "prompttea": PromptTea}
 
 _SESSIONS = SessionRegistry("block", "block cache")
 
@@ -39,15 +43,15 @@ def find_block_denoisers(pipe: Any) -> dict[str, tuple[torch.nn.Module, Family]]
         unet = getattr(pipe, "unet", None)
         what = f"a UNet ({type(unet).__name__})" if unet is not None else "no `transformer`"
         raise CannotRun(
-            f"etcdiff block cache (TeaCache/MagCache): {type(pipe).__name__} has {what}; block caches need a "
-            f"transformer with a block stack. Supported transformers: {', '.join(SUPPORTED_MODELS)}."
+            f"etcdiff block cache ({', '.join(BLOCK_RULES)}): {type(pipe).__name__} has {what}; block caches need "
+            f"a transformer with a block stack. Supported transformers: {', '.join(SUPPORTED_MODELS)}."
         )
     return {n: (m, find_family(m)) for n, m in found.items()}
 
 
 def make_block_rule(rule: Any, **kwargs: Any) -> Any:
-    """A rule object from a rule or its name (``"teacache"``, ``"magcache"``) with its arguments."""
-    if isinstance(rule, BlockRule):
+    """A rule object from a rule or its name (``"teacache"``, ``"magcache"``, ...) with its arguments."""
+    if isinstance(rule, (BlockRule, StagedBlockRule)) and not isinstance(rule, type):
         if kwargs:
             raise ValueError(f"etcdiff: arguments {sorted(kwargs)} go with a rule name, not with a rule object.")
         return rule

@@ -5,7 +5,7 @@ only while its forward runs (see :meth:`BlockCacheSession.forward`). The proxies
 attributes (e.g. DiT's ``transformer_blocks[0].norm1.emb``); parameters, ``state_dict`` and the class are never
 touched and the forward is the model's own, so between steps the model is exactly the original. On a skipped
 call the first proxy returns the stack's input plus the stored residual and the others hand their inputs
-through, so no block runs.
+through, so no block runs. Staged rules (DiCache, H2-Cache) take :func:`~etcdiff.integration.block.stages.staged_forward`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .families import Family
+from .stages import staged_forward
 
 if TYPE_CHECKING:
     from .session import BlockCacheSession
@@ -37,7 +38,7 @@ class BlockProxy(torch.nn.Module):
     """Stands in for one block while a cached forward runs; other attribute reads reach the real block."""
 
     def __init__(self, session: "BlockCacheSession", fam: Family, block: torch.nn.Module, entry: bool,
-                 exit_: bool) -> None:
+                 exit_: bool, index: int = 0) -> None:
         super().__init__()
         object.__setattr__(self, "_block", block)  # not registered as a submodule
         object.__setattr__(self, "_session_ref", weakref.ref(session))
@@ -45,6 +46,7 @@ class BlockProxy(torch.nn.Module):
         object.__setattr__(self, "_names", _signature(block))
         object.__setattr__(self, "_entry", entry)
         object.__setattr__(self, "_exit", exit_)
+        object.__setattr__(self, "_index", index)  # position in the stack (staged rules)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -57,6 +59,8 @@ class BlockProxy(torch.nn.Module):
         call = session._current if session is not None else None
         if call is None:
             return self._block(*args, **kwargs)
+        if session.stages is not None:
+            return staged_forward(session, call, self, args, kwargs)
         fam = self._fam
         if self._entry:
             bound = _bind(self._names, args, kwargs)
@@ -84,7 +88,7 @@ def build_proxies(session: "BlockCacheSession", model: torch.nn.Module, fam: Fam
     for list_name in fam.block_lists:
         items = []
         for block in getattr(model, list_name):
-            items.append(BlockProxy(session, fam, block, entry=i == 0, exit_=i == len(blocks) - 1))
+            items.append(BlockProxy(session, fam, block, entry=i == 0, exit_=i == len(blocks) - 1, index=i))
             i += 1
         proxies[list_name] = torch.nn.ModuleList(items)
     return proxies

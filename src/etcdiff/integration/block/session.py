@@ -22,7 +22,9 @@ from typing import Any, Callable
 
 import torch
 
+from ...policies.block.base import is_staged
 from ...policies.step.base import RunReport
+from .conditions import condition_embedding
 from .families import Family, first_block_signal
 from ..denoisers import split_output
 from ..step_tracker import StepTracker
@@ -87,7 +89,7 @@ class _Branch:
 
 
 class _Call:
-    __slots__ = ("module_name", "key", "step", "branch", "compute", "inputs", "change", "time_embedding")
+    __slots__ = ("module_name", "key", "step", "branch", "compute", "inputs", "change", "time_embedding", "staged")
 
     def __init__(self, module_name: str, key: tuple, step: int) -> None:
         self.module_name = module_name
@@ -98,6 +100,7 @@ class _Call:
         self.inputs: dict[str, torch.Tensor] = {}
         self.change: list[float] | None = None
         self.time_embedding: torch.Tensor | None = None
+        self.staged: Any = None
 
 
 @dataclass
@@ -125,6 +128,8 @@ class BlockCacheSession:
         self.registered: list[tuple[torch.nn.Module, bool, bool]] = []
         self.handles: list[Any] = []
         self._current: _Call | None = None
+        self.stages = None if rule is None or not is_staged(rule) else {
+            name: rule.stages([len(getattr(model, n)) for n in fam.block_lists]) for name, (model, fam) in denoisers.items()}
         self._clear()
 
     def _clear(self) -> None:
@@ -157,6 +162,8 @@ class BlockCacheSession:
             runs += len(br.computed)
             skips += len(br.skipped)
             branches[br.label] = {"computed": list(br.computed), "skipped": list(br.skipped)}
+            for k, steps in sorted(getattr(br, "stage_skips", {}).items() if self._multi_stage() else ()):
+                branches[br.label][f"stage{k}_skipped"] = list(steps)
             if self.record and br.gammas:
                 self.recording.gamma_sequences.append(list(br.gammas))
         self.last_report = BlockCacheReport(
@@ -165,6 +172,9 @@ class BlockCacheSession:
             params=params, stack_runs=runs, stack_skips=skips, uncached_calls=self.uncached_calls, branches=branches,
         )
         self.branches = {}
+
+    def _multi_stage(self) -> bool:
+        return bool(self.stages) and max(len(v) for v in self.stages.values()) > 1
 
     def release(self) -> None:
         """Free the stored residuals (diffusers resets hooks after every pipeline call); keep the report."""
@@ -237,6 +247,8 @@ class BlockCacheSession:
         hs = bound["hidden_states"]
         br = call.branch = self._branch(call, hs)
         call.inputs = {n: bound.get(n) for n in fam.streams if isinstance(bound.get(n), torch.Tensor)}
+        if getattr(self.rule, "needs_condition", False) and getattr(br.state, "thresholds", None) is None:
+            self.rule.set_condition(br.state, condition_embedding(block, bound), call.key[1])
         needs_signal = self.record or (self.rule is not None and self.rule.needs_signal)
         if needs_signal:
             with torch.no_grad():

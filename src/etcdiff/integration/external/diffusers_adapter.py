@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .diffusers_more_caches import HOOK_NAMES, MORE_DIFFUSERS_PEERS, more_config
 from .support import attention_patterns, taylorseer_default_matches
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ _DIFFUSERS_HOOK_NAMES = {
     "diffusers-fbc": ("fbc_leader_block_hook", "fbc_block_hook"),
     "diffusers-magcache": ("mag_cache_leader_block_hook", "mag_cache_block_hook"),
     "diffusers-taylorseer": ("taylorseer_cache",),
+    **HOOK_NAMES,
 }
 
 
@@ -113,6 +115,8 @@ def _config(session: "ExternalSession", model: torch.nn.Module, name: str, kwarg
             kwargs["cache_identifiers"] = attention_patterns(model)
             session.params["cache_identifiers"] = kwargs["cache_identifiers"]
         config, apply = TaylorSeerCacheConfig(**kwargs), apply_taylorseer_cache
+    elif name in MORE_DIFFUSERS_PEERS:
+        config, apply = more_config(session, name, kwargs)
     else:  # pragma: no cover - checked before
         raise ValueError(name)
     return config, apply

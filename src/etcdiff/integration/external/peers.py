@@ -8,7 +8,11 @@
   (FLUX's ship with diffusers). With ``calibrate=True`` nothing is skipped and diffusers prints the ratios at
   the end of the run: :func:`diffusers_magcache_ratios` runs that and returns them;
 * ``"diffusers-taylorseer"``: ``TaylorSeerCacheConfig(**kwargs)``;
-* ``"cache-dit"``: ``cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(**kwargs))``.
+* ``"diffusers-seacache"``, ``"diffusers-fastercache"``, ``"diffusers-pab"``: ``SeaCacheConfig``,
+  ``FasterCacheConfig``, ``PyramidAttentionBroadcastConfig`` (:mod:`~etcdiff.integration.external.diffusers_more_caches`);
+* ``"cache-dit"``: ``cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(**kwargs))``;
+* ``"deepcache"``: the ``deepcache`` package's ``DeepCacheSDHelper`` on UNet pipelines
+  (:mod:`~etcdiff.integration.external.deepcache_adapter`).
 
 Two-expert pipelines (Wan 2.2: ``transformer`` and ``transformer_2``) get the peer on both experts, and both
 are restored by ``disable_external``. A denoiser module shared with another pipeline that has a method on it is
@@ -33,6 +37,7 @@ from typing import Any
 import torch
 
 from .cache_dit_adapter import enable_cache_dit, remove_cache_dit
+from .deepcache_adapter import enable_deepcache, remove_deepcache
 from .diffusers_adapter import enable_diffusers_cache, remove_diffusers_cache
 from .session import ExternalReport, ExternalSession, probe_layer
 from ..denoiser_owners import claim, refuse_other_kind, release
@@ -65,6 +70,8 @@ def enable_external(pipe: Any, name: str, **kwargs: Any) -> Any:
         session.tracker.wrap(scheduler)
         if name == "cache-dit":
             enable_cache_dit(session, pipe, kwargs)
+        elif name == "deepcache":
+            enable_deepcache(session, pipe, kwargs)
         else:
             enable_diffusers_cache(session, name, kwargs)
         session.snapshot.mark()
@@ -84,7 +91,7 @@ def enable_external(pipe: Any, name: str, **kwargs: Any) -> Any:
         _teardown(session, pipe)
         raise
     _SESSIONS[pipe] = session
-    return session.config if name != "cache-dit" else session.target
+    return session.target if name in ("cache-dit", "deepcache") else session.config
 
 
 def _teardown(session: ExternalSession, pipe: Any) -> None:
@@ -95,6 +102,8 @@ def _teardown(session: ExternalSession, pipe: Any) -> None:
     try:
         if session.peer == "cache-dit":
             remove_cache_dit(session)
+        elif session.peer == "deepcache":
+            remove_deepcache(session)
         else:
             remove_diffusers_cache(session)
     finally:

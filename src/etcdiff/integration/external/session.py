@@ -89,6 +89,10 @@ class ExternalSession:
     # -- StepListener
     def begin(self, num_steps: int) -> None:
         self._clear(num_steps)
+        if self.peer == "deepcache":
+            from .deepcache_adapter import reset_deepcache
+
+            reset_deepcache(self)
         if self.peer == "diffusers-magcache":
             self._set_magcache_steps(num_steps)
         if self.needs_reset:
@@ -140,6 +144,10 @@ class ExternalSession:
             self.outside_calls += 1
         else:
             self.calls[step] += 1
+            if self.peer == "diffusers-fastercache" and sum(self.calls) == 1:
+                from .diffusers_more_caches import check_fastercache_start
+
+                check_fastercache_start(self)
 
     def on_block_run(self, module: Any, args: Any) -> None:
         step = self._step()
@@ -168,7 +176,9 @@ def _first_linear(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None
 def probe_layer(model: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
     stack = block_stack(model)
     if not stack:
-        return None
+        mid = getattr(model, "mid_block", None)  # UNets: the mid block (DeepCache's deep branch)
+        found = _first_linear(mid) if isinstance(mid, torch.nn.Module) else None
+        return (f"mid_block.{found[0]}", found[1]) if found is not None else None
     name, block = stack[len(stack) // 2]
     for sub_name, sub in block.named_children():
         if sub_name.startswith("attn"):

@@ -4,7 +4,8 @@ diffusers' FirstBlockCache and MagCache hooks need a block list they recognise a
 block class; TaylorSeer needs attention modules its patterns match (its default patterns are matched with
 ``re.fullmatch`` and miss models whose attentions are named ``attn1``/``attn2``: DiT, PixArt, Wan, for which
 :func:`attention_patterns` gives the config's ``cache_identifiers``); cache-dit needs to import here and to
-have a ``BlockAdapter`` for the pipeline class or its transformer class.
+have a ``BlockAdapter`` for the pipeline class or its transformer class. SeaCache, FasterCache and PAB:
+:mod:`~etcdiff.integration.external.diffusers_more_caches`; DeepCache: :mod:`~etcdiff.integration.external.deepcache_adapter`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 
 import torch
 
+from .deepcache_adapter import deepcache_status, deepcache_why_not
+from .diffusers_more_caches import MORE_DIFFUSERS_PEERS, seacache_status, why_not_more
 from ..denoiser_owners import CannotRun
 from ..denoisers import find_denoisers
 
-EXTERNAL_PEERS = ("diffusers-fbc", "diffusers-magcache", "diffusers-taylorseer", "cache-dit")
+EXTERNAL_PEERS = ("diffusers-fbc", "diffusers-magcache", "diffusers-taylorseer", "diffusers-seacache",
+                  "diffusers-fastercache", "diffusers-pab", "cache-dit", "deepcache")
 _ATTN_PATTERNS = [r"^blocks\.\d+\.attn\d*$", r"^transformer_blocks\.\d+\.attn\d*$",
                   r"^single_transformer_blocks\.\d+\.attn\d*$", r"^temporal_transformer_blocks\.\d+\.attn\d*$"]
 
@@ -121,6 +125,10 @@ def _why_not_model(pipe: Any, model: torch.nn.Module, peer: str) -> str | None:
         if taylorseer_default_matches(model) or attention_patterns(model):
             return None
         return "no attention module inside its transformer block lists matches TaylorSeer's patterns"
+    if peer in MORE_DIFFUSERS_PEERS:
+        return why_not_more(model, peer)
+    if peer == "deepcache":
+        return deepcache_why_not(model)
     if peer == "cache-dit":
         status = cache_dit_status()
         if status is not None:
@@ -157,5 +165,8 @@ def check_external(pipe: Any, peer: str) -> None:
     runs = f"Peers that run on it: {', '.join(others)}." if others else "None of the external peers runs on it."
     if peer == "cache-dit" and cache_dit_status() is not None:
         raise RuntimeError(f"etcdiff: cache-dit cannot run here: {reason}. {runs}")
+    if (peer == "deepcache" and deepcache_status() is not None) or (
+            peer == "diffusers-seacache" and seacache_status() is not None):
+        raise RuntimeError(f"etcdiff: {peer} cannot run here: {reason}. {runs}")
     names = ", ".join(type(m).__name__ for m in find_denoisers(pipe).values())
     raise CannotRun(f"etcdiff: {peer} cannot run on {names}: {reason}. {runs}")

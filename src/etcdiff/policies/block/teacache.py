@@ -183,11 +183,15 @@ class TeaCache:
                 state.acc = [0.0] * len(changes)
             state.acc = [a + self.rescale(c) for a, c in zip(state.acc, changes)]
             # NaN or inf compare False below: the stack runs
-            compute = not all(a < self.threshold for a in state.acc)
+            compute = not all(a < t for a, t in zip(state.acc, self.thresholds_for(state, len(state.acc))))
         state.last_acc = max(state.acc) if state.acc else None
         if compute:
             state.acc = [0.0] * (len(changes) if changes is not None else len(state.acc))
         return compute
+
+    def thresholds_for(self, state: TeaCacheState, n: int) -> list[float]:
+        """The threshold of each of the ``n`` samples (one for all here; PromptTea sets one per prompt)."""
+        return [self.threshold] * n
 
     def params(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "coefficients": self.coefficients,
