@@ -20,6 +20,7 @@ LAYERS = {
     "etcdiff._version": 0,
     "etcdiff._method_names": 0,
     "etcdiff._numbers": 0,
+    "etcdiff._files": 0,
     "etcdiff.policies": 0,
     "etcdiff.integration": 1,
     "etcdiff.calibration": 2,

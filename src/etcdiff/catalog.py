@@ -133,16 +133,19 @@ def _magcache_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **c
 def _resolve_etc(pipe: Any, settings: dict[str, Any]) -> Any:
     """ETC with no threshold takes, in order: the pipeline's calibration profile (the user's folder, then the
     profiles shipped with etcdiff), the published preset of a known model, or fails saying how to calibrate."""
-    from .calibration.profile import etc_from_profile, find_profile, model_identity, profile_identity
+    from .calibration.profile import etc_from_profile, model_identity, profile_identity
+    from .calibration.profile_store import TauForSteps, find_profile
     from .policies import ETC, find_preset
+    from .saved_calibration import pipeline_scheduler
 
     if "threshold" in settings:
         return ETC(**settings)
     ident = profile_identity(pipe) if pipe is not None else None
-    profile = find_profile(ident) if ident else None
-    if profile is not None:
-        policy = etc_from_profile(profile)
-        return ETC(**{**policy.params(), **settings}, threshold_for_steps=policy.threshold_for_steps)
+    sched = pipeline_scheduler(pipe)
+    profile = find_profile(ident, scheduler=sched) if ident else None
+    if profile is not None:  # each run then takes the tau searched at its own step count (TauForSteps)
+        policy = etc_from_profile(profile, profile.steps)
+        return ETC(**{**policy.params(), **settings}, threshold_for_steps=TauForSteps(ident, sched))
     preset = find_preset(model_identity(pipe) or "") if pipe is not None else None
     if preset is None:
         raise ValueError(

@@ -16,7 +16,6 @@ from .plot import plot_profile
 from .profile import (
     Profile,
     etc_from_profile,
-    find_profile,
     load_profile,
     profile_dir,
     profile_filename,
@@ -24,6 +23,7 @@ from .profile import (
     resample_curves,
     save_profile,
 )
+from .profile_store import find_profile
 from .change_point import change_point, min_steps, tolerance_from_curves
 from .perturbation import step_differences
 from .prompts import default_prompts, load_prompts

@@ -235,6 +235,7 @@ class Session:
     def begin(self, num_steps: int) -> None:
         self._clear()
         self.branches, self.helper_outputs = {}, {}
+        self.policy.prepare(num_steps)  # a saved calibration's settings for this step count
         self.policy.use_schedule(self.tracker.schedule_sigmas())  # this run's schedule first: begin checks it
         self.policy.begin(num_steps)  # raises a clear error for settings the step count cannot take
         self.policy.check_scheduler(self.tracker.scheduler)

@@ -44,6 +44,7 @@ def sample(
     _check_scheduler(scheduler)
     scheduler.set_timesteps(steps, device=latents.device)
     timesteps = scheduler.timesteps
+    policy.prepare(len(timesteps))  # a saved calibration's settings for this step count
     policy.use_schedule(getattr(scheduler, "sigmas", None))  # this run's schedule first: begin checks it
     policy.begin(len(timesteps))
     policy.check_scheduler(scheduler)

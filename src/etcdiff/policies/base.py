@@ -113,7 +113,23 @@ class StepPolicy(ABC):
         self._report: RunReport | None = None
         self.main_stream: OutputStream = ReuseStream()
 
+    #: ``steps -> policy``: set by ``etcdiff.enable`` on a policy built from a saved calibration, so that each
+    #: generation uses the calibration made at its own step count (see :meth:`prepare`)
+    for_steps: Any = None
+
     # -- life cycle ---------------------------------------------------------------------------------------
+    def prepare(self, num_steps: int) -> None:
+        """Called by the integrations first in every generation, before :meth:`use_schedule`: a policy with
+        ``for_steps`` takes on the settings of the calibration made at ``num_steps`` (``for_steps`` raises a
+        one-line ValueError naming the step counts that exist when there is none)."""
+        source = self.for_steps
+        if source is None or isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            return
+        fresh = source(num_steps)
+        if fresh is not self.__dict__.get("_built_from"):
+            self.__dict__.update(fresh.__dict__)
+            self.for_steps, self._built_from = source, fresh
+
     def begin(self, num_steps: int) -> None:
         """Reset all per-generation state for a run of ``num_steps`` steps."""
         num_steps = num_steps if as_int(num_steps) is None else as_int(num_steps)

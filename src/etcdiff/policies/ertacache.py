@@ -212,7 +212,8 @@ class ERTACache(StepPolicy):
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != self.profile.num_steps:
             raise ValueError(
                 f"ERTACache: the profile was fitted for {self.profile.num_steps} steps but the run has {num_steps}; "
-                "fit a profile with fit_ertacache on trajectories recorded at this step count."
+                f"calibrate at {num_steps} steps: `etcdiff calibrate --method ertacache --steps {num_steps}` (a pipeline) "
+                "or fit_ertacache on trajectories recorded at that step count."
             )
         super().begin(num_steps)
 

@@ -212,8 +212,9 @@ class ETCPlus(StepPolicy):
         prof_n = int(self.profile["num_steps"])
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != prof_n:
             raise ValueError(
-                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate with "
-                "fit_etc_plus on trajectories recorded at this step count."
+                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate at "
+                f"{num_steps} steps: `etcdiff calibrate --method etc-plus --steps {num_steps}` (a pipeline) or "
+                "fit_etc_plus on trajectories recorded at that step count."
             )
         super().begin(num_steps)
         if self._plan is None:
@@ -229,8 +230,11 @@ class ETCPlus(StepPolicy):
         ref = self.profile.get("sigmas")
         if sigmas is None or ref is None:
             return
-        got = [float(v) for v in torch.as_tensor(sigmas).flatten()[: len(ref)]]
-        if len(got) == len(ref) and max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
+        got = [float(v) for v in torch.as_tensor(sigmas).flatten()]
+        if len(got) not in (len(ref), len(ref) + 1):
+            return  # another step count: begin refuses it, naming the step counts (no warning about sigmas first)
+        got = got[: len(ref)]
+        if max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
             warnings.warn("etc-plus: the scheduler's sigmas differ from the calibration's (another shift or "
                           "scheduler?); the fitted gains and plan may not fit this run. Calibrate on this schedule.",
                           RuntimeWarning, stacklevel=3)

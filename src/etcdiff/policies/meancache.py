@@ -385,7 +385,8 @@ class MeanCache(StepPolicy):
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != self.schedule.num_steps:
             raise ValueError(
                 f"MeanCache: the schedule was searched for {self.schedule.num_steps} steps but the run has {num_steps}; "
-                "calibrate at this step count (fit_meancache on trajectories recorded with the same num_inference_steps)."
+                f"calibrate at {num_steps} steps: `etcdiff calibrate --method meancache --steps {num_steps} --set "
+                f"calls={self.schedule.calls}` (a pipeline) or fit_meancache on trajectories recorded at that step count."
             )
         super().begin(num_steps)
 
