@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -403,3 +404,53 @@ def test_a_wall_clock_speedup_above_the_work_saved_is_flagged():
            "speedup_flops": 3.0}
     assert _latency_cell(row) == "3.20× (2.90–3.80)"  # within 10 % of the calls saved: fine
     assert _latency_cell({**row, "speedup_latency": 5.56}).endswith("†")  # 5.56x for 3x fewer calls: noise
+
+
+# -- issue 23: every completed run, one sweep per folder at a time, bad lines and files named ------------------------
+def test_the_report_holds_every_completed_run_across_sweeps(tmp_path):
+    pipe = demo_or_tiny()
+    first = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                        repeats=1, out=tmp_path)
+    run_bench(first, pipe=pipe, rank=0, world=1, progress=False)
+    second = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=3"), prompts=["4"], steps=6,
+                         repeats=1, out=tmp_path)
+    merged = run_bench(second, pipe=pipe, rank=0, world=1, progress=False).merged
+    labels = {(r["method"], r["setting_label"]) for r in merged["summary"] if r["kind"] == "run"}
+    assert labels == {("fixed", "interval=2"), ("fixed", "interval=3")}
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 3  # reference + both settings
+    assert "interval=2" in (tmp_path / "report.md").read_text() and "interval=2" in (tmp_path / "results.csv").read_text()
+
+
+def test_a_second_sweep_on_a_busy_out_is_refused(tmp_path):
+    from etcdiff.bench.out_lock import OutFolderBusy, OutLock
+
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    with OutLock(tmp_path, 0):
+        with pytest.raises(OutFolderBusy, match=r"is in use by another etcdiff bench \(pid \d+"):
+            run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False)
+        with OutLock(tmp_path, 1):  # another rank of the same sweep shares the folder
+            pass
+    assert run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False).executed  # free again
+
+
+def test_a_bad_record_line_is_skipped_with_a_warning_naming_file_and_line(tmp_path):
+    pipe = demo_or_tiny()
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    shard = next((tmp_path / "runs").glob("*.jsonl"))
+    with open(shard, "ab") as f:
+        f.write(b'{"key": "\xff\xfe broken\n')
+    with pytest.warns(UserWarning, match=rf"skipping line 3 of {re.escape(str(shard))}"):
+        again = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert not again.executed and again.merged["complete"]
+
+
+def test_runs_being_a_file_names_the_path_and_the_fix(tmp_path):
+    (tmp_path / "runs").write_text("not a folder")
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    with pytest.raises(NotADirectoryError, match=rf"{re.escape(str(tmp_path / 'runs'))} is a file, not a folder; "
+                                                 "move it away or choose another --out"):
+        run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False)
