@@ -282,6 +282,7 @@ class Session:
                 branch = self.branches.get(key)
                 est = branch.stream.predict(step) if branch is not None and branch.rebuild is not None else None
                 if est is None:
+                    self.policy.forced_call(step)  # a method with a call budget refuses to break it
                     compute = True
                     break
                 self.stash[key] = est

@@ -158,6 +158,20 @@ class StepPolicy(ABC):
         learns it only later (the diffusers hook at step 0, before the first scheduler step). Called before
         :meth:`observe` of that step. Default: nothing."""
 
+    def forced_call(self, step: int) -> None:
+        """Called by the integrations when the model must run at a ``step`` this policy skipped, because no
+        finite estimate exists there (NaN or Inf in the outputs or latents). A method with a call budget that
+        this call would break raises a one-line ValueError (:meth:`budget_refusal`); others let it run."""
+        why = self.budget_refusal(step)
+        if why is not None:
+            raise ValueError(f"{self.name}: {why} There is no finite estimate for step {step} (the model's outputs "
+                             "or the latents hold NaN or Inf), and running the model there would break the budget; "
+                             "this generation is stopped instead. Check the inputs and the model for NaN.")
+
+    def budget_refusal(self, step: int) -> str | None:
+        """Why one more model call at ``step`` would break this policy's call budget, else ``None`` (no budget)."""
+        return None
+
     @abstractmethod
     def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
         """Whether the denoiser runs at ``step`` (``latents`` is the sampler's input x_t there)."""

@@ -252,6 +252,11 @@ class ETCPlus(StepPolicy):
         self._poisoned = False
         self._state = (-1, 0)
 
+    def budget_refusal(self, step: int) -> str | None:
+        if self.calls is not None and self.real_count >= self.calls:
+            return f"calls={self.calls} are all spent."
+        return None
+
     def _calls_left(self) -> int:
         return self.num_steps if self.calls is None else self.calls - self.real_count
 

@@ -390,6 +390,9 @@ class MeanCache(StepPolicy):
             )
         super().begin(num_steps)
 
+    def budget_refusal(self, step: int) -> str | None:
+        return f"calls={self.calls} run on a fixed schedule, which has no room for another call."
+
     def reset_state(self) -> None:
         self.x: dict[int, torch.Tensor] = {}
         self._pad_sigmas()
