@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import key_value, prepare_output_dir
+from .common import guidance_value, key_value, prepare_output_dir
 
 
 def _calibrated_names() -> list[str]:
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of every calibration run (default 42)")
     p.add_argument("--warmup", type=int, default=6, help="ETC warm-up n recorded in the profile (default 6)")
     p.add_argument("--alpha", type=float, default=0.5, help="ETC trend weight alpha recorded in the profile (default 0.5)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--jump", type=int, default=5,
                    help="change-point grid of ruptures BottomUp (default 5, ruptures' own and the reference; 1 = every step)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import noisy, prepare_output_dir, timing
+from .common import guidance_value, noisy, prepare_output_dir, timing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, help="ETC tolerance (default: the demo model's shipped profile)")
     p.add_argument("--warmup", type=int, default=None, help="ETC warm-up steps (default: from the profile, else 6)")
     p.add_argument("--model", default="demo", help="an embedded model: demo (the default, = scenes) or digits")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each run; the median is reported (default 3)")
     p.add_argument("--out", type=Path, default=Path("etcdiff-out/demo"), help="output folder (default etcdiff-out/demo)")
