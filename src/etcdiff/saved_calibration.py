@@ -49,8 +49,9 @@ def saved_for_enable(pipe: Any, method: Method) -> MethodProfile | None:
 
 
 class StepsSource:
-    """``steps -> policy`` built from the calibration made at that step count (cached per step count); a
-    ValueError naming the step counts that exist when there is none. Set as a policy's ``for_steps``."""
+    """``steps -> policy`` built from the calibration made at that step count (cached per step count); when
+    there is none, a ValueError naming the step counts that exist for a method calibrated per step count
+    (``profile_per_step_count``), else the policy ``enable`` built. Set as a policy's ``for_steps``."""
 
     def __init__(self, method: str, identity: str, scheduler: str | None, given: dict[str, Any],
                  built: Any, built_from: MethodProfile) -> None:
@@ -65,6 +66,9 @@ class StepsSource:
             found = scan(self.identity, name)
             prof = find_for_run(self.identity, name, steps, self.scheduler, scanned=found)
             if not isinstance(prof, MethodProfile):
+                if not getattr(self.built, "profile_per_step_count", False):
+                    self.cache[steps] = self.built  # its calibration fits any step count: keep the one enabled
+                    return self.built
                 raise ValueError(missing_message(self.identity, name, steps, self.scheduler, found))
             same = prof.path is not None and prof.path == self.built_path
             self.cache[steps] = self.built if same else method.build(filled(method, prof, self.given))

@@ -116,6 +116,9 @@ class StepPolicy(ABC):
     #: ``steps -> policy``: set by ``etcdiff.enable`` on a policy built from a saved calibration, so that each
     #: generation uses the calibration made at its own step count (see :meth:`prepare`)
     for_steps: Any = None
+    #: whether a saved calibration fits only the step count it was made at (``for_steps`` then refuses the
+    #: others); a method whose calibration spans the time axis (SenCache's tables) keeps it at any step count
+    profile_per_step_count = False
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def prepare(self, num_steps: int) -> None:

@@ -191,6 +191,8 @@ class ERTACache(StepPolicy):
     """
 
     name = "ertacache"
+    #: its calibration is made for one step count: a run at another needs one made there
+    profile_per_step_count = True
 
     def __init__(self, profile: ERTACacheProfile | dict[str, Any] | str | os.PathLike) -> None:
         super().__init__()

@@ -103,6 +103,8 @@ class ETCPlus(StepPolicy):
     """
 
     name = "etc-plus"
+    #: its calibration is made for one step count: a run at another needs one made there
+    profile_per_step_count = True
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
                  tolerance: float | None = None, spike: float | None = None) -> None:

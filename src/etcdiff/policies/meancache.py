@@ -342,6 +342,8 @@ class MeanCache(StepPolicy):
     """
 
     name = "meancache"
+    #: its calibration is made for one step count: a run at another needs one made there
+    profile_per_step_count = True
 
     def __init__(self, calls: int | None = None, *, schedule: MeanCacheSchedule | dict[str, Any] | None = None,
                  profile: MeanCacheProfile | dict[str, Any] | str | os.PathLike | None = None) -> None:
