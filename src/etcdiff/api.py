@@ -167,9 +167,11 @@ def summary(pipe: Any) -> dict[str, Any]:
         name, used, report = _LAST_REPORTS[pipe]
     else:
         raise RuntimeError("etcdiff.summary: no method is enabled on this pipeline and none ran on it.")
+    from .zero_effect import no_reuse_note
+
     steps = getattr(report, "num_steps", None)
     computed = getattr(report, "num_computed", None)
-    return {
+    out = {
         "method": name,
         "settings": {k: v for k, v in used.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "steps": steps,
@@ -177,6 +179,10 @@ def summary(pipe: Any) -> dict[str, Any]:
         "model_calls": getattr(report, "model_calls", None),
         "speedup": (steps / computed) if steps and computed else None,
     }
+    note = no_reuse_note(name, out["settings"], steps, computed)
+    if note is not None:
+        out["note"] = note  # the method skipped nothing: say so, with the setting to raise
+    return out
 
 
 @contextmanager

@@ -142,6 +142,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Prompt match (digits: the classifier reads the prompted digit; scenes: requested objects read back "
                   "right): " + ", ".join(
             f"{'reference' if r['kind'] == 'reference' else r['method'] + ' ' + r['setting_label']} {v:.0%}" for r, v in match)]
+    idle = [r for r in rows if r["kind"] == "run" and r["nfe"] is not None and r["speedup_nfe"] is not None
+            and r["speedup_nfe"] <= 1.0]
+    notes = [(r, _no_reuse(r, c["steps"])) for r in idle]
+    if any(n for _, n in notes):
+        lines += ["", "Settings that reused nothing (every step ran the model):"]
+        lines += [f"- {r['method']} {r['setting_label']}: {n}" for r, n in notes if n]
     if results.get("errors"):
         lines += ["", "Runs that raised (they run again on the next sweep over this folder):"]
         seen = set()
@@ -155,6 +161,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"**Incomplete:** {len(results.get('missing_keys', []))} runs missing; run the same command again to finish "
                   "(finished runs are kept), or `etcdiff bench --merge DIR` once other processes are done."]
     return "\n".join(lines) + "\n"
+
+
+def _no_reuse(row: dict[str, Any], steps: int) -> str | None:
+    """The note of a row whose method made as many calls as the reference (it skipped no step)."""
+    from ..zero_effect import no_reuse_note
+
+    return no_reuse_note(row["method"], row.get("setting") or {}, steps, steps)
 
 
 # -- the plot ------------------------------------------------------------------------------------------------------

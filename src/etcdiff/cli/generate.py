@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"model calls: {report.model_calls} (denoiser forwards; {report.num_computed} of {report.num_steps} "
               f"steps computed, {summary['speedup']:.2f}x fewer)")
         print("computed steps:", report.computed_steps)
+        if summary.get("note"):
+            print("note:", summary["note"])
     else:  # block-level and external peers: the head and tail run every step; the block stack is what is skipped
         print(f"block-stack executions: {report.stack_runs} (the model's head and tail run on every step)")
     for path in paths:
