@@ -186,7 +186,7 @@ for _m in (
            schema=_policy("ERTACache"), saved={"profile": "profile"}, saved_required=True, threshold=None,
            fit=_fit_ertacache, fit_settings=("threshold",)),
     Method("meancache", "step", "MeanCache (Gao et al. 2026); its schedule search is ours (not released)",
-           "whole output: average-velocity estimate on a fixed schedule of B calls (flow-matching Euler only)",
+           "whole output: average-velocity estimate on a fixed schedule of B calls (flow-matching schedulers)",
            "yes: a schedule per model and budget, `etcdiff calibrate --method meancache --set calls=B`",
            schema=_policy("MeanCache"), saved={"profile": "profile", "calls": "calls"}, saved_required=True,
            saved_unless=("schedule",), threshold=None, fit=_fit_meancache, fit_settings=("gamma", "max_span"),

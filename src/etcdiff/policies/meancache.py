@@ -1,5 +1,7 @@
 """MeanCache (Gao et al., ICLR 2026): a fixed schedule per call budget, and an average-velocity estimate of the
-denoiser's output on the steps it skips. Flow-matching Euler samplers only (velocity output).
+denoiser's output on the steps it skips. Calibrated on flow-matching Euler runs (velocity output); it also runs
+on the multistep flow solvers (UniPC, DPM-Solver++ with flow sigmas), where it keeps its budget but measured no
+better than fixed-interval reuse (docs/methods.md).
 
 Run time. The sampler moves by x_{i+1} = x_i + (sigma_{i+1} - sigma_i)·v_i. A schedule names the steps where the
 denoiser runs (always the first and the last) and, for each gap between two of them, a span K. On a skipped step i
@@ -338,7 +340,8 @@ class MeanCache(StepPolicy):
         profile: a :class:`MeanCacheProfile` from :func:`fit_meancache`, its ``to_dict()`` or a JSON path.
 
     The schedule is fitted for one step count: a run with another one raises a ValueError (calibrate again at
-    that step count; we do not resample a schedule). Runs only on flow-matching Euler schedulers.
+    that step count; we do not resample a schedule). Runs on flow-matching schedulers with a first-order update
+    (Euler; UniPC and DPM-Solver++ with flow sigmas pass too, see the module docstring).
     """
 
     name = "meancache"
