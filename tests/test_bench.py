@@ -165,12 +165,14 @@ def test_resume_runs_only_what_is_missing(tmp_path):
     shard.write_text("\n".join(lines[:-3]) + "\n" + lines[-3][: len(lines[-3]) // 2])
     lost = [json.loads(ln)["key"] for ln in lines[-3:]]
 
-    second = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    with pytest.warns(UserWarning, match=r"skipping line \d+ of .*rank0\.jsonl: not a complete JSON record"):
+        second = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert sorted(second.executed) == sorted(lost)
     assert len(second.skipped) == 5
     assert second.references_generated == 0 and second.references_loaded == 1  # only pair "5" had work left
     assert second.merged["complete"] and len(second.merged["runs"]) == 8
-    third = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    with pytest.warns(UserWarning, match="skipping line"):  # the cut line stays in the shard, named each time
+        third = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert third.executed == [] and len(third.skipped) == 8
 
 
@@ -454,3 +456,30 @@ def test_runs_being_a_file_names_the_path_and_the_fix(tmp_path):
     with pytest.raises(NotADirectoryError, match=rf"{re.escape(str(tmp_path / 'runs'))} is a file, not a folder; "
                                                  "move it away or choose another --out"):
         run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False)
+
+
+def test_run_keys_follow_the_profile_made_for_the_sweeps_step_count(tmp_path, monkeypatch):
+    """A 20-step profile in the user's folder is found first at enable; a 50-step sweep runs the shipped 50-step
+    one, so its key must change when that one changes, and not when the 20-step one does."""
+    import shutil
+
+    from etcdiff.bench.enabling import setting_inputs
+    from etcdiff.bench.schedule import MethodSetting
+    from etcdiff.calibrate import calibrate_method
+    from etcdiff.calibration.peer_profiles import save_peer_profile
+    from etcdiff.calibration.profile import SHIPPED_DIR
+
+    pipe = demo_or_tiny()
+    user = tmp_path / "user"
+    monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(user))
+    save_peer_profile("digits", "ertacache", 20, calibrate_method(pipe, "ertacache", [0, 1], 20), user)
+    ms = MethodSetting("ertacache")
+    shipped = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DIR, shipped)
+    monkeypatch.setattr("etcdiff.calibration.profile.SHIPPED_DIR", shipped)
+    before = setting_inputs(pipe, ms, 50)
+    assert before is not None and setting_inputs(pipe, ms, 50) == before
+    doc = json.loads((shipped / "digits_50steps_ertacache.json").read_text())
+    doc["settings"]["profile"]["threshold"] = 0.5  # the shipped 50-step profile re-calibrated
+    (shipped / "digits_50steps_ertacache.json").write_text(json.dumps(doc))
+    assert setting_inputs(pipe, ms, 50) != before

@@ -58,6 +58,7 @@ class StepsSource:
         self.method, self.identity, self.scheduler, self.given = method, identity, scheduler, dict(given)
         self.built, self.built_path = copy.copy(built), built_from.path  # the state enable built, before any run
         self.cache: dict[int, Any] = {}
+        self.paths: dict[int, Path | None] = {}  # the profile file each step count uses (bench run keys)
 
     def __call__(self, steps: int) -> Any:
         if steps not in self.cache:
@@ -67,10 +68,12 @@ class StepsSource:
             prof = find_for_run(self.identity, name, steps, self.scheduler, scanned=found)
             if not isinstance(prof, MethodProfile):
                 if not getattr(self.built, "profile_per_step_count", False):
+                    self.paths[steps] = self.built_path
                     self.cache[steps] = self.built  # its calibration fits any step count: keep the one enabled
                     return self.built
                 raise ValueError(missing_message(self.identity, name, steps, self.scheduler, found))
             same = prof.path is not None and prof.path == self.built_path
+            self.paths[steps] = prof.path
             self.cache[steps] = self.built if same else method.build(filled(method, prof, self.given))
         return self.cache[steps]
 

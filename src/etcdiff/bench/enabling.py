@@ -47,12 +47,31 @@ def _file_digest(value: Any) -> Any:
     return value
 
 
-def setting_inputs(pipe: Any, ms: MethodSetting) -> str | None:
+def _for_run(thing: Any, steps: int | None) -> dict[str, Any]:
+    """What a policy enabled from saved calibrations takes at ``steps`` where it differs from what ``enable``
+    built it from (the keys of the common case, one profile, stay as they were): the profile file made for that
+    step count (by contents), and ETC's tau there."""
+    if steps is None:
+        return {}
+    out: dict[str, Any] = {}
+    source = getattr(thing, "for_steps", None)
+    if source is not None:
+        source(steps)  # raises when there is none: the runs fail and say why
+        path = getattr(source, "paths", {}).get(steps)
+        if path is not None and path != getattr(source, "built_path", None):
+            out["profile"] = _file_digest(str(path))
+    tau_for = getattr(thing, "threshold_for_steps", None)
+    if tau_for is not None and tau_for(steps) != getattr(thing, "threshold", None):
+        out["tau"] = tau_for(steps)
+    return out
+
+
+def setting_inputs(pipe: Any, ms: MethodSetting, steps: int | None = None) -> str | None:
     """What a (method, setting) will actually run with, as a digest for its run key: the settings after saved
     calibrations are filled in, profile files by their contents, and the built policy's parameters.
 
-    A re-calibrated profile at the same path (or found in the profile folder) then makes new runs instead of
-    resuming the old ones. ``None`` when the setting cannot be resolved (its runs fail and say why).
+    A re-calibrated profile at the same path (or found in the profile folder, the one made for ``steps``) then
+    makes new runs instead of resuming the old ones. ``None`` when the setting cannot be resolved (its runs fail and say why).
     """
     from ..api import resolve
     from ..registry import get_method
@@ -64,4 +83,10 @@ def setting_inputs(pipe: Any, ms: MethodSetting) -> str | None:
     params = getattr(thing, "params", None)
     doc = {"used": {k: _file_digest(v) for k, v in used.items()},
            "params": params() if callable(params) else None}
+    try:
+        at_steps = _for_run(thing, steps)
+    except Exception:  # noqa: BLE001 - the run itself reports the error
+        return None
+    if at_steps:  # only then, so that the keys of runs that use no saved calibration stay as they were
+        doc["at_steps"] = at_steps
     return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

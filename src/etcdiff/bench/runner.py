@@ -136,7 +136,7 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         with OutLock(out, rank):  # one sweep process per rank on this folder at a time
             measurer = Measurer(config, pipe, rank=rank)
             measurer.validate_methods()
-            inputs = {ms: setting_inputs(pipe, ms) for ms in config.grid}  # profiles by content, in the run keys
+            inputs = {ms: setting_inputs(pipe, ms, config.steps) for ms in config.grid}  # profiles by content, in the run keys
             sweep = sweep_id(config, measurer.fingerprint)
             if not procs.same_everywhere(sweep):
                 raise ValueError("the processes run different sweeps (other settings, prompts or weights): "
