@@ -483,3 +483,22 @@ def test_run_keys_follow_the_profile_made_for_the_sweeps_step_count(tmp_path, mo
     doc["settings"]["profile"]["threshold"] = 0.5  # the shipped 50-step profile re-calibrated
     (shipped / "digits_50steps_ertacache.json").write_text(json.dumps(doc))
     assert setting_inputs(pipe, ms, 50) != before
+
+
+def test_prompt_match_is_a_column_of_the_table(tmp_path):
+    from etcdiff.bench.report import markdown
+
+    rows = [{"kind": "reference", "method": "none", "setting_label": "reference", "nfe": 50, "speedup_nfe": 1.0,
+             "flops": 1e9, "speedup_flops": 1.0, "latency_s": 1.0, "speedup_latency": 1.0, "speedup_latency_iqr": None,
+             "ssim": 1.0, "psnr": math.inf, "psnr_identical": 1, "lpips": None, "classifier_agreement": None,
+             "classifier_prompt_match": 0.875, "clip_score": None, "pairs": 1},
+            {"kind": "run", "method": "etc", "setting_label": "threshold=0.1", "setting": {"threshold": 0.1}, "nfe": 20,
+             "speedup_nfe": 2.5, "flops": 4e8, "speedup_flops": 2.5, "latency_s": 0.5, "speedup_latency": 2.0,
+             "speedup_latency_iqr": None, "ssim": 0.99, "psnr": 40.0, "psnr_identical": 0, "lpips": None,
+             "classifier_agreement": None, "classifier_prompt_match": 0.75, "clip_score": None, "pairs": 1}]
+    results = {"config": {"model": "scenes", "steps": 50, "guidance": None, "prompts": ["p"], "seeds": [0],
+                          "repeats": 1, "flops": "per-call", "device": "cpu", "grid": []},
+               "summary": rows, "runs": [], "complete": True}
+    table = [line for line in markdown(results).splitlines() if line.startswith("|")]
+    assert "prompt match ↑" in table[0] and "classifier agreement" not in table[0]  # scenes: no classifier
+    assert table[2].rstrip(" |").endswith("87.5%") and table[3].rstrip(" |").endswith("75.0%")
