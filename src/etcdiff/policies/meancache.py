@@ -1,7 +1,5 @@
 """MeanCache (Gao et al., ICLR 2026): a fixed schedule per call budget, and an average-velocity estimate of the
-denoiser's output on the steps it skips. Calibrated on flow-matching Euler runs (velocity output); it also runs
-on the multistep flow solvers (UniPC, DPM-Solver++ with flow sigmas), where it keeps its budget but measured no
-better than fixed-interval reuse (docs/methods.md).
+denoiser's output on the steps it skips. Flow-matching samplers (velocity output; on multistep ones see docs).
 
 Run time. The sampler moves by x_{i+1} = x_i + (sigma_{i+1} - sigma_i)·v_i. A schedule names the steps where the
 denoiser runs (always the first and the last) and, for each gap between two of them, a span K. On a skipped step i
@@ -339,14 +337,10 @@ class MeanCache(StepPolicy):
         schedule: an explicit :class:`MeanCacheSchedule` (or its ``to_dict()``) instead of ``profile``.
         profile: a :class:`MeanCacheProfile` from :func:`fit_meancache`, its ``to_dict()`` or a JSON path.
 
-    The schedule is fitted for one step count: a run with another one raises a ValueError (calibrate again at
-    that step count; we do not resample a schedule). Runs on flow-matching schedulers with a first-order update
-    (Euler; UniPC and DPM-Solver++ with flow sigmas pass too, see the module docstring).
+    The schedule is fitted for one step count (another one raises a ValueError; we do not resample a schedule).
     """
 
-    name = "meancache"
-    #: its calibration is made for one step count: a run at another needs one made there
-    profile_per_step_count = True
+    name, profile_per_step_count = "meancache", True  # a run at another step count needs a calibration made there
 
     def __init__(self, calls: int | None = None, *, schedule: MeanCacheSchedule | dict[str, Any] | None = None,
                  profile: MeanCacheProfile | dict[str, Any] | str | os.PathLike | None = None) -> None:
@@ -388,14 +382,12 @@ class MeanCache(StepPolicy):
 
     def begin(self, num_steps: int) -> None:
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != self.schedule.num_steps:
-            raise ValueError(
-                f"MeanCache: the schedule was searched for {self.schedule.num_steps} steps but the run has {num_steps}; "
-                f"calibrate at {num_steps} steps: `etcdiff calibrate --method meancache --steps {num_steps} --set "
-                f"calls={self.schedule.calls}` (a pipeline) or fit_meancache on trajectories recorded at that step count."
-            )
+            raise ValueError(f"MeanCache: the schedule was searched for {self.schedule.num_steps} steps but the run has "
+                             f"{num_steps}; calibrate at {num_steps} steps: `etcdiff calibrate --method meancache --steps "
+                             f"{num_steps}` (a pipeline) or fit_meancache on trajectories recorded at that step count.")
         super().begin(num_steps)
 
-    def budget_refusal(self, step: int) -> str | None:
+    def budget_refusal(self, step: int) -> str | None:  # a fixed schedule of exactly B calls
         return f"calls={self.calls} run on a fixed schedule, which has no room for another call."
 
     def reset_state(self) -> None:
