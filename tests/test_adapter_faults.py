@@ -146,6 +146,7 @@ def test_cache_dit_on_two_pipelines_of_one_class() -> None:
 # -- traceback 2: a second pipeline that shares the denoiser --------------------------------------------------------
 @pytest.mark.parametrize("first,second", [("teacache", "teacache"), ("diffusers-fbc", "magcache"),
                                           ("cache-dit", "cache-dit"), ("etc", "teacache")])
+@pytest.mark.filterwarnings("ignore:.*cache-dit's default Fn_compute_blocks")  # tested in its own test
 def test_second_pipeline_sharing_the_denoiser(first: str, second: str) -> None:
     if "cache-dit" in (first, second):
         pytest.importorskip("cache_dit")

@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -90,6 +91,7 @@ def test_fused_attention_is_counted_on_cpu():
     assert flops == 2 * (2 * 2 * 4 * 64 * 77 * 32)  # QK^T and PV, 2 FLOPs per multiply-add
 
 
+@pytest.mark.filterwarnings("ignore:.*cache-dit's default Fn_compute_blocks")  # a 4-block model
 def test_flops_are_counted_on_a_model_a_peer_patched_into_a_module_cycle():
     # cache-dit makes the transformer's module graph cyclic; torch's module tracker would recurse forever
     pytest.importorskip("cache_dit")
@@ -164,12 +166,14 @@ def test_resume_runs_only_what_is_missing(tmp_path):
     shard.write_text("\n".join(lines[:-3]) + "\n" + lines[-3][: len(lines[-3]) // 2])
     lost = [json.loads(ln)["key"] for ln in lines[-3:]]
 
-    second = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    with pytest.warns(UserWarning, match=r"skipping line \d+ of .*rank0\.jsonl: not a complete JSON record"):
+        second = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert sorted(second.executed) == sorted(lost)
     assert len(second.skipped) == 5
     assert second.references_generated == 0 and second.references_loaded == 1  # only pair "5" had work left
     assert second.merged["complete"] and len(second.merged["runs"]) == 8
-    third = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    with pytest.warns(UserWarning, match="skipping line"):  # the cut line stays in the shard, named each time
+        third = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
     assert third.executed == [] and len(third.skipped) == 8
 
 
@@ -433,3 +437,99 @@ def test_a_wall_clock_speedup_above_the_work_saved_is_flagged():
            "speedup_flops": 3.0}
     assert _latency_cell(row) == "3.20× (2.90–3.80)"  # within 10 % of the calls saved: fine
     assert _latency_cell({**row, "speedup_latency": 5.56}).endswith("†")  # 5.56x for 3x fewer calls: noise
+
+
+# -- issue 23: every completed run, one sweep per folder at a time, bad lines and files named ------------------------
+def test_the_report_holds_every_completed_run_across_sweeps(tmp_path):
+    pipe = demo_or_tiny()
+    first = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                        repeats=1, out=tmp_path)
+    run_bench(first, pipe=pipe, rank=0, world=1, progress=False)
+    second = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=3"), prompts=["4"], steps=6,
+                         repeats=1, out=tmp_path)
+    merged = run_bench(second, pipe=pipe, rank=0, world=1, progress=False).merged
+    labels = {(r["method"], r["setting_label"]) for r in merged["summary"] if r["kind"] == "run"}
+    assert labels == {("fixed", "interval=2"), ("fixed", "interval=3")}
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 3  # reference + both settings
+    assert "interval=2" in (tmp_path / "report.md").read_text() and "interval=2" in (tmp_path / "results.csv").read_text()
+
+
+def test_a_second_sweep_on_a_busy_out_is_refused(tmp_path):
+    from etcdiff.bench.out_lock import OutFolderBusy, OutLock
+
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    with OutLock(tmp_path, 0):
+        with pytest.raises(OutFolderBusy, match=r"is in use by another etcdiff bench \(pid \d+"):
+            run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False)
+        with OutLock(tmp_path, 1):  # another rank of the same sweep shares the folder
+            pass
+    assert run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False).executed  # free again
+
+
+def test_a_bad_record_line_is_skipped_with_a_warning_naming_file_and_line(tmp_path):
+    pipe = demo_or_tiny()
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    shard = next((tmp_path / "runs").glob("*.jsonl"))
+    with open(shard, "ab") as f:
+        f.write(b'{"key": "\xff\xfe broken\n')
+    with pytest.warns(UserWarning, match=rf"skipping line 3 of {re.escape(str(shard))}"):
+        again = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert not again.executed and again.merged["complete"]
+
+
+def test_runs_being_a_file_names_the_path_and_the_fix(tmp_path):
+    (tmp_path / "runs").write_text("not a folder")
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    with pytest.raises(NotADirectoryError, match=rf"{re.escape(str(tmp_path / 'runs'))} is a file, not a folder; "
+                                                 "move it away or choose another --out"):
+        run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False)
+
+
+def test_run_keys_follow_the_profile_made_for_the_sweeps_step_count(tmp_path, monkeypatch):
+    """A 20-step profile in the user's folder is found first at enable; a 50-step sweep runs the shipped 50-step
+    one, so its key must change when that one changes, and not when the 20-step one does."""
+    import shutil
+
+    from etcdiff.bench.enabling import resolve_setting
+    from etcdiff.bench.sweep import MethodSetting
+    from etcdiff.calibrate import calibrate_method
+    from etcdiff.calibration.peer_profiles import save_peer_profile
+    from etcdiff.calibration.profile import SHIPPED_DIR
+
+    pipe = demo_or_tiny()
+    user = tmp_path / "user"
+    monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(user))
+    save_peer_profile("digits", "ertacache", 20, calibrate_method(pipe, "ertacache", [0, 1], 20), user)
+    ms = MethodSetting("ertacache")
+    shipped = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DIR, shipped)
+    monkeypatch.setattr("etcdiff.calibration.profile.SHIPPED_DIR", shipped)
+    before = resolve_setting(pipe, ms, 50).digest
+    assert before is not None and resolve_setting(pipe, ms, 50).digest == before
+    doc = json.loads((shipped / "digits_50steps_ertacache.json").read_text())
+    doc["settings"]["profile"]["threshold"] = 0.5  # the shipped 50-step profile re-calibrated
+    (shipped / "digits_50steps_ertacache.json").write_text(json.dumps(doc))
+    assert resolve_setting(pipe, ms, 50).digest != before
+
+
+def test_prompt_match_is_a_column_of_the_table(tmp_path):
+    from etcdiff.bench.report import markdown
+
+    rows = [{"kind": "reference", "method": "none", "setting_label": "reference", "nfe": 50, "speedup_nfe": 1.0,
+             "flops": 1e9, "speedup_flops": 1.0, "latency_s": 1.0, "speedup_latency": 1.0, "speedup_latency_iqr": None,
+             "ssim": 1.0, "psnr": math.inf, "psnr_identical": 1, "lpips": None, "classifier_agreement": None,
+             "classifier_prompt_match": 0.875, "clip_score": None, "pairs": 1},
+            {"kind": "run", "method": "etc", "setting_label": "threshold=0.1", "setting": {"threshold": 0.1}, "nfe": 20,
+             "speedup_nfe": 2.5, "flops": 4e8, "speedup_flops": 2.5, "latency_s": 0.5, "speedup_latency": 2.0,
+             "speedup_latency_iqr": None, "ssim": 0.99, "psnr": 40.0, "psnr_identical": 0, "lpips": None,
+             "classifier_agreement": None, "classifier_prompt_match": 0.75, "clip_score": None, "pairs": 1}]
+    results = {"config": {"model": "scenes", "steps": 50, "guidance": None, "prompts": ["p"], "seeds": [0],
+                          "repeats": 1, "flops": "per-call", "device": "cpu", "grid": []},
+               "summary": rows, "runs": [], "complete": True}
+    table = [line for line in markdown(results).splitlines() if line.startswith("|")]
+    assert "prompt match ↑" in table[0] and "classifier agreement" not in table[0]  # scenes: no classifier
+    assert table[2].rstrip(" |").endswith("87.5%") and table[3].rstrip(" |").endswith("75.0%")

@@ -38,6 +38,7 @@ def setup():
     ("meancache", {"calls": 8}, "MeanCache"),
     ("sencache", {"eps_start": 0.05, "eps_main": 0.3, "max_reuse": 3}, "SenCache"),
 ])
+@pytest.mark.filterwarnings("ignore:the similarity curve falls")  # the toy denoiser has no volatile phase to find
 def test_calibrate_policy_runs_in_sample(setup, method, settings, cls):
     model, scheduler, latents = setup
     policy = etcdiff.calibrate_policy(method, model, scheduler, latents, 20, decode=decode, **settings)

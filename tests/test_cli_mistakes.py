@@ -134,7 +134,7 @@ def test_help_and_the_registry_import_no_torch():
 
 def test_demo_names_the_embedded_models(capsys):
     code, err = run_cli(["demo", "--model", "./my-flux"], capsys)
-    assert code == 2 and "--model './my-flux': demo runs an embedded model: scenes, digits, demo." in one_line(err)
+    assert code == 2 and "--model './my-flux': demo runs an embedded model: scenes, digits, unet-digits, unet-digits-dpm, demo." in one_line(err)
 
 
 @pytest.mark.parametrize("device, expected", [("gpu", "is not a torch device; use cpu, cuda"),

@@ -19,6 +19,7 @@ PKG = "etcdiff"
 LAYERS = {
     "etcdiff._version": 0,
     "etcdiff._numbers": 0,
+    "etcdiff._files": 0,
     "etcdiff.policies": 0,
     "etcdiff.integration": 1,
     "etcdiff.calibration": 2,

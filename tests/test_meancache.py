@@ -189,7 +189,7 @@ def test_bad_settings_raise_clear_errors(make, message):
 
 def test_another_step_count_is_refused():
     policy = MeanCache(schedule=MeanCacheSchedule(6, [0, 1, 5], [1, 1]))
-    with pytest.raises(ValueError, match="searched for 6 steps but the run has 8; calibrate at this step count"):
+    with pytest.raises(ValueError, match="searched for 6 steps but the run has 8; calibrate at 8 steps: `etcdiff calibrate --method meancache --steps 8"):
         policy.begin(8)
 
 

@@ -20,23 +20,27 @@ _ENABLED: "weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any]]]" = weakref
 
 
 def saved_settings(pipe: Any, method: Method) -> dict[str, Any] | None:
-    """The settings saved by ``etcdiff calibrate --method`` for this pipeline's model, or ``None``."""
-    from .calibration.peer_profiles import find_peer_profile
-    from .calibration.profile import profile_identity
+    """The settings saved by ``etcdiff calibrate --method`` for this pipeline's model (the first profile on
+    the search path), or ``None``."""
+    from .saved_calibration import saved_for_enable
 
-    ident = profile_identity(pipe) if pipe is not None else None
-    doc = find_peer_profile(ident, method.saved_from or method.name) if ident else None
-    return None if doc is None else doc["settings"]
+    prof = saved_for_enable(pipe, method)
+    return None if prof is None else prof.settings
 
 
 def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The object to enable for ``method`` on ``pipe`` and the settings used, saved calibrations filled in."""
+    """The object to enable for ``method`` on ``pipe`` and the settings used, saved calibrations filled in (a
+    step policy then follows each run's step count: :mod:`etcdiff.saved_calibration`)."""
+    from .saved_calibration import StepsSource, check_explicit_profiles, filled, pipeline_scheduler, saved_for_enable
+
     settings = method.check_settings(settings)
+    check_explicit_profiles(pipe, method, settings)
     missing = [s for s in method.saved if s not in settings]
+    chosen = None
     if missing and not any(s in settings for s in method.saved_unless):
-        saved = saved_settings(pipe, method)
-        if saved is not None:
-            settings.update({s: saved[method.saved[s]] for s in missing if method.saved[s] in saved})
+        chosen = saved_for_enable(pipe, method)
+        if chosen is not None:
+            given, settings = settings, filled(method, chosen, settings)
         elif method.saved_required:
             from .calibration.profile import profile_identity
 
@@ -49,7 +53,10 @@ def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, d
     if method.kind == "external":
         method.schema()  # the peer's import errors, before anything is touched
         return None, settings
-    return method.build(settings), settings
+    built = method.build(settings)
+    if chosen is not None and method.kind == "step":
+        built.for_steps = StepsSource(method.name, chosen.identity, pipeline_scheduler(pipe), given, built, chosen)
+    return built, settings
 
 
 def resolve_policy(policy: StepPolicy | str, pipe: Any = None, **settings: Any) -> StepPolicy:
@@ -171,9 +178,11 @@ def summary(pipe: Any) -> dict[str, Any]:
         name, used, report = _LAST_REPORTS[pipe]
     else:
         raise RuntimeError("etcdiff.summary: no method is enabled on this pipeline and none ran on it.")
+    from .registry import no_reuse_note
+
     steps = getattr(report, "num_steps", None)
     computed = getattr(report, "num_computed", None)
-    return {
+    out = {
         "method": name,
         "settings": {k: v for k, v in used.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "steps": steps,
@@ -181,6 +190,10 @@ def summary(pipe: Any) -> dict[str, Any]:
         "model_calls": getattr(report, "model_calls", None),
         "speedup": (steps / computed) if steps and computed else None,
     }
+    note = no_reuse_note(name, out["settings"], steps, computed)
+    if note is not None:
+        out["note"] = note  # the method skipped nothing: say so, with the setting to raise
+    return out
 
 
 @contextmanager

@@ -159,16 +159,19 @@ def _prompttea_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, **
 def _resolve_etc(pipe: Any, settings: dict[str, Any]) -> Any:
     """ETC with no threshold takes, in order: the pipeline's calibration profile (the user's folder, then the
     profiles shipped with etcdiff), the published preset of a known model, or fails saying how to calibrate."""
-    from .calibration.profile import etc_from_profile, find_profile, model_identity, profile_identity
+    from .calibration.profile import etc_from_profile, model_identity, profile_identity
+    from .calibration.profile_store import TauForSteps, find_profile
     from .policies import ETC, find_preset
+    from .saved_calibration import pipeline_scheduler
 
     if "threshold" in settings:
         return ETC(**settings)
     ident = profile_identity(pipe) if pipe is not None else None
-    profile = find_profile(ident) if ident else None
-    if profile is not None:
-        policy = etc_from_profile(profile)
-        return ETC(**{**policy.params(), **settings}, threshold_for_steps=policy.threshold_for_steps)
+    sched = pipeline_scheduler(pipe)
+    profile = find_profile(ident, scheduler=sched) if ident else None
+    if profile is not None:  # each run then takes the tau searched at its own step count (TauForSteps)
+        policy = etc_from_profile(profile, profile.steps)
+        return ETC(**{**policy.params(), **settings}, threshold_for_steps=TauForSteps(ident, sched))
     preset = find_preset(model_identity(pipe) or "") if pipe is not None else None
     if preset is None:
         raise ValueError(
@@ -209,7 +212,7 @@ for _m in (
            schema=_policy("ERTACache"), saved={"profile": "profile"}, saved_required=True, threshold=None,
            fit=_fit_ertacache, fit_settings=("threshold",)),
     Method("meancache", "step", "MeanCache (Gao et al. 2026); its schedule search is ours (not released)",
-           "whole output: average-velocity estimate on a fixed schedule of B calls (flow-matching Euler only)",
+           "whole output: average-velocity estimate on a fixed schedule of B calls (flow-matching schedulers)",
            "yes: a schedule per model and budget, `etcdiff calibrate --method meancache --set calls=B`",
            schema=_policy("MeanCache"), saved={"profile": "profile", "calls": "calls"}, saved_required=True,
            saved_unless=("schedule",), threshold=None, fit=_fit_meancache, fit_settings=("gamma", "max_span"),

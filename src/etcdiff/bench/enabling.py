@@ -46,13 +46,16 @@ def resolve_setting(pipe: Any, ms: MethodSetting | None, steps: int) -> Resolved
     try:
         method = get_method(name)
         thing, used = resolve(method, pipe, {} if ms is None else dict(ms.kwargs))
+        params = getattr(thing, "params", None)
+        doc = {"used": {k: _file_digest(v) for k, v in used.items()},
+               "params": params() if callable(params) else None}
+        at_steps = _for_run(thing, steps)
+        if at_steps:  # only then, so that the keys of runs that use no saved calibration stay as they were
+            doc["at_steps"] = at_steps
         if isinstance(thing, StepPolicy):
             thing.prepare(steps)
     except Exception as e:  # noqa: BLE001 - kept, and raised where the setting is enabled
         return ResolvedSetting(name, error=e)
-    params = getattr(thing, "params", None)
-    doc = {"used": {k: _file_digest(v) for k, v in used.items()},
-           "params": params() if callable(params) else None}
     digest = hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return ResolvedSetting(name, thing, used, digest)
 
@@ -85,3 +88,22 @@ def _file_digest(value: Any) -> Any:
         if path.is_file():
             return {"file": str(value), "sha1": hashlib.sha1(path.read_bytes()).hexdigest()}
     return value
+
+
+def _for_run(thing: Any, steps: int | None) -> dict[str, Any]:
+    """What a policy enabled from saved calibrations takes at ``steps`` where it differs from what ``enable``
+    built it from (the keys of the common case, one profile, stay as they were): the profile file made for that
+    step count (by contents), and ETC's tau there."""
+    if steps is None:
+        return {}
+    out: dict[str, Any] = {}
+    source = getattr(thing, "for_steps", None)
+    if source is not None:
+        source(steps)  # raises when there is none: the runs fail and say why
+        path = getattr(source, "paths", {}).get(steps)
+        if path is not None and path != getattr(source, "built_path", None):
+            out["profile"] = _file_digest(str(path))
+    tau_for = getattr(thing, "threshold_for_steps", None)
+    if tau_for is not None and tau_for(steps) != getattr(thing, "threshold", None):
+        out["tau"] = tau_for(steps)
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write_text
 from .records import SWEEP_FILE, read_errors, read_records, write_json_atomic
 from .report import markdown, plot_pareto, title, write_csv
 
@@ -90,6 +91,30 @@ def summarize(records: list[dict[str, Any]], grid: list[dict[str, Any]]) -> list
     return rows
 
 
+_SAME_REFERENCE = ("model", "fingerprint", "steps", "guidance", "device")
+
+
+def _earlier_runs(records: list[dict[str, Any]], sweep: dict[str, Any],
+                  latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The completed runs of earlier sweeps on this folder (same model, weights, steps, guidance and device) that
+    the latest sweep does not run again: the newest record of each (kind, method, setting, prompt, seed)."""
+    config = sweep["config"]
+    now = {"model": config.get("model"), "fingerprint": sweep.get("fingerprint"), "steps": config.get("steps"),
+           "guidance": config.get("guidance"), "device": config.get("device")}
+    grid = {(g["method"], g["label"]) for g in config["grid"]}
+    pairs = {(p, s) for p in config.get("prompts", []) for s in config.get("seeds", [])}
+    covered = lambda r: (r["prompt"], r["seed"]) in pairs and (  # noqa: E731 - the latest sweep runs it
+        r["kind"] == "reference" or (r["method"], r["setting_label"]) in grid)
+    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rec in records:
+        if rec["key"] in latest or any(rec.get(k) != v for k, v in now.items()) or covered(rec):
+            continue
+        ident = (rec["kind"], rec["method"], rec["setting_label"], rec["prompt"], rec["seed"])
+        if ident not in newest or rec.get("finished", 0) >= newest[ident].get("finished", 0):
+            newest[ident] = rec
+    return list(newest.values())
+
+
 def merge(out: Path) -> dict[str, Any]:
     """Read ``out/sweep.json`` and every JSONL shard of ``out/runs``; write the four outputs; return results.json's content."""
     out = Path(out)
@@ -100,11 +125,20 @@ def merge(out: Path) -> dict[str, Any]:
     expected = list(sweep.get("expected_keys", []))
     wanted = set(expected)
     latest: dict[str, dict[str, Any]] = {}
-    for rec in read_records(out):
+    all_records = read_records(out)
+    for rec in all_records:
         if rec["key"] in wanted and (rec["key"] not in latest or rec.get("finished", 0) >= latest[rec["key"]].get("finished", 0)):
             latest[rec["key"]] = rec
-    records = sorted(latest.values(), key=lambda r: (r["prompt_index"], r["seed"], r["kind"] != "reference", expected.index(r["key"])))
-    grid = sweep["config"]["grid"]
+    grid = list(sweep["config"]["grid"])
+    earlier = _earlier_runs(all_records, sweep, latest)
+    for rec in earlier:
+        if not any(g["method"] == rec["method"] and g["label"] == rec["setting_label"] for g in grid) \
+                and rec["kind"] == "run":
+            grid.append({"method": rec["method"], "setting": rec.get("setting") or {}, "label": rec["setting_label"]})
+    order = {k: i for i, k in enumerate(expected)}
+    latest.update({rec["key"]: rec for rec in earlier})
+    records = sorted(latest.values(), key=lambda r: (r["prompt_index"], r["seed"], r["kind"] != "reference",
+                                                     order.get(r["key"], len(order)), r["method"], r["setting_label"]))
     rows = summarize(records, grid)
     per_call: dict[str, int] = {}
     for rec in records:
@@ -121,12 +155,13 @@ def merge(out: Path) -> dict[str, Any]:
         "metrics": sweep.get("metrics"), "per_call_flops": per_call,
         "started": sweep.get("started"), "merged": time.time(),
         "elapsed_s": (time.time() - sweep["started"]) if sweep.get("started") else None,
-        "complete": len(records) == len(expected), "missing_keys": [k for k in expected if k not in latest],
+        "complete": all(k in latest for k in expected), "missing_keys": [k for k in expected if k not in latest],
+        "earlier_runs": len(earlier),
         "errors": [{k: e.get(k) for k in ("key", "method", "setting_label", "prompt", "seed", "error")} for e in errors.values()],
         "summary": rows, "runs": records,
     }
     write_json_atomic(out / "results.json", results)
     write_csv(out / "results.csv", records)
-    (out / "report.md").write_text(markdown(results))
+    atomic_write_text(out / "report.md", markdown(results))
     plot_pareto(rows, out / "pareto.png", title=title(results))
     return results

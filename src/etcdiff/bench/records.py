@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .._files import atomic_write_text
 
 RUNS_DIR = "runs"
 REFERENCE_DIR = "reference"
@@ -25,15 +28,34 @@ def runs_dir(out: Path) -> Path:
 
 
 def _json_lines(out: Path, pattern: str) -> list[Any]:
-    """The JSON values of every line of the files ``out/runs/<pattern>`` (a line cut by a crash is skipped)."""
+    """The JSON values of every line of the files ``out/runs/<pattern>``; a line that is not UTF-8 JSON (cut by
+    a crash, or damaged) is skipped with a warning naming the file and the line."""
     values = []
     for path in sorted(runs_dir(out).glob(pattern)):
-        for line in path.read_text().splitlines():
-            try:
-                values.append(json.loads(line))
-            except json.JSONDecodeError:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise OSError(f"cannot read the bench records {path} ({e.strerror}); fix its permissions or move it "
+                          "out of the runs folder.") from None
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
                 continue
+            try:
+                values.append(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                warnings.warn(f"etcdiff bench: skipping line {number} of {path}: not a complete JSON record "
+                              "(cut by a crash, or damaged); that run is run again if the sweep needs it.",
+                              UserWarning, stacklevel=2)
     return values
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` and its ``runs``/``reference`` folders are folders (or absent), else one line naming the path."""
+    out = Path(out)
+    for path in (out, runs_dir(out), out / REFERENCE_DIR):
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"--out {out}: {path} is a file, not a folder; move it away or choose "
+                                     "another --out.")
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
@@ -75,11 +97,9 @@ def json_default(o: Any) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON through a temporary file, so a reader never sees half a file."""
+    """Write ``obj`` as JSON through a unique temporary file, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=json_default))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default))
 
 
 def reference_path(out: Path, pair_key: str) -> Path:

@@ -87,8 +87,11 @@ def markdown(results: dict[str, Any]) -> str:
     unit = flops_unit(r["flops"] for r in rows)
     scale = {"T": 1e12, "G": 1e9, "M": 1e6}[unit]
     has_clip = any(r["clip_score"] is not None for r in rows)
+    has_match = any(r["classifier_prompt_match"] is not None for r in rows)
+    has_agreement = any(r["classifier_agreement"] is not None for r in rows)
     header = ["Method", "setting", "NFE", "speedup (NFE)", f"FLOPs ({unit})", "speedup (FLOPs)", "latency (s)",
-              "speedup (latency)", "SSIM ↑", "PSNR ↑", "LPIPS ↓", "classifier agreement ↑"] + (["CLIP score ↑"] if has_clip else [])
+              "speedup (latency)", "SSIM ↑", "PSNR ↑", "LPIPS ↓"] + (["classifier agreement ↑"] if has_agreement else []) \
+        + (["prompt match ↑"] if has_match else []) + (["CLIP score ↑"] if has_clip else [])
     lines = [f"# etcdiff bench: {title(results)}", ""]
     guidance = c["guidance"] if c["guidance"] is not None else "pipeline default"
     lines += [
@@ -123,7 +126,11 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [show, "–" if r["kind"] == "reference" else r["setting_label"], _f(r["nfe"], "{:.1f}"),
                  _f(r["speedup_nfe"], "{:.2f}×"), _f(None if r["flops"] is None else r["flops"] / scale, "{:.3g}"),
                  _f(r["speedup_flops"], "{:.2f}×"), _f(r["latency_s"], "{:.3f}"), _latency_cell(r),
-                 _f(r["ssim"], "{:.4f}"), psnr, _f(r["lpips"], "{:.4f}"), _f(r["classifier_agreement"], "{:.3f}")]
+                 _f(r["ssim"], "{:.4f}"), psnr, _f(r["lpips"], "{:.4f}")]
+        if has_agreement:
+            cells.append(_f(r["classifier_agreement"], "{:.3f}"))
+        if has_match:
+            cells.append(_f(r["classifier_prompt_match"], "{:.1%}"))
         if has_clip:
             cells.append(_f(r["clip_score"], "{:.2f}"))
         lines.append("| " + " | ".join(cells) + " |")
@@ -137,11 +144,15 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "Metrics:"]
     for k, v in (results.get("metrics") or {}).items():
         lines.append(f"- {k}: {v}")
-    match = [(r, r["classifier_prompt_match"]) for r in rows if r["classifier_prompt_match"] is not None]
-    if match:
-        lines += ["", "Prompt match (digits: the classifier reads the prompted digit; scenes: requested objects read back "
-                  "right): " + ", ".join(
-            f"{'reference' if r['kind'] == 'reference' else r['method'] + ' ' + r['setting_label']} {v:.0%}" for r, v in match)]
+    if has_match:
+        lines += ["", "Prompt match: digits, the classifier reads the prompted digit; scenes, the requested objects "
+                  "read back right (colour, shape and cell)."]
+    idle = [r for r in rows if r["kind"] == "run" and r["nfe"] is not None and r["speedup_nfe"] is not None
+            and r["speedup_nfe"] <= 1.0]
+    notes = [(r, _no_reuse(r, c["steps"])) for r in idle]
+    if any(n for _, n in notes):
+        lines += ["", "Settings that reused nothing (every step ran the model):"]
+        lines += [f"- {r['method']} {r['setting_label']}: {n}" for r, n in notes if n]
     if results.get("errors"):
         lines += ["", "Runs that raised (they run again on the next sweep over this folder):"]
         seen = set()
@@ -155,6 +166,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"**Incomplete:** {len(results.get('missing_keys', []))} runs missing; run the same command again to finish "
                   "(finished runs are kept), or `etcdiff bench --merge DIR` once other processes are done."]
     return "\n".join(lines) + "\n"
+
+
+def _no_reuse(row: dict[str, Any], steps: int) -> str | None:
+    """The note of a row whose method made as many calls as the reference (it skipped no step)."""
+    from ..registry import no_reuse_note
+
+    return no_reuse_note(row["method"], row.get("setting") or {}, steps, steps)
 
 
 # -- the plot ------------------------------------------------------------------------------------------------------

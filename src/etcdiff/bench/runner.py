@@ -27,7 +27,8 @@ from .environment import machine, versions
 from .measure import Measurer
 from .merge import merge as merge_dir
 from .processes import Processes
-from .records import SWEEP_FILE, append_record, read_records, runs_dir, write_json_atomic
+from .out_lock import OutLock
+from .records import SWEEP_FILE, append_record, check_out_folder, read_records, runs_dir, write_json_atomic
 from .sweep import BenchConfig, MethodSetting, expected_keys, run_key, sweep_id
 
 
@@ -129,28 +130,30 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         out = Path(config.out)
+        check_out_folder(out)
         out.mkdir(parents=True, exist_ok=True)
-        measurer = Measurer(config, pipe, rank=rank)
-        measurer.validate_methods()
-        inputs = {ms: measurer.setting(ms).digest for ms in config.grid}  # profiles by content, in the run keys
-        sweep = sweep_id(config, measurer.fingerprint)
-        if not procs.same_everywhere(sweep):
-            raise ValueError("the processes run different sweeps (other settings, prompts or weights): "
-                             "launch every process with the same command")
-        _refuse_another_reference(out, config)
-        if rank == 0:
-            write_json_atomic(out / SWEEP_FILE, {
-                "sweep": sweep, "config": config.to_json(), "fingerprint": measurer.fingerprint, "world_size": world,
-                "expected_keys": expected_keys(config, measurer.fingerprint, inputs), "versions": versions(), "machine": machine(),
-                "metrics": measurer.scorer.status, "started": t_start,
-            })
-        share = Share(config, measurer, rank=rank, world=world, progress=progress, inputs=inputs)
-        try:
-            share.run()
-        except BaseException:  # crash or Ctrl-C: the finished runs are in the shard; a lone process reports them
-            if world == 1 and merge and share.executed:
-                _merge_after_stop(out, len(share.executed))
-            raise
+        with OutLock(out, rank):  # one sweep process per rank on this folder at a time
+            measurer = Measurer(config, pipe, rank=rank)
+            measurer.validate_methods()
+            inputs = {ms: measurer.setting(ms).digest for ms in config.grid}  # profiles by content, in the run keys
+            sweep = sweep_id(config, measurer.fingerprint)
+            if not procs.same_everywhere(sweep):
+                raise ValueError("the processes run different sweeps (other settings, prompts or weights): "
+                                 "launch every process with the same command")
+            _refuse_another_reference(out, config)
+            if rank == 0:
+                write_json_atomic(out / SWEEP_FILE, {
+                    "sweep": sweep, "config": config.to_json(), "fingerprint": measurer.fingerprint, "world_size": world,
+                    "expected_keys": expected_keys(config, measurer.fingerprint, inputs), "versions": versions(), "machine": machine(),
+                    "metrics": measurer.scorer.status, "started": t_start,
+                })
+            share = Share(config, measurer, rank=rank, world=world, progress=progress, inputs=inputs)
+            try:
+                share.run()
+            except BaseException:  # crash or Ctrl-C: the finished runs are in the shard; a lone process reports them
+                if world == 1 and merge and share.executed:
+                    _merge_after_stop(out, len(share.executed))
+                raise
         not_all = procs.wait_for_all()
     merged = None
     if rank == 0 and merge:

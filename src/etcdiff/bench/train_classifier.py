@@ -22,10 +22,11 @@ from .classifier import CLASSIFIER_PATH, DigitClassifier
 
 def load_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_test, y_test): images ``[N, 1, 16, 16]`` in [-1, 1] (the demo model's range)."""
-    from sklearn.model_selection import train_test_split
-
     from ..digits.train import load_data
+    from ..optional import require
 
+    train_test_split = require("sklearn.model_selection", "train", "training the digit classifier",
+                               "scikit-learn").train_test_split
     x, y = load_data()
     idx_train, idx_test = train_test_split(
         torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed, stratify=y.numpy()
@@ -126,4 +127,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..optional import run_script
+
+    run_script(main)

@@ -14,19 +14,23 @@ Command line: ``etcdiff calibrate --model demo``.
 import importlib
 from typing import Any
 
+# functions named like their module: bound here, or the submodule, once imported, would hide them
+from .change_point import change_point
+from .similarity import similarity
+
 #: public name -> the module that defines it (imported on first use, so that finding a saved profile
 #: costs no import of the search, the similarity measures or the plots)
 _EXPORTS = {
     **dict.fromkeys(("PipelineDecoder", "guess_modality", "pipeline_decoder"), ".decode"),
     "plot_profile": ".plot",
-    **dict.fromkeys(("Profile", "etc_from_profile", "find_profile", "load_profile", "profile_dir", "profile_filename",
+    **dict.fromkeys(("Profile", "etc_from_profile", "load_profile", "profile_dir", "profile_filename",
                      "profile_identity", "resample_curves", "save_profile"), ".profile"),
-    **dict.fromkeys(("change_point", "min_steps", "tolerance_from_curves"), ".change_point"),
+    "find_profile": ".profile_store",
+    **dict.fromkeys(("min_steps", "tolerance_from_curves"), ".change_point"),
     "step_differences": ".perturbation",
     **dict.fromkeys(("default_prompts", "load_prompts"), ".prompts"),
     **dict.fromkeys(("RecordingPolicy", "record_denoiser_runs", "record_pipeline_runs"), ".runs"),
     **dict.fromkeys(("SearchResult", "calibrate_denoiser", "calibrate_pipeline", "search_trajectories"), ".search"),
-    "similarity": ".similarity",
 }
 
 

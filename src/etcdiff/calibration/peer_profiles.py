@@ -1,50 +1,38 @@
 """Where the calibrations of the methods other than ETC are kept (``etcdiff calibrate --method NAME``).
 
-Each writes a small JSON next to ETC's profiles (same folders, see :mod:`etcdiff.calibration.profile`), named
-``<slug>_<N>steps_<method>.json``: ERTACache's fitted schedule and coefficients, TeaCache's polynomial
-coefficients, MagCache's magnitude ratios. ``etcdiff.enable(pipe, method)`` finds it when no explicit setting
-is given.
+Each is a :class:`~etcdiff.policies.method_profile.MethodProfile` saved as a small JSON next to ETC's profiles
+(same folders, see :mod:`etcdiff.calibration.profile_store`), named ``<slug>_<N>steps_<method>.json``:
+ERTACache's fitted schedule and coefficients, TeaCache's polynomial coefficients, MagCache's magnitude
+ratios, ... ``etcdiff.enable(pipe, method)`` finds the one for the run's step count.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from .profile import normalize_identity, now_iso, package_versions, profile_dir, profile_filename, search_dirs
-
-PEER_FORMAT = 1
+from ..policies.method_profile import MethodProfile
+from .profile import now_iso, package_versions
+from .profile_store import find_for_run, save_method_profile
 
 
 def save_peer_profile(identity: str, method: str, steps: int, settings: dict[str, Any],
-                      out: str | os.PathLike | None = None, **meta: Any) -> Path:
-    """Write the method's settings to ``out``: a ``.json`` file, or a folder (default :func:`profile_dir`) that
-    gets ``<slug>_<N>steps_<method>.json``."""
-    target = Path(out).expanduser() if out is not None else profile_dir()
-    path = target if target.suffix.lower() == ".json" else target / profile_filename(identity, steps, suffix=f"_{method}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": PEER_FORMAT, "method": method, "identity": identity, "steps": steps, "settings": settings,
-           "created": now_iso(), "versions": package_versions(), **meta}
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    return path
+                      out: str | os.PathLike | None = None, *, scheduler: str | None = None,
+                      run_settings: dict[str, Any] | None = None, fit_settings: dict[str, Any] | None = None,
+                      prompts: list[Any] | None = None, seed: int | None = None, seconds: float = 0.0) -> Path:
+    """Write the method's fitted settings to ``out``: a ``.json`` file, or a folder (default
+    :func:`~etcdiff.calibration.profile.profile_dir`) that gets ``<slug>_<N>steps_<method>.json``; atomic."""
+    profile = MethodProfile(method=method, identity=identity, steps=steps, settings=settings, scheduler=scheduler,
+                            run_settings=dict(run_settings or {}), fit_settings=dict(fit_settings or {}),
+                            prompts=list(prompts or []), seed=seed, seconds=float(seconds), created=now_iso(),
+                            versions=package_versions())
+    return save_method_profile(profile, out)
 
 
 def find_peer_profile(identity: str, method: str, steps: int | None = None,
-                      directory: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """The saved settings document of ``method`` for the model ``identity`` (nearest step count), or ``None``."""
-    want = normalize_identity(identity)
-    for folder in search_dirs(directory):
-        docs = []
-        for f in sorted(folder.glob(f"*_{method}.json")) if folder.is_dir() else []:
-            try:
-                doc = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict) and doc.get("method") == method and normalize_identity(str(doc.get("identity"))) == want:
-                docs.append(doc)
-        if docs:
-            docs.sort(key=lambda d: d.get("created", ""), reverse=True)
-            return docs[0] if steps is None else min(docs, key=lambda d: abs(int(d["steps"]) - steps))
-    return None
+                      directory: str | os.PathLike | None = None, scheduler: str | None = None) -> MethodProfile | None:
+    """The saved profile of ``method`` for the model ``identity`` at ``steps`` steps (any step count when
+    ``None``: the first on the search path), or ``None``."""
+    found = find_for_run(identity, method, steps, scheduler, directory)
+    return found if isinstance(found, MethodProfile) else None

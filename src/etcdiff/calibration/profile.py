@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write_text
 from ..policies.step.etc import ETC
 from .change_point import DEFAULT_JUMP, DEFAULT_MIN_SIZE
 
@@ -174,6 +175,11 @@ class Profile:
             raise ValueError(f"{where}: change_point {self.change_point} is outside 0..{self.steps - 2}.")
         if not math.isfinite(self.tau) or self.tau < 0:
             raise ValueError(f"{where}: tau must be a finite number >= 0, got {self.tau!r}.")
+        if not all(math.isfinite(x) for x in self.d_bar + self.s_bar):
+            raise ValueError(f"{where}: d_bar and s_bar must hold finite numbers; the search is broken: calibrate again.")
+        if not isinstance(self.warmup, int) or self.warmup < 2 or not (math.isfinite(self.alpha) and 0 < self.alpha <= 1):
+            raise ValueError(f"{where}: warmup must be an integer >= 2 and alpha in (0, 1], got {self.warmup!r} and "
+                             f"{self.alpha!r}.")
 
     @property
     def jump(self) -> int:
@@ -238,9 +244,7 @@ def save_profile(profile: Profile, out: str | os.PathLike | None = None) -> Path
     if target.suffix.lower() != ".json":
         target = target / profile.filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(profile.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    atomic_write_text(target, json.dumps(profile.to_dict(), indent=2) + "\n")  # a unique temp file, then os.replace
     profile.path = target
     return target
 
@@ -248,40 +252,18 @@ def save_profile(profile: Profile, out: str | os.PathLike | None = None) -> Path
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read a profile written by :func:`save_profile` (``FileNotFoundError``/``ValueError`` with the reason)."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"calibration profile not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"profile {p} is a folder, not a file; remove it or give the profile's file.")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"profile {p} is not valid JSON: {e}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"calibration profile not found: {p}") from None
+    except OSError as e:
+        raise ValueError(f"profile {p} cannot be read ({e.strerror}); fix its permissions or remove it.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"profile {p} is not valid JSON ({e}); it may have been cut short: remove it and "
+                         "calibrate again.") from None
     return Profile.from_dict(data, path=p)
-
-
-def find_profile(identity: str, steps: int | None = None, directory: str | os.PathLike | None = None) -> Profile | None:
-    """The saved profile of the model ``identity`` (see :func:`profile_identity`), or ``None``.
-
-    With ``steps``: the profile searched at that step count, else the one with the nearest step count (use
-    it through :func:`etc_from_profile` with ``steps``, which re-derives tau and warns). Without: the most
-    recently created one. Files that are not readable profiles are skipped.
-    """
-    want = normalize_identity(identity)
-    found: list[Profile] = []
-    for folder in search_dirs(directory):  # the first folder with a match wins: a user's own beats the shipped
-        for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            try:
-                prof = load_profile(f)
-            except (OSError, ValueError):
-                continue
-            if normalize_identity(prof.identity) == want:
-                found.append(prof)
-        if found:
-            break
-    if not found:
-        return None
-    found.sort(key=lambda p: p.created, reverse=True)  # newest first: it wins every tie below
-    if steps is None:
-        return found[0]
-    return min(found, key=lambda p: (abs(p.steps - steps), -p.steps))
 
 
 def resample_curves(profile: Profile, steps: int) -> tuple[np.ndarray, np.ndarray]:

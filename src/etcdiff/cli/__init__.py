@@ -49,7 +49,17 @@ def _message(e: BaseException) -> str:
     return " ".join(str(msg).split()) or type(e).__name__
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing after the reader closed the pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # not transformers' notes on image processors we never use
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("ETCDIFF_DEBUG") == "1"
@@ -60,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"etcdiff {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `etcdiff calibrate | head -1`: the reader left; nothing more to say to anyone
+        _quiet_stdout()
+        return 141  # as a shell reports a command ended by SIGPIPE
     except USER_ERRORS as e:
         if debug:
             raise

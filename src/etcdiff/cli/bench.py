@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .common import guidance_value
+
 EPILOG = """\
 examples:
   etcdiff bench --model demo --methods etc,fixed \\
@@ -56,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per run; the median is reported (default 3)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--flops", choices=("per-call", "direct"), default="per-call",
                    help="per-call: count one denoiser forward per input shape and multiply by the calls made (default); "

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import key_value, prepare_output_dir
+from .common import guidance_value, key_value, prepare_output_dir
 
 
 def _calibrated_names() -> list[str]:
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of every calibration run (default 42)")
     p.add_argument("--warmup", type=int, default=6, help="ETC warm-up n recorded in the profile (default 6)")
     p.add_argument("--alpha", type=float, default=0.5, help="ETC trend weight alpha recorded in the profile (default 0.5)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--jump", type=int, default=5,
                    help="change-point grid of ruptures BottomUp (default 5, ruptures' own and the reference; 1 = every step)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -63,8 +63,15 @@ def run(args: argparse.Namespace) -> int:
     from etcdiff.calibrate import calibrated_method
 
     calibrated_method(args.method)  # an unknown or uncalibrated name fails before the model loads
+    from etcdiff.calibration.profile import ENV_DIR, profile_dir
+
+    # the folder is checked before any calibration work, so that a finished calibration is never lost
     if args.out is not None:
-        prepare_output_dir(args.out.parent if args.out.suffix.lower() == ".json" else args.out)
+        _check_writable(prepare_output_dir(args.out.parent if args.out.suffix.lower() == ".json" else args.out))
+    else:
+        import os
+
+        _check_writable(prepare_output_dir(profile_dir(), flag=f"${ENV_DIR}" if os.environ.get(ENV_DIR) else "--out"))
     prompts = load_prompts(str(args.prompts)) if args.prompts is not None else None
     pipe = load_pipeline(args.model, device=args.device)
     if args.method != "etc":
@@ -88,6 +95,19 @@ def run(args: argparse.Namespace) -> int:
               f"warm-up already covers the planning phase; with --steps {profile.steps} consider --warmup {max(r + 1, 2)}")
     print(f"use: --method etc (found by the CLI and etcdiff.enable), or --threshold {profile.tau:.6g}")
     return 0
+
+
+def _check_writable(folder: Path) -> None:
+    import tempfile
+
+    from .common import CLIError
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CLIError(f"cannot write a profile into {folder} ({e.strerror}); give --out DIR or set "
+                       "ETCDIFF_PROFILE_DIR to a folder you can write to.") from None
 
 
 def _is_flux(pipe: object) -> bool:
@@ -123,7 +143,13 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
                                   on_step=lambda _s: bar.update(1), **settings)
     elapsed = time.perf_counter() - t0
     identity = profile_identity(pipe)
+    method = get_method(args.method)
+    fit_only = set(method.fit_settings)
+    sched = getattr(pipe, "scheduler", None)
     path = save_peer_profile(identity, args.method, args.steps, fitted, args.out,
+                             scheduler=None if sched is None else type(sched).__name__,
+                             run_settings={k: v for k, v in settings.items() if k not in fit_only},
+                             fit_settings={k: v for k, v in settings.items() if k in fit_only},
                              prompts=prompts, seed=args.seed, seconds=round(elapsed, 2))
     png = None if args.no_plot else plot_fitted(fitted, path.with_suffix(".png"),
                                                 f"{args.method} on {identity}, {args.steps} steps")

@@ -25,6 +25,19 @@ def key_value(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def guidance_value(text: str) -> float:
+    """``--guidance``: a finite number >= 0 (argparse's one-line usage error otherwise)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (1 = no guidance), got {text!r}")
+    return value
+
+
 def _blocking_file(path: Path) -> Path | None:
     """The first existing non-folder among ``path``'s parents, if any."""
     for parent in reversed(path.parents):

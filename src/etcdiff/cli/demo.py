@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import noisy, prepare_output_dir, timing
+from .common import guidance_value, noisy, prepare_output_dir, timing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None, help="ETC tolerance (default: the demo model's shipped profile)")
     p.add_argument("--warmup", type=int, default=None, help="ETC warm-up steps (default: from the profile, else 6)")
     p.add_argument("--model", default="demo", help="an embedded model: demo (the default, = scenes), digits, unet-digits or unet-digits-dpm")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each run; the median is reported (default 3)")
     p.add_argument("--out", type=Path, default=Path("etcdiff-out/demo"), help="output folder (default etcdiff-out/demo)")
@@ -121,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def column_title(prompt: Any, width: int = 22) -> str:
+    """A prompt wrapped to a picture column's width (at most four lines)."""
+    import textwrap
+
+    lines = textwrap.wrap(str(prompt), width) or [repr(prompt)]
+    return "\n".join(lines[:3] + ([" ".join(lines[3:])] if len(lines) > 3 else []))
+
+
 def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[str, Any]) -> None:
     import matplotlib
     import numpy as np
@@ -129,8 +137,8 @@ def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[st
     import matplotlib.pyplot as plt
 
     rows = [("full", full), ("ETC", etc), ("|diff| x10", np.clip(np.abs(full - etc) * 10, 0, 1))]
-    width = max(full.shape[0] * 0.9, 4.0)  # room for the two-line title with few prompts
-    fig, axes = plt.subplots(len(rows), full.shape[0], figsize=(width, len(rows) * width / full.shape[0] + 0.7),
+    width = max(full.shape[0] * 1.1, 4.0)  # room for the two-line title with few prompts, and the prompts
+    fig, axes = plt.subplots(len(rows), full.shape[0], figsize=(width, len(rows) * width / full.shape[0] + 1.1),
                              squeeze=False)
     for r, (label, imgs) in enumerate(rows):
         for c in range(full.shape[0]):
@@ -144,6 +152,8 @@ def _side_by_side(full: np.ndarray, etc: np.ndarray, path: Path, result: dict[st
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
+            if r == 0:  # each column says which prompt it draws
+                ax.set_title(column_title(result["prompts"][c]), fontsize=5)
     fig.suptitle(
         f"{result['steps']} steps: {result['model_calls']['full']} vs {result['model_calls']['etc']} model calls, "
         f"{result['wallclock_speedup']:.2f}x wall-clock,\n PSNR {result['psnr_db']['mean']:.1f} dB, "

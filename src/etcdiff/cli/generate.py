@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import check_device, key_value, method_options, prepare_output_file
+from .common import check_device, guidance_value, key_value, method_options, prepare_output_file
 
 
 def _method_names() -> list[str]:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="options", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="any other method option, e.g. --set alpha=0.5 (repeatable)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, default=Path("etcdiff-out/generate.png"),
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"model calls: {report.model_calls} (denoiser forwards; {report.num_computed} of {report.num_steps} "
               f"steps computed, {summary['speedup']:.2f}x fewer)")
         print("computed steps:", report.computed_steps)
+        if summary.get("note"):
+            print("note:", summary["note"])
     else:  # block-level and external peers: the head and tail run every step; the block stack is what is skipped
         print(f"block-stack executions: {report.stack_runs} (the model's head and tail run on every step)")
     for path in paths:

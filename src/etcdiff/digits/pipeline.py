@@ -103,6 +103,9 @@ class DigitsPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Invalid output_type {output_type!r}; expected one of {OUTPUT_TYPES}.")
+        from ..pipeline_inputs import check_guidance
+
+        check_guidance(guidance_scale, "DigitsPipeline")
         labels_list = parse_prompt(prompt)
         batch = len(labels_list)
         device = self._execution_device

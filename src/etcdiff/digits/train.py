@@ -26,9 +26,9 @@ MAX_BYTES = 10 * 1024 * 1024
 
 def load_data() -> tuple[torch.Tensor, torch.Tensor]:
     """sklearn digits, upsampled bilinearly to 16x16 and scaled to [-1, 1]; returns (images [N,1,16,16], labels)."""
-    from sklearn.datasets import load_digits
+    from ..optional import require
 
-    d = load_digits()
+    d = require("sklearn.datasets", "train", "training the digits model (its data set)", "scikit-learn").load_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=(SAMPLE_SIZE, SAMPLE_SIZE), mode="bilinear", align_corners=False)
     return (x * 2.0 - 1.0).clamp(-1.0, 1.0), torch.tensor(d.target, dtype=torch.long)
@@ -130,4 +130,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..optional import run_script
+
+    run_script(main)

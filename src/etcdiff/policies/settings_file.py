@@ -1,5 +1,6 @@
-"""Reading a calibrated method's settings from JSON: the file ``etcdiff calibrate --method NAME`` writes (the
-settings under ``"settings"``), or a bare ``to_dict()`` dump."""
+"""Reading a calibrated method's settings from JSON: the file ``etcdiff calibrate --method NAME`` writes (a
+:class:`~etcdiff.policies.method_profile.MethodProfile`, checked on load: format, method, finite numbers), or a
+bare ``to_dict()`` dump (checked for finite numbers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from .method_profile import non_finite_at, read_method_profile
 
 
 def read_settings_file(path: str | os.PathLike, key: str, method: str) -> dict[str, Any]:
@@ -16,12 +19,18 @@ def read_settings_file(path: str | os.PathLike, key: str, method: str) -> dict[s
         raise ValueError(f"{method}: {key} file not found: {p}. Make one with `etcdiff calibrate --method {method}`.")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{method}: {p} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ValueError(f"{method}: {p} cannot be read ({e.strerror}).") from None
     if isinstance(doc, dict) and "settings" in doc:
-        if key not in doc["settings"]:
+        settings = read_method_profile(p, method).settings
+        if key not in settings:
             raise ValueError(f"{method}: {p} holds no {key!r} (is it another method's calibration file?).")
-        return doc["settings"][key]
+        return settings[key]
+    bad = non_finite_at(doc)
+    if bad is not None:
+        raise ValueError(f"{method}: {p}: {bad} is not a finite number; the calibration is broken.")
     return doc
 
 

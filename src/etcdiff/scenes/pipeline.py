@@ -89,6 +89,11 @@ class ScenesPipeline(FluxPipeline):
     def __call__(self, prompt: str | list[str] | None = None, guidance_scale: float = DEFAULT_GUIDANCE,
                  negative_prompt: str | list[str] | None = None, **kwargs: Any):
         """``FluxPipeline.__call__`` with scenes defaults; ``guidance_scale`` is the true-CFG scale (1 = off)."""
+        from ..pipeline_inputs import check_guidance, check_text_prompt
+
+        if kwargs.get("prompt_embeds") is None:
+            check_text_prompt(prompt, "ScenesPipeline")
+        check_guidance(guidance_scale, "ScenesPipeline")
         if negative_prompt is None and prompt is not None:
             negative_prompt = [""] * len(prompt) if isinstance(prompt, list) else ""
         kwargs.setdefault("true_cfg_scale", guidance_scale)

@@ -3,7 +3,7 @@
 The released PromptTea ships these as per-model files without the scripts that made them; here they are fitted
 from uncached generations of the calibration prompts (block cache in record mode, nothing skipped):
 
-* the rescaling polynomial is TeaCache's degree-4 fit (:func:`~etcdiff.integration.block_calibration.calibrate_teacache`);
+* the rescaling polynomial is TeaCache's degree-4 fit (:func:`~etcdiff.integration.block.calibration.calibrate_teacache`);
 * every (prompt, call of the step, sample) is one trajectory, with the prompt embedding its first block received
   (:func:`~etcdiff.integration.block.conditions.condition_embedding`) and its mean relative output change per
   step; the references are the mean embeddings of the calmer and the busier half

@@ -1,6 +1,6 @@
 """diffusers' SeaCache, FasterCache and Pyramid Attention Broadcast hooks: where they run, and their configs.
 
-They are put on and taken off like the other diffusers hooks (:mod:`~etcdiff.integration.diffusers_cache_adapter`);
+They are put on and taken off like the other diffusers hooks (:mod:`~etcdiff.integration.external.diffusers_adapter`);
 this module says where each one runs and fills in what a config needs from the pipeline:
 
 * ``diffusers-seacache``: ``SeaCacheConfig`` (diffusers 0.42.1 and newer). Its hooks find the current step and

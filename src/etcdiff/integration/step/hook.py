@@ -168,6 +168,7 @@ class Session:
             else:  # the generation did not finish: no report rather than a stale one, and no policy call
                 self.tracker.abandon()  # that could raise over the pipeline's own exception
                 self.last_report = None
+                self.policy.finished(self.run)  # policy.report() shows how far the stopped generation got
         finally:
             self._end_call()
 
@@ -209,6 +210,7 @@ class Session:
     def begin(self, num_steps: int) -> None:
         self._clear()
         self.branches, self.helper_outputs = {}, {}
+        self.policy.prepare(num_steps)  # a saved calibration's settings for this step count, and its plan
         self.run = self.policy.for_generation()  # the policy is the configuration; the run holds the state
         self.run.use_schedule(self.tracker.schedule_sigmas())  # this run's schedule first: begin checks it
         self.run.begin(num_steps)  # raises a clear error for settings the step count cannot take
@@ -258,6 +260,7 @@ class Session:
                 branch = self.branches.get(key)
                 est = branch.stream.predict(step) if branch is not None and branch.rebuild is not None else None
                 if est is None:
+                    self.run.forced_call(step)  # a method with a call budget refuses to break it
                     compute = True
                     break
                 self.stash[key] = est

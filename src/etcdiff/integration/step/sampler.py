@@ -44,6 +44,7 @@ def sample(
     _check_scheduler(scheduler)
     scheduler.set_timesteps(steps, device=latents.device)
     timesteps = scheduler.timesteps
+    policy.prepare(len(timesteps))  # a saved calibration's settings for this step count
     policy.use_schedule(getattr(scheduler, "sigmas", None))  # this run's schedule first: begin checks it
     policy.begin(len(timesteps))
     policy.check_scheduler(scheduler)
@@ -54,6 +55,8 @@ def sample(
         if not computed:
             out = policy.predict(i)
             computed = out is None
+            if computed:
+                policy.forced_call(i)  # a method with a call budget refuses to break it
         computed = agree(computed)  # every rank of a split denoiser runs it on the same steps
         if computed:
             x_in = scheduler.scale_model_input(latents, t) if scale_input else latents

@@ -7,7 +7,7 @@ over tokens and ``s``, ``c`` stored embeddings of a *simple* and a *complex* ref
     threshold(e) = w * threshold_complex + (1 - w) * threshold_simple
 
 (released: sharpness 50, 0.09 for complex prompts, 0.23 for simple ones), and the TeaCache rule
-(:mod:`etcdiff.policies.teacache`) runs with that threshold. Here ``threshold`` is the simple-prompt end and
+(:mod:`etcdiff.policies.block.teacache`) runs with that threshold. Here ``threshold`` is the simple-prompt end and
 ``complex_ratio`` the complex end relative to it (0.09 / 0.23 by default), so that one number scales both.
 
 What is ours: the released artifacts (reference embeddings, a pickled regression of the output change on the

@@ -120,11 +120,12 @@ class StepPolicy(ABC):
         self._report: RunReport | None = None
         self.main_stream: OutputStream = ReuseStream()
 
-    # -- configuration and generations ---------------------------------------------------------------------
-    def prepare(self, num_steps: int) -> None:
-        """Derive, once, what depends only on the settings and the step count (ETC+'s plan), so that a
-        generation only creates fresh state. Called by the bench before its timed runs; optional elsewhere.
-        Default: nothing."""
+    #: ``steps -> policy``: set by ``etcdiff.enable`` on a policy built from a saved calibration, so that each
+    #: generation uses the calibration made at its own step count (see :meth:`prepare`)
+    for_steps: Any = None
+    #: whether a saved calibration fits only the step count it was made at (``for_steps`` then refuses the
+    #: others); a method whose calibration spans the time axis (SenCache's tables) keeps it at any step count
+    profile_per_step_count = False
 
     def for_generation(self) -> "StepPolicy":
         """A policy with these settings and no per-generation state yet, for one generation (:meth:`begin`
@@ -140,6 +141,20 @@ class StepPolicy(ABC):
         self.num_steps = run.num_steps
 
     # -- life cycle ---------------------------------------------------------------------------------------
+    def prepare(self, num_steps: int) -> None:
+        """Ready this configuration for runs of ``num_steps`` steps: a policy with ``for_steps`` takes on the
+        settings of the calibration made at ``num_steps`` (``for_steps`` raises a one-line ValueError naming the
+        step counts that exist when there is none), and a method derives, once, what depends only on its settings
+        and the step count (ETC+'s plan), so that a generation only creates fresh state. Called by the
+        integrations before every generation and by the bench once per setting, before its timed runs."""
+        source = self.for_steps
+        if source is None or isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            return
+        fresh = source(num_steps)
+        if fresh is not self.__dict__.get("_built_from"):
+            self.__dict__.update(fresh.__dict__)
+            self.for_steps, self._built_from = source, fresh
+
     def begin(self, num_steps: int) -> None:
         """Reset all per-generation state for a run of ``num_steps`` steps."""
         num_steps = num_steps if as_int(num_steps) is None else as_int(num_steps)
@@ -167,6 +182,20 @@ class StepPolicy(ABC):
         """The sampler's input x_t at ``step`` where :meth:`should_compute` got ``None`` because the integration
         learns it only later (the diffusers hook at step 0, before the first scheduler step). Called before
         :meth:`observe` of that step. Default: nothing."""
+
+    def forced_call(self, step: int) -> None:
+        """Called by the integrations when the model must run at a ``step`` this policy skipped, because no
+        finite estimate exists there (NaN or Inf in the outputs or latents). A method with a call budget that
+        this call would break raises a one-line ValueError (:meth:`budget_refusal`); others let it run."""
+        why = self.budget_refusal(step)
+        if why is not None:
+            raise ValueError(f"{self.name}: {why} There is no finite estimate for step {step} (the model's outputs "
+                             "or the latents hold NaN or Inf), and running the model there would break the budget; "
+                             "this generation is stopped instead. Check the inputs and the model for NaN.")
+
+    def budget_refusal(self, step: int) -> str | None:
+        """Why one more model call at ``step`` would break this policy's call budget, else ``None`` (no budget)."""
+        return None
 
     @abstractmethod
     def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:

@@ -191,6 +191,8 @@ class ERTACache(StepPolicy):
     """
 
     name = "ertacache"
+    #: its calibration is made for one step count: a run at another needs one made there
+    profile_per_step_count = True
 
     def __init__(self, profile: ERTACacheProfile | dict[str, Any] | str | os.PathLike) -> None:
         super().__init__()
@@ -205,7 +207,8 @@ class ERTACache(StepPolicy):
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != self.profile.num_steps:
             raise ValueError(
                 f"ERTACache: the profile was fitted for {self.profile.num_steps} steps but the run has {num_steps}; "
-                "fit a profile with fit_ertacache on trajectories recorded at this step count."
+                f"calibrate at {num_steps} steps: `etcdiff calibrate --method ertacache --steps {num_steps}` (a pipeline) "
+                "or fit_ertacache on trajectories recorded at that step count."
             )
         super().begin(num_steps)
 

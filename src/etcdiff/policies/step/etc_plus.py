@@ -103,6 +103,8 @@ class ETCPlus(StepPolicy):
     """
 
     name = "etc-plus"
+    #: its calibration is made for one step count: a run at another needs one made there
+    profile_per_step_count = True
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
                  tolerance: float | None = None, spike: float | None = None) -> None:
@@ -213,8 +215,9 @@ class ETCPlus(StepPolicy):
         prof_n = int(self.profile["num_steps"])
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != prof_n:
             raise ValueError(
-                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate with "
-                "fit_etc_plus on trajectories recorded at this step count."
+                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate at "
+                f"{num_steps} steps: `etcdiff calibrate --method etc-plus --steps {num_steps}` (a pipeline) or "
+                "fit_etc_plus on trajectories recorded at that step count."
             )
         super().begin(num_steps)
         self.prepare(num_steps)
@@ -226,7 +229,11 @@ class ETCPlus(StepPolicy):
             )
 
     def prepare(self, num_steps: int) -> None:
-        """Build the plan for ``num_steps`` once; the generations of this configuration share it."""
+        """The calibration for ``num_steps`` (see :meth:`StepPolicy.prepare`), then its plan, built once; the
+        generations of this configuration share it."""
+        super().prepare(num_steps)
+        if int(self.profile["num_steps"]) != num_steps:
+            return  # begin() refuses with the step counts that exist
         if num_steps not in self._plans:
             self.num_steps = num_steps
             self._build_plan()
@@ -237,8 +244,11 @@ class ETCPlus(StepPolicy):
         ref = self.profile.get("sigmas")
         if sigmas is None or ref is None:
             return
-        got = [float(v) for v in torch.as_tensor(sigmas).flatten()[: len(ref)]]
-        if len(got) == len(ref) and max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
+        got = [float(v) for v in torch.as_tensor(sigmas).flatten()]
+        if len(got) not in (len(ref), len(ref) + 1):
+            return  # another step count: begin refuses it, naming the step counts (no warning about sigmas first)
+        got = got[: len(ref)]
+        if max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
             warnings.warn("etc-plus: the scheduler's sigmas differ from the calibration's (another shift or "
                           "scheduler?); the fitted gains and plan may not fit this run. Calibrate on this schedule.",
                           RuntimeWarning, stacklevel=3)
@@ -255,6 +265,11 @@ class ETCPlus(StepPolicy):
         self.hardness = self._plan_hardness = 1.0
         self._poisoned = False
         self._state = (-1, 0)
+
+    def budget_refusal(self, step: int) -> str | None:
+        if self.calls is not None and self.real_count >= self.calls:
+            return f"calls={self.calls} are all spent."
+        return None
 
     def _calls_left(self) -> int:
         return self.num_steps if self.calls is None else self.calls - self.real_count

@@ -254,4 +254,24 @@ def load_etc_plus_profile(profile: dict[str, Any] | str | os.PathLike) -> dict[s
     keys = ("num_steps", "max_window", "weights", "axis", "triplets", "tolerance", "spike", "output_rms")
     if not isinstance(profile, dict) or profile.get("method") != "etc-plus" or any(k not in profile for k in keys):
         raise ValueError("etc-plus: profile must be the dict that fit_etc_plus returns (or its JSON file).")
+    check_profile_numbers(profile)
     return profile
+
+
+def check_profile_numbers(profile: dict[str, Any]) -> None:
+    """Every number of a profile finite and in range; a ValueError naming the entry (a broken calibration)."""
+    from ..method_profile import non_finite_at
+
+    bad = non_finite_at(profile)
+    if bad is not None:
+        raise ValueError(f"etc-plus: profile entry {bad} is not a finite number; calibrate again "
+                         "(`etcdiff calibrate --method etc-plus`).")
+    n, w = profile["num_steps"], profile["max_window"]
+    for name, value in (("num_steps", n), ("max_window", w)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"etc-plus: profile {name} must be an integer >= 1, got {value!r}.")
+    check_number("profile tolerance", profile["tolerance"], 0.0, allow_none=False)
+    check_number("profile spike", profile["spike"], 1.0, allow_none=False)
+    for name in ("weights", "output_rms"):
+        if not isinstance(profile[name], list) or len(profile[name]) < n:
+            raise ValueError(f"etc-plus: profile {name} must list a value for each of the {n} steps.")

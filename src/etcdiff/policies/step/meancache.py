@@ -1,5 +1,5 @@
 """MeanCache (Gao et al., ICLR 2026): a fixed schedule per call budget, and an average-velocity estimate of the
-denoiser's output on the steps it skips. Flow-matching Euler samplers only (velocity output).
+denoiser's output on the steps it skips. Flow-matching samplers (velocity output; on multistep ones see docs).
 
 Run time. The sampler moves by x_{i+1} = x_i + (sigma_{i+1} - sigma_i)·v_i. A schedule names the steps where the
 denoiser runs (always the first and the last) and, for each gap between two of them, a span K. On a skipped step i
@@ -335,11 +335,10 @@ class MeanCache(StepPolicy):
         schedule: an explicit :class:`MeanCacheSchedule` (or its ``to_dict()``) instead of ``profile``.
         profile: a :class:`MeanCacheProfile` from :func:`fit_meancache`, its ``to_dict()`` or a JSON path.
 
-    The schedule is fitted for one step count: a run with another one raises a ValueError (calibrate again at
-    that step count; we do not resample a schedule). Runs only on flow-matching Euler schedulers.
+    The schedule is fitted for one step count (another one raises a ValueError; we do not resample a schedule).
     """
 
-    name = "meancache"
+    name, profile_per_step_count = "meancache", True  # a run at another step count needs a calibration made there
 
     def __init__(self, calls: int | None = None, *, schedule: MeanCacheSchedule | dict[str, Any] | None = None,
                  profile: MeanCacheProfile | dict[str, Any] | str | os.PathLike | None = None) -> None:
@@ -381,11 +380,13 @@ class MeanCache(StepPolicy):
 
     def begin(self, num_steps: int) -> None:
         if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != self.schedule.num_steps:
-            raise ValueError(
-                f"MeanCache: the schedule was searched for {self.schedule.num_steps} steps but the run has {num_steps}; "
-                "calibrate at this step count (fit_meancache on trajectories recorded with the same num_inference_steps)."
-            )
+            raise ValueError(f"MeanCache: the schedule was searched for {self.schedule.num_steps} steps but the run has "
+                             f"{num_steps}; calibrate at {num_steps} steps: `etcdiff calibrate --method meancache --steps "
+                             f"{num_steps}` (a pipeline) or fit_meancache on trajectories recorded at that step count.")
         super().begin(num_steps)
+
+    def budget_refusal(self, step: int) -> str | None:  # a fixed schedule of exactly B calls
+        return f"calls={self.calls} run on a fixed schedule, which has no room for another call."
 
     def reset_state(self) -> None:
         self.x: dict[int, torch.Tensor] = {}
