@@ -196,3 +196,15 @@ def test_block_rules_refuse_a_unet_naming_what_runs():
     for name in ("dicache", "h2cache"):
         with pytest.raises(NotImplementedError, match=r"UNet2DConditionModel.*Methods that run on it: etc.*deepcache"):
             etcdiff.enable(tp.pipe, name)
+
+
+def test_every_block_rule_follows_the_protocol():
+    from etcdiff.integration.block_cache import BLOCK_RULES
+    from etcdiff.policies.block_rule import BlockRule, StagedBlockRule, is_staged
+
+    for name, cls in BLOCK_RULES.items():
+        rule = cls()
+        assert rule.name == name and isinstance(rule, StagedBlockRule if is_staged(rule) else BlockRule), name
+    assert sorted(n for n, c in BLOCK_RULES.items() if is_staged(c())) == ["dicache", "h2cache"]
+    with pytest.raises(TypeError, match="rule object .*DiCache.*or a name"):
+        enable_block_cache(build("dit")[0], object())

@@ -57,8 +57,8 @@ def make_block_rule(rule: Any, **kwargs: Any) -> Any:
         return rule
     if isinstance(rule, str):
         return build(BLOCK_RULES, "block cache", rule, **kwargs)
-    raise TypeError(f"etcdiff: a block cache rule must be a BlockRule (TeaCache, MagCache, ...) or a name, "
-                    f"got {type(rule).__name__}.")
+    names = ", ".join(cls.__name__ for cls in BLOCK_RULES.values())
+    raise TypeError(f"etcdiff: a block cache rule must be a rule object ({names}) or a name, got {type(rule).__name__}.")
 
 
 def _resolve_defaults(rule: Any, denoisers: dict[str, tuple[torch.nn.Module, Family]]) -> None:

@@ -18,9 +18,7 @@ blocks receive (the projected text stream; DiT: the class embedding). As in Prom
 threshold serves both CFG branches (per-branch thresholds let them drift apart, and the guided difference of a
 fresh and a stale output costs accuracy): the call diffusers names ``"cond"``, else the second half of an even
 batch (diffusers batches CFG as ``[negative, positive]``), else the whole batch; with several positive prompts,
-the lowest threshold.
-Cosines below 0
-count as 0 (``r = 0.5`` when both are 0). The released CFG-skipping part (DynCFGCache) is not reproduced.
+the lowest threshold. Cosines below 0 count as 0 (``r = 0.5`` when both are 0). The released CFG-skipping part (DynCFGCache) is not reproduced.
 """
 
 from __future__ import annotations
