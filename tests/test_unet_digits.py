@@ -103,3 +103,17 @@ def test_the_cli_finds_it_by_name(tmp_path, capsys) -> None:
     assert main(["demo", "--model", "unet-digits", "--steps", "12", "--repeats", "1", "--threshold", "0.05",
                  "--warmup", "4", "--out", str(out)]) == 0
     assert (out / "demo.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["unet-digits", "unet-digits-dpm"])
+def test_etc_finds_its_shipped_profile(name, tmp_path, monkeypatch) -> None:
+    """`etcdiff demo --model unet-digits` needs ETC's tolerance: one ships per solver, fitted at 50 steps by
+    docs/unet-digits/run.sh on the calibration digits 0-4."""
+    from etcdiff.calibration.profile import SHIPPED_DIR, load_profile
+
+    monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))  # no user profile in the way
+    shipped = load_profile(SHIPPED_DIR / f"{name}_50steps.json")
+    assert shipped.identity == name and shipped.scheduler_class == type(load_pipeline(name).scheduler).__name__
+    pipe = load_pipeline(name)
+    assert etcdiff.enable(pipe, "etc").threshold == shipped.tau
+    etcdiff.disable(pipe)
