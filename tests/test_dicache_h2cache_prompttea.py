@@ -199,8 +199,8 @@ def test_block_rules_refuse_a_unet_naming_what_runs():
 
 
 def test_every_block_rule_follows_the_protocol():
-    from etcdiff.integration.block_cache import BLOCK_RULES
-    from etcdiff.policies.block_rule import BlockRule, StagedBlockRule, is_staged
+    from etcdiff.integration.block.cache import BLOCK_RULES
+    from etcdiff.policies.block.base import BlockRule, StagedBlockRule, is_staged
 
     for name, cls in BLOCK_RULES.items():
         rule = cls()

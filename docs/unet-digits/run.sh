@@ -2,7 +2,7 @@
 # Step methods on the held-out UNet digits model (epsilon prediction), with DDIM and DPM-Solver++ 2M, at 20 and
 # 50 steps. Nothing here is tuned on this model: every calibrated method is fitted by `etcdiff calibrate` on the
 # digits 0-4 at seed 42 with its default settings, and measured on the digits 5-9 at seeds 0 and 1.
-# ETC's fixed tolerance 0.0602 is the one calibrated on the digits DiT (docs/bench-digits), not on this model.
+# ETC's fixed tolerance 0.0602 is the one calibrated on the digits DiT (docs/digits/bench), not on this model.
 # ERTACache needs a sigma schedule, which DDIMScheduler has not, so it runs with DPM-Solver++ only.
 # Usage: bash docs/unet-digits/run.sh [MODEL [STEPS]]   (default: unet-digits and unet-digits-dpm, 20 and 50)
 set -euo pipefail
