@@ -212,6 +212,20 @@ class ERTACache(StepPolicy):
             )
         super().begin(num_steps)
 
+    def check_scheduler(self, scheduler: Any) -> None:
+        """The timestep correction scales a reused output by the step's sigma difference, which is the step a
+        first-order solver takes (Euler on sigmas, flow matching). A multistep solver that predicts noise builds
+        its step from several outputs converted to x0 instead, and the correction then ruins the image: refuse."""
+        config = getattr(scheduler, "config", None)
+        prediction = getattr(config, "prediction_type", None)
+        multistep = hasattr(scheduler, "model_outputs") or "Multistep" in type(scheduler).__name__
+        if multistep and prediction not in (None, "flow_prediction") and not getattr(config, "use_flow_sigmas", False):
+            raise ValueError(
+                f"ertacache: its timestep correction assumes a first-order step on the scheduler's sigmas, and "
+                f"{type(scheduler).__name__} with {prediction} prediction is a multistep solver (the images come out "
+                "broken). Use etc-plus, etc or fixed on this scheduler, or ertacache with an Euler or flow-matching one."
+            )
+
     def new_stream(self) -> ERTAStream:
         return ERTAStream(self)
 
