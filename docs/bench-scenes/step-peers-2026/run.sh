@@ -20,5 +20,5 @@ ertacache:profile=$P/ertacache_0.1.json,$P/ertacache_0.3.json,$P/ertacache_0.5.j
 easycache:;easycache:threshold=0.1,0.2;easycache:warmup=5 threshold=0.2,0.4;\
 lazycache:;lazycache:start_percent=0.05 threshold=0.4,0.8,1.6;\
 precisecache:;precisecache:threshold=0.2,0.4;precisecache:max_skip=8 threshold=0.8;\
-lemica:calls=10,13,17,25;lemica:predictor=etc calls=10,17;\
+lemica:calls=10,13,17,25;lemica:predictor=etc calls=10,13,17,25;lemica:predictor=linear calls=10,13,17,25;\
 adaptive:;adaptive:threshold=0.05;sada:"
