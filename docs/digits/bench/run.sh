@@ -17,6 +17,9 @@ if [ ! -f "$ETCDIFF_PROFILE_DIR/digits_50steps.json" ]; then
   done
   etcdiff calibrate $CAL --method etc-plus
 fi
+if [ ! -f "$ETCDIFF_PROFILE_DIR/digits_50steps_lemica.json" ]; then
+  etcdiff calibrate $CAL --method lemica --set calls=17
+fi
 P=$ETCDIFF_PROFILE_DIR
 etcdiff bench --model digits --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps 50 --repeats 1 --threads 1 \
   --no-progress --out $D --settings "\
@@ -27,4 +30,9 @@ meancache:calls=10,13,17,25;\
 sencache:eps_start=0.05 eps_main=0.2 max_reuse=4;sencache:eps_start=0.1 eps_main=0.5 max_reuse=6;\
 sencache:eps_start=0.2 eps_main=1.0 max_reuse=8;\
 teacache:threshold=0.05,0.1,0.2;magcache:threshold=0.06,0.12,0.24;\
-fixed:interval=2,3,4,5;linear:interval=2,3"
+fixed:interval=2,3,4,5;linear:interval=2,3;\
+easycache:;easycache:threshold=0.1,0.2,0.4;easycache:warmup=5 threshold=0.05,0.1,0.2,0.4;\
+easycache:warmup=2 threshold=0.1,0.2;\
+lazycache:;lazycache:threshold=0.1,0.4,0.8;lazycache:start_percent=0.05 threshold=0.2,0.4,0.8,1.6;\
+precisecache:;precisecache:threshold=0.05,0.2,0.4;precisecache:max_skip=8 threshold=0.2,0.4,0.8;\
+lemica:calls=10,13,17,25;lemica:predictor=linear calls=10,13,17,25;lemica:predictor=etc calls=10,13,17,25"
