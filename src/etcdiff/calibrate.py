@@ -95,13 +95,34 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
         return info.fit(runs, decode=decode, **fit_args, **extra, **context)
 
-    if info.choose is None or info.choose[0] in fit_args:
+    names, values = open_choice(info, fit_args)
+    refine = info.refine() if info.refine is not None else None
+    if not names and refine is None:
         return fit(records)
 
-    def build(fitted: dict[str, Any], calls: int) -> StepPolicy:
+    def build(fitted: dict[str, Any], calls: int | None) -> StepPolicy:
         return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
 
-    return choose_fit(records, fit, build, run, *info.choose)
+    if not names:  # every choice given by the user: only the method's own checks
+        return choose_fit(records, lambda runs, **_: fit(runs), build, run, "_", (None,), refine)
+    return choose_fit(records, fit, build, run, names[0] if len(names) == 1 else names, values, refine)
+
+
+def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """The settings of ``info.choose`` that the user left open, and their distinct candidate values (a tuple per
+    candidate when several settings are chosen jointly)."""
+    if info.choose is None:
+        return (), []
+    setting, values = info.choose
+    names = (setting,) if isinstance(setting, str) else tuple(setting)
+    rows = [(v,) if isinstance(setting, str) else tuple(v) for v in values]
+    keep = [k for k, n in enumerate(names) if n not in fit_args]
+    open_values = list(dict.fromkeys(tuple(row[k] for k in keep) for row in rows))
+    if not keep:
+        return (), []
+    if len(keep) == 1:
+        return (names[keep[0]],), [v[0] for v in open_values]
+    return tuple(names[k] for k in keep), open_values
 
 
 def _fit_context(info: Method, run_args: dict[str, Any]) -> dict[str, Any]:

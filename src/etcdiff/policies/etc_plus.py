@@ -48,6 +48,7 @@ import torch
 
 from .base import OutputStream, StepPolicy, is_finite
 from .etc_plus_fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
+from .scheduler_family import scheduler_mismatch
 
 INF = math.inf
 NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
@@ -57,6 +58,16 @@ __all__ = ["ETCPlus", "ETCPlusStream", "fit_etc_plus", "load_etc_plus_profile"]
 
 
 # -- run time -----------------------------------------------------------------------------------------------------
+def ranked_calls(profile: dict[str, Any], calls: int | None) -> int | None:
+    """The budget to plan with under ``calls``: among the budgets <= ``calls`` whose plans were measured on
+    held-out calibration runs (``profile["budget_errors"]``, :mod:`etcdiff.calibration.etc_plus_refine`), the one
+    that came closest (the larger of equal ones); ``calls`` itself when it was not measured."""
+    measured = {int(k): float(v) for k, v in (profile.get("budget_errors") or {}).items()}
+    if calls is None or calls not in measured:
+        return calls
+    return min((k for k in measured if k <= calls), key=lambda k: (measured[k], -k))
+
+
 class ETCPlusStream(OutputStream):
     """One denoiser call's last two real outputs; estimates with the policy's gains for (c', c, t)."""
 
@@ -110,7 +121,8 @@ class ETCPlus(StepPolicy):
         self.profile = load_etc_plus_profile(profile)
         if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
             raise ValueError(f"etc-plus: calls must be a positive integer (the most real steps per generation), got {calls!r}.")
-        self.calls = calls
+        self.requested_calls = calls
+        self.calls = ranked_calls(self.profile, calls)  # the measured-best plan within the budget (<= calls)
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
@@ -120,7 +132,7 @@ class ETCPlus(StepPolicy):
         self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def params(self) -> dict[str, Any]:
-        return {"calls": self.calls, "tolerance": self.tolerance if self.tolerance is not None
+        return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
                 else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike}
 
     # -- the plan ------------------------------------------------------------------------------------------
@@ -235,6 +247,17 @@ class ETCPlus(StepPolicy):
                           "scheduler?); the fitted gains and plan may not fit this run. Calibrate on this schedule.",
                           RuntimeWarning, stacklevel=3)
 
+    def check_scheduler(self, scheduler: Any) -> None:
+        """Refuse a scheduler of another family than the calibration's; warn on another order or prediction."""
+        wrong = scheduler_mismatch(self.profile.get("scheduler"), scheduler)
+        if wrong is None:
+            return
+        if wrong[0] == "family":
+            raise ValueError(f"etc-plus: the profile was calibrated with {wrong[1]}: its plan does not carry over to "
+                             "another solver. Calibrate etc-plus with the scheduler you sample with.")
+        warnings.warn(f"etc-plus: the scheduler differs from the calibration's ({wrong[1]}); the plan may not fit "
+                      "this run. Calibrate with this scheduler.", RuntimeWarning, stacklevel=3)
+
     # -- the run --------------------------------------------------------------------------------------------
     def new_stream(self) -> ETCPlusStream:
         return ETCPlusStream(self)
@@ -312,6 +335,7 @@ class ETCPlus(StepPolicy):
         k = k_max
         if self.calls is None or self.tolerance is not None:
             tol = self.tolerance if self.tolerance is not None else float(self.profile["tolerance"])
+            tol *= float(self.profile.get("tolerance_scale", 1.0))  # calibrated on held-out runs (etc_plus_refine)
             room = tol * tol - self.spent
             self._plan_hardness = self.hardness
             cp, c = state  # the fewest calls whose planned cost fits the room (costs fall as calls rise)

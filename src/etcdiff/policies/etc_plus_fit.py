@@ -138,6 +138,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "tolerance": float(rel_tolerance) * final_rms, "spike": spike,
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
         "triplets": triplets, "segments": segments, "num_trajectories": len(trajectories), "propagation": factors,
+        "corrections": corrections, "scheduler": getattr(trajectories[0], "scheduler", None),
     }
 
 
