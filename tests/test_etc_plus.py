@@ -447,3 +447,50 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     scale, record = tolerance_scale(held)
     assert scale == pytest.approx(0.45) and record["met"]
     assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0}]
+
+
+def test_grid_positions_map_steps_through_the_sigmas():
+    from etcdiff.policies.etc_plus_resample import grid_positions
+
+    pos = grid_positions([1.0, 0.75, 0.5, 0.25], [1.0, 0.5, 0.375])
+    assert pos.tolist() == pytest.approx([0.0, 2.0, 2.5, 4.0])
+    with pytest.raises(ValueError, match="decreasing sigmas"):
+        grid_positions([1.0, 0.5], [0.5, 1.0])
+
+
+def test_resampling_onto_the_calibration_grid_gives_back_its_window_errors():
+    from etcdiff.calibration.runs import record_denoiser_runs
+    from etcdiff.policies.etc_plus_resample import resample_profile
+
+    model, sched, _ = hm.gmm_flow()
+    noises = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    prof = fit_etc_plus(record_denoiser_runs(model, sched, noises, 12), max_window=4, corrections=False)
+    same = resample_profile(prof, prof["sigmas"])
+    assert same["num_steps"] == 12 and same["axis"] == pytest.approx(prof["axis"])
+    assert same["weights"] == pytest.approx(prof["weights"]) and same["triplets"] == []
+    fitted = {(cp, c, m): e for cp, c, m, e in prof["segments"]}
+    again = {(cp, c, m): e for cp, c, m, e in same["segments"]}
+    checked = 0
+    for (cp, c, m), e in fitted.items():  # the sum over a window telescopes back to it where errors grow with it
+        rows = [fitted[(cp, c, k)] for k in range(c + 2, m + 1)]
+        if all(b >= a for a, b in zip(rows, rows[1:])) and (cp < 0 or cp >= c - 4):
+            assert again[(cp, c, m)] == pytest.approx(e, rel=1e-9, abs=1e-12)
+            checked += 1
+    assert checked > len(fitted) // 2
+
+
+def test_a_profile_serves_another_step_count_on_the_sigma_axis_and_refuses_without_sigmas(flow):
+    model, sched, prof = flow  # fitted at 20 steps
+    policy = ETCPlus(prof, calls=10)
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    full = etcdiff.sample(model, sched, x, 30, NoCache(), labels=[1])
+    with pytest.warns(UserWarning, match="fitted at 20 steps; this 30-step run is planned from its window errors"):
+        out = etcdiff.sample(model, sched, x, 30, policy, labels=[1])
+    assert policy.report().num_computed == 10 and policy.profile["resampled_from"] == 20
+    assert (out - full).pow(2).mean().sqrt() < 0.1 * full.pow(2).mean().sqrt()
+    etcdiff.sample(model, sched, x, 20, policy, labels=[1])  # back at its own step count: the fitted profile
+    assert policy.profile is prof and policy.report().num_computed == 10
+    ddim_model, ddim, _ = hm.gmm_ddim()
+    ddim_prof = fit_etc_plus(record(ddim_model, ddim, 10, [1], batch=2), max_window=4)
+    with pytest.raises(ValueError, match="fitted for 10 steps but the run has 12.*where both schedules have sigmas"):
+        etcdiff.sample(ddim_model, ddim, torch.randn(1, 1, 16, 16), 12, ETCPlus(ddim_prof))

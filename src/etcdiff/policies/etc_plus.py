@@ -48,6 +48,7 @@ import torch
 
 from .base import OutputStream, StepPolicy, is_finite
 from .etc_plus_fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
+from .etc_plus_resample import resample_profile
 from .scheduler_family import scheduler_mismatch
 
 INF = math.inf
@@ -130,6 +131,10 @@ class ETCPlus(StepPolicy):
             (int(cp), int(c), int(t)): (float(g), float(k), float(e)) for cp, c, t, g, k, e in self.profile["triplets"]
         }
         self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._fitted = self.profile  # the profile as fitted; self.profile may be it resampled for this run
+        self._resampled: dict[tuple, dict[str, Any]] = {}
+        self._run_sigmas: list[float] | None = None
+        self._kept: dict[int, tuple] = {}
 
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
@@ -221,12 +226,9 @@ class ETCPlus(StepPolicy):
         return int(nxt[min(max(k, 0), len(nxt) - 1), c, c - cp if cp >= 0 else 0])
 
     def begin(self, num_steps: int) -> None:
-        prof_n = int(self.profile["num_steps"])
-        if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != prof_n:
-            raise ValueError(
-                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate with "
-                "fit_etc_plus on trajectories recorded at this step count."
-            )
+        if isinstance(num_steps, int) and not isinstance(num_steps, bool):
+            fitted_n = int(self._fitted["num_steps"])
+            self._switch(self._fitted if num_steps == fitted_n else self._resampled_for(num_steps))
         super().begin(num_steps)
         if self._plan is None:
             self._build_plan()
@@ -237,10 +239,46 @@ class ETCPlus(StepPolicy):
                 f"{self.max_window} steps; give calls >= {least} or calibrate with a larger max_window."
             )
 
-    def use_schedule(self, sigmas: torch.Tensor | None) -> None:
-        ref = self.profile.get("sigmas")
-        if sigmas is None or ref is None:
+    def _resampled_for(self, num_steps: int) -> dict[str, Any]:
+        """The profile resampled on the sigma axis for a run of another step count (with a warning), or a refusal
+        where the profile or the run has no sigmas (:mod:`etcdiff.policies.etc_plus_resample`)."""
+        prof_n = int(self._fitted["num_steps"])
+        run = self._run_sigmas
+        if run is None or len(run) < num_steps or not self._fitted.get("sigmas"):
+            raise ValueError(
+                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate with "
+                "fit_etc_plus on trajectories recorded at this step count (a profile serves other step counts only "
+                "where both schedules have sigmas)."
+            )
+        key = (num_steps, tuple(run[:num_steps]))
+        if key not in self._resampled:
+            self._resampled[key] = resample_profile(self._fitted, run[:num_steps])
+            warnings.warn(f"etc-plus: the profile was fitted at {prof_n} steps; this {num_steps}-step run is planned "
+                          "from its window errors resampled on the sigma axis (calibrating at this step count is the "
+                          "accurate way).", UserWarning, stacklevel=4)
+        return self._resampled[key]
+
+    def _switch(self, profile: dict[str, Any]) -> None:
+        """Plan from ``profile`` (the fitted one or a resampled one); each keeps its own gains and plan."""
+        if profile is self.profile:
             return
+        self._kept[id(self.profile)] = (self._gains, self._plan, getattr(self, "_seg", None))
+        self.profile = profile
+        self.max_window = int(profile["max_window"])
+        self.calls = ranked_calls(profile, self.requested_calls)
+        kept = self._kept.get(id(profile))
+        if kept is not None:
+            self._gains, self._plan, self._seg = kept
+            return
+        self._gains = {(int(cp), int(c), int(t)): (float(g), float(k), float(e))
+                       for cp, c, t, g, k, e in profile["triplets"]}
+        self._plan = None
+
+    def use_schedule(self, sigmas: torch.Tensor | None) -> None:
+        self._run_sigmas = None if sigmas is None else [float(v) for v in torch.as_tensor(sigmas).flatten()]
+        ref = self._fitted.get("sigmas")
+        if sigmas is None or ref is None or len(self._run_sigmas) not in (len(ref), len(ref) + 1):
+            return  # no schedule to compare, or another step count (planned from the resampled profile)
         got = [float(v) for v in torch.as_tensor(sigmas).flatten()[: len(ref)]]
         if len(got) == len(ref) and max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
             warnings.warn("etc-plus: the scheduler's sigmas differ from the calibration's (another shift or "
