@@ -159,6 +159,55 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             "rows": rows, "fronts": fr, "extra": extra, "seconds": time.time() - t0}
 
 
+def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[dict[str, Any]]:
+    """One etc-plus calibration at ``source`` steps serving every step count of ``steps_list`` (the profile
+    resampled on the sigma axis; at ``source`` itself, the profile as fitted)."""
+    import warnings
+
+    m = ev.setup(model)
+    m["sched"] = scheduler(model, kind)
+    cal_model, noises = ev.calibration_set(m, source)
+    t0 = time.time()
+    profile = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, source, decode=m["decode"],
+                                       calls=budgets(source)[0]).profile
+    seconds = time.time() - t0
+    out = []
+    for steps in steps_list:
+        refs = [m["decode"](ev.run(m, NoCache(), lab, s, steps)[0]) for lab, s in m["evals"]]
+        rows = []
+        for b in budgets(steps):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    row = evaluate_policy(m, ETCPlus(profile, calls=b), refs, steps)
+                except ValueError as e:  # no plan of b calls within the resampled windows
+                    print(f"  {model} {kind} {steps} from {source}: calls={b} not possible ({e})", flush=True)
+                    continue
+            rows.append({"method": f"etc-plus-from-{source}", "setting": f"calls={b}", **row})
+            print(f"  {model:8s} {kind:5s} {steps:2d} from {source} calls={b:<3d} x{row['speedup']:.2f} "
+                  f"PSNR {row['psnr']:6.2f}", flush=True)
+        out.append({"model": model, "scheduler": kind, "steps": steps, "source_steps": source, "rows": rows,
+                    "fronts": fronts(rows), "calibration_seconds": seconds})
+    return out
+
+
+def served_markdown(results: list[dict[str, Any]], native: list[dict[str, Any]]) -> str:
+    """Served fronts beside the native calibration's (etc-plus rows of ``native``, the main table's JSON)."""
+    nat = {(r["model"], r["scheduler"], r["steps"]): r["fronts"].get("etc-plus", {}) for r in native}
+    lines = ["| model | scheduler | steps | profile fitted at | " + " | ".join(
+        f"{s:g}x served / native (diff)" for s in SPEEDUPS) + " |", "|---|---|---|---|" + "---|" * len(SPEEDUPS)]
+    for res in results:
+        mine = next(iter(res["fronts"].values()), {})
+        ref = nat.get((res["model"], res["scheduler"], res["steps"]), {})
+        cells = []
+        for s in SPEEDUPS:
+            a, b = mine.get(f"{s:g}x"), ref.get(f"{s:g}x")
+            cells.append("n/a" if a is None else f"{a:.1f} / " + ("n/a" if b is None else f"{b:.1f} ({a - b:+.1f})"))
+        lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | {res['source_steps']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fronts(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     out = {}
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -217,8 +266,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="")
     ap.add_argument("--tag", default="etc_plus_solvers")
+    ap.add_argument("--serve-from", type=int, default=0,
+                    help="calibrate etc-plus once at this step count and serve every --steps from it")
+    ap.add_argument("--native-json", default="", help="with --serve-from: the main run's JSON to compare with")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.serve_from:
+        results = [r for model in args.models for kind in args.schedulers
+                   for r in served(model, kind, args.serve_from, args.steps)]
+        native = []
+        for path in args.native_json.split(",") if args.native_json else []:
+            with open(path) as f:
+                native += json.load(f)
+        text = served_markdown(results, native)
+        print(text)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, f"{args.tag}.json"), "w") as f:
+                json.dump(results, f, indent=1, default=str)
+            with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
+                f.write(text + "\n")
+        return
     results = []
     for model in args.models:
         for kind in args.schedulers:

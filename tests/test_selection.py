@@ -167,3 +167,6 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     passes = len(fitted["profile"]["tolerance_check"]["passes"])
     assert len(steps) == 8 * (5 + get_method("etc-plus").extra_runs(5, 8) - 2 * (TOLERANCE_ROUNDS - passes))
     assert sorted(fitted["profile"]["budget_errors"]) == ["2", "3", "4"]
+    cost = fitted["profile"]["cost"]  # every generation of the calibration, as the progress bar counted them
+    assert cost["generations"] * 8 == len(steps) and cost["recorded"] == 5 and cost["seconds"] > 0
+    assert cost["generations"] == 5 + cost["probes"] + cost["held_out"] and cost["probes"] == 3 * 7
