@@ -256,6 +256,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def write(out: str, tag: str, results: list[dict[str, Any]]) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{tag}.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(out, f"{tag}.md"), "w") as f:
+        f.write(markdown(results) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["gmm-flow", "gmm-ddim", "digits"])
@@ -269,8 +277,20 @@ def main() -> None:
     ap.add_argument("--serve-from", type=int, default=0,
                     help="calibrate etc-plus once at this step count and serve every --steps from it")
     ap.add_argument("--native-json", default="", help="with --serve-from: the main run's JSON to compare with")
+    ap.add_argument("--merge", nargs="*", default=None,
+                    help="only merge these saved JSON files (cases run one at a time) into --out/--tag")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.merge is not None:
+        results = []
+        for path in args.merge:
+            with open(path) as f:
+                results += json.load(f)
+        order = {k: i for i, k in enumerate(("euler", "unipc", "dpm"))}
+        results.sort(key=lambda r: (r["model"], order.get(r["scheduler"], 9), r["steps"]))
+        write(args.out, args.tag, results)
+        print(markdown(results))
+        return
     if args.serve_from:
         results = [r for model in args.models for kind in args.schedulers
                    for r in served(model, kind, args.serve_from, args.steps)]
@@ -295,11 +315,7 @@ def main() -> None:
                 results.append(res)
                 print(markdown([res]).split("\n\nFronts")[0], flush=True)
                 if args.out:
-                    os.makedirs(args.out, exist_ok=True)
-                    with open(os.path.join(args.out, f"{args.tag}.json"), "w") as f:
-                        json.dump(results, f, indent=1, default=str)
-                    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
-                        f.write(markdown(results) + "\n")
+                    write(args.out, args.tag, results)
     print(markdown(results))
 
 

@@ -477,6 +477,12 @@ def test_resampling_onto_the_calibration_grid_gives_back_its_window_errors():
             assert again[(cp, c, m)] == pytest.approx(e, rel=1e-9, abs=1e-12)
             checked += 1
     assert checked > len(fitted) // 2
+    # a fit with gains keeps the windows' errors under the plain trend too: what a resampled run estimates with
+    trajs = record_denoiser_runs(model, sched, noises, 12)
+    with_gains = fit_etc_plus(trajs, max_window=4, corrections=True)
+    assert prof["plain_segments"] is None and with_gains["segments"] != prof["segments"]
+    flat = lambda rows: [v for row in rows for v in row]  # noqa: E731
+    assert flat(with_gains["plain_segments"]) == pytest.approx(flat(prof["segments"]), rel=1e-9, abs=1e-12)
 
 
 def test_a_profile_serves_another_step_count_on_the_sigma_axis_and_refuses_without_sigmas(flow):

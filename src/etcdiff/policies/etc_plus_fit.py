@@ -127,6 +127,11 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
                 if e_mean > 0:
                     ratios.append(e_items / e_mean)
     segments = _window_errors(gram, weights, triplets, max_window, dim)
+    plain = None  # the windows' errors under the plain trend, for a run at another step count (etc_plus_resample)
+    if corrections is not False and axis[-1] > 0:
+        trend = [[cp, c, t, 0.0, 0.0 if cp < 0 else (axis[t] - axis[c]) / max(axis[c] - axis[cp], 1e-30), 0.0]
+                 for cp, c, t, *_ in triplets]
+        plain = _window_errors(gram, weights, trend, max_window, dim)
     ratio = torch.cat(ratios) if ratios else torch.ones(1)
     spike = max(2.0, 1.5 * float(torch.quantile(ratio.float(), 0.99)))
     final_rms = float(finals.pow(2).mean().sqrt())
@@ -139,6 +144,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
         "triplets": triplets, "segments": segments, "num_trajectories": len(trajectories), "propagation": factors,
         "corrections": corrections, "scheduler": getattr(trajectories[0], "scheduler", None),
+        "plain_segments": plain,
     }
 
 

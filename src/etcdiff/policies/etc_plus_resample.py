@@ -13,7 +13,8 @@ distance; the new window's error is the sum over its skipped steps of their weig
 errors of one window share a direction, so they add along it).
 
 What does not carry over and is left out: fitted gains (the resampled profile estimates with the plain trend on
-the resampled axis, and so measures no per-sample hardness) and the budget errors measured at the calibration's
+the resampled axis, from the windows' errors under the plain trend that the fit also keeps, ``plain_segments``,
+and so measures no per-sample hardness) and the budget errors measured at the calibration's
 own step count. Windows longer than the calibration's longest window are not offered. Pure tensor math.
 """
 
@@ -61,7 +62,7 @@ def _window_table(profile: dict[str, Any]) -> torch.Tensor:
     n, w = int(profile["num_steps"]), int(profile["max_window"])
     table = torch.full((n + 1, w + 1, w + 1), math.nan, dtype=torch.float64)
     table[:, :, :2] = 0.0
-    for cp, c, m, err in profile["segments"]:
+    for cp, c, m, err in profile.get("plain_segments") or profile["segments"]:
         c, d = int(c), int(m) - int(c)
         j = c - int(cp) if cp >= 0 else 0
         if c < n and j <= w and 1 < d <= w:
