@@ -27,6 +27,11 @@ The three parts of ETC, and what each becomes here:
    latents' RMS error; the calibrated default is 2 % of the calibration runs' final RMS (chosen on the digits
    model: about 4.3x fewer calls at 48 dB there).
 
+Calibration through the registry (``etcdiff calibrate --method etc-plus``, ``calibrate_policy``) chooses the probes
+and the corrections jointly on held-out calibration runs with the user's scheduler (recorded in the profile: a
+scheduler of another family is refused), then measures every budget's plan and the tolerance mode on the same runs
+(:mod:`etcdiff.calibration.etc_plus_refine`).
+
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's
 hardness) scales the plan ahead (tolerance mode: a hard sample gets more calls, an easy one fewer); a ratio above ``spike``
@@ -106,10 +111,14 @@ class ETCPlus(StepPolicy):
     """ETC+, the calibrated, planned and budgeted successor of ETC (module docstring).
 
     Args:
-        profile: what :func:`fit_etc_plus` returned (or its JSON path), fitted at the run's step count.
-        calls: a call budget B: at most B real steps per generation (each runs every CFG branch once).
+        profile: what :func:`fit_etc_plus` returned (or its JSON path). A run at another step count is planned
+            from it resampled on the sigma axis (:mod:`etcdiff.policies.etc_plus_resample`, with a warning).
+        calls: a call budget B: at most B real steps per generation (each runs every CFG branch once). Where
+            calibration measured the budgets on held-out runs (``budget_errors``), the plan of the budget <= B
+            that came closest runs.
         tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
-            default when neither ``calls`` nor ``tolerance`` is given). With both, both hold.
+            default when neither ``calls`` nor ``tolerance`` is given; planned with the calibrated
+            ``tolerance_scale``). With both, both hold.
         spike: a sample whose measured error exceeds ``spike`` times the calibrated one forces the next step to
             run (default from the calibration's spread).
     """
