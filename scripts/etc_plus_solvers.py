@@ -334,7 +334,8 @@ def main() -> None:
                 results += json.load(f)
         order = {k: i for i, k in enumerate(("euler", "unipc", "dpm"))}
         results.sort(key=lambda r: (r["model"], order.get(r["scheduler"], 9), r["steps"]))
-        write(args.out, args.tag, results)
+        if args.out:
+            write(args.out, args.tag, results)
         print(markdown(results))
         return
     if args.serve_from:
