@@ -13,7 +13,10 @@ tolerance mode (fraction of images within the target) and the budget ladder (PSN
 the largest drop when one more call is given).
 
 Usage: python scripts/etc_plus_solvers.py [--models gmm-flow gmm-ddim digits] [--schedulers euler unipc dpm]
-       [--steps 20 28 50] [--out docs/etc-plus]
+       [--steps 20 28 50] [--out docs/etc-plus] [--tag NAME]
+       python scripts/etc_plus_solvers.py --merge A.json B.json run.log --out docs/etc-plus --tag etc_plus_solvers
+       python scripts/etc_plus_solvers.py --models gmm-flow --schedulers euler unipc --serve-from 20 --steps 28 50
+           (one calibration at 20 steps serving 28 and 50; --native-json compares with a main run's JSON)
 """
 
 from __future__ import annotations
