@@ -170,3 +170,19 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     cost = fitted["profile"]["cost"]  # every generation of the calibration, as the progress bar counted them
     assert cost["generations"] * 8 == len(steps) and cost["recorded"] == 5 and cost["seconds"] > 0
     assert cost["generations"] == 5 + cost["probes"] + cost["held_out"] and cost["probes"] == 3 * 7
+
+
+def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
+    import json
+
+    from etcdiff.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("0\n1\n2\n3\n4\n")
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path)]) == 0
+    saved = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())
+    cost = saved["settings"]["profile"]["cost"]
+    out = capsys.readouterr().out
+    assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
+            f"{cost['held_out']} held-out checks) in ") in out
