@@ -22,7 +22,7 @@ import torch
 import etcdiff
 from etcdiff.models import load_pipeline
 from etcdiff.integration.step.recording import record_pipeline
-from etcdiff.policies.step.etc_plus import ETCPlus, ETCPlusStream, fit_etc_plus
+from etcdiff.policies.step.etc_plus.policy import ETCPlus, ETCPlusStream, fit_etc_plus
 
 
 def instrument(acc: list[float]) -> None:

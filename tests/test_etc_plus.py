@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -362,3 +363,140 @@ def test_budget_through_the_hook_on_the_digits_pipeline():
                 out = pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), **kw).images
                 rep = etcdiff.last_report(pipe)
                 assert torch.isfinite(out).all() and rep.num_computed <= 5 and rep.model_calls <= 5
+
+
+def _run_steps(policy, model, sched, seed=5, label=2):
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+    etcdiff.sample(model, sched, x, 20, policy, labels=[label])
+    return list(policy.report().computed_steps)
+
+
+def test_a_budget_runs_the_measured_best_plan_within_it_and_never_more_calls(flow):
+    from etcdiff.policies.step.etc_plus.policy import ranked_calls
+
+    model, sched, prof = flow
+    errors = {"4": -3.0, "5": -2.5, "6": -3.5, "7": -3.4, "8": -3.5}
+    ranked = {**prof, "budget_errors": errors}
+    # the lowest measured error among the budgets <= calls (the larger of a tie); an unmeasured budget as given
+    assert [ranked_calls(ranked, b) for b in (3, 4, 5, 6, 7, 8, 9, None)] == [3, 4, 4, 6, 6, 8, 9, None]
+    policy = ETCPlus(ranked, calls=7)
+    assert policy.params()["calls"] == 7 and policy.calls == 6
+    assert _run_steps(policy, model, sched) == _run_steps(ETCPlus(prof, calls=6), model, sched)
+    for calls in range(4, 10):
+        assert ETCPlus(ranked, calls=calls, spike=1.0).calls <= calls
+        policy = ETCPlus(ranked, calls=calls, spike=1.0)
+        assert len(_run_steps(policy, model, sched, seed=calls)) <= calls
+
+
+def test_the_calibrated_tolerance_scale_tightens_the_planned_tolerance(flow):
+    model, sched, prof = flow
+    scaled = ETCPlus({**prof, "tolerance_scale": 0.25}, tolerance=prof["tolerance"])
+    assert _run_steps(scaled, model, sched) == _run_steps(ETCPlus(prof, tolerance=0.25 * prof["tolerance"]), model, sched)
+    assert len(_run_steps(scaled, model, sched)) > len(_run_steps(ETCPlus(prof), model, sched))
+
+
+def test_a_profile_refuses_another_solver_family_and_warns_on_another_order():
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    from etcdiff.calibration.runs import record_denoiser_runs
+
+    model, euler, _ = hm.gmm_flow()
+    noises = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    prof = fit_etc_plus(record_denoiser_runs(model, euler, noises, 12), max_window=4)
+    assert prof["scheduler"] == {"class": "FlowMatchEulerDiscreteScheduler", "family": "euler"}
+    flow_kw = {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0}
+    with pytest.raises(ValueError, match=r"calibrated with FlowMatchEulerDiscreteScheduler \(euler\) and now "
+                                         r"UniPCMultistepScheduler \(unipc\).*Calibrate etc-plus with the scheduler"):
+        etcdiff.sample(model, UniPCMultistepScheduler(**flow_kw), noises[:1], 12, ETCPlus(prof, calls=6))
+    dpm2 = DPMSolverMultistepScheduler(solver_order=2, **flow_kw)
+    prof = fit_etc_plus(record_denoiser_runs(model, dpm2, noises, 12), max_window=4)
+    assert prof["scheduler"]["family"] == "dpm-solver-multistep" and prof["scheduler"]["solver_order"] == 2
+    with warnings.catch_warnings():  # the calibration's own scheduler: no warning
+        warnings.simplefilter("error", RuntimeWarning)
+        etcdiff.sample(model, dpm2, noises[:1], 12, ETCPlus(prof, calls=6))
+    with pytest.warns(RuntimeWarning, match="solver_order 2 -> 3"):
+        etcdiff.sample(model, DPMSolverMultistepScheduler(solver_order=3, **flow_kw), noises[:1], 12,
+                       ETCPlus(prof, calls=6))
+
+
+class _Off(NoCache):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+
+def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
+    from etcdiff.calibration.etc_plus_refine import budget_ladder, measured_budgets, tolerance_scale
+    from etcdiff.calibration.selection import HeldOut
+
+    assert budget_ladder(20) == [4, 5, 6, 7, 8, 9, 10] and budget_ladder(28) == list(range(6, 15))
+
+    def build(fitted, calls):  # tolerance mode lands at twice its planned tolerance; budgets below 5 cannot plan
+        if calls is None:
+            return _Off(2.0 * fitted["profile"]["tolerance"] * fitted["profile"].get("tolerance_scale", 1.0))
+        if calls < 5:
+            raise ValueError("too few calls")
+        return _Off(0.1 / calls)
+
+    fits = [{"profile": {"tolerance": 0.5}}, {"profile": {"tolerance": 1.0}}]
+    refs = {i: torch.ones(1, 4) for i in range(4)}
+    held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build, fits, {10: [-9.0, -9.0, -9.0, -9.0]})
+    errors = measured_budgets(held, 20)
+    assert list(errors) == ["5", "6", "7", "8", "9", "10"] and errors["10"] == -9.0
+    assert errors["5"] == pytest.approx(math.log(0.1 / 5), abs=1e-4)
+    scale, record = tolerance_scale(held)
+    assert scale == pytest.approx(0.45) and record["met"]
+    assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0}]
+
+
+def test_grid_positions_map_steps_through_the_sigmas():
+    from etcdiff.policies.step.etc_plus.resample import grid_positions
+
+    pos = grid_positions([1.0, 0.75, 0.5, 0.25], [1.0, 0.5, 0.375])
+    assert pos.tolist() == pytest.approx([0.0, 2.0, 2.5, 4.0])
+    with pytest.raises(ValueError, match="decreasing sigmas"):
+        grid_positions([1.0, 0.5], [0.5, 1.0])
+
+
+def test_resampling_onto_the_calibration_grid_gives_back_its_window_errors():
+    from etcdiff.calibration.runs import record_denoiser_runs
+    from etcdiff.policies.step.etc_plus.resample import resample_profile
+
+    model, sched, _ = hm.gmm_flow()
+    noises = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    prof = fit_etc_plus(record_denoiser_runs(model, sched, noises, 12), max_window=4, corrections=False)
+    same = resample_profile(prof, prof["sigmas"])
+    assert same["num_steps"] == 12 and same["axis"] == pytest.approx(prof["axis"])
+    assert same["weights"] == pytest.approx(prof["weights"]) and same["triplets"] == []
+    fitted = {(cp, c, m): e for cp, c, m, e in prof["segments"]}
+    again = {(cp, c, m): e for cp, c, m, e in same["segments"]}
+    checked = 0
+    for (cp, c, m), e in fitted.items():  # the sum over a window telescopes back to it where errors grow with it
+        rows = [fitted[(cp, c, k)] for k in range(c + 2, m + 1)]
+        if all(b >= a for a, b in zip(rows, rows[1:])) and (cp < 0 or cp >= c - 4):
+            assert again[(cp, c, m)] == pytest.approx(e, rel=1e-9, abs=1e-12)
+            checked += 1
+    assert checked > len(fitted) // 2
+    # a fit with gains keeps the windows' errors under the plain trend too: what a resampled run estimates with
+    trajs = record_denoiser_runs(model, sched, noises, 12)
+    with_gains = fit_etc_plus(trajs, max_window=4, corrections=True)
+    assert prof["plain_segments"] is None and with_gains["segments"] != prof["segments"]
+    flat = lambda rows: [v for row in rows for v in row]  # noqa: E731
+    assert flat(with_gains["plain_segments"]) == pytest.approx(flat(prof["segments"]), rel=1e-9, abs=1e-12)
+
+
+def test_a_profile_serves_another_step_count_on_the_sigma_axis_and_refuses_without_sigmas(flow):
+    model, sched, prof = flow  # fitted at 20 steps
+    policy = ETCPlus(prof, calls=10)
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    full = etcdiff.sample(model, sched, x, 30, NoCache(), labels=[1])
+    with pytest.warns(UserWarning, match="fitted at 20 steps; this 30-step run is planned from its window errors"):
+        out = etcdiff.sample(model, sched, x, 30, policy, labels=[1])
+    assert policy.report().num_computed == 10 and policy.profile["resampled_from"] == 20
+    assert (out - full).pow(2).mean().sqrt() < 0.1 * full.pow(2).mean().sqrt()
+    etcdiff.sample(model, sched, x, 20, policy, labels=[1])  # back at its own step count: the fitted profile
+    assert policy.profile is prof and policy.report().num_computed == 10
+    ddim_model, ddim, _ = hm.gmm_ddim()
+    ddim_prof = fit_etc_plus(record(ddim_model, ddim, 10, [1], batch=2), max_window=4)
+    with pytest.raises(ValueError, match="fitted for 10 steps but the run has 12.*where both schedules have sigmas"):
+        etcdiff.sample(ddim_model, ddim, torch.randn(1, 1, 16, 16), 12, ETCPlus(ddim_prof))

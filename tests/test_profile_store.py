@@ -60,11 +60,11 @@ def test_other_step_counts_only_names_them_and_the_command_with_no_warning_first
                                              r"etcdiff calibrate --model <id or path> --method meancache --steps 28"):
             _run(pipe, 28)
     etcdiff.disable(pipe)
-    etcdiff.enable(pipe, "etc-plus")  # shipped at 50 only: refused before any misleading "sigmas differ"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(ValueError, match=r"etc-plus: 'digits' is calibrated at 50 steps, not at 28"):
-            _run(pipe, 28)
+    etcdiff.enable(pipe, "etc-plus")  # shipped at 50 only: a profile with sigmas serves 28 steps, resampled, and says so
+    with pytest.warns(UserWarning, match=r"fitted at 50 steps; this 28-step run is planned from its window errors "
+                                         r"resampled on the sigma axis"):
+        _run(pipe, 28)
+    assert etcdiff.last_report(pipe).num_steps == 28
 
 
 def test_etc_takes_the_tau_searched_at_the_runs_step_count(pipe, user_dir):

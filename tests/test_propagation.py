@@ -9,7 +9,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 import etcdiff
 from etcdiff.calibration.propagation import probe_steps, record_probed_denoiser_runs
 from etcdiff.policies import NoCache, SkipSteps
-from etcdiff.policies.step.etc_plus_fit import _solver_weights, fit_etc_plus, propagation_factors
+from etcdiff.policies.step.etc_plus.fit import solver_weights, fit_etc_plus, propagation_factors
 from etcdiff.policies.trajectory import Trajectory
 
 STEPS = 20

@@ -92,19 +92,61 @@ def _flow_model(x, t):
     return 4.0 * x + torch.sin(torch.full_like(x, 3 * s))
 
 
-def test_calibrate_policy_chooses_propagation_on_held_out_runs_unless_it_is_given():
+def test_calibrate_policy_chooses_probes_and_corrections_jointly_unless_they_are_given():
     sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
     noises = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(1)) + 1.0
     chosen = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20)
     sel = chosen.profile["selection"]
-    assert sel["setting"] == "propagation" and sel["folds"] == [[3, 4, 5]]
+    assert sel["setting"] == ["propagation", "corrections"] and sel["folds"] == [[3, 4, 5]]
     scores = sel["mean_log_rel_error"]
-    assert sel["chosen"] == (scores["True"] <= scores["False"])
-    assert (chosen.profile["propagation"] is not None) == sel["chosen"]
-    # the kept plan is the chosen value's fit on all six runs
-    given = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=sel["chosen"])
+    assert list(scores) == ["propagation=True,corrections=auto", "propagation=True,corrections=False",
+                            "propagation=False,corrections=auto", "propagation=False,corrections=False"]
+    best = min(scores, key=scores.get)
+    assert best == "propagation={},corrections={}".format(*sel["chosen"])
+    propagation, corrections = sel["chosen"]
+    assert (chosen.profile["propagation"] is not None) == propagation and chosen.profile["corrections"] == corrections
+    assert chosen.profile["scheduler"]["class"] == "FlowMatchEulerDiscreteScheduler"
+    # the kept plan is the chosen values' fit on all six runs
+    given = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=propagation,
+                                     corrections=corrections)
     assert "selection" not in given.profile
     assert given.profile["weights"] == pytest.approx(chosen.profile["weights"])
+    # one of the two given: the other is still chosen, among its own values only
+    half = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, corrections="auto")
+    assert half.profile["selection"]["setting"] == "propagation"
+    assert set(half.profile["selection"]["mean_log_rel_error"]) == {"True", "False"}
+
+
+def test_open_choice_drops_the_given_settings_and_repeated_candidates():
+    from etcdiff.calibrate import open_choice
+    from etcdiff.registry import get_method
+
+    info = get_method("etc-plus")
+    assert open_choice(info, {}) == (("propagation", "corrections"),
+                                     [(True, "auto"), (True, False), (False, "auto"), (False, False)])
+    assert open_choice(info, {"corrections": True}) == (("propagation",), [True, False])
+    assert open_choice(info, {"propagation": False}) == (("corrections",), ["auto", False])
+    assert open_choice(info, {"propagation": False, "corrections": False}) == ((), [])
+
+
+def test_joint_choice_judges_combinations_and_passes_the_winners_measurements_to_refine():
+    records = [_record(False) for _ in range(6)]
+    off = {(1, "x"): 0.3, (1, "y"): 0.05, (2, "x"): 0.1, (2, "y"): 0.2}  # no setting wins alone: (1, "y") does
+    seen = {}
+
+    def refine(fitted, held):
+        seen["fits"] = [f["profile"]["v"] for f in held.fold_fits]
+        seen["budgets"] = sorted(held.logs)
+        seen["errors"] = held.measure(3)
+
+    fitted = choose_fit(records, lambda runs, a, b: {"profile": {"v": (a, b)}},
+                        lambda f, calls: _Policy(off[f["profile"]["v"]]),
+                        lambda policy, i: torch.ones(1, 4) + (policy.error if isinstance(policy, _Policy) else 0.0),
+                        ("a", "b"), ((1, "x"), (1, "y"), (2, "x"), (2, "y")), refine)
+    sel = fitted["profile"]["selection"]
+    assert fitted["profile"]["v"] == (1, "y") and sel["chosen"] == [1, "y"] and sel["setting"] == ["a", "b"]
+    assert seen["fits"] == [(1, "y"), (1, "y")] and seen["budgets"] == validation_budgets(10)
+    assert seen["errors"] == [(i, pytest.approx(0.05)) for i in range(6)]
 
 
 def test_selection_runs_through_a_pipeline_calibration(tmp_path):
@@ -119,4 +161,28 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     assert sel["folds"] == [[3, 4]] and sel["budgets"] == [2, 3, 4]
     from etcdiff.registry import get_method
 
-    assert len(steps) == 8 * (5 + get_method("etc-plus").extra_runs(5, 8))
+    from etcdiff.calibration.etc_plus_refine import TOLERANCE_ROUNDS
+
+    # the progress bar's total counts every tolerance pass; the passes stop once the target holds on the held-out runs
+    passes = len(fitted["profile"]["tolerance_check"]["passes"])
+    assert len(steps) == 8 * (5 + get_method("etc-plus").extra_runs(5, 8) - 2 * (TOLERANCE_ROUNDS - passes))
+    assert sorted(fitted["profile"]["budget_errors"]) == ["2", "3", "4"]
+    cost = fitted["profile"]["cost"]  # every generation of the calibration, as the progress bar counted them
+    assert cost["generations"] * 8 == len(steps) and cost["recorded"] == 5 and cost["seconds"] > 0
+    assert cost["generations"] == 5 + cost["probes"] + cost["held_out"] and cost["probes"] == 3 * 7
+
+
+def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
+    import json
+
+    from etcdiff.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("0\n1\n2\n3\n4\n")
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path)]) == 0
+    saved = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())
+    cost = saved["settings"]["profile"]["cost"]
+    out = capsys.readouterr().out
+    assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
+            f"{cost['held_out']} held-out checks) in ") in out

@@ -13,6 +13,7 @@ recorder (``Method.recorders``).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -59,9 +60,10 @@ def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler:
     if not isinstance(latents, torch.Tensor) or latents.dim() < 2:
         raise TypeError("calibrate_policy: latents must be a tensor (N, ...) of calibration noises, one run each.")
     fit_args, run_args = _split(info, settings)
+    start = time.perf_counter()
     records = _record_denoiser(info, model, scheduler, latents, num_inference_steps)
-    run = denoiser_runner(model, scheduler, latents, num_inference_steps)
-    fitted = _fit(info, records, decode, fit_args, run_args, run)
+    run = _Counted(denoiser_runner(model, scheduler, latents, num_inference_steps))
+    fitted = _with_cost(info, _fit(info, records, decode, fit_args, run_args, run), records, run, start)
     return resolve_policy(method, None, **{**fitted, **run_args})
 
 
@@ -81,9 +83,33 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
         return info.calibrate_pipeline(pipe, prompts, steps, seed, **extra)
     if info.name == "etc":
         raise ValueError("ETC's search saves a profile with its curves: use etcdiff.calibration.calibrate_pipeline.")
+    start = time.perf_counter()
     records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step)
-    run = pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step)
-    return _fit(info, records, None, fit_args, run_args, run)
+    run = _Counted(pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step))
+    return _with_cost(info, _fit(info, records, None, fit_args, run_args, run), records, run, start)
+
+
+class _Counted:
+    """A :data:`Run` that counts the generations it makes."""
+
+    def __init__(self, run: Run) -> None:
+        self.inner, self.count = run, 0
+
+    def __call__(self, policy: StepPolicy, i: int) -> torch.Tensor:
+        self.count += 1
+        return self.inner(policy, i)
+
+
+def _with_cost(info: Method, fitted: dict[str, Any], records: list[Any], run: _Counted, start: float) -> dict[str, Any]:
+    """``fitted`` with what the calibration cost in its profile (when the method's profile is a dict of its own):
+    generations (full recorded runs, probe runs, runs to choose and check) and seconds."""
+    profile = fitted.get("profile")
+    if isinstance(profile, dict) and profile.get("method") == info.name:
+        probes = sum(len(getattr(r, "probes", None) or {}) for r in records)
+        profile["cost"] = {"generations": len(records) + probes + run.count, "recorded": len(records),
+                           "probes": probes, "held_out": run.count,
+                           "seconds": round(time.perf_counter() - start, 2)}
+    return fitted
 
 
 def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict[str, Any],
@@ -95,13 +121,34 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
         return info.fit(runs, decode=decode, **fit_args, **extra, **context)
 
-    if info.choose is None or info.choose[0] in fit_args:
+    names, values = open_choice(info, fit_args)
+    refine = info.refine() if info.refine is not None else None
+    if not names and refine is None:
         return fit(records)
 
-    def build(fitted: dict[str, Any], calls: int) -> StepPolicy:
+    def build(fitted: dict[str, Any], calls: int | None) -> StepPolicy:
         return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
 
-    return choose_fit(records, fit, build, run, *info.choose)
+    if not names:  # every choice given by the user: only the method's own checks
+        return choose_fit(records, lambda runs, **_: fit(runs), build, run, "_", (None,), refine)
+    return choose_fit(records, fit, build, run, names[0] if len(names) == 1 else names, values, refine)
+
+
+def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """The settings of ``info.choose`` that the user left open, and their distinct candidate values (a tuple per
+    candidate when several settings are chosen jointly)."""
+    if info.choose is None:
+        return (), []
+    setting, values = info.choose
+    names = (setting,) if isinstance(setting, str) else tuple(setting)
+    rows = [(v,) if isinstance(setting, str) else tuple(v) for v in values]
+    keep = [k for k, n in enumerate(names) if n not in fit_args]
+    open_values = list(dict.fromkeys(tuple(row[k] for k in keep) for row in rows))
+    if not keep:
+        return (), []
+    if len(keep) == 1:
+        return (names[keep[0]],), [v[0] for v in open_values]
+    return tuple(names[k] for k in keep), open_values
 
 
 def _fit_context(info: Method, run_args: dict[str, Any]) -> dict[str, Any]:

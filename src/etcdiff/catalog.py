@@ -95,7 +95,7 @@ def _fit_lemica(trajectories: list[Any], decode: Any = None, calls: int = 17) ->
 
 
 def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
-    from .policies.step.etc_plus_fit import fit_etc_plus
+    from .policies.step.etc_plus.fit import fit_etc_plus
 
     return {"profile": fit_etc_plus(trajectories, **settings)}
 
@@ -106,12 +106,25 @@ def _probe_recorders() -> tuple[Any, Any]:
     return record_probed_denoiser_runs, record_probed_pipeline_runs
 
 
+ETC_PLUS_CHOICES = (True, "auto"), (True, False), (False, "auto"), (False, False)  # (propagation, corrections)
+
+
 def _probe_runs(prompts: int, steps: int) -> int:
+    """Generations beyond one per prompt: the probes, the joint choice and the checks after it (at most)."""
+    from .calibration.etc_plus_refine import refine_generations
     from .calibration.propagation import PROBE_RUNS, probe_steps
-    from .calibration.selection import validation_generations
+    from .calibration.selection import validation_budgets, validation_generations
 
     probed = min(prompts, PROBE_RUNS)
-    return probed * len(probe_steps(steps)) + validation_generations(prompts, probed, 2, steps)
+    held = max(0, prompts - probed) if prompts > 2 else 0
+    return (probed * len(probe_steps(steps)) + validation_generations(prompts, probed, len(ETC_PLUS_CHOICES), steps)
+            + refine_generations(held, steps, len(validation_budgets(steps))))
+
+
+def _etc_plus_refine() -> Any:
+    from .calibration.etc_plus_refine import refine_etc_plus
+
+    return refine_etc_plus
 
 
 def _fit_sencache(records: list[Any], decode: Any = None) -> dict[str, Any]:
@@ -193,7 +206,8 @@ for _m in (
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
                                              "propagation"),
-           recorders=_probe_recorders, extra_runs=_probe_runs, choose=("propagation", (True, False))),
+           recorders=_probe_recorders, extra_runs=_probe_runs,
+           choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

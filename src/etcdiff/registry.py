@@ -51,7 +51,10 @@ class Method:
             prompt (etc-plus's probe runs), for the progress bar.
         choose: ``(fit setting, candidate values)``: when the user does not give that setting, calibration fits
             each value and keeps the one whose policies, run at several budgets (the method's ``calls``) on
-            held-out calibration runs, come closest to the full runs (:mod:`etcdiff.calibration.selection`).
+            held-out calibration runs, come closest to the full runs (:mod:`etcdiff.calibration.selection`);
+            a tuple of settings with tuples of values chooses them jointly (settings the user gives are fixed).
+        refine: returns ``refine(fitted, held_out)``, a method's own checks on the same held-out runs after the
+            choice (etc-plus: measured budget errors and the tolerance scale, :mod:`etcdiff.calibration.etc_plus_refine`).
     """
 
     name: str
@@ -72,7 +75,8 @@ class Method:
     fit_reads: tuple[str, ...] = ()
     recorders: Callable[[], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
     extra_runs: Callable[[int, int], int] | None = None
-    choose: tuple[str, tuple[Any, ...]] | None = None
+    choose: tuple[str | tuple[str, ...], tuple[Any, ...]] | None = None
+    refine: Callable[[], Callable[..., None]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

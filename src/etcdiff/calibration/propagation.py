@@ -18,7 +18,7 @@ import torch
 
 from ..integration.step.recording import Trajectory, call_kwargs, record_pipeline
 from ..policies.step.baselines import SkipSteps
-from ..policies.step.etc_plus_fit import item_rms
+from ..policies.step.etc_plus.fit import item_rms
 from .policy_runs import PolicyRunner, denoiser_runner, pipeline_runner, result_tensor
 from .runs import OnStep, _accepts, record_denoiser_runs
 

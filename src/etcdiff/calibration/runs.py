@@ -21,6 +21,7 @@ import torch
 from ..integration.step.recording import Trajectory, call_kwargs, record_pipeline
 from ..integration.step.sampler import sample
 from ..policies.step.baselines import NoCache
+from ..policies.scheduler_family import scheduler_signature
 
 OnStep = Callable[[int], None]
 
@@ -120,6 +121,7 @@ def denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: t
             outputs=policy.outputs, inputs=policy.inputs, final=final.detach().float().cpu().clone(),
             timesteps=torch.as_tensor(scheduler.timesteps).detach().cpu().clone(),
             sigmas=torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None,
+            scheduler=scheduler_signature(scheduler),
         )
 
     return Runs([f"latents[{i}]" for i in range(len(starts))], record)

@@ -1,9 +1,12 @@
 """Choosing a fit's variant on held-out calibration runs.
 
-Some choices of a fit cannot be judged from the recorded runs alone. ETC+'s is whether its plan should weigh each
-step by the reach that the probe runs measured (the model's own dynamics) or by the solver alone: the probes
-help a model that pulls its samples together and can mislead on one that does not, and which one a model is
-shows only when the plans are run. So the choice is made the empirical way, on calibration data only:
+Some choices of a fit cannot be judged from the recorded runs alone. ETC+ has two: whether its plan should weigh
+each step by the reach that the probe runs measured (the model's own dynamics) or by the solver alone, and whether
+its estimates use fitted gains (``corrections``) or the plain trend. The probes help a model that pulls its samples
+together and can mislead on one that does not; the fitted gains help under Euler and cost 9-14 dB at 3x-4x under
+multistep solvers (UniPC, DPM-Solver++), whose history re-uses every estimate. Which case a model and scheduler
+are shows only when the plans are run, so the choice is made the empirical way, on calibration data only, for
+the settings jointly (every combination is a candidate) and with the scheduler the calibration runs with:
 
 1. split the calibration runs that carry no probes into folds of at most three (cross-validation: every such run
    is held out once, so the choice does not rest on whichever few runs came last);
@@ -13,16 +16,21 @@ shows only when the plans are run. So the choice is made the empirical way, on c
    runs and budgets; the first candidate wins a tie), and fit it on all runs.
 
 The choice and its scores are stored in the profile (``"selection"``), so a saved calibration says what it chose.
+A method may check more on the same held-out runs after the choice (``refine``: ETC+'s budgets and tolerance,
+:mod:`etcdiff.calibration.etc_plus_refine`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+import torch
 
 from ..policies.step.base import StepPolicy
 from ..policies.step.baselines import NoCache
-from ..policies.step.etc_plus_fit import item_rms
+from ..policies.step.etc_plus.fit import item_rms
 from .policy_runs import PolicyRunner
 
 VALIDATION_RUNS = 3  # the most calibration runs held out at once (one fold)
@@ -56,36 +64,90 @@ def validation_generations(prompts: int, probed: int, values: int, steps: int) -
     return held * (1 + values * len(validation_budgets(steps)))
 
 
-def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str,
-               values: Sequence[Any]) -> dict[str, Any]:
+def candidate_label(names: Sequence[str], value: Any) -> str:
+    """How a candidate is named in the selection record: its value (one setting) or ``a=x,b=y`` (several)."""
+    if len(names) == 1:
+        return str(value)
+    return ",".join(f"{n}={v}" for n, v in zip(names, value))
+
+
+def log_rel_errors(result: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """Per sample: log of RMS(result - reference) / RMS(reference) (floored at 1e-12)."""
+    error = item_rms(result.detach().double() - reference)
+    scale = item_rms(reference).clamp_min(1e-12)
+    return [math.log(max(float(e / s), 1e-12)) for e, s in zip(error, scale)]
+
+
+@dataclass
+class HeldOut:
+    """What a choice measured, for a method's own checks after it (:data:`Refine`): the folds, the full runs'
+    results, the runner and builder, the chosen candidate's fits without each fold, and its log errors per budget."""
+
+    folds: list[list[int]]
+    references: dict[int, torch.Tensor]
+    run: PolicyRunner
+    build: Build
+    fold_fits: list[dict[str, Any]]
+    logs: dict[int, list[float]] = field(default_factory=dict)
+
+    def measure(self, calls: int | None, fitted_for: Callable[[dict[str, Any]], dict[str, Any]] = lambda f: f
+                ) -> list[tuple[int, float]]:
+        """``(run, RMS error)`` of the fold fits' policies at ``calls`` (``None``: the policy's own tolerance
+        mode) on every held-out run; ``fitted_for`` may adjust each fold fit first."""
+        out = []
+        for fold, fitted in zip(self.folds, self.fold_fits):
+            policy = self.build(fitted_for(fitted), calls)
+            for i in fold:
+                out.append((i, float(item_rms(self.run(policy, i).detach().double() - self.references[i]).max())))
+        return out
+
+
+Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs, what the choice measured)
+
+
+def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str | Sequence[str],
+               values: Sequence[Any], refine: Refine | None = None) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
     held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs
-    to hold any out."""
+    to hold any out. ``setting`` may name several settings at once: then each value is a tuple, one entry per
+    name, and the combinations are judged together. ``refine``, when given, runs after the choice with what it
+    measured (a method's own checks on the same held-out runs)."""
+    names = (setting,) if isinstance(setting, str) else tuple(setting)
+    kwargs = (lambda v: {names[0]: v}) if len(names) == 1 else (lambda v: dict(zip(names, v)))
     folds = held_out_runs(records)
-    if len(values) < 2 or not folds:
-        return fit(list(records), **{setting: values[0]})
+    if not folds or (len(values) < 2 and refine is None):
+        return fit(list(records), **kwargs(values[0]))
     budgets = validation_budgets(records[0].num_steps)
     references = {i: run(NoCache(), i).detach().double() for fold in folds for i in fold}
-    logs: dict[Any, list[float]] = {value: [] for value in values}
+    logs: dict[Any, dict[int, list[float]]] = {value: {calls: [] for calls in budgets} for value in values}
+    fold_fits: dict[Any, list[dict[str, Any]]] = {value: [] for value in values}
     for fold in folds:
         rest = [r for i, r in enumerate(records) if i not in fold]
         for value in values:
-            fitted = fit(rest, **{setting: value})
-            for calls in budgets:
+            fitted = fit(rest, **kwargs(value))
+            fold_fits[value].append(fitted)
+            for calls in budgets if len(values) > 1 else ():
+                policy = build(fitted, calls)
                 for i in fold:
-                    error = item_rms(run(build(fitted, calls), i).detach().double() - references[i])
-                    scale = item_rms(references[i]).clamp_min(1e-12)
-                    logs[value].extend(math.log(max(float(e / s), 1e-12)) for e, s in zip(error, scale))
-    scores = {value: sum(v) / len(v) for value, v in logs.items()}
+                    logs[value][calls].extend(log_rel_errors(run(policy, i), references[i]))
+    scores = {value: _mean([v for per in logs[value].values() for v in per]) for value in values}
     best = min(values, key=lambda v: scores[v])  # min keeps the first of equal scores
-    fitted = fit(list(records), **{setting: best})
+    fitted = fit(list(records), **kwargs(best))
     profile = fitted.get("profile")
-    if isinstance(profile, dict):
-        profile["selection"] = {"setting": setting, "chosen": best, "budgets": budgets,
+    if isinstance(profile, dict) and len(values) > 1:
+        profile["selection"] = {"setting": names[0] if len(names) == 1 else list(names),
+                                "chosen": best if len(names) == 1 else list(best), "budgets": budgets,
                                 "held_out_runs": [i for fold in folds for i in fold], "folds": folds,
-                                "mean_log_rel_error": {str(v): round(s, 4) for v, s in scores.items()}}
+                                "mean_log_rel_error": {candidate_label(names, v): round(s, 4)
+                                                       for v, s in scores.items()}}
+    if refine is not None:
+        refine(fitted, HeldOut(folds, references, run, build, fold_fits[best], logs[best] if len(values) > 1 else {}))
     return fitted
 
 
-__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "choose_fit", "held_out_runs", "validation_budgets",
-           "validation_generations"]
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.inf
+
+
+__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "Refine", "candidate_label", "choose_fit", "held_out_runs",
+           "log_rel_errors", "validation_budgets", "validation_generations"]

@@ -162,6 +162,10 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         print(f"chose {chosen['setting']}={chosen['chosen']} on held-out calibration runs "
               f"{chosen['held_out_runs']} ({folds} fold{'s' * (folds != 1)}; mean log relative error: "
               f"{chosen['mean_log_rel_error']})")
+    cost = profile.get("cost") if isinstance(profile, dict) else None
+    if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
+        print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
+              f"{cost['held_out']} held-out checks) in {cost['seconds']:.1f} s")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))

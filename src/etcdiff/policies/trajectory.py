@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -22,6 +23,7 @@ class Trajectory:
     timesteps: torch.Tensor | None = None
     sigmas: torch.Tensor | None = None
     probes: dict[int, list[float]] | None = None
+    scheduler: dict[str, Any] | None = None  # policies.scheduler_family.scheduler_signature of the run's scheduler
 
     @property
     def num_steps(self) -> int:

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import torch
 
+from ...policies.scheduler_family import scheduler_signature
 from ...policies.trajectory import Trajectory
 from .loop_tracker import LoopTracker
 from ..step_tracker import StepTracker
@@ -30,6 +31,7 @@ class _Recorder:
         self.trajectory.timesteps = torch.as_tensor(sch.timesteps).detach().cpu().clone()
         sigmas = getattr(sch, "sigmas", None)
         self.trajectory.sigmas = torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None
+        self.trajectory.scheduler = scheduler_signature(sch)
 
     def end_step(self, step: int, model_output: Any) -> None:
         tracker = self.tracker

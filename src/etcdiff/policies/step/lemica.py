@@ -14,7 +14,7 @@ and last steps computed. Ours: the edge weights. LeMiCa measures the error of th
 gap with extra model runs (their search code is not released; a fork publishes only the FLUX schedules). We price
 an edge from the full calibration runs alone, with no extra model call: the predictor runs along the gap from
 the true history up to i, and each skipped step's output error is carried to the final latents by the solver's
-own linear weights (``etc_plus_fit._solver_weights``: a least-squares fit of x_{t+1} = a_t x_t + b_t eps_t on the
+own linear weights (``etc_plus.fit.solver_weights``: a least-squares fit of x_{t+1} = a_t x_t + b_t eps_t on the
 recorded runs). The weight is the RMS of the summed carried errors over the final latents' RMS, averaged over the
 calibration samples. The ``predictor`` setting lets the searched schedule drive other step predictors, each priced
 with its own edge weights: ``"linear"`` (the line through the last two real outputs, along the step index) and ``"etc"`` (ETC's recursive trend,
@@ -32,7 +32,7 @@ import torch
 
 from .base import OutputStream, StepPolicy, is_finite
 from .etc import TrendState
-from .etc_plus_fit import _items, _solver_weights
+from .etc_plus.fit import flat_items, solver_weights
 from ..settings_file import read_settings_file
 from ..trajectory import Trajectory
 
@@ -161,10 +161,10 @@ def fit_lemica(trajectories: Sequence[Trajectory], predictors: Sequence[str] = P
     for p in predictors:
         if p not in PREDICTORS:
             raise ValueError(f"fit_lemica: unknown predictor {p!r}; choose from {', '.join(PREDICTORS)}.")
-    outs = torch.stack([torch.cat([_items(tr.outputs[t]).double() for tr in trajectories]) for t in range(n)])
-    ins = torch.stack([torch.cat([_items(tr.inputs[t]).double() for tr in trajectories]) for t in range(n)])
-    finals = torch.cat([_items(tr.final).double() for tr in trajectories])
-    weights = _solver_weights(ins, outs, finals)
+    outs = torch.stack([torch.cat([flat_items(tr.outputs[t]).double() for tr in trajectories]) for t in range(n)])
+    ins = torch.stack([torch.cat([flat_items(tr.inputs[t]).double() for tr in trajectories]) for t in range(n)])
+    finals = torch.cat([flat_items(tr.final).double() for tr in trajectories])
+    weights = solver_weights(ins, outs, finals)
     scale = finals.pow(2).mean(1).sqrt().clamp_min(1e-12)  # per item
 
     def weight(carried: torch.Tensor) -> float:

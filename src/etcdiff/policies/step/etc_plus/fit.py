@@ -13,21 +13,21 @@ from typing import Any, Sequence
 
 import torch
 
-from ..settings_file import read_settings_file
-from ..trajectory import Trajectory
+from ...settings_file import read_settings_file
+from ...trajectory import Trajectory
 
 DEFAULT_REL_TOLERANCE = 0.02  # chosen on the digits model (docs/etc-plus, "Tolerance mode")
 CV_MARGIN = 0.5  # fitted gains replace the plain trend only where they halve its out-of-sample error
 
 
-def _items(x: torch.Tensor) -> torch.Tensor:
+def flat_items(x: torch.Tensor) -> torch.Tensor:
     """``x`` as [items, features] (dim 0 is the batch)."""
     return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
 
 
 def item_rms(x: torch.Tensor) -> torch.Tensor:
     """Per-sample root mean square over all but the batch dimension."""
-    return _items(x).float().pow(2).mean(1).sqrt()
+    return flat_items(x).float().pow(2).mean(1).sqrt()
 
 
 def check_number(name: str, value: Any, low: float, allow_none: bool = True) -> float | None:
@@ -39,7 +39,7 @@ def check_number(name: str, value: Any, low: float, allow_none: bool = True) -> 
 
 
 # -- calibration ------------------------------------------------------------------------------------------------
-def _solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.Tensor) -> list[float]:
+def solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.Tensor) -> list[float]:
     """``w_t``: how an output error at step t scales into the final latents (module docstring, part 2)."""
     n = outputs.shape[0]
     coef = []
@@ -99,10 +99,10 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     if n < 3:
         raise ValueError(f"fit_etc_plus: the trajectories have {n} step(s); at least 3 are needed.")
     # [steps, items, features] in float64, items = every sample of every trajectory
-    outs = torch.stack([torch.cat([_items(o).double() for o in [tr.outputs[t] for tr in trajectories]]) for t in range(n)])
-    ins = torch.stack([torch.cat([_items(x).double() for x in [tr.inputs[t] for tr in trajectories]]) for t in range(n)])
-    finals = torch.cat([_items(tr.final).double() for tr in trajectories])
-    weights = _solver_weights(ins, outs, finals)
+    outs = torch.stack([torch.cat([flat_items(o).double() for o in [tr.outputs[t] for tr in trajectories]]) for t in range(n)])
+    ins = torch.stack([torch.cat([flat_items(x).double() for x in [tr.inputs[t] for tr in trajectories]]) for t in range(n)])
+    finals = torch.cat([flat_items(tr.final).double() for tr in trajectories])
+    weights = solver_weights(ins, outs, finals)
     axis = [0.0]
     for w in weights:
         axis.append(axis[-1] + w)
@@ -127,6 +127,11 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
                 if e_mean > 0:
                     ratios.append(e_items / e_mean)
     segments = _window_errors(gram, weights, triplets, max_window, dim)
+    plain = None  # the windows' errors under the plain trend, for a run at another step count (etc_plus.resample)
+    if corrections is not False and axis[-1] > 0:
+        trend = [[cp, c, t, 0.0, 0.0 if cp < 0 else (axis[t] - axis[c]) / max(axis[c] - axis[cp], 1e-30), 0.0]
+                 for cp, c, t, *_ in triplets]
+        plain = _window_errors(gram, weights, trend, max_window, dim)
     ratio = torch.cat(ratios) if ratios else torch.ones(1)
     spike = max(2.0, 1.5 * float(torch.quantile(ratio.float(), 0.99)))
     final_rms = float(finals.pow(2).mean().sqrt())
@@ -138,6 +143,8 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "tolerance": float(rel_tolerance) * final_rms, "spike": spike,
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
         "triplets": triplets, "segments": segments, "num_trajectories": len(trajectories), "propagation": factors,
+        "corrections": corrections, "scheduler": getattr(trajectories[0], "scheduler", None),
+        "plain_segments": plain,
     }
 
 
@@ -260,7 +267,7 @@ def load_etc_plus_profile(profile: dict[str, Any] | str | os.PathLike) -> dict[s
 
 def check_profile_numbers(profile: dict[str, Any]) -> None:
     """Every number of a profile finite and in range; a ValueError naming the entry (a broken calibration)."""
-    from ..method_profile import non_finite_at
+    from ...method_profile import non_finite_at
 
     bad = non_finite_at(profile)
     if bad is not None:

@@ -27,6 +27,11 @@ The three parts of ETC, and what each becomes here:
    latents' RMS error; the calibrated default is 2 % of the calibration runs' final RMS (chosen on the digits
    model: about 4.3x fewer calls at 48 dB there).
 
+Calibration through the registry (``etcdiff calibrate --method etc-plus``, ``calibrate_policy``) chooses the probes
+and the corrections jointly on held-out calibration runs with the user's scheduler (recorded in the profile: a
+scheduler of another family is refused), then measures every budget's plan and the tolerance mode on the same runs
+(:mod:`etcdiff.calibration.etc_plus_refine`).
+
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's
 hardness) scales the plan ahead (tolerance mode: a hard sample gets more calls, an easy one fewer); a ratio above ``spike``
@@ -46,8 +51,10 @@ from typing import Any
 
 import torch
 
-from .base import OutputStream, StepPolicy, is_finite
-from .etc_plus_fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
+from ..base import OutputStream, StepPolicy, is_finite
+from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
+from .resample import resample_profile
+from ...scheduler_family import scheduler_mismatch
 
 INF = math.inf
 NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
@@ -57,6 +64,16 @@ __all__ = ["ETCPlus", "ETCPlusStream", "fit_etc_plus", "load_etc_plus_profile"]
 
 
 # -- run time -----------------------------------------------------------------------------------------------------
+def ranked_calls(profile: dict[str, Any], calls: int | None) -> int | None:
+    """The budget to plan with under ``calls``: among the budgets <= ``calls`` whose plans were measured on
+    held-out calibration runs (``profile["budget_errors"]``, :mod:`etcdiff.calibration.etc_plus_refine`), the one
+    that came closest (the larger of equal ones); ``calls`` itself when it was not measured."""
+    measured = {int(k): float(v) for k, v in (profile.get("budget_errors") or {}).items()}
+    if calls is None or calls not in measured:
+        return calls
+    return min((k for k in measured if k <= calls), key=lambda k: (measured[k], -k))
+
+
 class ETCPlusStream(OutputStream):
     """One denoiser call's last two real outputs; estimates with the policy's gains for (c', c, t)."""
 
@@ -94,17 +111,21 @@ class ETCPlus(StepPolicy):
     """ETC+, the calibrated, planned and budgeted successor of ETC (module docstring).
 
     Args:
-        profile: what :func:`fit_etc_plus` returned (or its JSON path), fitted at the run's step count.
-        calls: a call budget B: at most B real steps per generation (each runs every CFG branch once).
+        profile: what :func:`fit_etc_plus` returned (or its JSON path). A run at another step count is planned
+            from it resampled on the sigma axis (:mod:`etcdiff.policies.step.etc_plus.resample`, with a warning).
+        calls: a call budget B: at most B real steps per generation (each runs every CFG branch once). Where
+            calibration measured the budgets on held-out runs (``budget_errors``), the plan of the budget <= B
+            that came closest runs.
         tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
-            default when neither ``calls`` nor ``tolerance`` is given). With both, both hold.
+            default when neither ``calls`` nor ``tolerance`` is given; planned with the calibrated
+            ``tolerance_scale``). With both, both hold.
         spike: a sample whose measured error exceeds ``spike`` times the calibrated one forces the next step to
             run (default from the calibration's spread).
     """
 
     name = "etc-plus"
     #: its calibration is made for one step count: a run at another needs one made there
-    profile_per_step_count = True
+    profile_per_step_count = False  # a profile serves other step counts, resampled on the sigma axis
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
                  tolerance: float | None = None, spike: float | None = None) -> None:
@@ -112,7 +133,8 @@ class ETCPlus(StepPolicy):
         self.profile = load_etc_plus_profile(profile)
         if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
             raise ValueError(f"etc-plus: calls must be a positive integer (the most real steps per generation), got {calls!r}.")
-        self.calls = calls
+        self.requested_calls = calls
+        self.calls = ranked_calls(self.profile, calls)  # the measured-best plan within the budget (<= calls)
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
@@ -120,10 +142,13 @@ class ETCPlus(StepPolicy):
             (int(cp), int(c), int(t)): (float(g), float(k), float(e)) for cp, c, t, g, k, e in self.profile["triplets"]
         }
         self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._plans: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}  # shared by generations
+        self._fitted = self.profile  # the profile as fitted; self.profile may be it resampled for this run
+        self._resampled: dict[tuple, dict[str, Any]] = {}
+        self._run_sigmas: list[float] | None = None
+        self._kept: dict[int, tuple] = {}
 
     def params(self) -> dict[str, Any]:
-        return {"calls": self.calls, "tolerance": self.tolerance if self.tolerance is not None
+        return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
                 else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike}
 
     # -- the plan ------------------------------------------------------------------------------------------
@@ -212,15 +237,13 @@ class ETCPlus(StepPolicy):
         return int(nxt[min(max(k, 0), len(nxt) - 1), c, c - cp if cp >= 0 else 0])
 
     def begin(self, num_steps: int) -> None:
-        prof_n = int(self.profile["num_steps"])
-        if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps != prof_n:
-            raise ValueError(
-                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}; calibrate at "
-                f"{num_steps} steps: `etcdiff calibrate --method etc-plus --steps {num_steps}` (a pipeline) or "
-                "fit_etc_plus on trajectories recorded at that step count."
-            )
+        if isinstance(num_steps, int) and not isinstance(num_steps, bool):
+            fitted_n = int(self._fitted["num_steps"])
+            self._switch(self._fitted if num_steps == fitted_n else self._resampled_for(num_steps))
         super().begin(num_steps)
-        self.prepare(num_steps)
+        if self._plan is None:
+            self._build_plan()
+            self._kept[id(self.profile)] = (self._gains, self._plan, self._seg)  # for this configuration's next runs
         if self.calls is not None and self._value(self.calls - 1, (-1, 0)) == INF:
             least = next((k + 1 for k in range(len(self._plan[0])) if self._value(k, (-1, 0)) < INF), num_steps)
             raise ValueError(
@@ -229,29 +252,71 @@ class ETCPlus(StepPolicy):
             )
 
     def prepare(self, num_steps: int) -> None:
-        """The calibration for ``num_steps`` (see :meth:`StepPolicy.prepare`), then its plan, built once; the
-        generations of this configuration share it."""
+        """The calibration for ``num_steps`` (see :meth:`StepPolicy.prepare`) and, at its fitted step count, its
+        plan, built once on this configuration. A resampled profile's plan is built by the first generation that
+        needs it and kept (``_kept``, shared with the generations) for the next ones."""
         super().prepare(num_steps)
-        if int(self.profile["num_steps"]) != num_steps:
-            return  # begin() refuses with the step counts that exist
-        if num_steps not in self._plans:
+        if self.profile is self._fitted and int(self._fitted["num_steps"]) == num_steps and self._plan is None:
             self.num_steps = num_steps
             self._build_plan()
-            self._plans[num_steps] = (self._seg, self._plan)
-        self._seg, self._plan = self._plans[num_steps]
+
+    def _resampled_for(self, num_steps: int) -> dict[str, Any]:
+        """The profile resampled on the sigma axis for a run of another step count (with a warning), or a refusal
+        where the profile or the run has no sigmas (:mod:`etcdiff.policies.step.etc_plus.resample`)."""
+        prof_n = int(self._fitted["num_steps"])
+        run = self._run_sigmas
+        if run is None or len(run) < num_steps or not self._fitted.get("sigmas"):
+            raise ValueError(
+                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}, and a profile "
+                "serves other step counts only where both schedules have sigmas; calibrate at this step count: "
+                f"`etcdiff calibrate --method etc-plus --steps {num_steps}` (a pipeline) or fit_etc_plus on "
+                "trajectories recorded at it."
+            )
+        key = (num_steps, tuple(run[:num_steps]))
+        if key not in self._resampled:
+            self._resampled[key] = resample_profile(self._fitted, run[:num_steps])
+            warnings.warn(f"etc-plus: the profile was fitted at {prof_n} steps; this {num_steps}-step run is planned "
+                          "from its window errors resampled on the sigma axis (calibrating at this step count is the "
+                          "accurate way).", UserWarning, stacklevel=4)
+        return self._resampled[key]
+
+    def _switch(self, profile: dict[str, Any]) -> None:
+        """Plan from ``profile`` (the fitted one or a resampled one); each keeps its own gains and plan."""
+        if profile is self.profile:
+            return
+        self._kept[id(self.profile)] = (self._gains, self._plan, getattr(self, "_seg", None))
+        self.profile = profile
+        self.max_window = int(profile["max_window"])
+        self.calls = ranked_calls(profile, self.requested_calls)
+        kept = self._kept.get(id(profile))
+        if kept is not None:
+            self._gains, self._plan, self._seg = kept
+            return
+        self._gains = {(int(cp), int(c), int(t)): (float(g), float(k), float(e))
+                       for cp, c, t, g, k, e in profile["triplets"]}
+        self._plan = None
 
     def use_schedule(self, sigmas: torch.Tensor | None) -> None:
-        ref = self.profile.get("sigmas")
-        if sigmas is None or ref is None:
-            return
-        got = [float(v) for v in torch.as_tensor(sigmas).flatten()]
-        if len(got) not in (len(ref), len(ref) + 1):
-            return  # another step count: begin refuses it, naming the step counts (no warning about sigmas first)
-        got = got[: len(ref)]
-        if max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
+        self._run_sigmas = None if sigmas is None else [float(v) for v in torch.as_tensor(sigmas).flatten()]
+        ref = self._fitted.get("sigmas")
+        if sigmas is None or ref is None or len(self._run_sigmas) not in (len(ref), len(ref) + 1):
+            return  # no schedule to compare, or another step count (planned from the resampled profile)
+        got = [float(v) for v in torch.as_tensor(sigmas).flatten()[: len(ref)]]
+        if len(got) == len(ref) and max(abs(a - b) for a, b in zip(got, ref)) > 1e-4:
             warnings.warn("etc-plus: the scheduler's sigmas differ from the calibration's (another shift or "
                           "scheduler?); the fitted gains and plan may not fit this run. Calibrate on this schedule.",
                           RuntimeWarning, stacklevel=3)
+
+    def check_scheduler(self, scheduler: Any) -> None:
+        """Refuse a scheduler of another family than the calibration's; warn on another order or prediction."""
+        wrong = scheduler_mismatch(self.profile.get("scheduler"), scheduler)
+        if wrong is None:
+            return
+        if wrong[0] == "family":
+            raise ValueError(f"etc-plus: the profile was calibrated with {wrong[1]}: its plan does not carry over to "
+                             "another solver. Calibrate etc-plus with the scheduler you sample with.")
+        warnings.warn(f"etc-plus: the scheduler differs from the calibration's ({wrong[1]}); the plan may not fit "
+                      "this run. Calibrate with this scheduler.", RuntimeWarning, stacklevel=3)
 
     # -- the run --------------------------------------------------------------------------------------------
     def new_stream(self) -> ETCPlusStream:
@@ -335,6 +400,7 @@ class ETCPlus(StepPolicy):
         k = k_max
         if self.calls is None or self.tolerance is not None:
             tol = self.tolerance if self.tolerance is not None else float(self.profile["tolerance"])
+            tol *= float(self.profile.get("tolerance_scale", 1.0))  # calibrated on held-out runs (etc_plus_refine)
             room = tol * tol - self.spent
             self._plan_hardness = self.hardness
             cp, c = state  # the fewest calls whose planned cost fits the room (costs fall as calls rise)

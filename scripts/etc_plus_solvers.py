@@ -1,0 +1,372 @@
+"""ETC+ where users sample: multistep solvers (UniPC, DPM-Solver++ 2M) and Euler/DDIM at 20, 28 and 50 steps.
+
+For each model x scheduler x step count: calibrate once per calibrated method through ``etcdiff.calibrate_policy``
+on the calibration noises of ``scripts/etc_plus_eval.py`` (seeds 100-101, 20 noises; labels 0-9 on the
+class-conditional models), evaluate on its evaluation cases (disjoint seeds), and compare fronts (PSNR of the decoded
+final image against the full-step output of the same noise) at 2x, 3x and 4x fewer calls.
+
+Methods: ``etc-plus`` (this branch: corrections and probes chosen jointly on held-out calibration runs, budgets
+ranked by measured error, the calibrated tolerance scale), ``etc-plus-old`` (the etc-plus of before: probes
+chosen with ``corrections="auto"``, the new profile keys removed), ``ertacache`` (thresholds 0.1/0.2/0.3/0.5),
+``fixed`` (interval 2-5), ``meancache`` (flow-matching Euler only; budgets N/2, N/3, N/4). Also: etc-plus's
+tolerance mode (fraction of images within the target) and the budget ladder (PSNR at every calls from N/5 to N/2:
+the largest drop when one more call is given).
+
+Usage: python scripts/etc_plus_solvers.py [--models gmm-flow gmm-ddim digits] [--schedulers euler unipc dpm]
+       [--steps 20 28 50] [--out docs/etc-plus] [--tag NAME]
+       python scripts/etc_plus_solvers.py --merge A.json B.json run.log --out docs/etc-plus --tag etc_plus_solvers
+       python scripts/etc_plus_solvers.py --models gmm-flow --schedulers euler unipc --serve-from 20 --steps 28 50
+           (one calibration at 20 steps serving 28 and 50; --native-json compares with a main run's JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import etc_plus_eval as ev  # noqa: E402
+
+import etcdiff  # noqa: E402
+from etcdiff.bench.front import front_at  # noqa: E402
+from etcdiff.metrics import psnr  # noqa: E402
+from etcdiff.policies import ETCPlus, FixedInterval, NoCache, StepPolicy  # noqa: E402
+from etcdiff.policies.step.meancache import flow_scheduler_problem  # noqa: E402
+
+SPEEDUPS = (2.0, 3.0, 4.0)
+FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
+NEW_KEYS = ("budget_errors", "tolerance_scale")  # what etc-plus-old does without
+
+
+def scheduler(model: str, kind: str) -> Any:
+    """The scheduler ``kind`` (euler: the model's own first-order one, unipc, dpm) for ``model``."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    if model in FLOW_SHIFT:
+        shift = FLOW_SHIFT[model]
+        if kind == "euler":
+            from diffusers import FlowMatchEulerDiscreteScheduler
+
+            return FlowMatchEulerDiscreteScheduler(shift=shift)
+        flow = {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": shift}
+        if kind == "unipc":
+            return UniPCMultistepScheduler(**flow)
+        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **flow)
+    betas = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    if kind == "euler":
+        return ev.setup(model)["sched"]  # DDIM: the first-order solver of an eps model
+    if kind == "unipc":
+        return UniPCMultistepScheduler(**betas)
+    return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **betas)
+
+
+def budgets(steps: int) -> list[int]:
+    return sorted({max(2, round(steps / s)) for s in (2.0, 2.5, 3.0, 3.5, 4.0, 4.5)}, reverse=True)
+
+
+def ladder(steps: int) -> list[int]:
+    return list(range(max(2, -(-steps // 5)), steps // 2 + 1))
+
+
+def evaluate_policy(m: dict[str, Any], policy: StepPolicy, refs: list[torch.Tensor], steps: int,
+                    latent_refs: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    ps, calls, errs = [], [], []
+    for (lab, s), ref, lref in zip(m["evals"], refs, latent_refs or [None] * len(refs)):
+        out, n = ev.run(m, policy, lab, s, steps)
+        ps.extend(min(v, 100.0) for v in psnr(ref, m["decode"](out)))
+        calls.append(n)
+        if lref is not None:
+            errs.append(float((out.double() - lref.double()).pow(2).mean().sqrt()))
+    row = {"calls": float(np.mean(calls)), "max_calls": int(max(calls)), "speedup": steps / float(np.mean(calls)),
+           "psnr": float(np.mean(ps)), "psnr_min": float(np.min(ps))}
+    if errs:
+        row["latent_errors"] = errs
+    return row
+
+
+def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool) -> dict[str, Any]:
+    m = ev.setup(model)
+    m["sched"] = scheduler(model, kind)
+    t0 = time.time()
+    full = [ev.run(m, NoCache(), lab, s, steps)[0] for lab, s in m["evals"]]
+    refs = [m["decode"](x) for x in full]
+    cal_model, noises = ev.calibration_set(m, steps)
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+
+    def add(method: str, setting: str, policy: StepPolicy, latent: bool = False) -> dict[str, Any]:
+        row = {"method": method, "setting": setting,
+               **evaluate_policy(m, policy, refs, steps, full if latent else None)}
+        rows.append(row)
+        print(f"  {model:8s} {kind:5s} {steps:2d} {method:13s} {setting:18s} calls {row['calls']:5.1f} "
+              f"(max {row['max_calls']:2d}) x{row['speedup']:.2f} PSNR {row['psnr']:6.2f} (min {row['psnr_min']:6.2f})",
+              flush=True)
+        return row
+
+    for method in methods:
+        if method in ("etc-plus", "etc-plus-old"):
+            kw = {"corrections": "auto"} if method == "etc-plus-old" else {}
+            t1 = time.time()
+            pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
+                                           calls=budgets(steps)[0], **kw)
+            profile = dict(pol.profile)
+            if method == "etc-plus-old":
+                for key in NEW_KEYS:
+                    profile.pop(key, None)
+            extra[method] = {"calibration_seconds": time.time() - t1, "selection": profile.get("selection"),
+                             "cost": profile.get("cost")}
+            for b in budgets(steps):
+                add(method, f"calls={b}", ETCPlus(profile, calls=b))
+            tol = add(method + "-tol", "tolerance (default)", ETCPlus(profile), latent=True)
+            target = float(profile["tolerance"])
+            errs = tol.pop("latent_errors")
+            tol["target"] = target
+            tol["within"] = float(np.mean([e <= target for e in errs]))
+            tol["achieved_p90"] = float(np.quantile(errs, 0.9))
+            print(f"    tolerance target {target:.4g}: within {100 * tol['within']:.0f}%, p90 error "
+                  f"{tol['achieved_p90']:.4g}", flush=True)
+            if do_ladder:
+                lad = {b: evaluate_policy(m, ETCPlus(profile, calls=b), refs, steps)["psnr"] for b in ladder(steps)}
+                drops = [lad[b] - lad[b + 1] for b in lad if b + 1 in lad]
+                extra[method]["ladder"] = lad
+                extra[method]["worst_drop"] = max(drops) if drops else None
+                print(f"    ladder {' '.join(f'{b}:{v:.1f}' for b, v in lad.items())}; worst drop when one more "
+                      f"call is given: {extra[method]['worst_drop']:.2f} dB", flush=True)
+        elif method == "ertacache":
+            if getattr(m["sched"], "sigmas", None) is None:
+                continue
+            for thr in (0.1, 0.2, 0.3, 0.5):
+                pol = etcdiff.calibrate_policy("ertacache", cal_model, m["sched"], noises, steps, threshold=thr)
+                add(method, f"threshold={thr:g}", pol)
+        elif method == "fixed":
+            for n in (2, 3, 4, 5):
+                add(method, f"interval={n}", FixedInterval(interval=n))
+        elif method == "meancache":
+            if flow_scheduler_problem(m["sched"]) is not None:
+                continue
+            for b in (round(steps / 2), round(steps / 3), round(steps / 4)):
+                try:
+                    pol = etcdiff.calibrate_policy("meancache", cal_model, m["sched"], noises, steps, calls=b)
+                except ValueError as e:  # a multistep scheduler that passes the class check but not the fit's
+                    print(f"  meancache skipped: {e}", flush=True)
+                    break
+                add(method, f"calls={b}", pol)
+    fr = fronts(rows)
+    return {"model": model, "scheduler": kind, "scheduler_class": type(m["sched"]).__name__, "steps": steps,
+            "rows": rows, "fronts": fr, "extra": extra, "seconds": time.time() - t0}
+
+
+def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[dict[str, Any]]:
+    """One etc-plus calibration at ``source`` steps serving every step count of ``steps_list`` (the profile
+    resampled on the sigma axis; at ``source`` itself, the profile as fitted)."""
+    import warnings
+
+    m = ev.setup(model)
+    m["sched"] = scheduler(model, kind)
+    cal_model, noises = ev.calibration_set(m, source)
+    t0 = time.time()
+    profile = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, source, decode=m["decode"],
+                                       calls=budgets(source)[0]).profile
+    seconds = time.time() - t0
+    out = []
+    for steps in steps_list:
+        refs = [m["decode"](ev.run(m, NoCache(), lab, s, steps)[0]) for lab, s in m["evals"]]
+        rows = []
+        for b in budgets(steps):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    row = evaluate_policy(m, ETCPlus(profile, calls=b), refs, steps)
+                except ValueError as e:  # no plan of b calls within the resampled windows
+                    print(f"  {model} {kind} {steps} from {source}: calls={b} not possible ({e})", flush=True)
+                    continue
+            rows.append({"method": f"etc-plus-from-{source}", "setting": f"calls={b}", **row})
+            print(f"  {model:8s} {kind:5s} {steps:2d} from {source} calls={b:<3d} x{row['speedup']:.2f} "
+                  f"PSNR {row['psnr']:6.2f}", flush=True)
+        out.append({"model": model, "scheduler": kind, "steps": steps, "source_steps": source, "rows": rows,
+                    "fronts": fronts(rows), "calibration_seconds": seconds})
+    return out
+
+
+def served_markdown(results: list[dict[str, Any]], native: list[dict[str, Any]]) -> str:
+    """Served fronts beside the native calibration's (etc-plus rows of ``native``, the main table's JSON)."""
+    nat = {(r["model"], r["scheduler"], r["steps"]): r["fronts"].get("etc-plus", {}) for r in native}
+    lines = ["| model | scheduler | steps | profile fitted at | " + " | ".join(
+        f"{s:g}x served / native (diff)" for s in SPEEDUPS) + " |", "|---|---|---|---|" + "---|" * len(SPEEDUPS)]
+    for res in results:
+        mine = next(iter(res["fronts"].values()), {})
+        ref = nat.get((res["model"], res["scheduler"], res["steps"]), {})
+        cells = []
+        for s in SPEEDUPS:
+            a, b = mine.get(f"{s:g}x"), ref.get(f"{s:g}x")
+            cells.append("n/a" if a is None else f"{a:.1f} / " + ("n/a" if b is None else f"{b:.1f} ({a - b:+.1f})"))
+        lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | {res['source_steps']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fronts(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        if method.endswith("-tol"):
+            continue
+        pts = [(r["speedup"], r["psnr"]) for r in rows if r["method"] == method]
+        out[method] = {f"{s:g}x": front_at(pts, s) for s in SPEEDUPS}
+    return out
+
+
+def margin(fr: dict[str, dict[str, float | None]], ours: str, key: str) -> tuple[float | None, str | None]:
+    others = {m: v[key] for m, v in fr.items() if not m.startswith("etc-plus") and v[key] is not None}
+    mine = fr.get(ours, {}).get(key)
+    if mine is None or not others:
+        return None, None
+    best = max(others, key=others.get)
+    return mine - others[best], best
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| model | scheduler | steps | " + " | ".join(f"{s:g}x new / old (vs best other)" for s in SPEEDUPS)
+             + " | tolerance: within target | worst drop +1 call (new / old) |",
+             "|---|---|---|" + "---|" * len(SPEEDUPS) + "---|---|"]
+    for res in results:
+        fr = res["fronts"]
+        cells = []
+        for s in SPEEDUPS:
+            key = f"{s:g}x"
+            new, best = margin(fr, "etc-plus", key)
+            old, _ = margin(fr, "etc-plus-old", key)
+            cells.append("n/a" if new is None else f"{new:+.1f} / {'n/a' if old is None else f'{old:+.1f}'} ({best})")
+        tol = {r["method"]: r for r in res["rows"] if r["method"].endswith("-tol")}
+        tcell = " / ".join(f"{100 * tol[k]['within']:.0f}%" for k in ("etc-plus-tol", "etc-plus-old-tol") if k in tol)
+        ex = res.get("extra", {})
+        dcell = " / ".join("n/a" if ex.get(k, {}).get("worst_drop") is None else f"{ex[k]['worst_drop']:.1f} dB"
+                           for k in ("etc-plus", "etc-plus-old") if k in ex)
+        lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | " + " | ".join(cells)
+                     + f" | {tcell} | {dcell or 'n/a'} |")
+    lines += ["", "Fronts (dB):", ""]
+    for res in results:
+        lines += [f"**{res['model']}, {res['scheduler_class']}, {res['steps']} steps**", "",
+                  "| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |", "|---|" + "---|" * len(SPEEDUPS)]
+        lines += [f"| {m} | " + " | ".join("n/a" if v is None else f"{v:.1f}" for v in f.values()) + " |"
+                  for m, f in res["fronts"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def from_log(path: str) -> list[dict[str, Any]]:
+    """The cases of a run's printed rows (for a run that stopped before writing its JSON): rows, tolerance and
+    ladder lines as :func:`case` prints them."""
+    import re
+
+    row_re = re.compile(r"^  (\S+)\s+(\S+)\s+(\d+) (\S+)\s+(.+?)\s+calls\s+([\d.]+) \(max\s+(\d+)\) x([\d.]+)\s+"
+                        r"PSNR\s+([\d.]+) \(min\s+([\d.]+)\)")
+    cases: dict[tuple, dict[str, Any]] = {}
+    last = None
+    with open(path) as f:
+        for line in f:
+            hit = row_re.match(line)
+            if hit:
+                model, kind, steps, method, setting = hit.group(1, 2, 3, 4, 5)
+                res = cases.setdefault((model, kind, int(steps)), {
+                    "model": model, "scheduler": kind, "scheduler_class": kind, "steps": int(steps), "rows": [],
+                    "extra": {}, "from_log": path})
+                last = {"method": method, "setting": setting.strip(), "calls": float(hit.group(6)),
+                        "max_calls": int(hit.group(7)), "speedup": float(hit.group(8)), "psnr": float(hit.group(9)),
+                        "psnr_min": float(hit.group(10))}
+                res["rows"].append(last)
+                continue
+            tol = re.match(r"^    tolerance target ([\d.e-]+): within (\d+)%, p90 error ([\d.e-]+)", line)
+            if tol and last is not None:
+                last.update(target=float(tol.group(1)), within=float(tol.group(2)) / 100,
+                            achieved_p90=float(tol.group(3)))
+                continue
+            lad = re.match(r"^    ladder (.+); worst drop when one more call is given: (-?[\d.]+) dB", line)
+            if lad and last is not None:
+                method = last["method"].removesuffix("-tol")
+                res["extra"][method] = {"ladder": {int(a): float(b) for a, b in
+                                                   (x.split(":") for x in lad.group(1).split())},
+                                        "worst_drop": float(lad.group(2))}
+    for res in cases.values():
+        res["fronts"] = fronts(res["rows"])
+    return list(cases.values())
+
+
+def write(out: str, tag: str, results: list[dict[str, Any]]) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{tag}.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(out, f"{tag}.md"), "w") as f:
+        f.write(markdown(results) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["gmm-flow", "gmm-ddim", "digits"])
+    ap.add_argument("--schedulers", nargs="+", default=["euler", "unipc", "dpm"])
+    ap.add_argument("--steps", nargs="+", type=int, default=[20, 28, 50])
+    ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
+    ap.add_argument("--no-ladder", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--tag", default="etc_plus_solvers")
+    ap.add_argument("--serve-from", type=int, default=0,
+                    help="calibrate etc-plus once at this step count and serve every --steps from it")
+    ap.add_argument("--native-json", default="", help="with --serve-from: the main run's JSON to compare with")
+    ap.add_argument("--merge", nargs="*", default=None,
+                    help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
+                         "printed) into --out/--tag")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.merge is not None:
+        results = []
+        for path in args.merge:
+            if path.endswith(".log"):
+                results += from_log(path)
+                continue
+            with open(path) as f:
+                results += json.load(f)
+        order = {k: i for i, k in enumerate(("euler", "unipc", "dpm"))}
+        results.sort(key=lambda r: (r["model"], order.get(r["scheduler"], 9), r["steps"]))
+        if args.out:
+            write(args.out, args.tag, results)
+        print(markdown(results))
+        return
+    if args.serve_from:
+        results = [r for model in args.models for kind in args.schedulers
+                   for r in served(model, kind, args.serve_from, args.steps)]
+        native = []
+        for path in args.native_json.split(",") if args.native_json else []:
+            with open(path) as f:
+                native += json.load(f)
+        text = served_markdown(results, native)
+        print(text)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, f"{args.tag}.json"), "w") as f:
+                json.dump(results, f, indent=1, default=str)
+            with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
+                f.write(text + "\n")
+        return
+    results = []
+    for model in args.models:
+        for kind in args.schedulers:
+            for steps in args.steps:
+                res = case(model, kind, steps, args.methods, not args.no_ladder)
+                results.append(res)
+                print(markdown([res]).split("\n\nFronts")[0], flush=True)
+                if args.out:
+                    write(args.out, args.tag, results)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""ETC+'s checks on held-out calibration runs, after its variant is chosen (:func:`~.selection.choose_fit`).
+
+The plan ranks budgets and meets tolerances by its predicted errors (window errors summed as independent), and
+those predictions can be wrong in order: on a multistep solver, a plan with one more call came out several dB
+worse than the one before it, and the tolerance mode missed its target on most images at 28 steps. Both are
+checked here the empirical way, on the same held-out calibration runs and fold fits as the choice:
+
+- **budgets**: each plan from ``ceil(N/5)`` to ``N/2`` calls runs on the held-out runs; the profile keeps the
+  mean log relative error per budget (``"budget_errors"``), and ``ETCPlus(calls=B)`` then runs the plan among
+  the measured budgets ``<= B`` that came closest (never more than B calls);
+- **tolerance**: the tolerance mode runs on the held-out runs and the planning tolerance is scaled down
+  (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of them end within the target.
+
+The generations it makes are counted by :func:`refine_generations`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .selection import HeldOut
+
+TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
+TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
+
+
+def budget_ladder(num_steps: int) -> list[int]:
+    """Every budget from ``ceil(N/5)`` to ``N/2`` calls (at least 2)."""
+    return list(range(max(2, -(-num_steps // 5)), max(2, num_steps // 2) + 1))
+
+
+def refine_generations(held_out: int, num_steps: int, measured: int) -> int:
+    """Generations the checks make at most: the unmeasured budgets of the ladder, and the tolerance passes."""
+    return held_out * (max(0, len(budget_ladder(num_steps)) - measured) + TOLERANCE_ROUNDS)
+
+
+def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
+    """Add ``budget_errors`` and ``tolerance_scale`` to ``fitted["profile"]`` (module docstring)."""
+    profile = fitted["profile"]
+    profile["budget_errors"] = measured_budgets(held, int(profile["num_steps"]))
+    profile["tolerance_scale"], profile["tolerance_check"] = tolerance_scale(held)
+
+
+def measured_budgets(held: HeldOut, num_steps: int) -> dict[str, float]:
+    """Mean log relative error on the held-out runs per budget of :func:`budget_ladder` (those the choice ran
+    are reused; budgets no plan can cover are left out)."""
+    from .selection import log_rel_errors
+
+    out = {}
+    for calls in budget_ladder(num_steps):
+        logs = list(held.logs.get(calls, []))
+        if not logs:
+            try:
+                for fold, fit in zip(held.folds, held.fold_fits):
+                    policy = held.build(fit, calls)
+                    for i in fold:
+                        logs.extend(log_rel_errors(held.run(policy, i), held.references[i]))
+            except ValueError:  # too few calls for the plan's longest window
+                continue
+        out[str(calls)] = round(sum(logs) / len(logs), 4)
+    return out
+
+
+def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
+    """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within
+    the profile's default tolerance, and a record of the passes (``share`` within per pass)."""
+    scale, passes = 1.0, []
+    for _ in range(TOLERANCE_ROUNDS):
+        def with_scale(fit: dict[str, Any], s: float = scale) -> dict[str, Any]:
+            return {**fit, "profile": {**fit["profile"], "tolerance_scale": s}}
+
+        targets = {i: float(fit["profile"]["tolerance"]) for fold, fit in zip(held.folds, held.fold_fits) for i in fold}
+        ratios = sorted(err / max(targets[i], 1e-30) for i, err in held.measure(None, with_scale))
+        share = sum(r <= 1.0 for r in ratios) / len(ratios)
+        passes.append({"scale": round(scale, 5), "within": round(share, 4)})
+        if share >= TOLERANCE_SHARE:
+            break
+        worst = ratios[min(len(ratios) - 1, math.ceil(TOLERANCE_SHARE * len(ratios)) - 1)]
+        scale *= 0.9 / worst
+    return scale, {"share": TOLERANCE_SHARE, "passes": passes, "met": passes[-1]["within"] >= TOLERANCE_SHARE}
+
+
+__all__ = ["TOLERANCE_SHARE", "budget_ladder", "refine_etc_plus", "refine_generations"]
