@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 
-import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
-from ..digits.pipeline import parse_prompt
-from .model import NOISE_SCHEDULE, NULL_CLASS, SAMPLE_SIZE, LabelTokens, load_models
+from ..digits.pipeline_base import DigitsPipelineBase
+from .model import NOISE_SCHEDULE, LabelTokens, load_models
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-PIL_SIZE = 64
 #: the samplers it ships with, by the name ``from_embedded`` takes
 SOLVERS = ("ddim", "dpm")
 
@@ -32,7 +26,7 @@ def make_scheduler(solver: str) -> DDIMScheduler | DPMSolverMultistepScheduler:
     raise ValueError(f"unknown solver {solver!r} for the UNet digits model; use one of {', '.join(SOLVERS)}.")
 
 
-class UNetDigitsPipeline(DiffusionPipeline):
+class UNetDigitsPipeline(DigitsPipelineBase):
     """Class-conditional epsilon-prediction UNet sampler for 16x16 digits, with batched classifier-free guidance.
 
     Any diffusers scheduler that takes epsilon predictions on the model's DDPM schedule can be swapped in
@@ -67,31 +61,6 @@ class UNetDigitsPipeline(DiffusionPipeline):
             pipe.etcdiff_description = pipe.etcdiff_description.replace("DDIM", "DPM-Solver++ 2M")
         return pipe
 
-    @property
-    def guidance_scale(self) -> float:
-        return self._guidance_scale
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
-
-    @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
-
-    @property
-    def current_timestep(self) -> torch.Tensor | None:
-        return self._current_timestep
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
-
-    @staticmethod
-    def decode(latents: torch.Tensor) -> torch.Tensor:
-        """Map latents (pixel space, [-1, 1]) to images in [0, 1]; the "VAE" is the identity."""
-        return ((latents.float() + 1.0) / 2.0).clamp(0.0, 1.0)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -108,32 +77,14 @@ class UNetDigitsPipeline(DiffusionPipeline):
         Returns ``ImagePipelineOutput(images=...)`` (or a 1-tuple): a list of 64x64 PIL images for "pil", a float32
         array [B, 16, 16, 1] in [0, 1] for "np", a tensor [B, 1, 16, 16] in [0, 1] for "pt", raw latents for "latent".
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"Invalid output_type {output_type!r}; expected one of {OUTPUT_TYPES}.")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        labels_list = parse_prompt(prompt)
-        batch = len(labels_list)
-        device = self._execution_device
         dtype = self.unet.dtype
-        self._guidance_scale = guidance_scale
-        self._current_timestep = None
-        self._interrupt = False
-
-        labels = torch.tensor(labels_list, device=device, dtype=torch.long)
-        if self.do_classifier_free_guidance:
-            labels = torch.cat([labels, torch.full_like(labels, NULL_CLASS)])
+        batch, labels, latents = self.start(prompt, guidance_scale, output_type, self.unet.config.in_channels, dtype,
+                                            generator, latents)
         tokens = self.label_encoder(labels).to(dtype)
 
-        shape = (batch, self.unet.config.in_channels, SAMPLE_SIZE, SAMPLE_SIZE)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            if tuple(latents.shape) != shape:
-                raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
-            latents = latents.to(device=device, dtype=dtype)
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         latents = latents * self.scheduler.init_noise_sigma
@@ -152,18 +103,4 @@ class UNetDigitsPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 progress_bar.update()
 
-        self._current_timestep = None
-        self.maybe_free_model_hooks()
-
-        if output_type == "latent":
-            images: Any = latents
-        else:
-            images = self.decode(latents)
-            if output_type == "np":
-                images = images.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
-            elif output_type == "pil":
-                arr = (images[:, 0].cpu().numpy() * 255).round().astype(np.uint8)
-                images = [Image.fromarray(a).resize((PIL_SIZE, PIL_SIZE), Image.NEAREST) for a in arr]
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        return self.finish(latents, output_type, return_dict)

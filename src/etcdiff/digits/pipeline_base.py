@@ -1,0 +1,112 @@
+"""What the two digits pipelines share (the flow-matching DiT and the held-out epsilon UNet): the prompt as
+class labels with their classifier-free-guidance copy, the starting latents, the pipeline state that diffusers'
+callbacks read, and the conversion of the final latents to the requested output."""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from .model import NULL_CLASS, NUM_CLASSES, SAMPLE_SIZE
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+PIL_SIZE = 64
+
+
+def parse_prompt(prompt: Any) -> list[int]:
+    """Turn a digit prompt ("0".."9", 0..9, or a list of them) into class labels."""
+    items = prompt if isinstance(prompt, (list, tuple)) else [prompt]
+    labels = []
+    for p in items:
+        if isinstance(p, str) and p.strip().isdigit() and len(p.strip()) == 1:
+            labels.append(int(p.strip()))
+        elif isinstance(p, Integral) and not isinstance(p, bool) and 0 <= int(p) < NUM_CLASSES:
+            labels.append(int(p))
+        else:
+            raise ValueError(
+                f"Invalid prompt {p!r}: DigitsPipeline only draws single digits. Valid prompts are the strings "
+                f"'0'..'9' or the integers 0..9, or a non-empty list of them."
+            )
+    if not labels:
+        raise ValueError("Empty prompt list: pass at least one digit ('0'..'9' or 0..9).")
+    return labels
+
+
+class DigitsPipelineBase(DiffusionPipeline):
+    """The pipeline state and the input/output handling of a class-conditional 16x16 digits sampler."""
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    @staticmethod
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        """Map latents (pixel space, [-1, 1]) to images in [0, 1]; the "VAE" is the identity."""
+        return ((latents.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def start(self, prompt: Any, guidance_scale: float, output_type: str, channels: int, dtype: torch.dtype,
+              generator: Any, latents: torch.Tensor | None) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Check the inputs and set the state of a new call; returns the batch size, the labels (with the
+        unconditional copy under guidance) and the starting latents."""
+        from ..pipeline_inputs import check_guidance
+
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Invalid output_type {output_type!r}; expected one of {OUTPUT_TYPES}.")
+        check_guidance(guidance_scale, type(self).__name__)
+        labels_list = parse_prompt(prompt)
+        batch, device = len(labels_list), self._execution_device
+        self._guidance_scale = guidance_scale
+        self._current_timestep = None
+        self._interrupt = False
+        labels = torch.tensor(labels_list, device=device, dtype=torch.long)
+        if self.do_classifier_free_guidance:
+            labels = torch.cat([labels, torch.full_like(labels, NULL_CLASS)])
+        shape = (batch, channels, SAMPLE_SIZE, SAMPLE_SIZE)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+            latents = latents.to(device=device, dtype=dtype)
+        return batch, labels, latents
+
+    def finish(self, latents: torch.Tensor, output_type: str, return_dict: bool) -> ImagePipelineOutput | tuple:
+        """The final latents as ``output_type``: 64x64 PIL images, a float32 array [B, 16, 16, 1] in [0, 1] ("np"),
+        a tensor [B, 1, 16, 16] in [0, 1] ("pt") or the raw latents ("latent")."""
+        self._current_timestep = None
+        self.maybe_free_model_hooks()
+        if output_type == "latent":
+            images: Any = latents
+        else:
+            images = self.decode(latents)
+            if output_type == "np":
+                images = images.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+            elif output_type == "pil":
+                arr = (images[:, 0].cpu().numpy() * 255).round().astype(np.uint8)
+                images = [Image.fromarray(a).resize((PIL_SIZE, PIL_SIZE), Image.NEAREST) for a in arr]
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
