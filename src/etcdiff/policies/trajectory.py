@@ -28,3 +28,12 @@ class Trajectory:
     @property
     def num_steps(self) -> int:
         return len(self.outputs)
+
+
+def check_step_count(tr: Trajectory, index: int, n: int, caller: str) -> None:
+    """Raise a ValueError naming ``caller`` unless trajectory ``index`` has ``n`` outputs and ``n`` inputs."""
+    if tr.num_steps != n or len(tr.inputs) != n:
+        raise ValueError(
+            f"{caller}: trajectory {index} has {tr.num_steps} outputs and {len(tr.inputs)} inputs; every trajectory "
+            f"must have {n} of each (record all calibration runs with the same num_inference_steps)."
+        )

@@ -145,7 +145,10 @@ class EasyCache(StepPolicy):
         if self.in_warmup(step):
             self.acc = 0.0
             return True
-        dx = self.input_change(step)
+        return self.accumulate(self.input_change(step))
+
+    def accumulate(self, dx: float | None) -> bool:
+        """Add rate·dx/|last output| to the running estimate; whether the model runs (no estimate: it runs)."""
         norm = None if self.last_out is None else mean_abs(self.last_out)
         if self.rate is None or dx is None or not norm:
             return True

@@ -36,7 +36,7 @@ from .base import OutputStream, StepPolicy, is_finite
 from ..settings_file import fitted
 from ..._numbers import as_real
 
-from ..trajectory import Trajectory
+from ..trajectory import Trajectory, check_step_count
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -109,11 +109,7 @@ def _check_trajectories(trajectories: Sequence["Trajectory"]) -> tuple[int, list
     n = trajectories[0].num_steps
     sigmas = []
     for i, tr in enumerate(trajectories):
-        if tr.num_steps != n or len(tr.inputs) != n:
-            raise ValueError(
-                f"fit_ertacache: trajectory {i} has {tr.num_steps} outputs and {len(tr.inputs)} inputs; every trajectory "
-                f"must have {n} of each (record all calibration runs with the same num_inference_steps)."
-            )
+        check_step_count(tr, i, n, "fit_ertacache")
         if tr.sigmas is None or len(tr.sigmas) < n:
             raise ValueError(
                 f"fit_ertacache: trajectory {i} has no sigmas for its {n} steps; the timestep correction needs a "

@@ -75,15 +75,7 @@ class LazyCache(EasyCache):
             return True
         if x is not None and self.last_x is not None and x.shape == self.last_x.shape:
             self._dx = mean_abs(subsampled(x, self.subsample) - subsampled(self.last_x, self.subsample))
-        norm = None if self.last_out is None else mean_abs(self.last_out)
-        if self.rate is None or self._dx is None or not norm:
-            return True
-        self.acc += self.rate * self._dx / norm
-        self._err = self.acc
-        if self.acc < self.threshold:
-            return False
-        self.acc = 0.0
-        return True
+        return self.accumulate(self._dx)
 
     def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
         self._log(step, computed, err=self._err)

@@ -33,7 +33,7 @@ import torch
 from .base import OutputStream, StepPolicy, is_finite
 from .etc import TrendState
 from .etc_plus.fit import flat_items, solver_weights
-from ..settings_file import read_settings_file
+from ..settings_file import fitted
 from ..trajectory import Trajectory
 
 PREDICTORS = ("reuse", "linear", "etc")
@@ -220,12 +220,7 @@ class LeMiCa(StepPolicy):
             raise ValueError("LeMiCa: give either profile= (from `etcdiff calibrate --method lemica --set calls=B`) "
                              "with calls=B, or an explicit computed= list of steps; not both, not neither.")
         if profile is not None:
-            if isinstance(profile, (str, os.PathLike)):
-                profile = read_settings_file(profile, "profile", "lemica")
-            if isinstance(profile, dict):
-                profile = LeMiCaProfile.from_dict(profile)
-            if not isinstance(profile, LeMiCaProfile):
-                raise ValueError(f"LeMiCa: profile must be a LeMiCaProfile, its to_dict() or a JSON path, got {type(profile).__name__}.")
+            profile = fitted(profile, LeMiCaProfile, "profile", "lemica", "LeMiCa", "a LeMiCaProfile")
             if calls is None:
                 raise ValueError("LeMiCa: give calls=B, the model calls per generation.")
             computed = profile.schedule(calls, predictor)

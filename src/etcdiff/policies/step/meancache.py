@@ -35,9 +35,9 @@ from typing import Any, Sequence
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
-from ..settings_file import read_settings_file
+from ..settings_file import fitted
 
-from ..trajectory import Trajectory
+from ..trajectory import Trajectory, check_step_count
 
 DEFAULT_GAMMA = 2.0
 DEFAULT_MAX_SPAN = 6  # the largest span in the authors' released schedules
@@ -226,11 +226,7 @@ def _check_trajectories(trajectories: Sequence["Trajectory"]) -> tuple[int, list
         raise ValueError(f"fit_meancache: the trajectories have {n} step(s); at least 2 are needed.")
     all_sigmas = []
     for p, tr in enumerate(trajectories):
-        if tr.num_steps != n or len(tr.inputs) != n:
-            raise ValueError(
-                f"fit_meancache: trajectory {p} has {tr.num_steps} outputs and {len(tr.inputs)} inputs; every "
-                f"trajectory must have {n} of each (record all calibration runs with the same num_inference_steps)."
-            )
+        check_step_count(tr, p, n, "fit_meancache")
         s = [] if tr.sigmas is None else [float(v) for v in torch.as_tensor(tr.sigmas).flatten()]
         s = s + [0.0] * (n + 1 - len(s)) if len(s) == n else s
         if len(s) < n + 1 or min(s) < 0 or max(s) > 1 + 1e-6 or any(b > a + 1e-9 for a, b in zip(s, s[1:])):
@@ -351,12 +347,7 @@ class MeanCache(StepPolicy):
                 "calls=B, or an explicit schedule=; not both, not neither."
             )
         if profile is not None:
-            if isinstance(profile, (str, os.PathLike)):
-                profile = read_settings_file(profile, "profile", "meancache")
-            if isinstance(profile, dict):
-                profile = MeanCacheProfile.from_dict(profile)
-            if not isinstance(profile, MeanCacheProfile):
-                raise ValueError(f"MeanCache: profile must be a MeanCacheProfile, its to_dict() or a JSON path, got {type(profile).__name__}.")
+            profile = fitted(profile, MeanCacheProfile, "profile", "meancache", "MeanCache", "a MeanCacheProfile")
             if calls is None:
                 raise ValueError(f"MeanCache: give calls=B, the model calls per generation (calibrated: {sorted(profile.schedules)}).")
             schedule = profile.schedule(calls)
