@@ -67,6 +67,65 @@ class DigitsPipelineBase(DiffusionPipeline):
         """Map latents (pixel space, [-1, 1]) to images in [0, 1]; the "VAE" is the identity."""
         return ((latents.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
+    # -- what a model fills in ---------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The network that predicts the scheduler's model output."""
+        raise NotImplementedError
+
+    def condition(self, labels: torch.Tensor) -> Any:
+        """What the denoiser is conditioned on, from the labels (default: the labels)."""
+        return labels
+
+    def set_schedule(self, num_inference_steps: int) -> torch.Tensor:
+        """Set the scheduler up for the run; returns its timesteps."""
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        return self.scheduler.timesteps
+
+    def predict(self, latent_in: torch.Tensor, t: torch.Tensor, step: int, cond: Any) -> torch.Tensor:
+        """The denoiser's output for the (CFG-doubled) ``latent_in`` at timestep ``t``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | int | list,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 2.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Sample one 16x16 digit per prompt entry ("0".."9" or 0..9).
+
+        Returns ``ImagePipelineOutput(images=...)`` (or a 1-tuple): a list of 64x64 PIL images for "pil", a float32
+        array [B, 16, 16, 1] in [0, 1] for "np", a tensor [B, 1, 16, 16] in [0, 1] for "pt", raw latents for "latent".
+        """
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        model = self.denoiser
+        _, labels, latents = self.start(prompt, guidance_scale, output_type, model.config.in_channels, model.dtype,
+                                        generator, latents)
+        cond = self.condition(labels)
+        timesteps = self.set_schedule(num_inference_steps)
+        self._num_timesteps = len(timesteps)
+        latents = latents * getattr(self.scheduler, "init_noise_sigma", 1.0)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                latent_in = torch.cat([latents, latents]) if self.do_classifier_free_guidance else latents
+                noise_pred = self.predict(latent_in, t, i, cond)
+                if self.do_classifier_free_guidance:
+                    cond_out, uncond_out = noise_pred.chunk(2)
+                    noise_pred = uncond_out + guidance_scale * (cond_out - uncond_out)
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                progress_bar.update()
+        return self.finish(latents, output_type, return_dict)
+
+    # -- the parts of a call ------------------------------------------------------------------------------
     def start(self, prompt: Any, guidance_scale: float, output_type: str, channels: int, dtype: torch.dtype,
               generator: Any, latents: torch.Tensor | None) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Check the inputs and set the state of a new call; returns the batch size, the labels (with the

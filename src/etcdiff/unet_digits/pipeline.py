@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from ..digits.pipeline_base import DigitsPipelineBase
 from .model import NOISE_SCHEDULE, LabelTokens, load_models
@@ -61,46 +61,15 @@ class UNetDigitsPipeline(DigitsPipelineBase):
             pipe.etcdiff_description = pipe.etcdiff_description.replace("DDIM", "DPM-Solver++ 2M")
         return pipe
 
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str | int | list,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 2.0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-    ) -> ImagePipelineOutput | tuple:
-        """Sample one 16x16 digit per prompt entry ("0".."9" or 0..9).
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
 
-        Returns ``ImagePipelineOutput(images=...)`` (or a 1-tuple): a list of 64x64 PIL images for "pil", a float32
-        array [B, 16, 16, 1] in [0, 1] for "np", a tensor [B, 1, 16, 16] in [0, 1] for "pt", raw latents for "latent".
-        """
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
-        dtype = self.unet.dtype
-        batch, labels, latents = self.start(prompt, guidance_scale, output_type, self.unet.config.in_channels, dtype,
-                                            generator, latents)
-        tokens = self.label_encoder(labels).to(dtype)
+    def condition(self, labels: torch.Tensor) -> torch.Tensor:
+        """The label tokens the UNet reads through cross-attention."""
+        return self.label_encoder(labels).to(self.unet.dtype)
 
-        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
-        timesteps = self.scheduler.timesteps
-        self._num_timesteps = len(timesteps)
-        latents = latents * self.scheduler.init_noise_sigma
-
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                self._current_timestep = t
-                latent_in = torch.cat([latents, latents]) if self.do_classifier_free_guidance else latents
-                latent_in = self.scheduler.scale_model_input(latent_in, t)
-                noise_pred = self.unet(latent_in, t, encoder_hidden_states=tokens, return_dict=False)[0]
-                if self.do_classifier_free_guidance:
-                    cond, uncond = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance_scale * (cond - uncond)
-                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-                progress_bar.update()
-
-        return self.finish(latents, output_type, return_dict)
+    def predict(self, latent_in: torch.Tensor, t: torch.Tensor, step: int, cond: Any) -> torch.Tensor:
+        """The UNet's noise prediction on the scheduler-scaled input."""
+        latent_in = self.scheduler.scale_model_input(latent_in, t)
+        return self.unet(latent_in, t, encoder_hidden_states=cond, return_dict=False)[0]
