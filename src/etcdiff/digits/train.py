@@ -53,6 +53,38 @@ def save_weights(model: torch.nn.Module, out: Path, metadata: dict[str, str]) ->
     save_file(state, str(out), metadata=metadata)
 
 
+def make_optimizer(
+    model: torch.nn.Module, lr: float, warmup: int, steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a linear warm-up over ``warmup`` steps, then a cosine decay to 0.1 of ``lr`` at ``steps``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
+    )
+    return opt, sched
+
+
+def optimizer_step(
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    loss: torch.Tensor,
+    step: int,
+    ema_decay: float,
+) -> None:
+    """Backpropagate ``loss``, clip gradients to norm 1, step the optimizer and schedule, and update the EMA."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    with torch.no_grad():
+        d = min(ema_decay, (1 + step) / (10 + step))
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - d)
+
+
 def train(
     steps: int = 2200,
     out: Path = WEIGHTS_PATH,
@@ -76,10 +108,7 @@ def train(
         if hasattr(m, "token_drop"):
             m.dropout_prob = 0.0
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
-    )
+    opt, sched = make_optimizer(model, lr, warmup, steps)
 
     smooth, t0 = None, time.time()
     bar = tqdm(range(steps), desc="train digits DiT")
@@ -95,15 +124,7 @@ def train(
         pred = model(xs, timestep=s * 1000, class_labels=y, return_dict=False)[0]
         loss = F.mse_loss(pred, noise - x0)
 
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            d = min(ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
+        optimizer_step(model, ema, opt, sched, loss, step, ema_decay)
 
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smooth:.4f}")
@@ -117,13 +138,19 @@ def train(
     return smooth
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train etcdiff's embedded digits demo model (CPU, a few minutes).")
-    p.add_argument("--steps", type=int, default=2200)
-    p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
+def train_parser(description: str, steps: int, out: Path, batch_size: int, lr: float) -> argparse.ArgumentParser:
+    """The command line both digits trainers share: --steps, --out, --seed, --batch-size, --lr, with these defaults."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--out", type=Path, default=out)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = train_parser("Train etcdiff's embedded digits demo model (CPU, a few minutes).", 2200, WEIGHTS_PATH, 64, 1e-3)
     p.add_argument("--augment", action="store_true", help="random +-1 px translations")
     a = p.parse_args(argv)
     train(steps=a.steps, out=a.out, seed=a.seed, batch_size=a.batch_size, lr=a.lr, augment=a.augment)

@@ -11,10 +11,8 @@ thread in all; docs/unet-digits).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from ..digits.train import load_data, save_weights
+from ..digits.train import load_data, make_optimizer, optimizer_step, save_weights, train_parser
 from .model import NOISE_SCHEDULE, NULL_CLASS, UNET_CONFIG, WEIGHTS_PATH, build_models
 
 
@@ -55,9 +53,7 @@ def train(steps: int = 800, out: Path = WEIGHTS_PATH, seed: int = 0, batch_size:
 
         model.load_state_dict({k: v.float() for k, v in load_file(str(init)).items()}, strict=True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps))))
+    opt, sched = make_optimizer(model, lr, warmup, steps)
 
     smooth, t0 = None, time.time()
     for step in range(steps):
@@ -68,15 +64,7 @@ def train(steps: int = 800, out: Path = WEIGHTS_PATH, seed: int = 0, batch_size:
         t = torch.randint(0, NOISE_SCHEDULE["num_train_timesteps"], (batch_size,), generator=g)
         loss = F.mse_loss(model(noise_schedule.add_noise(x0, noise, t), t, y), noise)
 
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            d = min(ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
+        optimizer_step(model, ema, opt, sched, loss, step, ema_decay)
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             print(f"step {step + 1:5d}  loss {smooth:.4f}  lr {sched.get_last_lr()[0]:.2e}  {time.time() - t0:.0f}s",
@@ -99,12 +87,8 @@ def _save(ema: torch.nn.Module, out: Path, steps: int, seed: int, batch_size: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train etcdiff's held-out UNet digits model (CPU, about 10 minutes a stage).")
-    p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=24)
-    p.add_argument("--lr", type=float, default=1.5e-3)
+    p = train_parser("Train etcdiff's held-out UNet digits model (CPU, about 10 minutes a stage).", 800, WEIGHTS_PATH,
+                     24, 1.5e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--init", type=Path, default=None, help="start from these weights (a second stage)")
     a = p.parse_args(argv)
