@@ -17,7 +17,7 @@ PKG = "etcdiff"
 
 #: module-name prefixes -> layer (the longest prefix wins)
 LAYERS = {
-    "etcdiff._version": 0,
+    "etcdiff._package": 0,
     "etcdiff._numbers": 0,
     "etcdiff._files": 0,
     "etcdiff.policies": 0,

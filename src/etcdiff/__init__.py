@@ -6,11 +6,8 @@ torch or diffusers import.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import catalog  # noqa: F401  (the method registry: no torch import, and every name is known from the start)
-from ._version import __version__
+from ._package import __version__, lazy_names
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -28,13 +25,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'etcdiff' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

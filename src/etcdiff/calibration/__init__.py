@@ -11,8 +11,7 @@
 Command line: ``etcdiff calibrate --model demo``.
 """
 
-import importlib
-from typing import Any
+from .._package import lazy_names
 
 # functions named like their module: bound here, or the submodule, once imported, would hide them
 from .change_point import change_point
@@ -34,14 +33,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'etcdiff.calibration' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_names(__name__, _EXPORTS)
 
 __all__ = [
     "PipelineDecoder", "Profile", "RecordingPolicy", "SearchResult", "calibrate_denoiser", "calibrate_pipeline",

@@ -97,7 +97,7 @@ def profile_identity(pipe: Any) -> str:
 def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    from .._version import __version__
+    from .._package import __version__
 
     out = {"etcdiff": __version__}
     for dist in ("torch", "diffusers", "ruptures", "scikit-image", "numpy"):

@@ -27,7 +27,7 @@ __all__ = ["CLIError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .._version import __version__
+    from .._package import __version__
 
     parser = argparse.ArgumentParser(
         prog="etcdiff",

@@ -17,11 +17,6 @@ class DigitsPipeline(DigitsPipelineBase):
     model_cpu_offload_seq = "transformer"
     #: the name its calibration profiles are saved and found under (see ``calibration.profile_identity``)
     etcdiff_identity = "digits"
-    #: the prompts ``etcdiff calibrate`` uses for it by default: its ten classes
-    etcdiff_calibration_prompts = tuple(str(i) for i in range(10))
-    #: what ``etcdiff demo --model digits`` samples, with this guidance scale
-    etcdiff_demo_prompts = etcdiff_calibration_prompts
-    etcdiff_guidance = 2.0
     etcdiff_description = "the embedded digits DiT (flow matching, 16x16, class-conditional)"
 
     def __init__(self, transformer: DiTTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler):

@@ -42,6 +42,14 @@ def parse_prompt(prompt: Any) -> list[int]:
 class DigitsPipelineBase(DiffusionPipeline):
     """The pipeline state and the input/output handling of a class-conditional 16x16 digits sampler."""
 
+    #: the prompts ``etcdiff calibrate`` uses by default (its ten classes), and what ``etcdiff demo`` samples
+    #: with this guidance scale
+    etcdiff_calibration_prompts = tuple(str(i) for i in range(10))
+    etcdiff_demo_prompts = etcdiff_calibration_prompts
+    etcdiff_guidance = 2.0
+    #: the bench scores its images with the shipped digit classifier
+    etcdiff_digit_classes = True
+
     @property
     def guidance_scale(self) -> float:
         return self._guidance_scale

@@ -35,12 +35,7 @@ class UNetDigitsPipeline(DigitsPipelineBase):
 
     model_cpu_offload_seq = "label_encoder->unet"
     etcdiff_identity = "unet-digits"
-    etcdiff_calibration_prompts = tuple(str(i) for i in range(10))
-    etcdiff_demo_prompts = etcdiff_calibration_prompts
-    etcdiff_guidance = 2.0
     etcdiff_description = "the held-out UNet digits model (epsilon prediction, 16x16, class-conditional, DDIM)"
-    #: the bench scores its images with the shipped digit classifier
-    etcdiff_digit_classes = True
 
     def __init__(self, unet: UNet2DConditionModel, label_encoder: LabelTokens,
                  scheduler: DDIMScheduler | DPMSolverMultistepScheduler):
