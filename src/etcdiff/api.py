@@ -10,22 +10,13 @@ from typing import Any, Iterator
 from . import catalog  # noqa: F401  (registers the shipped methods)
 from .kinds import KINDS, enabled_kind
 from .policies.step.base import StepPolicy
-from .registry import METHODS, Method, get_method
+from .registry import METHODS, Method, get_method, no_reuse_note
 
 #: the last report of a pipeline whose method was disabled, so ``last_report`` still answers after
 #: ``with etcdiff.enabled(...)`` exits
 _LAST_REPORTS: "weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any], Any]]" = weakref.WeakKeyDictionary()
 #: the method name and settings of each enabled pipeline, for :func:`summary`
 _ENABLED: "weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any]]]" = weakref.WeakKeyDictionary()
-
-
-def saved_settings(pipe: Any, method: Method) -> dict[str, Any] | None:
-    """The settings saved by ``etcdiff calibrate --method`` for this pipeline's model (the first profile on
-    the search path), or ``None``."""
-    from .saved_calibration import saved_for_enable
-
-    prof = saved_for_enable(pipe, method)
-    return None if prof is None else prof.settings
 
 
 def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -132,14 +123,10 @@ def methods_that_run(pipe: Any) -> str:
     return f"Methods that run on it: {', '.join(names)}."
 
 
-def _enabled_kind(pipe: Any) -> str | None:
-    return enabled_kind(pipe)
-
-
 def disable(pipe: Any) -> None:
     """Remove whatever :func:`enable` added; the pipeline is exactly as it was before. The last report stays
     readable through :func:`last_report`."""
-    kind = _enabled_kind(pipe)
+    kind = enabled_kind(pipe)
     if kind is not None:
         try:
             name, used = _ENABLED.get(pipe, (kind, {}))
@@ -154,7 +141,7 @@ def last_report(pipe: Any) -> Any:
     """What the method did in the pipeline's last finished generation (a RunReport or its kin: computed steps,
     per-step signal and window, model calls; block executions for block-level methods). Still available after
     :func:`disable` (or the end of ``with etcdiff.enabled(...)``)."""
-    kind = _enabled_kind(pipe)
+    kind = enabled_kind(pipe)
     if kind is not None:
         return KINDS[kind].report(pipe)
     if pipe in _LAST_REPORTS:
@@ -164,13 +151,13 @@ def last_report(pipe: Any) -> Any:
 
 
 def is_enabled(pipe: Any) -> bool:
-    return _enabled_kind(pipe) is not None
+    return enabled_kind(pipe) is not None
 
 
 def summary(pipe: Any) -> dict[str, Any]:
     """Method, settings, model calls and speedup of the pipeline's last generation, as a dict (also printed by
     ``etcdiff generate``)."""
-    kind = _enabled_kind(pipe)
+    kind = enabled_kind(pipe)
     if kind is not None:
         name, used = _ENABLED.get(pipe, ("?", {}))
         report = KINDS[kind].report(pipe)
@@ -178,8 +165,6 @@ def summary(pipe: Any) -> dict[str, Any]:
         name, used, report = _LAST_REPORTS[pipe]
     else:
         raise RuntimeError("etcdiff.summary: no method is enabled on this pipeline and none ran on it.")
-    from .registry import no_reuse_note
-
     steps = getattr(report, "num_steps", None)
     computed = getattr(report, "num_computed", None)
     out = {

@@ -90,9 +90,9 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
 
 
 class _Counted:
-    """A :data:`Run` that counts the generations it makes."""
+    """A :data:`PolicyRunner` that counts the generations it makes."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: PolicyRunner) -> None:
         self.inner, self.count = run, 0
 
     def __call__(self, policy: StepPolicy, i: int) -> torch.Tensor:

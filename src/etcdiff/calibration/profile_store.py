@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 from .._files import atomic_write_text
 from ..policies.method_profile import MethodProfile, read_method_profile
