@@ -67,3 +67,21 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141
     assert err.strip() == "", err
+
+
+@pytest.mark.parametrize("model", ["digits", "unet-digits"])
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+def test_the_digits_pipelines_check_the_step_count_in_one_line(model, steps):
+    from etcdiff.models import load_pipeline
+
+    pipe = load_pipeline(model)
+    with pytest.raises(ValueError, match=rf"^num_inference_steps must be a positive integer, got {steps!r}\.$"):
+        pipe("3", num_inference_steps=steps)
+
+
+def test_the_unet_digits_pipeline_checks_guidance_too():
+    from etcdiff.models import load_pipeline
+
+    pipe = load_pipeline("unet-digits")
+    with pytest.raises(ValueError, match=r"^UNetDigitsPipeline: guidance_scale must be a finite number >= 0"):
+        pipe("3", guidance_scale=math.nan, num_inference_steps=2)
