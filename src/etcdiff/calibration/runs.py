@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..integration.step.recording import Trajectory, call_kwargs, record_pipeline
+from ..integration.step.recording import Trajectory, call_kwargs, fresh_copy, record_pipeline
 from ..integration.step.sampler import sample
 from ..policies.step.baselines import NoCache
 from ..policies.scheduler_family import scheduler_signature
@@ -72,7 +72,7 @@ class Runs:
         return (self._record(k, on_step) for k in range(len(self.labels)))
 
 
-def _accepts(pipe: Any, name: str) -> bool:
+def accepts_argument(pipe: Any, name: str) -> bool:
     try:
         params = inspect.signature(pipe.__call__).parameters
     except (TypeError, ValueError):
@@ -88,7 +88,7 @@ def pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int, guid
     if not prompts:
         raise ValueError("no calibration prompts: give at least one (the paper uses about 10).")
     extra = dict(pipe_kwargs or {})
-    if "output_type" not in extra and _accepts(pipe, "output_type"):
+    if "output_type" not in extra and accepts_argument(pipe, "output_type"):
         extra["output_type"] = "latent"
 
     def record(k: int, on_step: OnStep | None) -> Trajectory:
@@ -121,10 +121,18 @@ def denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: t
             outputs=policy.outputs, inputs=policy.inputs, final=final.detach().float().cpu().clone(),
             timesteps=torch.as_tensor(scheduler.timesteps).detach().cpu().clone(),
             sigmas=torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None,
-            scheduler=scheduler_signature(scheduler),
+            scheduler=scheduler_signature(scheduler), solver=_solver(scheduler, steps),
         )
 
     return Runs([f"latents[{i}]" for i in range(len(starts))], record)
+
+
+def _solver(scheduler: Any, steps: int) -> Any:
+    """A fresh copy of ``scheduler`` with the timesteps :func:`etcdiff.sample` sets, for replays."""
+    copied = fresh_copy(scheduler)
+    if copied is not None:
+        copied.set_timesteps(steps, device=getattr(scheduler.timesteps, "device", None))
+    return copied
 
 
 def record_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int,

@@ -13,9 +13,11 @@ class Trajectory:
     """One full-step run: ``outputs[t]`` is eps_t as the scheduler consumed it (after CFG), ``inputs[t]`` is
     x_t, ``final`` the clean latents after the last step; ``timesteps``/``sigmas`` are the scheduler's.
 
-    ``probes`` (optional, :mod:`etcdiff.calibration.propagation`): for some steps t, per sample, the RMS change of
+    ``probes`` (optional, :mod:`etcdiff.calibration.etc_plus.propagation`): for some steps t, per sample, the RMS change of
     the final result over the RMS change of eps_t when step t alone reuses step t-1's output: how an output error
-    at t really reaches the end, contraction of the model's own dynamics included."""
+    at t really reaches the end, contraction of the model's own dynamics included. ``solver``: a fresh copy of the
+    run's scheduler with its timesteps set, where the recorder could take one (:mod:`etcdiff.calibration.etc_plus.replay`
+    replays the run through it)."""
 
     outputs: list[torch.Tensor] = field(default_factory=list)
     inputs: list[torch.Tensor] = field(default_factory=list)
@@ -24,6 +26,8 @@ class Trajectory:
     sigmas: torch.Tensor | None = None
     probes: dict[int, list[float]] | None = None
     scheduler: dict[str, Any] | None = None  # policies.scheduler_family.scheduler_signature of the run's scheduler
+    solver: Any = None  # a fresh copy of the run's scheduler, its timesteps set, for replays (never saved)
+    probes_replayed: bool = False  # the probes come from replays of this run, not from extra generations
 
     @property
     def num_steps(self) -> int:

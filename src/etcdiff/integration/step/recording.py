@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
@@ -11,7 +12,19 @@ from ...policies.trajectory import Trajectory
 from .loop_tracker import LoopTracker
 from ..step_tracker import StepTracker
 
-__all__ = ["Trajectory", "call_kwargs", "record_pipeline"]
+__all__ = ["Trajectory", "call_kwargs", "fresh_copy", "record_pipeline"]
+
+
+def fresh_copy(scheduler: Any) -> Any:
+    """A copy of ``scheduler`` as it stands (timesteps set, no step taken yet), without etcdiff's wrappers: the
+    copy's ``step`` is the class's own. ``None`` where the scheduler cannot be copied."""
+    try:
+        copied = copy.deepcopy(scheduler)
+    except Exception:  # noqa: BLE001 - a scheduler holding something uncopyable: no replays for this run
+        return None
+    for name in [k for k, v in vars(copied).items() if callable(v) and hasattr(type(copied), k)]:
+        del vars(copied)[name]  # an instance-level wrapper (the trackers' step, set_timesteps, ...)
+    return copied
 
 
 class _Recorder:
@@ -32,6 +45,7 @@ class _Recorder:
         sigmas = getattr(sch, "sigmas", None)
         self.trajectory.sigmas = torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None
         self.trajectory.scheduler = scheduler_signature(sch)
+        self.trajectory.solver = fresh_copy(sch)
 
     def end_step(self, step: int, model_output: Any) -> None:
         tracker = self.tracker

@@ -43,6 +43,14 @@ def sample(
     _check_policy(policy)
     _check_scheduler(scheduler)
     scheduler.set_timesteps(steps, device=latents.device)
+    return denoise_loop(model, scheduler, latents, policy, progress=progress, **model_kwargs)
+
+
+@torch.no_grad()
+def denoise_loop(model: Denoiser, scheduler: Any, latents: torch.Tensor, policy: StepPolicy, *,
+                 progress: bool = False, **model_kwargs: Any) -> torch.Tensor:
+    """The loop of :func:`sample` over the timesteps ``scheduler`` already has (no ``set_timesteps``): a
+    scheduler prepared by someone else, such as a copy of a pipeline's (calibration's replays)."""
     timesteps = scheduler.timesteps
     policy.prepare(len(timesteps))  # a saved calibration's settings for this step count
     policy.use_schedule(getattr(scheduler, "sigmas", None))  # this run's schedule first: begin checks it
