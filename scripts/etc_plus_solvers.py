@@ -45,6 +45,7 @@ from etcdiff.policies.step.meancache import flow_scheduler_problem  # noqa: E402
 SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
 NEW_KEYS = ("budget_errors", "tolerance_scale")  # what etc-plus-old does without
+REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
 
 
 def scheduler(model: str, kind: str) -> Any:
@@ -114,7 +115,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
 
     for method in methods:
         if method in ("etc-plus", "etc-plus-old"):
-            kw = {"corrections": "auto"} if method == "etc-plus-old" else {}
+            kw = {"corrections": "auto"} if method == "etc-plus-old" else ({"replays": True} if REPLAYS else {})
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
                                            calls=budgets(steps)[0], **kw)
@@ -315,6 +316,7 @@ def main() -> None:
     ap.add_argument("--steps", nargs="+", type=int, default=[20, 28, 50])
     ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
     ap.add_argument("--no-ladder", action="store_true")
+    ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="")
     ap.add_argument("--tag", default="etc_plus_solvers")
@@ -325,6 +327,8 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
+    global REPLAYS
+    REPLAYS = args.replays
     torch.set_num_threads(args.threads)
     if args.merge is not None:
         results = []

@@ -426,7 +426,7 @@ class _Off(NoCache):
 
 
 def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
-    from etcdiff.calibration.etc_plus_refine import budget_ladder, measured_budgets, tolerance_scale
+    from etcdiff.calibration.etc_plus.refine import budget_ladder, measured_budgets, tolerance_scale
     from etcdiff.calibration.selection import HeldOut
 
     assert budget_ladder(20) == [4, 5, 6, 7, 8, 9, 10] and budget_ladder(28) == list(range(6, 15))

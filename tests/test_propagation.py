@@ -1,4 +1,4 @@
-"""Probe runs (etcdiff.calibration.propagation) and how etc-plus's fit uses them."""
+"""Probe runs (etcdiff.calibration.etc_plus.propagation) and how etc-plus's fit uses them."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
-from etcdiff.calibration.propagation import probe_steps, record_probed_denoiser_runs
+from etcdiff.calibration.etc_plus.propagation import probe_steps, record_probed_denoiser_runs
 from etcdiff.policies import NoCache, SkipSteps
 from etcdiff.policies.step.etc_plus.fit import solver_weights, fit_etc_plus, propagation_factors
 from etcdiff.policies.trajectory import Trajectory
@@ -111,7 +111,7 @@ def test_propagation_setting_must_be_a_bool():
 
 
 def test_a_probe_whose_result_has_another_batch_says_so():
-    from etcdiff.calibration.propagation import _ratios
+    from etcdiff.calibration.etc_plus.propagation import _ratios
 
     tr = Trajectory(outputs=[torch.zeros(1, 4), torch.ones(1, 4)], inputs=[torch.zeros(1, 4)] * 2, final=torch.zeros(1, 4))
     with pytest.raises(RuntimeError, match="probes need one image per prompt"):

@@ -22,7 +22,7 @@ from .api import resolve_policy
 from .calibration.decode import Decode
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
 from .calibration.policy_runs import PolicyRunner, denoiser_runner, pipeline_runner
-from .calibration.selection import choose_fit
+from .calibration.selection import RealRuns, choose_fit
 from .policies.step.base import StepPolicy
 from .registry import Method, get_method
 
@@ -102,24 +102,27 @@ class _Counted:
 
 def _with_cost(info: Method, fitted: dict[str, Any], records: list[Any], run: _Counted, start: float) -> dict[str, Any]:
     """``fitted`` with what the calibration cost in its profile (when the method's profile is a dict of its own):
-    generations (full recorded runs, probe runs, runs to choose and check) and seconds."""
+    generations (full recorded runs, and the real runs to probe, choose and check) and seconds."""
     profile = fitted.get("profile")
     if isinstance(profile, dict) and profile.get("method") == info.name:
-        probes = sum(len(getattr(r, "probes", None) or {}) for r in records)
-        profile["cost"] = {"generations": len(records) + probes + run.count, "recorded": len(records),
-                           "probes": probes, "held_out": run.count,
-                           "seconds": round(time.perf_counter() - start, 2)}
+        profile["cost"] = {"generations": len(records) + run.count, "recorded": len(records),
+                           "real_runs": run.count, "seconds": round(time.perf_counter() - start, 2)}
     return fitted
 
 
 def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict[str, Any],
          run_args: dict[str, Any], run: PolicyRunner) -> dict[str, Any]:
     """The method's fit; where it declares a choice (``Method.choose``) the user left open, the choice made on
-    held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`)."""
+    held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`): replayed where the method
+    replays (``Method.replays``) and the runs allow it, else run for real."""
     context = _fit_context(info, run_args)
+    fit_args = dict(fit_args)
+    replays = fit_args.pop("replays", False)
+    if not isinstance(replays, bool):
+        raise ValueError(f"{info.name}: replays must be true or false, got {replays!r}.")
 
     def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
-        return info.fit(runs, decode=decode, **fit_args, **extra, **context)
+        return info.fit(runs, decode=decode, **{**fit_args, **extra}, **context)
 
     names, values = open_choice(info, fit_args)
     refine = info.refine() if info.refine is not None else None
@@ -129,9 +132,44 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     def build(fitted: dict[str, Any], calls: int | None) -> StepPolicy:
         return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
 
+    def plain(runs: list[Any]) -> dict[str, Any]:  # the last candidate: the one that needs no probes
+        return fit(runs, **(dict(zip(names, values[-1] if len(names) > 1 else (values[-1],))) if names else {}))
+
+    held, replayed, real = _held_out_runner(info, records, plain, build, run, replays)
     if not names:  # every choice given by the user: only the method's own checks
-        return choose_fit(records, lambda runs, **_: fit(runs), build, run, "_", (None,), refine)
-    return choose_fit(records, fit, build, run, names[0] if len(names) == 1 else names, values, refine)
+        fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)
+    else:
+        fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real)
+    if replayed is not None and isinstance(fitted.get("profile"), dict):
+        fitted["profile"]["replay"] = replayed
+    return fitted
+
+
+def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any]], dict[str, Any]],
+                     build: Callable[[dict[str, Any], int | None], StepPolicy], run: PolicyRunner,
+                     replays: bool) -> tuple[PolicyRunner, dict[str, Any] | None, RealRuns | None]:
+    """What judges the candidates on held-out runs, a record of it, and the real runs a method's checks may use:
+    replays with a fitted feedback, their probes on every run (:mod:`etcdiff.calibration.etc_plus.replay`), and the runs
+    the feedback was fitted on, where asked (``replays``) and the runs can be replayed; else real runs, with
+    real probe runs where the method's fit reads probes (``Method.replays``)."""
+    if not info.replays:
+        return run, None, None
+    from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
+    from .calibration.etc_plus.replay import Replay, fit_feedback, replay_probes, replayable
+
+    steps = probe_steps(records[0].num_steps, PROBES)
+    if not replays:
+        probe_runs(records[:PROBE_RUNS], run, steps)
+        return run, None, None
+    if not replayable(records):
+        probe_runs(records[:PROBE_RUNS], run, steps)
+        return run, {"used": False, "why": "the runs cannot be replayed (no copyable scheduler, or the pipeline "
+                                          "changes the latents between steps): held-out runs were run for real"}, None
+    feedback, record = fit_feedback(records, run, plain, build)
+    replay = Replay(records, feedback)
+    replay_probes(records, replay, steps)
+    real = RealRuns(run, {i: records[i].final for i in record.get("held_out_runs", [])})
+    return replay, {"used": True, "feedback": feedback, **record}, real
 
 
 def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:

@@ -54,7 +54,11 @@ class Method:
             held-out calibration runs, come closest to the full runs (:mod:`etcdiff.calibration.selection`);
             a tuple of settings with tuples of values chooses them jointly (settings the user gives are fixed).
         refine: returns ``refine(fitted, held_out)``, a method's own checks on the same held-out runs after the
-            choice (etc-plus: measured budget errors and the tolerance scale, :mod:`etcdiff.calibration.etc_plus_refine`).
+            choice (etc-plus: measured budget errors and the tolerance scale, :mod:`etcdiff.calibration.etc_plus.refine`).
+        replays: the method's fit has probe runs (etc-plus), and its calibration can take ``replays=True``: then
+            the held-out runs of ``choose`` and ``refine`` and the probes are replays of the recorded runs, with
+            the model's feedback fitted on a few real runs (:mod:`etcdiff.calibration.etc_plus.replay`; real runs where
+            the recorded runs cannot be replayed). Without it, the probes and held-out runs are real.
     """
 
     name: str
@@ -77,6 +81,7 @@ class Method:
     extra_runs: Callable[[int, int], int] | None = None
     choose: tuple[str | tuple[str, ...], tuple[Any, ...]] | None = None
     refine: Callable[[], Callable[..., None]] | None = None
+    replays: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

@@ -15,7 +15,7 @@ from ..integration.step.hook import disable_step_policy, enable_step_policy
 from ..integration.step.recording import call_kwargs
 from ..integration.step.sampler import sample
 from ..policies.step.base import StepPolicy
-from .runs import _accepts
+from .runs import accepts_argument
 
 PolicyRunner = Callable[[StepPolicy, int], torch.Tensor]  # run(policy, index of a calibration input) -> its result
 
@@ -43,7 +43,7 @@ def denoiser_runner(model: Callable[..., torch.Tensor], scheduler: Any, latents:
 def pipeline_runner(pipe: Any, prompts: Sequence[Any], steps: int, seed: int, guidance_scale: float | None = None,
                     on_step: Callable[[int], None] | None = None) -> PolicyRunner:
     """``run(policy, i)``: the pipeline's result (latents where it can return them) on calibration prompt ``i``."""
-    extra = {"output_type": "latent"} if _accepts(pipe, "output_type") else {}
+    extra = {"output_type": "latent"} if accepts_argument(pipe, "output_type") else {}
 
     def run(policy: StepPolicy, i: int) -> torch.Tensor:
         enable_step_policy(pipe, policy)

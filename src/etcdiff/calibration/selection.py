@@ -8,7 +8,7 @@ multistep solvers (UniPC, DPM-Solver++), whose history re-uses every estimate. W
 are shows only when the plans are run, so the choice is made the empirical way, on calibration data only, for
 the settings jointly (every combination is a candidate) and with the scheduler the calibration runs with:
 
-1. split the calibration runs that carry no probes into folds of at most three (cross-validation: every such run
+1. split the calibration runs that carry no probe runs into folds of at most three (cross-validation: every such run
    is held out once, so the choice does not rest on whichever few runs came last);
 2. for each fold, fit each candidate value on the other runs;
 3. run each candidate's policy on the fold's runs at 2x, 3x, 4x and 5x fewer calls than steps;
@@ -17,7 +17,7 @@ the settings jointly (every combination is a candidate) and with the scheduler t
 
 The choice and its scores are stored in the profile (``"selection"``), so a saved calibration says what it chose.
 A method may check more on the same held-out runs after the choice (``refine``: ETC+'s budgets and tolerance,
-:mod:`etcdiff.calibration.etc_plus_refine`).
+:mod:`etcdiff.calibration.etc_plus.refine`).
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ Build = Callable[[dict[str, Any], int], StepPolicy]  # build(fitted, calls) -> a
 
 
 def held_out_runs(records: Sequence[Any], runs: int = VALIDATION_RUNS) -> list[list[int]]:
-    """Folds of the records without probes: each a list of at most ``runs`` indices, as many as leave at least two
+    """Folds of the records without probe runs (replayed probes do not count): each a list of at most ``runs`` indices, as many as leave at least two
     records to fit on, together covering every unprobed record once (none when fewer than three records)."""
     size = min(runs, len(records) - 2)
-    free = [i for i, r in enumerate(records) if not getattr(r, "probes", None)]
+    free = [i for i, r in enumerate(records)
+            if not getattr(r, "probes", None) or getattr(r, "probes_replayed", False)]
     if size <= 0 or not free:
         return []
     folds = -(-len(free) // size)
@@ -79,6 +80,15 @@ def log_rel_errors(result: torch.Tensor, reference: torch.Tensor) -> list[float]
 
 
 @dataclass
+class RealRuns:
+    """Where the held-out runs are replays: a runner that generates for real, and the runs it may check with their
+    full-step results (a check a replay cannot be trusted with, such as a tolerance's share)."""
+
+    run: PolicyRunner
+    references: dict[int, torch.Tensor]
+
+
+@dataclass
 class HeldOut:
     """What a choice measured, for a method's own checks after it (:data:`Refine`): the folds, the full runs'
     results, the runner and builder, the chosen candidate's fits without each fold, and its log errors per budget."""
@@ -89,16 +99,23 @@ class HeldOut:
     build: Build
     fold_fits: list[dict[str, Any]]
     logs: dict[int, list[float]] = field(default_factory=dict)
+    real: RealRuns | None = None
 
-    def measure(self, calls: int | None, fitted_for: Callable[[dict[str, Any]], dict[str, Any]] = lambda f: f
-                ) -> list[tuple[int, float]]:
+    def measure(self, calls: int | None, fitted_for: Callable[[dict[str, Any]], dict[str, Any]] = lambda f: f,
+                real: bool = False) -> list[tuple[int, float]]:
         """``(run, RMS error)`` of the fold fits' policies at ``calls`` (``None``: the policy's own tolerance
-        mode) on every held-out run; ``fitted_for`` may adjust each fold fit first."""
+        mode) on every held-out run; ``fitted_for`` may adjust each fold fit first. ``real``: where the held-out
+        runs are replays, on the runs of :attr:`real` only, run for real."""
+        checked = self.real if real and self.real is not None else None
         out = []
         for fold, fitted in zip(self.folds, self.fold_fits):
+            runs = [i for i in fold if checked is None or i in checked.references]
+            if not runs:
+                continue
             policy = self.build(fitted_for(fitted), calls)
-            for i in fold:
-                out.append((i, float(item_rms(self.run(policy, i).detach().double() - self.references[i]).max())))
+            run, references = (self.run, self.references) if checked is None else (checked.run, checked.references)
+            for i in runs:
+                out.append((i, float(item_rms(run(policy, i).detach().double() - references[i].double()).max())))
         return out
 
 
@@ -106,7 +123,7 @@ Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs,
 
 
 def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str | Sequence[str],
-               values: Sequence[Any], refine: Refine | None = None) -> dict[str, Any]:
+               values: Sequence[Any], refine: Refine | None = None, real: RealRuns | None = None) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
     held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs
     to hold any out. ``setting`` may name several settings at once: then each value is a tuple, one entry per
@@ -141,7 +158,8 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                                 "mean_log_rel_error": {candidate_label(names, v): round(s, 4)
                                                        for v, s in scores.items()}}
     if refine is not None:
-        refine(fitted, HeldOut(folds, references, run, build, fold_fits[best], logs[best] if len(values) > 1 else {}))
+        refine(fitted, HeldOut(folds, references, run, build, fold_fits[best], logs[best] if len(values) > 1 else {},
+                               real))
     return fitted
 
 
@@ -149,5 +167,5 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
-__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "Refine", "candidate_label", "choose_fit", "held_out_runs",
+__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "RealRuns", "Refine", "candidate_label", "choose_fit", "held_out_runs",
            "log_rel_errors", "validation_budgets", "validation_generations"]

@@ -164,8 +164,10 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
               f"{chosen['mean_log_rel_error']})")
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
-        print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
-              f"{cost['held_out']} held-out checks) in {cost['seconds']:.1f} s")
+        replayed = (profile.get("replay") or {}).get("used")
+        how = "held-out runs; the others were replays" if replayed else "runs to probe, choose and check"
+        print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['real_runs']} real "
+              f"{how}) in {cost['seconds']:.1f} s")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))

@@ -16,11 +16,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..integration.step.recording import Trajectory, call_kwargs, record_pipeline
-from ..policies.step.baselines import SkipSteps
-from ..policies.step.etc_plus.fit import item_rms
-from .policy_runs import PolicyRunner, denoiser_runner, pipeline_runner, result_tensor
-from .runs import OnStep, _accepts, record_denoiser_runs
+from ...integration.step.recording import Trajectory, call_kwargs, record_pipeline
+from ...policies.step.baselines import NoCache, SkipSteps
+from ...policies.step.etc_plus.fit import item_rms
+from ..policy_runs import PolicyRunner, denoiser_runner, pipeline_runner, result_tensor
+from ..runs import OnStep, accepts_argument, record_denoiser_runs
 
 PROBES = 8  # probed steps per run
 PROBE_RUNS = 3  # calibration runs that are probed
@@ -52,6 +52,14 @@ def _probe(trajs: list[Trajectory], references: list[torch.Tensor], run: PolicyR
         traj.probes = {t: _ratios(traj, t, reference, run(SkipSteps({t}), k)) for t in probe_steps(traj.num_steps, count)}
 
 
+def probe_runs(trajs: Sequence[Trajectory], run: PolicyRunner, steps: Sequence[int]) -> None:
+    """Probe the recorded runs ``trajs`` (runs 0.. of ``run``) at ``steps``, for real: a full run each for its
+    reference, then one run per step."""
+    for k, traj in enumerate(trajs):
+        reference = run(NoCache(), k)
+        traj.probes = {t: _ratios(traj, t, reference, run(SkipSteps({t}), k)) for t in steps}
+
+
 def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
                                 steps: int, count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
     """:func:`~etcdiff.calibration.runs.record_denoiser_runs`, then probes on the first ``runs`` of them."""
@@ -66,7 +74,7 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
     """One full run of ``pipe`` per prompt (as :func:`~etcdiff.calibration.runs.record_pipeline_runs`), then
     probes on the first ``runs`` prompts: the same call with one step reusing the previous output."""
     trajs, references = [], []
-    extra = {"output_type": "latent"} if _accepts(pipe, "output_type") else {}
+    extra = {"output_type": "latent"} if accepts_argument(pipe, "output_type") else {}
     for k, prompt in enumerate(prompts):
         traj, result = record_pipeline(pipe, on_step=on_step, **call_kwargs(pipe, prompt, steps, seed, guidance_scale),
                                        **extra)
@@ -79,4 +87,4 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
     return trajs
 
 
-__all__ = ["PROBES", "PROBE_RUNS", "probe_steps", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]
+__all__ = ["PROBES", "PROBE_RUNS", "probe_runs", "probe_steps", "record_probed_denoiser_runs", "record_probed_pipeline_runs"]

@@ -20,7 +20,7 @@ The three parts of ETC, and what each becomes here:
    outputs, so they share a direction; separate windows add like independent errors). A backward dynamic
    programme over (last two real steps, calls left) gives the best next real step for any budget: calls go
    where skipping would cost most (the window is sized from the error budget). Where the
-   calibration ran probes (:mod:`etcdiff.calibration.propagation`), ``w_t`` is scaled by the measured reach of
+   calibration ran probes (:mod:`etcdiff.calibration.etc_plus.propagation`), ``w_t`` is scaled by the measured reach of
    an error at t, which the solver cannot see: a contracting flow damps early errors (calibration keeps the
    probes only where they do better on held-out calibration runs: :mod:`etcdiff.calibration.selection`).
 3. **Model-specific tolerance.** The tolerance bounds the square root of the summed cost, an estimate of the final
@@ -30,7 +30,7 @@ The three parts of ETC, and what each becomes here:
 Calibration through the registry (``etcdiff calibrate --method etc-plus``, ``calibrate_policy``) chooses the probes
 and the corrections jointly on held-out calibration runs with the user's scheduler (recorded in the profile: a
 scheduler of another family is refused), then measures every budget's plan and the tolerance mode on the same runs
-(:mod:`etcdiff.calibration.etc_plus_refine`).
+(:mod:`etcdiff.calibration.etc_plus.refine`).
 
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's
@@ -66,7 +66,7 @@ __all__ = ["ETCPlus", "ETCPlusStream", "fit_etc_plus", "load_etc_plus_profile"]
 # -- run time -----------------------------------------------------------------------------------------------------
 def ranked_calls(profile: dict[str, Any], calls: int | None) -> int | None:
     """The budget to plan with under ``calls``: among the budgets <= ``calls`` whose plans were measured on
-    held-out calibration runs (``profile["budget_errors"]``, :mod:`etcdiff.calibration.etc_plus_refine`), the one
+    held-out calibration runs (``profile["budget_errors"]``, :mod:`etcdiff.calibration.etc_plus.refine`), the one
     that came closest (the larger of equal ones); ``calls`` itself when it was not measured."""
     measured = {int(k): float(v) for k, v in (profile.get("budget_errors") or {}).items()}
     if calls is None or calls not in measured:

@@ -1,0 +1,165 @@
+"""Replays: a policy run over a recorded calibration run, through a copy of its scheduler, with no model call.
+
+A calibration that judges plans on held-out runs pays one generation per plan and run. A replay pays none. It runs
+the policy through the real sampling loop (:func:`~etcdiff.integration.step.sampler.denoise_loop`) on a fresh copy
+of the run's scheduler. On the steps the policy computes, the "model" answers with the recorded output, corrected
+for how far the replayed latents have strayed from the recorded ones::
+
+    eps(x) = eps_t + lam * (x - x_t) / s_t
+
+- ``s_t`` is the noise scale of step t, fitted on the recorded runs as ``x_t ~ a_t * x_final + s_t * eps_t``.
+- ``lam`` (the *feedback*) says how strongly the model pulls a strayed sample back. 0 means not at all (only the
+  solver acts). 1 means the model's denoised estimate does not move with x.
+
+A replay is exact for the solver: multistep history, predictor-corrector, shifted sigmas, the last step. It is
+first order for the model. ``lam`` is one number per model and scheduler. :func:`fit_feedback` fits it so that
+replays reproduce the errors of a few real held-out runs (:data:`FEEDBACK_RUNS` runs at each budget of
+:data:`FEEDBACK_SPEEDUPS`: the only generations a replayed calibration makes beyond its recorded runs).
+
+Replays also stand in for probe runs (:func:`replay_probes`): how an output error at step t reaches the end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ...integration.step.sampler import denoise_loop
+from ...policies.step.base import StepPolicy
+from ...policies.step.baselines import NoCache, SkipSteps
+from ...policies.step.etc_plus.fit import flat_items, item_rms
+from ..policy_runs import PolicyRunner
+
+FEEDBACK_RUNS = 3  # held-out runs the feedback is fitted on
+FEEDBACK_SPEEDUPS = (2, 3, 4)  # their budgets: steps / speedup calls
+FEEDBACK_GRID = tuple(round(0.1 * k, 1) for k in range(10))  # lam in 0.0 .. 0.9
+EXACT = 2e-2  # a replay of the recorded outputs must land this close to the recorded final latents (relative)
+
+
+def noise_scales(records: Sequence[Any]) -> list[float]:
+    """``s_t`` per step: the coefficient of eps_t when x_t is fitted as ``a·x_final + s·eps_t`` over every item
+    (floored at 1e-3 of the largest, so a last step at sigma near 0 does not blow the feedback up)."""
+    n = records[0].num_steps
+    final = torch.cat([flat_items(r.final).double() for r in records]).flatten()
+    out = []
+    for t in range(n):
+        x = torch.cat([flat_items(r.inputs[t]).double() for r in records]).flatten()
+        e = torch.cat([flat_items(r.outputs[t]).double() for r in records]).flatten()
+        gram = torch.tensor([[final @ final, final @ e], [final @ e, e @ e]], dtype=torch.float64)
+        rhs = torch.tensor([final @ x, e @ x], dtype=torch.float64)
+        try:
+            out.append(abs(float(torch.linalg.solve(gram, rhs)[1])))
+        except RuntimeError:  # collinear: no separate noise direction
+            out.append(1.0)
+    top = max(out) if out and max(out) > 0 else 1.0
+    return [max(s, 1e-3 * top) for s in out]
+
+
+class Replay:
+    """A :data:`~etcdiff.calibration.policy_runs.PolicyRunner` over recorded runs: ``replay(policy, i)`` is the
+    final latents of ``policy`` on run i, replayed (module docstring) with feedback ``lam``."""
+
+    def __init__(self, records: Sequence[Any], feedback: float = 0.0,
+                 scales: Sequence[float] | None = None) -> None:
+        self.records = list(records)
+        self.feedback = float(feedback)
+        self.scales = list(scales) if scales is not None else noise_scales(self.records)
+
+    def __call__(self, policy: StepPolicy, i: int) -> torch.Tensor:
+        rec = self.records[i]
+        solver = _cpu_copy(rec.solver)
+        index = {float(t): k for k, t in enumerate(solver.timesteps)}
+        lam, scales = self.feedback, self.scales
+        scale_input = hasattr(solver, "scale_model_input")
+
+        def model(x_in: torch.Tensor, t: Any) -> torch.Tensor:
+            k = index[float(t)]
+            out = rec.outputs[k]
+            if lam == 0.0:
+                return out
+            x_rec = rec.inputs[k]
+            rec_in = solver.scale_model_input(x_rec, t) if scale_input else x_rec
+            c = float((rec_in * x_rec).sum() / (x_rec * x_rec).sum().clamp_min(1e-30))  # the input's scaling
+            return out + lam * (x_in - rec_in) / (max(abs(c), 1e-12) * scales[k])
+
+        return denoise_loop(model, solver, rec.inputs[0].clone(), policy)
+
+
+def _cpu_copy(solver: Any) -> Any:
+    """A fresh copy of a recorded solver with its tensors on the CPU (the recorded outputs are there)."""
+    import copy
+
+    out = copy.deepcopy(solver)
+    for name, value in list(vars(out).items()):
+        if isinstance(value, torch.Tensor):
+            setattr(out, name, value.cpu())
+    return out
+
+
+def replayable(records: Sequence[Any]) -> bool:
+    """Whether the runs can be replayed: each carries a solver with one timestep per recorded step, and a replay
+    of the first run's recorded outputs lands on its final latents (a pipeline that changes the latents between
+    steps, such as inpainting, does not)."""
+    if not records or any(getattr(r, "solver", None) is None or r.final is None for r in records):
+        return False
+    if any(len(r.solver.timesteps) != r.num_steps for r in records):
+        return False
+    try:
+        final = Replay(records[:1], 0.0, [1.0] * records[0].num_steps)(NoCache(), 0).double()
+    except Exception:  # noqa: BLE001 - a scheduler the replay cannot drive: calibrate with real runs
+        return False
+    ref = records[0].final.double()
+    return bool(final.shape == ref.shape) and float(item_rms(final - ref).max()) <= EXACT * float(item_rms(ref).max())
+
+
+def log_error(result: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean over samples of log(RMS(result - reference) / RMS(reference))."""
+    error = item_rms(result.detach().double() - reference.double())
+    scale = item_rms(reference.double()).clamp_min(1e-12)
+    return sum(math.log(max(float(e / s), 1e-12)) for e, s in zip(error, scale)) / len(error)
+
+
+def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[Any]], dict[str, Any]],
+                 build: Callable[[dict[str, Any], int | None], StepPolicy]) -> tuple[float, dict[str, Any]]:
+    """``lam`` for :class:`Replay`: fit on all but the last :data:`FEEDBACK_RUNS` runs, run the policies at the
+    budgets of :data:`FEEDBACK_SPEEDUPS` on those for real (``run``) and in replays at every ``lam`` of
+    :data:`FEEDBACK_GRID`; the ``lam`` whose log errors come closest (least squares). Returns it and a record."""
+    held = list(range(max(2, len(records) - FEEDBACK_RUNS), len(records)))
+    if not held or len(records) - len(held) < 2:
+        return 0.0, {"runs": 0}
+    fitted = fit([r for i, r in enumerate(records) if i not in held])
+    n = records[0].num_steps
+    budgets = sorted({max(2, round(n / k)) for k in FEEDBACK_SPEEDUPS})
+    scales = noise_scales(records)
+    replays = {lam: Replay(records, lam, scales) for lam in FEEDBACK_GRID}
+    references = {i: replays[0.0](NoCache(), i) for i in held}
+    real, replayed = [], {lam: [] for lam in FEEDBACK_GRID}
+    for calls in budgets:
+        policy = build(fitted, calls)
+        for i in held:
+            real.append(log_error(run(policy, i), records[i].final))
+            for lam, replay in replays.items():
+                replayed[lam].append(log_error(replay(policy, i), references[i]))
+    miss = {lam: sum((a - b) ** 2 for a, b in zip(real, v)) / len(real) for lam, v in replayed.items()}
+    best = min(FEEDBACK_GRID, key=lambda lam: miss[lam])
+    return best, {"runs": len(real), "budgets": budgets, "held_out_runs": held,
+                  "rms_log_miss": {str(k): round(math.sqrt(v), 4) for k, v in miss.items()}}
+
+
+def replay_probes(records: Sequence[Any], replay: Replay, steps: Sequence[int]) -> None:
+    """Probes (:mod:`etcdiff.calibration.etc_plus.propagation`) from replays: on every run, per step t of ``steps``, the RMS
+    change of the final latents when step t alone reuses step t-1's output, over the RMS change of eps_t."""
+    for i, rec in enumerate(records):
+        reference = replay(NoCache(), i).double()
+        probes = {}
+        for t in steps:
+            moved = item_rms(rec.outputs[t].double() - rec.outputs[t - 1].double())
+            reached = item_rms(replay(SkipSteps({t}), i).double() - reference)
+            probes[t] = [float(r / m) if m > 0 else float("nan") for r, m in zip(reached, moved)]
+        rec.probes, rec.probes_replayed = probes, True
+
+
+__all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "Replay", "fit_feedback", "log_error",
+           "noise_scales", "replay_probes", "replayable"]

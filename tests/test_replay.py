@@ -1,0 +1,56 @@
+"""Replays (etcdiff.calibration.etc_plus.replay): exact for the solver, first order for the model."""
+
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+import etcdiff
+from etcdiff.calibration.etc_plus.replay import Replay, noise_scales, replayable
+from etcdiff.calibration.runs import record_denoiser_runs
+from etcdiff.policies import FixedInterval, NoCache, SkipSteps
+
+
+def _blind_model(x, t):
+    """An output that depends on the step only: a replay at feedback 0 is then exact, skips included."""
+    s = float(t) / 1000
+    return torch.sin(torch.full_like(x, 3 * s)) + s * torch.arange(x.numel(), dtype=x.dtype).reshape(x.shape) / x.numel()
+
+
+@pytest.mark.parametrize("make", [lambda: UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                                                  use_flow_sigmas=True, flow_shift=3.0),
+                                  lambda: DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")])
+def test_a_replay_at_no_feedback_is_the_real_run_of_a_model_blind_to_the_latents(make):
+    sched = make()
+    noises = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    records = record_denoiser_runs(_blind_model, sched, noises, 12)
+    assert replayable(records)
+    replay = Replay(records, 0.0)
+    assert torch.allclose(replay(NoCache(), 1), records[1].final, atol=1e-6)
+    for policy in (SkipSteps({3, 4, 9}), FixedInterval(interval=3)):
+        real = etcdiff.sample(_blind_model, sched, noises[2:3], 12, policy)
+        assert torch.allclose(replay(policy, 2), real, atol=1e-5)
+
+
+def test_feedback_pulls_a_strayed_replay_back_and_the_noise_scale_follows_sigma():
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.0)
+
+    def pulled(x, t):  # v = (x - x0) / sigma with x0 = 0.5: a model that snaps every sample to one point
+        sigma = max(float(t) / 1000, 1e-3)
+        return (x - 0.5) / sigma
+
+    noises = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    records = record_denoiser_runs(pulled, sched, noises, 10)
+    scales = noise_scales(records)
+    assert scales == sorted(scales, reverse=True)  # noise falls along the run
+    skip = SkipSteps({2, 3})
+    errors = {lam: float((Replay(records, lam)(skip, 0) - records[0].final).abs().max()) for lam in (0.0, 0.9)}
+    assert errors[0.9] < errors[0.0]  # the model's pull shrinks what the skipped steps left
+
+
+def test_runs_without_a_solver_or_with_another_step_count_are_not_replayable():
+    sched = UniPCMultistepScheduler()
+    records = record_denoiser_runs(_blind_model, sched, torch.randn(2, 1, 4, 4), 6)
+    assert replayable(records)
+    records[0].solver = None
+    assert not replayable(records)
+    assert not replayable([])
