@@ -54,3 +54,16 @@ def test_runs_without_a_solver_or_with_another_step_count_are_not_replayable():
     records[0].solver = None
     assert not replayable(records)
     assert not replayable([])
+
+
+def test_replays_fall_back_to_real_runs_and_real_probes_where_the_runs_cannot_be_replayed(monkeypatch):
+    import etcdiff.calibration.etc_plus.replay as replay_module
+
+    monkeypatch.setattr(replay_module, "replayable", lambda records: False)
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    noises = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    policy = etcdiff.calibrate_policy("etc-plus", _blind_model, sched, noises, 10, replays=True)
+    replay = policy.profile["replay"]
+    assert replay["used"] is False and "cannot be replayed" in replay["why"]
+    assert policy.profile["cost"]["probes"] == 0  # probed after recording, through the counted real runs
+    assert policy.profile["cost"]["real_runs"] > 3 * len(replay_module.FEEDBACK_SPEEDUPS)

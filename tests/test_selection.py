@@ -8,7 +8,6 @@ import etcdiff
 from etcdiff.calibration.selection import (choose_fit, held_out_runs, validation_budgets,
                                            validation_generations)
 from etcdiff.policies import NoCache
-from etcdiff.calibration.etc_plus.replay import FEEDBACK_GRID
 from etcdiff.policies.trajectory import Trajectory
 
 
@@ -170,8 +169,7 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     assert sorted(fitted["profile"]["budget_errors"]) == ["2", "3", "4"]
     cost = fitted["profile"]["cost"]  # every generation of the calibration, as the progress bar counted them
     assert cost["generations"] * 8 == len(steps) and cost["recorded"] == 5 and cost["seconds"] > 0
-    # the real runs: 3 probed runs (a reference and 7 probes each), the choice and its checks
-    assert cost["generations"] == 5 + cost["real_runs"] and cost["real_runs"] > 3 * 8
+    assert cost["generations"] == 5 + cost["probes"] + cost["real_runs"] and cost["probes"] == 3 * 7
 
 
 def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
@@ -186,8 +184,8 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     saved = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())
     cost = saved["settings"]["profile"]["cost"]
     out = capsys.readouterr().out
-    assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['real_runs']} real "
-            "runs to probe, choose and check) in ") in out
+    assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
+            f"{cost['real_runs']} real held-out checks) in ") in out
 
 
 def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_path):
@@ -208,7 +206,7 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     passes = len(profile["tolerance_check"]["passes"])
     assert 1 <= passes <= TOLERANCE_ROUNDS
     cost = profile["cost"]  # 3 runs x 3 budgets for the feedback, 3 runs per tolerance pass
-    assert cost["recorded"] == 5 and cost["real_runs"] == 3 * 3 + 3 * passes
+    assert cost["recorded"] == 5 and cost["probes"] == 0 and cost["real_runs"] == 3 * 3 + 3 * passes
     assert cost["generations"] == 5 + cost["real_runs"]
     with pytest.raises(ValueError, match="replays must be true or false"):
         calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replays="yes")

@@ -22,7 +22,7 @@ from .api import resolve_policy
 from .calibration.decode import Decode
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
 from .calibration.policy_runs import PolicyRunner, denoiser_runner, pipeline_runner
-from .calibration.selection import RealRuns, choose_fit
+from .calibration.selection import RealRuns, candidate_settings, choose_fit
 from .policies.step.base import StepPolicy
 from .registry import Method, get_method
 
@@ -60,10 +60,13 @@ def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler:
     if not isinstance(latents, torch.Tensor) or latents.dim() < 2:
         raise TypeError("calibrate_policy: latents must be a tensor (N, ...) of calibration noises, one run each.")
     fit_args, run_args = _split(info, settings)
+    replays = _replays(info, fit_args)
     start = time.perf_counter()
-    records = _record_denoiser(info, model, scheduler, latents, num_inference_steps)
+    records = _record_denoiser(info, model, scheduler, latents, num_inference_steps, replays)
+    probes = _probe_count(records)
     run = _Counted(denoiser_runner(model, scheduler, latents, num_inference_steps))
-    fitted = _with_cost(info, _fit(info, records, decode, fit_args, run_args, run), records, run, start)
+    fitted = _with_cost(info, _fit(info, records, decode, fit_args, run_args, run, replays), records, probes, run,
+                        start)
     return resolve_policy(method, None, **{**fitted, **run_args})
 
 
@@ -78,15 +81,17 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
     if not prompts:
         raise ValueError("no calibration prompts given.")
     fit_args, run_args = _split(info, settings)
+    replays = _replays(info, fit_args)
     if info.calibrate_pipeline is not None:
         extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
         return info.calibrate_pipeline(pipe, prompts, steps, seed, **extra)
     if info.name == "etc":
         raise ValueError("ETC's search saves a profile with its curves: use etcdiff.calibration.calibrate_pipeline.")
     start = time.perf_counter()
-    records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step)
+    records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step, replays)
+    probes = _probe_count(records)
     run = _Counted(pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step))
-    return _with_cost(info, _fit(info, records, None, fit_args, run_args, run), records, run, start)
+    return _with_cost(info, _fit(info, records, None, fit_args, run_args, run, replays), records, probes, run, start)
 
 
 class _Counted:
@@ -100,26 +105,38 @@ class _Counted:
         return self.inner(policy, i)
 
 
-def _with_cost(info: Method, fitted: dict[str, Any], records: list[Any], run: _Counted, start: float) -> dict[str, Any]:
+def _replays(info: Method, fit_args: dict[str, Any]) -> bool:
+    """The calibration-only ``replays`` setting (``Method.replays``), taken out of ``fit_args`` and checked."""
+    replays = fit_args.pop("replays", False)
+    if not isinstance(replays, bool):
+        raise ValueError(f"{info.name}: replays must be true or false, got {replays!r}.")
+    return replays
+
+
+def _probe_count(records: list[Any]) -> int:
+    """Probe runs made while recording (each one generation)."""
+    return sum(len(getattr(r, "probes", None) or {}) for r in records)
+
+
+def _with_cost(info: Method, fitted: dict[str, Any], records: list[Any], probes: int, run: _Counted,
+               start: float) -> dict[str, Any]:
     """``fitted`` with what the calibration cost in its profile (when the method's profile is a dict of its own):
-    generations (full recorded runs, and the real runs to probe, choose and check) and seconds."""
+    generations (full recorded runs, the probe runs made while recording, and the real runs after them to choose
+    and check) and seconds."""
     profile = fitted.get("profile")
     if isinstance(profile, dict) and profile.get("method") == info.name:
-        profile["cost"] = {"generations": len(records) + run.count, "recorded": len(records),
-                           "real_runs": run.count, "seconds": round(time.perf_counter() - start, 2)}
+        profile["cost"] = {"generations": len(records) + probes + run.count, "recorded": len(records),
+                           "probes": probes, "real_runs": run.count,
+                           "seconds": round(time.perf_counter() - start, 2)}
     return fitted
 
 
 def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict[str, Any],
-         run_args: dict[str, Any], run: PolicyRunner) -> dict[str, Any]:
+         run_args: dict[str, Any], run: PolicyRunner, replays: bool = False) -> dict[str, Any]:
     """The method's fit; where it declares a choice (``Method.choose``) the user left open, the choice made on
     held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`): replayed where the method
-    replays (``Method.replays``) and the runs allow it, else run for real."""
+    replays (``replays``, ``Method.replays``) and the runs allow it, else run for real."""
     context = _fit_context(info, run_args)
-    fit_args = dict(fit_args)
-    replays = fit_args.pop("replays", False)
-    if not isinstance(replays, bool):
-        raise ValueError(f"{info.name}: replays must be true or false, got {replays!r}.")
 
     def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
         return info.fit(runs, decode=decode, **{**fit_args, **extra}, **context)
@@ -133,7 +150,7 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
         return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
 
     def plain(runs: list[Any]) -> dict[str, Any]:  # the last candidate: the one that needs no probes
-        return fit(runs, **(dict(zip(names, values[-1] if len(names) > 1 else (values[-1],))) if names else {}))
+        return fit(runs, **(candidate_settings(names, values[-1]) if names else {}))
 
     held, replayed, real = _held_out_runner(info, records, plain, build, run, replays)
     if not names:  # every choice given by the user: only the method's own checks
@@ -149,27 +166,25 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
                      build: Callable[[dict[str, Any], int | None], StepPolicy], run: PolicyRunner,
                      replays: bool) -> tuple[PolicyRunner, dict[str, Any] | None, RealRuns | None]:
     """What judges the candidates on held-out runs, a record of it, and the real runs a method's checks may use:
-    replays with a fitted feedback, their probes on every run (:mod:`etcdiff.calibration.etc_plus.replay`), and the runs
-    the feedback was fitted on, where asked (``replays``) and the runs can be replayed; else real runs, with
-    real probe runs where the method's fit reads probes (``Method.replays``)."""
-    if not info.replays:
+    replays with a fitted feedback, their probes on every run (:mod:`etcdiff.calibration.etc_plus.replay`), and
+    the runs the feedback was fitted on, where asked (``replays``) and the runs can be replayed; else real runs
+    (without ``replays``, the method's recorders probed the runs while recording; where the runs cannot be
+    replayed, they are probed here, for real)."""
+    if not (info.replays and replays):
         return run, None, None
     from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
-    from .calibration.etc_plus.replay import Replay, fit_feedback, replay_probes, replayable
+    from .calibration.etc_plus.replay import Replay, fit_feedback, noise_scales, replay_probes, replayable
 
     steps = probe_steps(records[0].num_steps, PROBES)
-    if not replays:
-        probe_runs(records[:PROBE_RUNS], run, steps)
-        return run, None, None
     if not replayable(records):
         probe_runs(records[:PROBE_RUNS], run, steps)
         return run, {"used": False, "why": "the runs cannot be replayed (no copyable scheduler, or the pipeline "
                                           "changes the latents between steps): held-out runs were run for real"}, None
-    feedback, record = fit_feedback(records, run, plain, build)
-    replay = Replay(records, feedback)
+    scales = noise_scales(records)
+    feedback, record, finals = fit_feedback(records, run, plain, build, scales)
+    replay = Replay(records, feedback, scales)
     replay_probes(records, replay, steps)
-    real = RealRuns(run, {i: records[i].final for i in record.get("held_out_runs", [])})
-    return replay, {"used": True, "feedback": feedback, **record}, real
+    return replay, {"used": True, "feedback": feedback, **record}, RealRuns(run, finals)
 
 
 def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
@@ -195,14 +210,17 @@ def _fit_context(info: Method, run_args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record_denoiser(info: Method, model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
-                     steps: int) -> list[Any]:
-    if info.recorders is not None:
+                     steps: int, replays: bool = False) -> list[Any]:
+    """The full-step runs, with the method's own recorder (none when its probes will be replayed)."""
+    if info.recorders is not None and not replays:
         return info.recorders()[0](model, scheduler, latents, steps)
     return record_denoiser_runs(model, scheduler, latents, steps)
 
 
 def _record_pipeline(info: Method, pipe: Any, prompts: list[Any], steps: int, seed: int,
-                     guidance_scale: float | None, on_step: Callable[[int], None] | None) -> list[Any]:
-    if info.recorders is not None:
+                     guidance_scale: float | None, on_step: Callable[[int], None] | None,
+                     replays: bool = False) -> list[Any]:
+    """The full-step runs, with the method's own recorder (none when its probes will be replayed)."""
+    if info.recorders is not None and not replays:
         return info.recorders()[1](pipe, prompts, steps, seed, guidance_scale, on_step)
     return record_pipeline_runs(pipe, prompts, steps, seed, guidance_scale, on_step)

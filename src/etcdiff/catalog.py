@@ -100,20 +100,25 @@ def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) 
     return {"profile": fit_etc_plus(trajectories, **settings)}
 
 
+def _probe_recorders() -> tuple[Any, Any]:
+    from .calibration.etc_plus.propagation import record_probed_denoiser_runs, record_probed_pipeline_runs
+
+    return record_probed_denoiser_runs, record_probed_pipeline_runs
+
+
 ETC_PLUS_CHOICES = (True, "auto"), (True, False), (False, "auto"), (False, False)  # (propagation, corrections)
 
 
 def _probe_runs(prompts: int, steps: int) -> int:
-    """Generations beyond one per prompt (at most): the probe runs with their references, the joint choice and
-    the checks after it (a calibration with ``replays=True`` makes far fewer: its ``cost`` says how many)."""
+    """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it (a
+    calibration with ``replays=True`` makes far fewer: its ``cost`` says how many)."""
     from .calibration.etc_plus.refine import refine_generations
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
     from .calibration.selection import validation_budgets, validation_generations
 
     probed = min(prompts, PROBE_RUNS)
     held = max(0, prompts - probed) if prompts > 2 else 0
-    return (probed * (1 + len(probe_steps(steps)))
-            + validation_generations(prompts, probed, len(ETC_PLUS_CHOICES), steps)
+    return (probed * len(probe_steps(steps)) + validation_generations(prompts, probed, len(ETC_PLUS_CHOICES), steps)
             + refine_generations(held, steps, len(validation_budgets(steps))))
 
 
@@ -202,7 +207,7 @@ for _m in (
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
                                              "propagation", "replays"),
-           extra_runs=_probe_runs, replays=True,
+           recorders=_probe_recorders, extra_runs=_probe_runs, replays=True,
            choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",

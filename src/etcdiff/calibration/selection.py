@@ -65,6 +65,11 @@ def validation_generations(prompts: int, probed: int, values: int, steps: int) -
     return held * (1 + values * len(validation_budgets(steps)))
 
 
+def candidate_settings(names: Sequence[str], value: Any) -> dict[str, Any]:
+    """A candidate as keyword settings: ``{name: value}`` (one setting) or one entry per name (several)."""
+    return {names[0]: value} if len(names) == 1 else dict(zip(names, value))
+
+
 def candidate_label(names: Sequence[str], value: Any) -> str:
     """How a candidate is named in the selection record: its value (one setting) or ``a=x,b=y`` (several)."""
     if len(names) == 1:
@@ -130,7 +135,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     name, and the combinations are judged together. ``refine``, when given, runs after the choice with what it
     measured (a method's own checks on the same held-out runs)."""
     names = (setting,) if isinstance(setting, str) else tuple(setting)
-    kwargs = (lambda v: {names[0]: v}) if len(names) == 1 else (lambda v: dict(zip(names, v)))
+    kwargs = (lambda v: candidate_settings(names, v))  # noqa: E731
     folds = held_out_runs(records)
     if not folds or (len(values) < 2 and refine is None):
         return fit(list(records), **kwargs(values[0]))
@@ -167,5 +172,5 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
-__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "RealRuns", "Refine", "candidate_label", "choose_fit", "held_out_runs",
+__all__ = ["SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "RealRuns", "Refine", "candidate_label", "candidate_settings", "choose_fit", "held_out_runs",
            "log_rel_errors", "validation_budgets", "validation_generations"]

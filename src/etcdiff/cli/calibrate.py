@@ -165,9 +165,9 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")
-        how = "held-out runs; the others were replays" if replayed else "runs to probe, choose and check"
-        print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['real_runs']} real "
-              f"{how}) in {cost['seconds']:.1f} s")
+        how = "held-out runs; the others were replays" if replayed else "held-out checks"
+        print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
+              f"{cost['real_runs']} real {how}) in {cost['seconds']:.1f} s")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))

@@ -122,30 +122,40 @@ def log_error(result: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[Any]], dict[str, Any]],
-                 build: Callable[[dict[str, Any], int | None], StepPolicy]) -> tuple[float, dict[str, Any]]:
+                 build: Callable[[dict[str, Any], int | None], StepPolicy],
+                 scales: Sequence[float] | None = None
+                 ) -> tuple[float, dict[str, Any], dict[int, torch.Tensor]]:
     """``lam`` for :class:`Replay`: fit on all but the last :data:`FEEDBACK_RUNS` runs, run the policies at the
     budgets of :data:`FEEDBACK_SPEEDUPS` on those for real (``run``) and in replays at every ``lam`` of
-    :data:`FEEDBACK_GRID`; the ``lam`` whose log errors come closest (least squares). Returns it and a record."""
+    :data:`FEEDBACK_GRID`; the ``lam`` whose log errors come closest (least squares). Returns it, a record, and
+    the real full-step results of those runs (the recorded final latents, or a real full run where ``run``
+    returns something else, such as a pipeline's decoded output). ``scales``: the runs' :func:`noise_scales`
+    where the caller has them."""
     held = list(range(max(2, len(records) - FEEDBACK_RUNS), len(records)))
     if not held or len(records) - len(held) < 2:
-        return 0.0, {"runs": 0}
+        return 0.0, {"runs": 0}, {}
     fitted = fit([r for i, r in enumerate(records) if i not in held])
     n = records[0].num_steps
     budgets = sorted({max(2, round(n / k)) for k in FEEDBACK_SPEEDUPS})
-    scales = noise_scales(records)
+    scales = noise_scales(records) if scales is None else scales
     replays = {lam: Replay(records, lam, scales) for lam in FEEDBACK_GRID}
     references = {i: replays[0.0](NoCache(), i) for i in held}
+    finals: dict[int, torch.Tensor] = {}
     real, replayed = [], {lam: [] for lam in FEEDBACK_GRID}
     for calls in budgets:
         policy = build(fitted, calls)
         for i in held:
-            real.append(log_error(run(policy, i), records[i].final))
+            result = run(policy, i)
+            if i not in finals:
+                same = result.shape == records[i].final.shape
+                finals[i] = records[i].final if same else run(NoCache(), i)
+            real.append(log_error(result, finals[i]))
             for lam, replay in replays.items():
                 replayed[lam].append(log_error(replay(policy, i), references[i]))
     miss = {lam: sum((a - b) ** 2 for a, b in zip(real, v)) / len(real) for lam, v in replayed.items()}
     best = min(FEEDBACK_GRID, key=lambda lam: miss[lam])
     return best, {"runs": len(real), "budgets": budgets, "held_out_runs": held,
-                  "rms_log_miss": {str(k): round(math.sqrt(v), 4) for k, v in miss.items()}}
+                  "rms_log_miss": {str(k): round(math.sqrt(v), 4) for k, v in miss.items()}}, finals
 
 
 def replay_probes(records: Sequence[Any], replay: Replay, steps: Sequence[int]) -> None:
