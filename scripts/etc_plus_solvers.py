@@ -44,7 +44,7 @@ from etcdiff.policies.step.meancache import flow_scheduler_problem  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
-NEW_KEYS = ("budget_errors", "tolerance_scale")  # what etc-plus-old does without
+NEW_KEYS = ("budget_errors", "budget_errors_last", "tolerance_scale")  # what etc-plus-old does without
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
 
 

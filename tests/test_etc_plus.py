@@ -372,13 +372,13 @@ def _run_steps(policy, model, sched, seed=5, label=2):
 
 
 def test_a_budget_runs_the_measured_best_plan_within_it_and_never_more_calls(flow):
-    from etcdiff.policies.step.etc_plus.policy import ranked_calls
+    from etcdiff.policies.step.etc_plus.budgets import ranked_plan
 
     model, sched, prof = flow
     errors = {"4": -3.0, "5": -2.5, "6": -3.5, "7": -3.4, "8": -3.5}
     ranked = {**prof, "budget_errors": errors}
     # the lowest measured error among the budgets <= calls (the larger of a tie); an unmeasured budget as given
-    assert [ranked_calls(ranked, b) for b in (3, 4, 5, 6, 7, 8, 9, None)] == [3, 4, 4, 6, 6, 8, 9, None]
+    assert [ranked_plan(ranked, b)[0] for b in (3, 4, 5, 6, 7, 8, 9, None)] == [3, 4, 4, 6, 6, 8, 9, None]
     policy = ETCPlus(ranked, calls=7)
     assert policy.params()["calls"] == 7 and policy.calls == 6
     assert _run_steps(policy, model, sched) == _run_steps(ETCPlus(prof, calls=6), model, sched)
@@ -386,6 +386,24 @@ def test_a_budget_runs_the_measured_best_plan_within_it_and_never_more_calls(flo
         assert ETCPlus(ranked, calls=calls, spike=1.0).calls <= calls
         policy = ETCPlus(ranked, calls=calls, spike=1.0)
         assert len(_run_steps(policy, model, sched, seed=calls)) <= calls
+
+
+def test_a_budget_runs_the_measured_closer_of_the_free_plan_and_the_one_computing_the_last_step(flow):
+    from etcdiff.policies.step.etc_plus.budgets import ranked_plan
+
+    model, sched, prof = flow
+    free = _run_steps(ETCPlus(prof, calls=5), model, sched)
+    assert free[-1] != 19  # on this model the free 5-call plan estimates the last step
+    last = _run_steps(ETCPlus(prof, calls=5, last_step=True), model, sched)
+    assert len(last) == 5 and last[0] == 0 and last[-1] == 19
+    measured = {**prof, "budget_errors": {"4": -3.0, "5": -3.2}, "budget_errors_last": {"4": -3.1, "5": -4.0}}
+    assert ranked_plan(measured, 5) == (5, True) and ranked_plan(measured, 4) == (4, True)
+    assert ranked_plan(measured, 5, last_step=False) == (5, False) and ranked_plan(measured, 6) == (6, False)
+    assert _run_steps(ETCPlus(measured, calls=5), model, sched) == last
+    assert _run_steps(ETCPlus(measured, calls=5, last_step=False), model, sched) == free
+    assert ETCPlus(measured, calls=5).params()["last_step"] is None
+    with pytest.raises(ValueError, match="last_step must be"):
+        ETCPlus(prof, calls=5, last_step="yes")
 
 
 def test_the_calibrated_tolerance_scale_tightens_the_planned_tolerance(flow):
@@ -420,9 +438,12 @@ def test_a_profile_refuses_another_solver_family_and_warns_on_another_order():
 
 
 class _Off(NoCache):
-    def __init__(self, error):
+    def __init__(self, error, last=19):
         super().__init__()
-        self.error = error
+        self.error, self.last = error, last
+
+    def planned_steps(self, num_steps):
+        return [0, self.last]
 
 
 def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
@@ -436,14 +457,21 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
             return _Off(2.0 * fitted["profile"]["tolerance"] * fitted["profile"].get("tolerance_scale", 1.0))
         if calls < 5:
             raise ValueError("too few calls")
-        return _Off(0.1 / calls)
+        if fitted.get("last_step"):  # computing the last step halves the error
+            return _Off(0.05 / calls)
+        return _Off(0.1 / calls, last=19 if calls >= 8 else 17)  # the free plans below 8 calls estimate it
 
     fits = [{"profile": {"tolerance": 0.5}}, {"profile": {"tolerance": 1.0}}]
     refs = {i: torch.ones(1, 4) for i in range(4)}
-    held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build, fits, {10: [-9.0, -9.0, -9.0, -9.0]})
-    errors = measured_budgets(held, 20)
-    assert list(errors) == ["5", "6", "7", "8", "9", "10"] and errors["10"] == -9.0
+    runs = []
+    held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: runs.append(i) or refs[i] + p.error, build, fits,
+                   {10: [-9.0, -9.0, -9.0, -9.0]})
+    errors, last = measured_budgets(held, 20)
+    assert list(errors) == list(last) == ["5", "6", "7", "8", "9", "10"] and errors["10"] == last["10"] == -9.0
     assert errors["5"] == pytest.approx(math.log(0.1 / 5), abs=1e-4)
+    assert last["5"] == pytest.approx(math.log(0.05 / 5), abs=1e-4)  # measured: the free plan skips the last step
+    assert last["8"] == errors["8"]  # reused: every free plan computes it
+    assert len(runs) == 4 * (5 + 3)  # the free plans at 5-9 calls, the forced ones at 5-7
     scale, record = tolerance_scale(held)
     assert scale == pytest.approx(0.45) and record["met"]
     assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0}]

@@ -156,7 +156,8 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     if not names:  # every choice given by the user: only the method's own checks
         fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)
     else:
-        fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real)
+        fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real,
+                            info.plan_variant)
     if replayed is not None and isinstance(fitted.get("profile"), dict):
         fitted["profile"]["replay"] = replayed
     return fitted

@@ -95,8 +95,11 @@ def _fit_lemica(trajectories: list[Any], decode: Any = None, calls: int = 17) ->
 
 
 def _fit_etc_plus(trajectories: list[Any], decode: Any = None, **settings: Any) -> dict[str, Any]:
+    from .calibration.etc_plus.reach import solver_reach
     from .policies.step.etc_plus.fit import fit_etc_plus
 
+    if "reach" not in settings and trajectories:  # the scheduler's exact reach, where the runs carry a copy of it
+        settings["reach"] = solver_reach(trajectories[0])
     return {"profile": fit_etc_plus(trajectories, **settings)}
 
 
@@ -118,8 +121,8 @@ def _probe_runs(prompts: int, steps: int) -> int:
 
     probed = min(prompts, PROBE_RUNS)
     held = max(0, prompts - probed) if prompts > 2 else 0
-    return (probed * len(probe_steps(steps)) + validation_generations(prompts, probed, len(ETC_PLUS_CHOICES), steps)
-            + refine_generations(held, steps, len(validation_budgets(steps))))
+    choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing the last step
+    return probed * len(probe_steps(steps)) + choice + refine_generations(held, steps, len(validation_budgets(steps)))
 
 
 def _etc_plus_refine() -> Any:
@@ -208,7 +211,8 @@ for _m in (
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
                                              "propagation", "replays"),
            recorders=_probe_recorders, extra_runs=_probe_runs, replays=True,
-           choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine),
+           choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine,
+           plan_variant={"last_step": True}),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

@@ -53,6 +53,8 @@ class Method:
             each value and keeps the one whose policies, run at several budgets (the method's ``calls``) on
             held-out calibration runs, come closest to the full runs (:mod:`etcdiff.calibration.selection`);
             a tuple of settings with tuples of values chooses them jointly (settings the user gives are fixed).
+        plan_variant: run-time settings the method picks per budget from what calibration measured (etc-plus's
+            ``last_step``): ``choose`` also runs each candidate with them and judges it by the better of the two.
         refine: returns ``refine(fitted, held_out)``, a method's own checks on the same held-out runs after the
             choice (etc-plus: measured budget errors and the tolerance scale, :mod:`etcdiff.calibration.etc_plus.refine`).
         replays: the method's fit has probe runs (etc-plus), and its calibration can take ``replays=True``: then
@@ -81,6 +83,7 @@ class Method:
     extra_runs: Callable[[int, int], int] | None = None
     choose: tuple[str | tuple[str, ...], tuple[Any, ...]] | None = None
     refine: Callable[[], Callable[..., None]] | None = None
+    plan_variant: dict[str, Any] | None = None
     replays: bool = False
 
     def __post_init__(self) -> None:

@@ -105,6 +105,7 @@ class HeldOut:
     fold_fits: list[dict[str, Any]]
     logs: dict[int, list[float]] = field(default_factory=dict)
     real: RealRuns | None = None
+    variant_logs: dict[int, list[float]] = field(default_factory=dict)  # the same with ``variant`` (choose_fit)
 
     def measure(self, calls: int | None, fitted_for: Callable[[dict[str, Any]], dict[str, Any]] = lambda f: f,
                 real: bool = False) -> list[tuple[int, float]]:
@@ -128,12 +129,16 @@ Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs,
 
 
 def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str | Sequence[str],
-               values: Sequence[Any], refine: Refine | None = None, real: RealRuns | None = None) -> dict[str, Any]:
+               values: Sequence[Any], refine: Refine | None = None, real: RealRuns | None = None,
+               variant: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
     held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs
     to hold any out. ``setting`` may name several settings at once: then each value is a tuple, one entry per
-    name, and the combinations are judged together. ``refine``, when given, runs after the choice with what it
-    measured (a method's own checks on the same held-out runs)."""
+    name, and the combinations are judged together. ``variant``: run-time settings the policy may pick per budget
+    from what calibration measured (ETC+'s ``last_step``); each candidate is also run with them, and judged per
+    budget by the better of the two (a run whose ``planned_steps`` do not change is not run again).
+    ``refine``, when given, runs after the choice with what it measured (a method's own checks on the same
+    held-out runs)."""
     names = (setting,) if isinstance(setting, str) else tuple(setting)
     kwargs = (lambda v: candidate_settings(names, v))  # noqa: E731
     folds = held_out_runs(records)
@@ -142,7 +147,9 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     budgets = validation_budgets(records[0].num_steps)
     references = {i: run(NoCache(), i).detach().double() for fold in folds for i in fold}
     logs: dict[Any, dict[int, list[float]]] = {value: {calls: [] for calls in budgets} for value in values}
+    alt: dict[Any, dict[int, list[float]]] = {value: {calls: [] for calls in budgets} for value in values}
     fold_fits: dict[Any, list[dict[str, Any]]] = {value: [] for value in values}
+    steps, infeasible = records[0].num_steps, set()
     for fold in folds:
         rest = [r for i, r in enumerate(records) if i not in fold]
         for value in values:
@@ -150,9 +157,21 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
             fold_fits[value].append(fitted)
             for calls in budgets if len(values) > 1 else ():
                 policy = build(fitted, calls)
-                for i in fold:
-                    logs[value][calls].extend(log_rel_errors(run(policy, i), references[i]))
-    scores = {value: _mean([v for per in logs[value].values() for v in per]) for value in values}
+                got = [v for i in fold for v in log_rel_errors(run(policy, i), references[i])]
+                logs[value][calls].extend(got)
+                if variant and (value, calls) not in infeasible:
+                    try:
+                        other = build({**fitted, **variant}, calls)
+                        planned = _plan(other, steps)
+                    except ValueError:  # the variant cannot plan this budget
+                        infeasible.add((value, calls))
+                        continue
+                    same = planned is not None and planned == _plan(policy, steps)
+                    alt[value][calls].extend(got if same else [
+                        v for i in fold for v in log_rel_errors(run(other, i), references[i])])
+    for value, calls in infeasible:
+        alt[value][calls] = []
+    scores = {value: _mean([min(_mean(logs[value][c]), _mean(alt[value][c])) for c in budgets]) for value in values}
     best = min(values, key=lambda v: scores[v])  # min keeps the first of equal scores
     fitted = fit(list(records), **kwargs(best))
     profile = fitted.get("profile")
@@ -164,8 +183,14 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                                                        for v, s in scores.items()}}
     if refine is not None:
         refine(fitted, HeldOut(folds, references, run, build, fold_fits[best], logs[best] if len(values) > 1 else {},
-                               real))
+                               real, {c: v for c, v in alt[best].items() if v} if len(values) > 1 else {}))
     return fitted
+
+
+def _plan(policy: StepPolicy, steps: int) -> list[int] | None:
+    """The policy's planned real steps, where it can say them before running (``planned_steps``)."""
+    planned = getattr(policy, "planned_steps", None)
+    return planned(steps) if callable(planned) else None
 
 
 def _mean(values: list[float]) -> float:

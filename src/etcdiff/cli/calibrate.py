@@ -141,6 +141,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
               disable=args.quiet) as bar:
         fitted = calibrate_method(pipe, args.method, prompts, args.steps, args.seed, args.guidance,
                                   on_step=lambda _s: bar.update(1), **settings)
+        bar.total = bar.n  # the total was an upper bound (runs a calibration found it could reuse are not made)
+        bar.refresh()
     elapsed = time.perf_counter() - t0
     identity = profile_identity(pipe)
     method = get_method(args.method)

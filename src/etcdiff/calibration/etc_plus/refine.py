@@ -5,9 +5,10 @@ those predictions can be wrong in order: on a multistep solver, a plan with one 
 worse than the one before it, and the tolerance mode missed its target on most images at 28 steps. Both are
 checked here the empirical way, on the same held-out calibration runs and fold fits as the choice:
 
-- **budgets**: each plan from ``ceil(N/5)`` to ``N/2`` calls runs on the held-out runs; the profile keeps the
-  mean log relative error per budget (``"budget_errors"``), and ``ETCPlus(calls=B)`` then runs the plan among
-  the measured budgets ``<= B`` that came closest (never more than B calls);
+- **budgets**: each plan from ``ceil(N/5)`` to ``N/2`` calls runs on the held-out runs, as planned and made to
+  compute the last step; the profile keeps the mean log relative error per budget (``"budget_errors"`` and
+  ``"budget_errors_last"``), and ``ETCPlus(calls=B)`` then runs the plan among the measured ones of ``<= B``
+  calls that came closest (never more than B calls; :mod:`etcdiff.policies.step.etc_plus.budgets`);
 - **tolerance**: the tolerance mode runs on the held-out runs and the planning tolerance is scaled down
   (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of them end within the target. Where the
   held-out runs are replays, this check runs for real on the runs the replays' feedback was fitted on: a
@@ -33,35 +34,54 @@ def budget_ladder(num_steps: int) -> list[int]:
 
 
 def refine_generations(held_out: int, num_steps: int, measured: int) -> int:
-    """Generations the checks make at most: the unmeasured budgets of the ladder, and the tolerance passes."""
-    return held_out * (max(0, len(budget_ladder(num_steps)) - measured) + TOLERANCE_ROUNDS)
+    """Generations the checks make at most: the unmeasured budgets of the ladder, the ladder's plans computing the
+    last step, and the tolerance passes."""
+    ladder = len(budget_ladder(num_steps))
+    return held_out * (2 * max(0, ladder - measured) + TOLERANCE_ROUNDS)
 
 
 def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
-    """Add ``budget_errors`` and ``tolerance_scale`` to ``fitted["profile"]`` (module docstring)."""
+    """Add ``budget_errors``, ``budget_errors_last`` and ``tolerance_scale`` to ``fitted["profile"]`` (module
+    docstring)."""
     profile = fitted["profile"]
-    profile["budget_errors"] = measured_budgets(held, int(profile["num_steps"]))
+    profile["budget_errors"], profile["budget_errors_last"] = measured_budgets(held, int(profile["num_steps"]))
     profile["tolerance_scale"], profile["tolerance_check"] = tolerance_scale(held)
 
 
-def measured_budgets(held: HeldOut, num_steps: int) -> dict[str, float]:
-    """Mean log relative error on the held-out runs per budget of :func:`budget_ladder` (those the choice ran
-    are reused; budgets no plan can cover are left out)."""
+def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean log relative error on the held-out runs per budget of :func:`budget_ladder`, of the plans as they
+    choose and of the plans that compute the last step (budgets no plan can cover are left out). Runs already made
+    are reused: the choice's (both kinds), and the free plans' where every fold's free plan computes the last step
+    anyway."""
+    free, last = {}, {}
+    for calls in budget_ladder(num_steps):
+        try:
+            plans = [held.build(fit, calls) for fit in held.fold_fits]
+            ends = all(p.planned_steps(num_steps)[-1] == num_steps - 1 for p in plans)
+        except ValueError:  # too few calls for the plan's longest window
+            continue
+        logs = held.logs.get(calls) or _logs(held, plans)
+        free[str(calls)] = round(sum(logs) / len(logs), 4)
+        if not ends and not held.variant_logs.get(calls):
+            try:
+                forced = [held.build({**fit, "last_step": True}, calls) for fit in held.fold_fits]
+                for policy in forced:
+                    policy.planned_steps(num_steps)
+            except ValueError:  # no plan of this budget can compute the last step
+                continue
+            logs = _logs(held, forced)
+        elif not ends:
+            logs = held.variant_logs[calls]
+        last[str(calls)] = round(sum(logs) / len(logs), 4)
+    return free, last
+
+
+def _logs(held: HeldOut, policies: list[Any]) -> list[float]:
+    """The log relative errors of each fold's policy on the fold's held-out runs."""
     from ..selection import log_rel_errors
 
-    out = {}
-    for calls in budget_ladder(num_steps):
-        logs = list(held.logs.get(calls, []))
-        if not logs:
-            try:
-                for fold, fit in zip(held.folds, held.fold_fits):
-                    policy = held.build(fit, calls)
-                    for i in fold:
-                        logs.extend(log_rel_errors(held.run(policy, i), held.references[i]))
-            except ValueError:  # too few calls for the plan's longest window
-                continue
-        out[str(calls)] = round(sum(logs) / len(logs), 4)
-    return out
+    return [v for fold, policy in zip(held.folds, policies) for i in fold
+            for v in log_rel_errors(held.run(policy, i), held.references[i])]
 
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:

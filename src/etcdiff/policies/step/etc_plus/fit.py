@@ -63,7 +63,7 @@ def solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.Te
 def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corrections: bool | str = "auto",
                  ridge: float = 0.01,
                  rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = None,
-                 propagation: bool = True) -> dict[str, Any]:
+                 propagation: bool = True, reach: Sequence[float] | None = None) -> dict[str, Any]:
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
@@ -76,7 +76,11 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     solver fit alone cannot see; off by default, see the report of ``scripts/etc_plus_eval.py``);
     ``propagation``: where trajectories carry probes (``Trajectory.probes``, recorded by ``etcdiff calibrate
     --method etc-plus`` and ``calibrate_policy``), scale each step's solver weight by how much more or less an error
-    there really reached the end (:func:`propagation_factors`).
+    there really reached the end (:func:`propagation_factors`); ``reach``: the solver's exact coefficient of each
+    step's output in the final latents (signed; from a replay of the run's scheduler,
+    :func:`etcdiff.calibration.etc_plus.reach.solver_reach`, which ``calibrate_policy`` passes where the runs carry
+    their scheduler): the window errors use it instead of the one-step fit, which misses what multistep solvers carry
+    through their history; the time axis stays the fit's.
     """
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_etc_plus: give a non-empty list of recorded full-step trajectories (record_pipeline).")
@@ -106,6 +110,12 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     axis = [0.0]
     for w in weights:
         axis.append(axis[-1] + w)
+    signs = [1.0] * n
+    if reach is not None:
+        if len(reach) != n or not all(isinstance(r, (int, float)) and math.isfinite(r) for r in reach):
+            raise ValueError(f"fit_etc_plus: reach must list a finite number for each of the {n} steps.")
+        weights = [abs(float(r)) for r in reach]
+        signs = [-1.0 if r < 0 else 1.0 for r in reach]
     factors = propagation_factors(trajectories, weights) if propagation else None
     if factors is not None:
         weights = [w * f for w, f in zip(weights, factors)]
@@ -126,12 +136,13 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
                 triplets.append([cp, c, t, g, k, e_mean])
                 if e_mean > 0:
                     ratios.append(e_items / e_mean)
-    segments = _window_errors(gram, weights, triplets, max_window, dim)
+    signed = [w * s for w, s in zip(weights, signs)]
+    segments = _window_errors(gram, signed, triplets, max_window, dim)
     plain = None  # the windows' errors under the plain trend, for a run at another step count (etc_plus.resample)
     if corrections is not False and axis[-1] > 0:
         trend = [[cp, c, t, 0.0, 0.0 if cp < 0 else (axis[t] - axis[c]) / max(axis[c] - axis[cp], 1e-30), 0.0]
                  for cp, c, t, *_ in triplets]
-        plain = _window_errors(gram, weights, trend, max_window, dim)
+        plain = _window_errors(gram, signed, trend, max_window, dim)
     ratio = torch.cat(ratios) if ratios else torch.ones(1)
     spike = max(2.0, 1.5 * float(torch.quantile(ratio.float(), 0.99)))
     final_rms = float(finals.pow(2).mean().sqrt())
@@ -144,6 +155,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "sigmas": None if sig is None else [float(v) for v in torch.as_tensor(sig).flatten()[:n]],
         "triplets": triplets, "segments": segments, "num_trajectories": len(trajectories), "propagation": factors,
         "corrections": corrections, "scheduler": getattr(trajectories[0], "scheduler", None),
+        "reach": "solver" if reach is not None else "one-step fit",
         "plain_segments": plain,
     }
 

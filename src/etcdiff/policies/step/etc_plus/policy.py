@@ -51,8 +51,10 @@ from typing import Any
 
 import torch
 
-from ..base import OutputStream, StepPolicy, is_finite
+from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
+from .budgets import ranked_plan
+from .stream import ETCPlusStream
 from .resample import resample_profile
 from ...scheduler_family import scheduler_mismatch
 
@@ -61,50 +63,6 @@ NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS co
 MAX_RATIO = 8.0  # one measurement moves the sample's hardness by at most this factor
 
 __all__ = ["ETCPlus", "ETCPlusStream", "fit_etc_plus", "load_etc_plus_profile"]
-
-
-# -- run time -----------------------------------------------------------------------------------------------------
-def ranked_calls(profile: dict[str, Any], calls: int | None) -> int | None:
-    """The budget to plan with under ``calls``: among the budgets <= ``calls`` whose plans were measured on
-    held-out calibration runs (``profile["budget_errors"]``, :mod:`etcdiff.calibration.etc_plus.refine`), the one
-    that came closest (the larger of equal ones); ``calls`` itself when it was not measured."""
-    measured = {int(k): float(v) for k, v in (profile.get("budget_errors") or {}).items()}
-    if calls is None or calls not in measured:
-        return calls
-    return min((k for k in measured if k <= calls), key=lambda k: (measured[k], -k))
-
-
-class ETCPlusStream(OutputStream):
-    """One denoiser call's last two real outputs; estimates with the policy's gains for (c', c, t)."""
-
-    def __init__(self, policy: "ETCPlus") -> None:
-        self.policy = policy
-        self.last: torch.Tensor | None = None
-        self.prev: torch.Tensor | None = None
-        self.last_real: int | None = None
-        self.prev_real = -1
-
-    def record(self, step: int, output: torch.Tensor) -> None:
-        if self.last_real == step:  # a second record of the same step (pipelines that re-run a branch)
-            self.last = output
-            return
-        self.prev, self.prev_real = self.last, (-1 if self.last_real is None else self.last_real)
-        self.last, self.last_real = output, step
-
-    def estimate(self, step: int) -> torch.Tensor | None:
-        if self.last is None or self.last_real is None:
-            return None
-        g, k = self.policy.gains(self.prev_real if self.prev is not None else -1, self.last_real, step)
-        est = self.last if g == 0.0 else self.last * (1.0 + g)
-        if k != 0.0 and self.prev is not None:
-            est = est + k * (self.last - self.prev)
-        return est
-
-    def predict(self, step: int) -> torch.Tensor | None:
-        if self.last_real != self.policy.last_real:
-            return None  # a branch that missed the policy's last real step must run
-        est = self.estimate(step)
-        return est if est is not None and is_finite(est) else None
 
 
 class ETCPlus(StepPolicy):
@@ -121,6 +79,9 @@ class ETCPlus(StepPolicy):
             ``tolerance_scale``). With both, both hold.
         spike: a sample whose measured error exceeds ``spike`` times the calibrated one forces the next step to
             run (default from the calibration's spread).
+        last_step: ``True``: every generation computes the last step; ``False``: the plan decides; ``None``
+            (default): with ``calls``, whichever calibration measured closer for this budget
+            (:mod:`~etcdiff.policies.step.etc_plus.budgets`), else the plan decides.
     """
 
     name = "etc-plus"
@@ -128,13 +89,17 @@ class ETCPlus(StepPolicy):
     profile_per_step_count = False  # a profile serves other step counts, resampled on the sigma axis
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
-                 tolerance: float | None = None, spike: float | None = None) -> None:
+                 tolerance: float | None = None, spike: float | None = None,
+                 last_step: bool | None = None) -> None:
         super().__init__()
         self.profile = load_etc_plus_profile(profile)
         if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
             raise ValueError(f"etc-plus: calls must be a positive integer (the most real steps per generation), got {calls!r}.")
-        self.requested_calls = calls
-        self.calls = ranked_calls(self.profile, calls)  # the measured-best plan within the budget (<= calls)
+        if last_step is not None and not isinstance(last_step, bool):
+            raise ValueError(f"etc-plus: last_step must be true, false or unset, got {last_step!r}.")
+        self.requested_calls, self.last_step = calls, last_step
+        # the measured-best plan within the budget (<= calls), and whether it computes the last step
+        self.calls, self.compute_last = ranked_plan(self.profile, calls, last_step)
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
@@ -149,7 +114,8 @@ class ETCPlus(StepPolicy):
 
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
-                else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike}
+                else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike,
+                "last_step": self.last_step}
 
     # -- the plan ------------------------------------------------------------------------------------------
     def gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
@@ -200,7 +166,16 @@ class ETCPlus(StepPolicy):
 
         Windows add as independent errors; within a window the profile's ``segments`` (the weighted errors
         summed as vectors) give the cost; profiles from before them (version 1) sum the steps' squared errors.
+        Where the last step must run (``compute_last``), no window may end the run.
         """
+        n, w = self.num_steps, self.max_window
+        seg = self._window_costs()
+        if self.compute_last:
+            cs = torch.arange(max(0, n - w), n - 1)
+            seg[cs, :, n - cs] = INF
+        return seg
+
+    def _window_costs(self) -> torch.Tensor:
         n, w = self.num_steps, self.max_window
         seg = torch.full((n, w + 1, w + 1), INF, dtype=torch.float64)
         seg[:, :, 1] = 0.0
@@ -235,6 +210,19 @@ class ETCPlus(StepPolicy):
         cp, c = state
         nxt = self._plan[1]
         return int(nxt[min(max(k, 0), len(nxt) - 1), c, c - cp if cp >= 0 else 0])
+
+    def planned_steps(self, num_steps: int) -> list[int]:
+        """The real steps of this budget's plan for a ``num_steps`` run, before any online change."""
+        if self.calls is None:
+            raise ValueError("etc-plus: planned_steps needs a call budget (calls=...); a tolerance plans online.")
+        self.begin(num_steps)
+        steps, state, left = [0], (-1, 0), self.calls - 1
+        while left > 0 and state[1] + 1 < num_steps:
+            m = self._next(left, state) if self._value(left, state) < INF else state[1] + 1
+            if m >= num_steps:
+                break
+            steps, state, left = steps + [m], (state[1], m), left - 1
+        return steps
 
     def begin(self, num_steps: int) -> None:
         if isinstance(num_steps, int) and not isinstance(num_steps, bool):
@@ -287,7 +275,7 @@ class ETCPlus(StepPolicy):
         self._kept[id(self.profile)] = (self._gains, self._plan, getattr(self, "_seg", None))
         self.profile = profile
         self.max_window = int(profile["max_window"])
-        self.calls = ranked_calls(profile, self.requested_calls)
+        self.calls, self.compute_last = ranked_plan(profile, self.requested_calls, self.last_step)
         kept = self._kept.get(id(profile))
         if kept is not None:
             self._gains, self._plan, self._seg = kept
