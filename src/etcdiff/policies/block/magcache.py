@@ -180,7 +180,8 @@ class MagCache:
         if 1 < len(self.ratios) != num_steps and num_steps not in self._resampled:  # one ratio: a constant
             self._resampled.add(num_steps)
             warnings.warn(
-                f"magcache: the ratios are for {len(self.ratios)} steps (from {self.ratios_source}) and this run has "
+                f"magcache: the ratios are for {len(self.ratios)} steps (from "
+                f"{'the settings' if self.ratios_source == 'user' else self.ratios_source}) and this run has "
                 f"{num_steps}; they are resampled on the residual's magnitude curve. For ratios measured at "
                 f"{num_steps} steps: `etcdiff calibrate --method magcache --steps {num_steps}`.", UserWarning,
                 stacklevel=2)
