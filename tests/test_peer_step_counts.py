@@ -50,7 +50,7 @@ def test_magcache_says_when_it_resamples_its_ratios():
     rule = MagCache(ratios=[1.0, 2.0, 4.0])
     _no_warning(rule.begin, 3)
     with pytest.warns(UserWarning, match=r"magcache: the ratios are for 3 steps \(from the settings\) and this run has 5; "
-                                         r"they are resampled .* `etcdiff calibrate --method magcache --steps 5`"):
+                                         r"they are resampled .* `etcdiff calibrate --model <id or path> --method magcache --steps 5`"):
         rule.begin(5)
     assert rule.step_ratios == pytest.approx([1.0, math.sqrt(2), math.sqrt(2), 2.0, 2.0])
     _no_warning(rule.begin, 5)  # said once per step count

@@ -183,8 +183,8 @@ class MagCache:
                 f"magcache: the ratios are for {len(self.ratios)} steps (from "
                 f"{'the settings' if self.ratios_source == 'user' else self.ratios_source}) and this run has "
                 f"{num_steps}; they are resampled on the residual's magnitude curve. For ratios measured at "
-                f"{num_steps} steps: `etcdiff calibrate --method magcache --steps {num_steps}`.", UserWarning,
-                stacklevel=2)
+                f"{num_steps} steps: `etcdiff calibrate --model <id or path> --method magcache --steps {num_steps}`.",
+                UserWarning, stacklevel=2)
         self.retention_steps = int(self.retention_ratio * num_steps + 0.5)
 
     def new_state(self) -> MagCacheState:
