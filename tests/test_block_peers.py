@@ -89,12 +89,14 @@ def test_magcache_trace_by_hand():
     ratios = [1.0, 1.0, 1.5, 1.02, 1.02, 0.97, 1.0, 1.0, 0.9, 1.0]
     rule = MagCache(threshold=0.1, max_skip_steps=2, retention_ratio=0.2, ratios=ratios)
     assert run_rule(rule, 10) == [0, 1, 2, 5, 8]
-    # FLUX preset at 10 steps: ratios at indices round(i * 27 / 9) = 0, 3, ..., 27:
-    # 1.0 1.07812 1.03125 1.03125 1.01562 1.00781 1.0 0.99609 0.96484 0.89062; retention int(1.5) = 1 step
-    # s1 r 1.07812 err .07812 skip | s2 r 1.111811 err .189931 skip | s3 r 1.146555 err .336486 > .24 compute
-    # s4 r 1.01562 err .01562 | s5 r 1.023552 err .039172 | s6 r 1.023552 err .062724 | s7 r 1.019549 err .082273
-    # s8 r .983702 err .098571 (n 5 <= K 5): skip | s9 n 6 > 5: compute
-    assert run_rule(MagCache.flux(), 10) == [0, 3, 9]
+    # FLUX preset (28 ratios) at 10 steps: a run step spans 27 / 9 = 3 calibrated steps, so its ratio is the
+    # product of those three (the magnitude curve at calibrated steps 0, 3, ..., 27; see resample_ratios):
+    # 1.0 1.45853 1.13850 1.09665 1.01913 1.01568 1.00781 0.99220 0.93491 0.79575; retention int(1.5) = 1 step
+    # s1 r 1.45853 err .45853 > .24 compute | s2 r 1.13850 err .13850 skip | s3 r 1.248536 err .387036 > .24 compute
+    # s4 r 1.01913 err .01913 | s5 r 1.035107 err .054233 | s6 r 1.043191 err .097424 | s7 r 1.035049 err .132474
+    # s8 r .967678 err .164796 (n 5 <= K 5): skip | s9 n 6 > 5: compute
+    with pytest.warns(UserWarning, match=r"are for 28 steps \(from .*\) and this run has 10; they are resampled"):
+        assert run_rule(MagCache.flux(), 10) == [0, 1, 3, 9]
     # K = 0: nothing is ever skipped
     assert run_rule(MagCache(threshold=1.0, max_skip_steps=0, retention_ratio=0.0, ratios=[1.0]), 6) == list(range(6))
 
@@ -312,9 +314,9 @@ def test_magcache_block_cache_flux_matches_rule():
     assert rule.ratios == FLUX_MAG_RATIOS
     run(steps)
     rep = block_cache_report(pipe)
-    # worked out in test_magcache_trace_by_hand: steps 0, 3, 9 per branch
-    assert rep.branches == {b: {"computed": [0, 3, 9], "skipped": [1, 2, 4, 5, 6, 7, 8]} for b in branches}
-    assert counter.counts[0] == counter.counts[1] == 3 * calls and counter.counts["head"] == steps * calls
+    # worked out in test_magcache_trace_by_hand: steps 0, 1, 3, 9 per branch
+    assert rep.branches == {b: {"computed": [0, 1, 3, 9], "skipped": [2, 4, 5, 6, 7, 8]} for b in branches}
+    assert counter.counts[0] == counter.counts[1] == 4 * calls and counter.counts["head"] == steps * calls
     disable_block_cache(pipe)
     counter.remove()
 

@@ -163,7 +163,7 @@ def test_fit_refuses_trajectories_that_are_not_euler_flow_steps():
         fit_meancache([tr], [3])
     tr = hand_trajectory()
     tr.sigmas = torch.tensor([14.6, 3.0, 1.0, 0.5, 0.0])
-    with pytest.raises(ValueError, match="sigmas falling from <= 1 to 0"):
+    with pytest.raises(ValueError, match="the run's sigmas do not fall from <= 1 to 0"):
         fit_meancache([tr], [3])
     with pytest.raises(ValueError, match="each budget"):
         fit_meancache([hand_trajectory()], [5])

@@ -21,7 +21,7 @@ _ENABLED: "weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any]]]" = weakref
 
 def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The object to enable for ``method`` on ``pipe`` and the settings used, saved calibrations filled in (a
-    step policy then follows each run's step count: :mod:`etcdiff.saved_calibration`)."""
+    step policy or block rule then follows each run's step count: :mod:`etcdiff.saved_calibration`)."""
     from .saved_calibration import StepsSource, check_explicit_profiles, filled, pipeline_scheduler, saved_for_enable
 
     settings = method.check_settings(settings)
@@ -45,7 +45,7 @@ def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, d
         method.schema()  # the peer's import errors, before anything is touched
         return None, settings
     built = method.build(settings)
-    if chosen is not None and method.kind == "step":
+    if chosen is not None and method.kind in ("step", "block"):
         built.for_steps = StepsSource(method.name, chosen.identity, pipeline_scheduler(pipe), given, built, chosen)
     return built, settings
 

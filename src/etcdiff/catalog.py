@@ -88,6 +88,30 @@ def _fit_meancache(trajectories: list[Any], decode: Any = None, calls: int = 17,
     return {"profile": profile.to_dict(), "calls": calls}
 
 
+def _flow_recorders() -> tuple[Any, Any]:
+    """The plain full-step recorders, after MeanCache's scheduler rule (the run time's): a scheduler it refuses is
+    refused in one line before any run is recorded (the sigmas, set per run, are checked by the fit)."""
+    from .calibration.runs import record_denoiser_runs, record_pipeline_runs
+    from .policies.flow_solvers import flow_solver_problem
+    from .policies.step.meancache import scheduler_refusal
+
+    def check(scheduler: Any) -> None:
+        problem = flow_solver_problem(scheduler)
+        if problem is not None:
+            raise ValueError(scheduler_refusal(problem, "calibrates"))
+
+    def on_denoiser(model: Any, scheduler: Any, latents: Any, steps: int) -> list[Any]:
+        check(scheduler)
+        return record_denoiser_runs(model, scheduler, latents, steps)
+
+    def on_pipeline(pipe: Any, prompts: list[Any], steps: int, seed: int, guidance_scale: float | None,
+                    on_step: Any = None) -> list[Any]:
+        check(getattr(pipe, "scheduler", None))
+        return record_pipeline_runs(pipe, prompts, steps, seed, guidance_scale, on_step)
+
+    return on_denoiser, on_pipeline
+
+
 def _fit_lemica(trajectories: list[Any], decode: Any = None, calls: int = 17) -> dict[str, Any]:
     from .policies.step.lemica import fit_lemica
 
@@ -235,7 +259,7 @@ for _m in (
            "yes: a schedule per model and budget, `etcdiff calibrate --method meancache --set calls=B`",
            schema=_policy("MeanCache"), saved={"profile": "profile", "calls": "calls"}, saved_required=True,
            saved_unless=("schedule",), threshold=None, fit=_fit_meancache, fit_settings=("gamma", "max_span"),
-           fit_reads=("calls",)),
+           fit_reads=("calls",), recorders=_flow_recorders),
     Method("sencache", "step", "SenCache (Haghighi & Alahi 2026), step-level",
            "whole output, unchanged; reuses while a first-order sensitivity bound stays under eps",
            "yes: J_x, J_t tables, `etcdiff calibrate --method sencache`",

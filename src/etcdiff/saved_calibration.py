@@ -49,14 +49,17 @@ def saved_for_enable(pipe: Any, method: Method) -> MethodProfile | None:
 
 
 class StepsSource:
-    """``steps -> policy`` built from the calibration made at that step count (cached per step count); when
-    there is none, a ValueError naming the step counts that exist for a method calibrated per step count
-    (``profile_per_step_count``), else the policy ``enable`` built. Set as a policy's ``for_steps``."""
+    """``steps -> policy`` (or block rule) built from the calibration made at that step count (cached per step
+    count); when there is none, a ValueError naming the step counts that exist for a method calibrated per step
+    count (``profile_per_step_count``), else the object ``enable`` built, with a warning naming the step count it
+    was calibrated at where the method gives a ``steps_fallback_note`` (one that resamples says so itself).
+    Set as the object's ``for_steps``."""
 
     def __init__(self, method: str, identity: str, scheduler: str | None, given: dict[str, Any],
                  built: Any, built_from: MethodProfile) -> None:
         self.method, self.identity, self.scheduler, self.given = method, identity, scheduler, dict(given)
         self.built, self.built_path = copy.copy(built), built_from.path  # the state enable built, before any run
+        self.built_steps = built_from.steps
         self.cache: dict[int, Any] = {}
         self.paths: dict[int, Path | None] = {}  # the profile file each step count uses (bench run keys)
 
@@ -69,7 +72,13 @@ class StepsSource:
             if not isinstance(prof, MethodProfile):
                 if not getattr(self.built, "profile_per_step_count", False):
                     self.paths[steps] = self.built_path
-                    self.cache[steps] = self.built  # its calibration fits any step count: keep the one enabled
+                    self.cache[steps] = self.built  # its calibration carries over: keep the one enabled
+                    note = getattr(self.built, "steps_fallback_note", None)
+                    if note:
+                        warnings.warn(f"{name}: {self.identity!r} has no calibration at {steps} steps; this run "
+                                      f"uses the one made at {self.built_steps} steps ({self.built_path}). {note} "
+                                      f"For one made at {steps} steps: `etcdiff calibrate --model <id or path> "
+                                      f"--method {name} --steps {steps}`.", UserWarning, stacklevel=2)
                     return self.built
                 raise ValueError(missing_message(self.identity, name, steps, self.scheduler, found))
             same = prof.path is not None and prof.path == self.built_path

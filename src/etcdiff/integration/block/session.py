@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from ...policies.block.base import is_staged
+from ...policies.block.base import is_staged, prepare_rule
 from ...policies.step.base import RunReport
 from .conditions import condition_embedding
 from .families import Family, first_block_signal
@@ -143,6 +143,7 @@ class BlockCacheSession:
     def begin(self, num_steps: int) -> None:
         self._clear()
         if self.rule is not None:
+            prepare_rule(self.rule, num_steps)  # a saved calibration's settings for this step count
             self.rule.begin(num_steps)
 
     def end_step(self, step: int, model_output: Any) -> None:

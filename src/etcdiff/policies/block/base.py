@@ -79,6 +79,19 @@ class StagedBlockRule(Protocol):
     def params(self) -> dict[str, Any]: ...
 
 
+def prepare_rule(rule: Any, num_steps: int) -> None:
+    """A rule built from a saved calibration takes the settings of the one made at ``num_steps`` (its
+    ``for_steps``, set by ``etcdiff.enable``; as :meth:`~etcdiff.policies.step.base.StepPolicy.prepare` does for
+    step policies). Called before every generation; nothing for a rule without ``for_steps``."""
+    source = getattr(rule, "for_steps", None)
+    if source is None or isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        return
+    fresh = source(num_steps)
+    if fresh is not rule.__dict__.get("_built_from"):
+        rule.__dict__.update(fresh.__dict__)
+        rule.for_steps, rule._built_from = source, fresh
+
+
 def is_staged(rule: Any) -> bool:
     return hasattr(rule, "stages") and hasattr(rule, "decide_stage")
 

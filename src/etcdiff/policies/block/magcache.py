@@ -12,8 +12,15 @@ as in MagCache4FLUX and diffusers' ``MagCacheConfig``) the stack always runs. Af
 
 and the stack is skipped (the stored residual reused) while ``acc_err <= threshold`` and
 ``acc_steps <= max_skip_steps`` (K); otherwise it runs and the three accumulators are reset
-(acc_ratio = 1, acc_steps = 0, acc_err = 0). A step count other than the calibrated one takes the ratios by
-nearest-index interpolation (``round(i * (L - 1) / (N - 1))``).
+(acc_ratio = 1, acc_steps = 0, acc_err = 0).
+
+Another step count than the ratios' own (L ratios for N != L steps) is resampled on the residual's magnitude
+curve, with a warning: m_i = gamma_1·...·gamma_i is interpolated (log-linearly) at the run's steps i·(L-1)/(N-1)
+and the run's ratios are its quotients. This departs from the reference code and diffusers' port, which pick
+the nearest calibrated ratio (:func:`nearest_interp`): a ratio measures the change over one calibrated step, and
+a run with fewer, longer steps changes more per step. Measured (``scripts/magcache_resample.py``): ratios
+calibrated at 50 steps resampled to 20, against ratios calibrated at 20 steps, mean |log error| 0.006 (nearest
+index 0.031; the ratios' own mean |log gamma| is 0.042) on the digits model, 0.011 (0.027; 0.055) on scenes.
 
 The decision depends only on the step index and the ratios, so all samples of a batch share it.
 
@@ -28,6 +35,8 @@ Other models: calibrate with ``etcdiff.integration.block.calibration.calibrate_m
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -55,6 +64,32 @@ def nearest_interp(ratios: Sequence[float], num_steps: int) -> list[float]:
     scale = (len(src) - 1) / (num_steps - 1)
     # round half to even, as numpy.round / torch.round do in the reference implementations
     return [src[int(round(i * scale))] for i in range(num_steps)]
+
+
+def resample_ratios(ratios: Sequence[float], num_steps: int) -> list[float]:
+    """The ratios for ``num_steps`` steps from the magnitude curve of ``ratios`` (module docstring); the same
+    list where the lengths agree."""
+    src = [float(r) for r in ratios]
+    if not src or num_steps < 1:
+        raise ValueError(f"magcache: need ratios and num_steps >= 1, got {len(src)} ratios and {num_steps!r}.")
+    if len(src) == num_steps:
+        return src
+    if len(src) == 1 or num_steps == 1:
+        return [1.0] * num_steps
+    if not all(math.isfinite(r) and r > 0 for r in src[1:]):
+        raise ValueError("magcache: the ratios must be finite and > 0 to be resampled to another step count.")
+    log_m = [0.0]
+    for r in src[1:]:
+        log_m.append(log_m[-1] + math.log(r))
+    scale = (len(src) - 1) / (num_steps - 1)
+
+    def at(i: int) -> float:
+        p = i * scale
+        a = min(int(p), len(src) - 2)
+        return log_m[a] + (p - a) * (log_m[a + 1] - log_m[a])
+
+    curve = [at(i) for i in range(num_steps)]
+    return [1.0] + [math.exp(b - a) for a, b in zip(curve, curve[1:])]
 
 
 def fit_magcache_ratios(residual_norm_sequences: Sequence[Sequence[float]]) -> list[float]:
@@ -129,6 +164,7 @@ class MagCache:
             raise ValueError("magcache: ratios must not be empty.")
         self.ratios = ratios
         self.ratios_source = source
+        self._resampled: set[int] = set()  # step counts already warned about
 
     # -- per generation ---------------------------------------------------------------------------------------
     def begin(self, num_steps: int) -> None:
@@ -140,7 +176,15 @@ class MagCache:
                 "MagCache.flux() on FLUX."
             )
         self.num_steps = num_steps
-        self.step_ratios = nearest_interp(self.ratios, num_steps)
+        self.step_ratios = resample_ratios(self.ratios, num_steps)
+        if 1 < len(self.ratios) != num_steps and num_steps not in self._resampled:  # one ratio: a constant
+            self._resampled.add(num_steps)
+            warnings.warn(
+                f"magcache: the ratios are for {len(self.ratios)} steps (from "
+                f"{'the settings' if self.ratios_source == 'user' else self.ratios_source}) and this run has "
+                f"{num_steps}; they are resampled on the residual's magnitude curve. For ratios measured at "
+                f"{num_steps} steps: `etcdiff calibrate --model <id or path> --method magcache --steps {num_steps}`.",
+                UserWarning, stacklevel=2)
         self.retention_steps = int(self.retention_ratio * num_steps + 0.5)
 
     def new_state(self) -> MagCacheState:

@@ -129,6 +129,9 @@ class TeaCache:
 
     name = "teacache"
     needs_signal = True
+    #: what a saved calibration made at another step count means for this one (``etcdiff.enable`` warns with it)
+    steps_fallback_note = ("Its coefficients carry over to another step count (they map one step's input change "
+                           "to its output change), but the speed a threshold gives does not: check the reuse rate.")
 
     def __init__(self, threshold: float = 0.25, coefficients: Sequence[float] | None = None) -> None:
         threshold = float(threshold)

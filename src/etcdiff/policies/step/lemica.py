@@ -205,7 +205,7 @@ class LeMiCa(StepPolicy):
         computed: an explicit list of computed steps instead (e.g. a published schedule); first and last included.
     """
 
-    name = "lemica"
+    name, profile_per_step_count = "lemica", True  # a run at another step count needs a calibration made there
 
     def __init__(self, calls: int | None = None, predictor: str = "reuse", *,
                  profile: LeMiCaProfile | dict[str, Any] | str | os.PathLike | None = None,

@@ -23,6 +23,10 @@ C = the mean over its skipped steps of mean|v_true - v_est|, where the estimate 
 history up to a; C is averaged over the trajectories, and each edge takes the span K in 1..max_span with the
 lowest C (the released schedules use K = 1 on most gaps and K = 2..5 on short early gaps and near the end). The
 DP minimises sum C^gamma over paths 0 -> N-1 through exactly B computed steps, so a run makes exactly B calls.
+On a run of a multistep flow solver (UniPC, DPM-Solver++ on flow sigmas) the estimated path keeps the solver's own
+departure from the Euler step on the recorded run: x_{i+1} = x_i + (s_{i+1} - s_i)·v_est + (x*_{i+1} - x*_i -
+(s_{i+1} - s_i)·v*_i), stars the recorded run; on an Euler run the bracket is 0. Fit and run accept the same
+schedulers (:mod:`etcdiff.policies.flow_solvers`).
 """
 
 from __future__ import annotations
@@ -35,33 +39,12 @@ from typing import Any, Sequence
 import torch
 
 from .base import OutputStream, StepPolicy, is_finite
+from ..flow_solvers import FLOW_SOLVERS_HINT, flow_sigmas_problem, flow_solver_problem
 from ..settings_file import fitted
-
 from ..trajectory import Trajectory, check_step_count
 
 DEFAULT_GAMMA = 2.0
 DEFAULT_MAX_SPAN = 6  # the largest span in the authors' released schedules
-
-
-def flow_scheduler_problem(scheduler: Any) -> str | None:
-    """Why ``scheduler`` is not a first-order flow-matching Euler scheduler (velocity output, sigmas in [0, 1]
-    falling to 0, x_{i+1} = x_i + (sigma_{i+1} - sigma_i)·v_i), or ``None`` when it is one."""
-    name = type(scheduler).__name__
-    config = getattr(scheduler, "config", None)
-    flow = "FlowMatch" in name or getattr(config, "prediction_type", None) == "flow_prediction"
-    if not flow:
-        return f"{name} is not a flow-matching scheduler"
-    if getattr(scheduler, "order", 1) != 1 or "Heun" in name or "LCM" in name:
-        return f"{name} is not a first-order Euler update"
-    if getattr(config, "stochastic_sampling", False):
-        return f"{name} samples stochastically"
-    sigmas = getattr(scheduler, "sigmas", None)
-    if not isinstance(sigmas, torch.Tensor) or sigmas.numel() < 2:
-        return f"{name} has no sigmas"
-    s = sigmas.detach().double().cpu()
-    if s.min() < 0 or s.max() > 1 + 1e-6 or bool((s[1:] > s[:-1] + 1e-9).any()) or abs(float(s[-1])) > 1e-6:
-        return f"{name}'s sigmas do not fall from <= 1 to 0"
-    return None
 
 
 def _check_span_fits(computed: Sequence[int], spans: Sequence[int]) -> None:
@@ -218,32 +201,48 @@ class MeanCacheProfile:
             raise ValueError(f"MeanCacheProfile.from_dict: not a MeanCache profile ({e!r}).") from None
 
 
-def _check_trajectories(trajectories: Sequence["Trajectory"]) -> tuple[int, list[list[float]]]:
+def scheduler_refusal(problem: str, doing: str) -> str:
+    """The one-line refusal of MeanCache on a scheduler (``problem`` from :mod:`etcdiff.policies.flow_solvers`)."""
+    return (f"meancache {doing} only on flow-matching schedulers ({FLOW_SOLVERS_HINT}), and {problem}; set one "
+            "of those as the scheduler, or use another step method (etc, etc-plus and ertacache run on any scheduler).")
+
+
+def _check_trajectories(trajectories: Sequence["Trajectory"]) -> tuple[int, list[list[float]], list[bool]]:
+    """Step count, sigmas (N + 1 each) and, per run, whether it is an exact Euler run. A run's recorded scheduler
+    must pass the rule the run time applies; a run without one (built by hand) must be Euler steps."""
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_meancache: give a non-empty list of recorded full-step trajectories (record_pipeline).")
     n = trajectories[0].num_steps
     if n < 2:
         raise ValueError(f"fit_meancache: the trajectories have {n} step(s); at least 2 are needed.")
-    all_sigmas = []
+    all_sigmas, euler = [], []
     for p, tr in enumerate(trajectories):
         check_step_count(tr, p, n, "fit_meancache")
+        solver = tr.solver if tr.solver is not None else tr.scheduler
+        name = "the run" if solver is None else _solver_name(solver)
         s = [] if tr.sigmas is None else [float(v) for v in torch.as_tensor(tr.sigmas).flatten()]
         s = s + [0.0] * (n + 1 - len(s)) if len(s) == n else s
-        if len(s) < n + 1 or min(s) < 0 or max(s) > 1 + 1e-6 or any(b > a + 1e-9 for a, b in zip(s, s[1:])):
-            raise ValueError(
-                f"fit_meancache: trajectory {p} has no sigmas falling from <= 1 to 0; MeanCache needs a flow-matching "
-                "Euler scheduler (e.g. FlowMatchEulerDiscreteScheduler)."
-            )
-        for t in range(n - 1):  # the recorded run must be an Euler velocity step
+        problem = (None if solver is None else flow_solver_problem(solver)) or flow_sigmas_problem(name, s)
+        if problem is not None:
+            raise ValueError(scheduler_refusal(problem, "calibrates"))
+        exact = True
+        for t in range(n - 1):  # an Euler velocity step?
             step = tr.inputs[t + 1].double() - tr.inputs[t].double()
             pred = (s[t + 1] - s[t]) * tr.outputs[t].double()
-            if float((step - pred).norm()) > 1e-3 * float(step.norm()) + 1e-6:
-                raise ValueError(
-                    f"fit_meancache: trajectory {p} does not follow x_(t+1) = x_t + (sigma_(t+1) - sigma_t)·v_t at step "
-                    f"{t}; MeanCache needs a velocity-output flow-matching Euler scheduler."
-                )
+            exact = exact and float((step - pred).norm()) <= 1e-3 * float(step.norm()) + 1e-6
+        if not exact and solver is None:
+            raise ValueError(
+                f"fit_meancache: trajectory {p} does not follow x_(t+1) = x_t + (sigma_(t+1) - sigma_t)·v_t and names "
+                "no scheduler; record it with record_pipeline or etcdiff.calibrate_policy (they note the scheduler), "
+                "on a velocity-output flow-matching Euler or multistep flow solver."
+            )
         all_sigmas.append(s[: n + 1])
-    return n, all_sigmas
+        euler.append(exact)
+    return n, all_sigmas, euler
+
+
+def _solver_name(solver: Any) -> str:
+    return str(solver.get("class")) if isinstance(solver, dict) else type(solver).__name__
 
 
 def average_velocity_estimate(x_i: torch.Tensor, x_back: torch.Tensor, v_prev: torch.Tensor, v_back: torch.Tensor,
@@ -266,8 +265,8 @@ def fit_meancache(trajectories: list["Trajectory"], budgets: Sequence[int], gamm
                   max_span: int = DEFAULT_MAX_SPAN) -> MeanCacheProfile:
     """Edge costs and spans from full calibration trajectories, and the schedule for every budget in ``budgets``
     (module docstring). ``trajectories`` are :class:`~etcdiff.policies.trajectory.Trajectory` objects of a
-    flow-matching Euler sampler, all with the same step count."""
-    n, sigmas = _check_trajectories(trajectories)
+    flow-matching sampler (Euler, or a multistep solver on flow sigmas), all with the same step count."""
+    n, sigmas, euler = _check_trajectories(trajectories)
     if isinstance(max_span, bool) or not isinstance(max_span, int) or max_span < 1:
         raise ValueError(f"fit_meancache: max_span must be an integer >= 1, got {max_span!r}.")
     budgets = [budgets] if isinstance(budgets, int) else list(budgets)
@@ -275,9 +274,11 @@ def fit_meancache(trajectories: list["Trajectory"], budgets: Sequence[int], gamm
         if isinstance(b, bool) or not isinstance(b, int) or not (min(2, n) <= b <= n):
             raise ValueError(f"fit_meancache: each budget must be an integer from {min(2, n)} to {n}, got {b!r}.")
     err_sum: dict[tuple[int, int, int], float] = {}  # (a, b, K) -> sum over trajectories of C
-    for tr, s in zip(trajectories, sigmas):
+    for tr, s, exact in zip(trajectories, sigmas, euler):
         xs = [x.double() for x in tr.inputs]
         vs = [v.double() for v in tr.outputs]
+        # a multistep solver's own step on the recorded run, beyond the Euler step (none on an Euler run)
+        drift = [None if exact else xs[i + 1] - xs[i] - (s[i + 1] - s[i]) * vs[i] for i in range(n - 1)]
         for a in range(n - 2):
             for k in range(1, min(max_span, a + 1) + 1):
                 x_hist, v_hist = {j: xs[j] for j in range(max(a - k, 0), a + 1)}, {j: vs[j] for j in range(max(a - k, 0), a + 1)}
@@ -290,6 +291,8 @@ def fit_meancache(trajectories: list["Trajectory"], budgets: Sequence[int], gamm
                         e = float((est - vs[i]).abs().mean())
                         total = total + e if math.isfinite(e) else math.inf
                         v_hist[i], x_hist[i + 1] = est, x_hist[i] + (s[i + 1] - s[i]) * est
+                        if drift[i] is not None:
+                            x_hist[i + 1] = x_hist[i + 1] + drift[i]
                     key = (a, i + 1, k)
                     err_sum[key] = err_sum.get(key, 0.0) + total / (i - a)
     cost: list[list[float | None]] = [[None] * n for _ in range(n)]
@@ -394,13 +397,12 @@ class MeanCache(StepPolicy):
         self.sigmas = s + [0.0] * (self.num_steps + 1 - len(s)) if s else []
 
     def check_scheduler(self, scheduler: Any) -> None:
-        problem = flow_scheduler_problem(scheduler)
+        name = type(scheduler).__name__
+        sigmas = getattr(scheduler, "sigmas", None)
+        sigmas = None if sigmas is None else [float(v) for v in torch.as_tensor(sigmas).detach().flatten().cpu()]
+        problem = flow_solver_problem(scheduler) or flow_sigmas_problem(name, sigmas)
         if problem is not None:
-            raise ValueError(
-                f"meancache runs only on velocity-output flow-matching Euler schedulers (e.g. "
-                f"FlowMatchEulerDiscreteScheduler), and {problem}. On this scheduler use another step method "
-                "(etc, etc-plus and ertacache run on any scheduler)."
-            )
+            raise ValueError(scheduler_refusal(problem, "runs"))
 
     def new_stream(self) -> MeanStream:
         return MeanStream(self)
