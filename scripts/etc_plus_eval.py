@@ -32,7 +32,7 @@ import etcdiff  # noqa: E402
 from etcdiff.bench.front import front_at  # noqa: E402
 from etcdiff.metrics import psnr  # noqa: E402
 from etcdiff.policies import ETC, FixedInterval, LinearExtrapolation, NoCache, StepPolicy  # noqa: E402
-from etcdiff.policies.step.meancache import flow_scheduler_problem  # noqa: E402
+from etcdiff.policies.flow_solvers import flow_solver_problem  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
 BUDGETS = (25, 17, 13, 11, 10, 9)  # etc-plus calls=B
@@ -126,7 +126,7 @@ def settings(m: dict[str, Any], steps: int) -> tuple[list[tuple[str, str, Callab
         skipped["ertacache"] = f"{type(m['sched']).__name__} has no sigmas (its timestep correction needs them)"
     else:
         out += [("ertacache", f"threshold={thr:g}", fitted("ertacache", threshold=thr)) for thr in (0.1, 0.2, 0.5)]
-    problem = flow_scheduler_problem(m["sched"])
+    problem = flow_solver_problem(m["sched"])
     if problem is not None:
         skipped["meancache"] = f"flow-matching Euler schedulers only; {problem}"
     else:

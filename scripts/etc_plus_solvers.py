@@ -40,7 +40,7 @@ import etcdiff  # noqa: E402
 from etcdiff.bench.front import front_at  # noqa: E402
 from etcdiff.metrics import psnr  # noqa: E402
 from etcdiff.policies import ETCPlus, FixedInterval, NoCache, StepPolicy  # noqa: E402
-from etcdiff.policies.step.meancache import flow_scheduler_problem  # noqa: E402
+from etcdiff.policies.flow_solvers import flow_solver_problem  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
@@ -152,7 +152,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             for n in (2, 3, 4, 5):
                 add(method, f"interval={n}", FixedInterval(interval=n))
         elif method == "meancache":
-            if flow_scheduler_problem(m["sched"]) is not None:
+            if flow_solver_problem(m["sched"]) is not None:
                 continue
             for b in (round(steps / 2), round(steps / 3), round(steps / 4)):
                 try:
