@@ -167,7 +167,8 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     # once the target holds on the held-out runs, and a plan that computes the last step anyway is not run again
     passes = len(fitted["profile"]["tolerance_check"]["passes"])
     assert len(steps) <= 8 * (5 + get_method("etc-plus").extra_runs(5, 8) - 2 * (TOLERANCE_ROUNDS - passes))
-    assert sorted(fitted["profile"]["budget_errors_last"]) == ["2", "3", "4"]
+    # the plans computing the last step are kept only where they are the same plan or clearly closer
+    assert set(fitted["profile"]["budget_errors_last"]) <= {"2", "3", "4"}
     assert sorted(fitted["profile"]["budget_errors"]) == ["2", "3", "4"]
     cost = fitted["profile"]["cost"]  # every generation of the calibration, as the progress bar counted them
     assert cost["generations"] * 8 == len(steps) and cost["recorded"] == 5 and cost["seconds"] > 0
@@ -212,3 +213,12 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     assert cost["generations"] == 5 + cost["real_runs"]
     with pytest.raises(ValueError, match="replays must be true or false"):
         calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replays="yes")
+
+
+def test_an_option_must_beat_the_default_by_more_than_the_runs_noise():
+    from etcdiff.calibration.selection import clearly_lower
+
+    assert clearly_lower([-3.0, -3.1, -2.9], [-2.0, -2.1, -1.9])  # lower on every run
+    assert not clearly_lower([-3.0, -1.0, -3.0], [-2.0, -2.0, -2.0])  # lower on average, not beyond the noise
+    assert not clearly_lower([-3.0, -3.0], [-2.0, -2.0])  # too few runs to tell
+    assert not clearly_lower([-3.0, -3.0, -3.0], [-2.0, -2.0])  # not paired

@@ -6,9 +6,11 @@ worse than the one before it, and the tolerance mode missed its target on most i
 checked here the empirical way, on the same held-out calibration runs and fold fits as the choice:
 
 - **budgets**: each plan from ``ceil(N/5)`` to ``N/2`` calls runs on the held-out runs, as planned and made to
-  compute the last step; the profile keeps the mean log relative error per budget (``"budget_errors"`` and
-  ``"budget_errors_last"``), and ``ETCPlus(calls=B)`` then runs the plan among the measured ones of ``<= B``
-  calls that came closest (never more than B calls; :mod:`etcdiff.policies.step.etc_plus.budgets`);
+  compute the last step; the profile keeps the mean log relative error per budget (``"budget_errors"``, and
+  ``"budget_errors_last"`` where computing the last step is the same plan or beats it by more than the held-out
+  runs' noise: :func:`~etcdiff.calibration.selection.clearly_lower`), and ``ETCPlus(calls=B)`` then runs the
+  plan among the measured ones of ``<= B`` calls that came closest (never more than B calls;
+  :mod:`etcdiff.policies.step.etc_plus.budgets`);
 - **tolerance**: the tolerance mode runs on the held-out runs and the planning tolerance is scaled down
   (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of them end within the target. Where the
   held-out runs are replays, this check runs for real on the runs the replays' feedback was fitted on: a
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..selection import HeldOut
+from ..selection import HeldOut, clearly_lower
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
@@ -62,17 +64,20 @@ def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, float], d
             continue
         logs = held.logs.get(calls) or _logs(held, plans)
         free[str(calls)] = round(sum(logs) / len(logs), 4)
-        if not ends and not held.variant_logs.get(calls):
+        if ends:  # the same plans
+            last[str(calls)] = free[str(calls)]
+            continue
+        forced = held.variant_logs.get(calls)
+        if not forced:
             try:
-                forced = [held.build({**fit, "last_step": True}, calls) for fit in held.fold_fits]
-                for policy in forced:
+                policies = [held.build({**fit, "last_step": True}, calls) for fit in held.fold_fits]
+                for policy in policies:
                     policy.planned_steps(num_steps)
             except ValueError:  # no plan of this budget can compute the last step
                 continue
-            logs = _logs(held, forced)
-        elif not ends:
-            logs = held.variant_logs[calls]
-        last[str(calls)] = round(sum(logs) / len(logs), 4)
+            forced = _logs(held, policies)
+        if clearly_lower(forced, logs):  # kept only where it beats the free plan by more than the runs' noise
+            last[str(calls)] = round(sum(forced) / len(forced), 4)
     return free, last
 
 
