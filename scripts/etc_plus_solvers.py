@@ -15,6 +15,7 @@ the largest drop when one more call is given).
 Usage: python scripts/etc_plus_solvers.py [--models gmm-flow gmm-ddim digits] [--schedulers euler unipc dpm]
        [--steps 20 28 50] [--out docs/etc-plus] [--tag NAME]
        python scripts/etc_plus_solvers.py --merge A.json B.json run.log --out docs/etc-plus --tag etc_plus_solvers
+           [--previous docs/etc-plus/etc_plus_solvers_previous.json]   (an earlier run's etc-plus as "old")
        python scripts/etc_plus_solvers.py --models gmm-flow --schedulers euler unipc --serve-from 20 --steps 28 50
            (one calibration at 20 steps serving 28 and 50; --native-json compares with a main run's JSON)
 """
@@ -146,8 +147,12 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             if getattr(m["sched"], "sigmas", None) is None:
                 continue
             for thr in (0.1, 0.2, 0.3, 0.5):
-                pol = etcdiff.calibrate_policy("ertacache", cal_model, m["sched"], noises, steps, threshold=thr)
-                add(method, f"threshold={thr:g}", pol)
+                try:
+                    pol = etcdiff.calibrate_policy("ertacache", cal_model, m["sched"], noises, steps, threshold=thr)
+                    add(method, f"threshold={thr:g}", pol)
+                except ValueError as e:  # a scheduler it refuses (a multistep solver on epsilon prediction)
+                    print(f"  ertacache skipped: {e}", flush=True)
+                    break
         elif method == "fixed":
             for n in (2, 3, 4, 5):
                 add(method, f"interval={n}", FixedInterval(interval=n))
@@ -263,6 +268,23 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def with_previous(results: list[dict[str, Any]], previous: list[dict[str, Any]]) -> None:
+    """Each case's etc-plus of an earlier run (same model, scheduler, steps) as its ``etc-plus-old``: front,
+    tolerance row and ladder, in place of any the case had."""
+    earlier = {(r["model"], r["scheduler"], r["steps"]): r for r in previous}
+    for res in results:
+        prev = earlier.get((res["model"], res["scheduler"], res["steps"]))
+        res["rows"] = [r for r in res["rows"] if not r["method"].startswith("etc-plus-old")]
+        res["fronts"].pop("etc-plus-old", None)
+        res.get("extra", {}).pop("etc-plus-old", None)
+        if prev is None or "etc-plus" not in prev["fronts"]:
+            continue
+        res["fronts"]["etc-plus-old"] = prev["fronts"]["etc-plus"]
+        res["rows"] += [{**r, "method": "etc-plus-old-tol"} for r in prev["rows"] if r["method"] == "etc-plus-tol"]
+        if "etc-plus" in prev.get("extra", {}):
+            res.setdefault("extra", {})["etc-plus-old"] = prev["extra"]["etc-plus"]
+
+
 def from_log(path: str) -> list[dict[str, Any]]:
     """The cases of a run's printed rows (for a run that stopped before writing its JSON): rows, tolerance and
     ladder lines as :func:`case` prints them."""
@@ -323,6 +345,8 @@ def main() -> None:
     ap.add_argument("--serve-from", type=int, default=0,
                     help="calibrate etc-plus once at this step count and serve every --steps from it")
     ap.add_argument("--native-json", default="", help="with --serve-from: the main run's JSON to compare with")
+    ap.add_argument("--previous", default="",
+                    help="with --merge: a JSON of an earlier run whose etc-plus fills the 'old' columns")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
@@ -340,6 +364,9 @@ def main() -> None:
                 results += json.load(f)
         order = {k: i for i, k in enumerate(("euler", "unipc", "dpm"))}
         results.sort(key=lambda r: (r["model"], order.get(r["scheduler"], 9), r["steps"]))
+        if args.previous:
+            with open(args.previous) as f:
+                with_previous(results, json.load(f))
         if args.out:
             write(args.out, args.tag, results)
         print(markdown(results))
