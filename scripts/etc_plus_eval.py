@@ -9,7 +9,7 @@ fitted through ``etcdiff.calibrate_policy`` on 20 calibration noises drawn from 
 labels 0-9 on the class-conditional models), disjoint from the evaluation seeds. Fidelity: PSNR of the decoded
 final image against the full-step output of the same noise; calls: real steps per generation.
 
-MeanCache runs only on flow-matching Euler schedulers and ERTACache needs scheduler sigmas: on gmm-ddim both are
+MeanCache runs only on flow-matching schedulers and ERTACache needs scheduler sigmas: on gmm-ddim both are
 skipped, and the output says so.
 
 Usage: python scripts/etc_plus_eval.py [--models digits gmm-flow gmm-ddim] [--steps 50] [--out DIR]
@@ -128,7 +128,7 @@ def settings(m: dict[str, Any], steps: int) -> tuple[list[tuple[str, str, Callab
         out += [("ertacache", f"threshold={thr:g}", fitted("ertacache", threshold=thr)) for thr in (0.1, 0.2, 0.5)]
     problem = flow_solver_problem(m["sched"])
     if problem is not None:
-        skipped["meancache"] = f"flow-matching Euler schedulers only; {problem}"
+        skipped["meancache"] = f"flow-matching schedulers only; {problem}"
     else:
         out += [("meancache", f"calls={b}", fitted("meancache", calls=b)) for b in MEANCACHE_BUDGETS]
     out += [("sencache", f"eps={a:g}/{b:g} K={k}", fitted("sencache", eps_start=a, eps_main=b, max_reuse=k))

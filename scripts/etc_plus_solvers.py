@@ -45,7 +45,7 @@ from etcdiff.policies.flow_solvers import flow_solver_problem  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
-NEW_KEYS = ("budget_errors", "budget_errors_last", "tolerance_scale")  # what etc-plus-old does without
+NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
 
 

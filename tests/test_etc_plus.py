@@ -406,6 +406,22 @@ def test_a_budget_runs_the_measured_closer_of_the_free_plan_and_the_one_computin
         ETCPlus(prof, calls=5, last_step="yes")
 
 
+def test_a_bigger_budget_replaces_a_smaller_plan_only_where_the_held_out_runs_clearly_prefer_it(flow):
+    from etcdiff.policies.step.etc_plus.budgets import ranked_plan
+
+    _, _, prof = flow
+    logs = {"4": [-3.0, -3.2, -2.8, -3.0], "5": [-3.1, -3.0, -3.0, -3.1],  # 5: lower on average, within the noise
+            "6": [-3.6, -3.5, -3.4, -3.7], "7": [-3.5, -3.6, -3.6, -3.5]}  # 6: clearly lower than 4; 7: not than 6
+    means = {k: sum(v) / len(v) for k, v in logs.items()}
+    measured = {**prof, "budget_errors": means, "budget_logs": logs}
+    assert [ranked_plan(measured, b) for b in (4, 5, 6, 7)] == [(4, False), (4, False), (6, False), (6, False)]
+    last = {"5": [-3.4, -3.4, -3.3, -3.4]}  # clearly lower than the 4-call plan: kept from 5 calls on
+    both = {**measured, "budget_errors_last": {"5": -3.375}, "budget_logs_last": last}
+    assert [ranked_plan(both, b) for b in (4, 5, 6, 7)] == [(4, False), (5, True), (6, False), (6, False)]
+    # without the per-run errors (an older profile, or too few held-out runs) the least mean error
+    assert ranked_plan({**prof, "budget_errors": means}, 5) == (5, False)
+
+
 def test_the_calibrated_tolerance_scale_tightens_the_planned_tolerance(flow):
     model, sched, prof = flow
     scaled = ETCPlus({**prof, "tolerance_scale": 0.25}, tolerance=prof["tolerance"])
@@ -466,8 +482,11 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     runs = []
     held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: runs.append(i) or refs[i] + p.error, build, fits,
                    {10: [-9.0, -9.0, -9.0, -9.0]})
-    errors, last = measured_budgets(held, 20)
+    logs, last_logs = measured_budgets(held, 20)
+    errors = {k: sum(v) / len(v) for k, v in logs.items()}
+    last = {k: sum(v) / len(v) for k, v in last_logs.items()}
     assert list(errors) == list(last) == ["5", "6", "7", "8", "9", "10"] and errors["10"] == last["10"] == -9.0
+    assert logs["5"] == pytest.approx([math.log(0.1 / 5)] * 4, abs=1e-4)  # one per held-out run, paired
     assert errors["5"] == pytest.approx(math.log(0.1 / 5), abs=1e-4)
     assert last["5"] == pytest.approx(math.log(0.05 / 5), abs=1e-4)  # measured: the free plan skips the last step
     assert last["8"] == errors["8"]  # reused: every free plan computes it

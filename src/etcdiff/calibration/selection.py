@@ -30,6 +30,7 @@ import torch
 
 from ..policies.step.base import StepPolicy
 from ..policies.step.baselines import NoCache
+from ..policies.step.etc_plus.budgets import clearly_lower
 from ..policies.step.etc_plus.fit import item_rms
 from .policy_runs import PolicyRunner
 
@@ -187,16 +188,6 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
         refine(fitted, HeldOut(folds, references, run, build, fold_fits[best], logs[best] if len(values) > 1 else {},
                                real, {c: v for c, v in alt[best].items() if v} if len(values) > 1 else {}))
     return fitted
-
-
-def clearly_lower(errors: Sequence[float], base: Sequence[float]) -> bool:
-    """Whether ``errors`` (log errors, paired run by run with ``base``) are lower than ``base`` by more than one
-    standard error of their paired differences: an option chosen on a few held-out runs must beat the default by
-    more than their noise (on 2 held-out runs a per-budget pick cost 4 dB at 2x on the UNet model)."""
-    if len(errors) != len(base) or len(errors) < 3:
-        return False
-    diff = torch.tensor([a - b for a, b in zip(errors, base)], dtype=torch.float64)
-    return bool(diff.mean() + diff.std() / math.sqrt(len(diff)) < 0)
 
 
 def _plan(policy: StepPolicy, steps: int) -> list[int] | None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..selection import HeldOut, clearly_lower
+from ...policies.step.etc_plus.budgets import FREE, LAST, LOGS, clearly_lower
+from ..selection import HeldOut
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
@@ -46,12 +47,15 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     """Add ``budget_errors``, ``budget_errors_last`` and ``tolerance_scale`` to ``fitted["profile"]`` (module
     docstring)."""
     profile = fitted["profile"]
-    profile["budget_errors"], profile["budget_errors_last"] = measured_budgets(held, int(profile["num_steps"]))
+    free, last = measured_budgets(held, int(profile["num_steps"]))
+    for kind, measured in ((FREE, free), (LAST, last)):
+        profile[kind] = {k: round(sum(v) / len(v), 4) for k, v in measured.items()}
+        profile[LOGS[kind]] = {k: [round(x, 4) for x in v] for k, v in measured.items()}
     profile["tolerance_scale"], profile["tolerance_check"] = tolerance_scale(held)
 
 
-def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean log relative error on the held-out runs per budget of :func:`budget_ladder`, of the plans as they
+def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Log relative errors on the held-out runs per budget of :func:`budget_ladder`, of the plans as they
     choose and of the plans that compute the last step (budgets no plan can cover are left out). Runs already made
     are reused: the choice's (both kinds), and the free plans' where every fold's free plan computes the last step
     anyway."""
@@ -63,9 +67,9 @@ def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, float], d
         except ValueError:  # too few calls for the plan's longest window
             continue
         logs = held.logs.get(calls) or _logs(held, plans)
-        free[str(calls)] = round(sum(logs) / len(logs), 4)
+        free[str(calls)] = list(logs)
         if ends:  # the same plans
-            last[str(calls)] = free[str(calls)]
+            last[str(calls)] = list(logs)
             continue
         forced = held.variant_logs.get(calls)
         if not forced:
@@ -77,7 +81,7 @@ def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, float], d
                 continue
             forced = _logs(held, policies)
         if clearly_lower(forced, logs):  # kept only where it beats the free plan by more than the runs' noise
-            last[str(calls)] = round(sum(forced) / len(forced), 4)
+            last[str(calls)] = list(forced)
     return free, last
 
 
