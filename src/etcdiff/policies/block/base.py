@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
+from ..for_steps import adopt_for_steps
 
 Streams = dict[str, torch.Tensor]
 
@@ -83,13 +84,7 @@ def prepare_rule(rule: Any, num_steps: int) -> None:
     """A rule built from a saved calibration takes the settings of the one made at ``num_steps`` (its
     ``for_steps``, set by ``etcdiff.enable``; as :meth:`~etcdiff.policies.step.base.StepPolicy.prepare` does for
     step policies). Called before every generation; nothing for a rule without ``for_steps``."""
-    source = getattr(rule, "for_steps", None)
-    if source is None or isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        return
-    fresh = source(num_steps)
-    if fresh is not rule.__dict__.get("_built_from"):
-        rule.__dict__.update(fresh.__dict__)
-        rule.for_steps, rule._built_from = source, fresh
+    adopt_for_steps(rule, num_steps)
 
 
 def is_staged(rule: Any) -> bool:

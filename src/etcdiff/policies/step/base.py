@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..._numbers import as_int
+from ..for_steps import adopt_for_steps
 
 
 @dataclass
@@ -147,13 +148,7 @@ class StepPolicy(ABC):
         step counts that exist when there is none), and a method derives, once, what depends only on its settings
         and the step count (ETC+'s plan), so that a generation only creates fresh state. Called by the
         integrations before every generation and by the bench once per setting, before its timed runs."""
-        source = self.for_steps
-        if source is None or isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            return
-        fresh = source(num_steps)
-        if fresh is not self.__dict__.get("_built_from"):
-            self.__dict__.update(fresh.__dict__)
-            self.for_steps, self._built_from = source, fresh
+        adopt_for_steps(self, num_steps)
 
     def begin(self, num_steps: int) -> None:
         """Reset all per-generation state for a run of ``num_steps`` steps."""
