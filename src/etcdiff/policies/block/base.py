@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
+
 from ..for_steps import adopt_for_steps
 
 Streams = dict[str, torch.Tensor]
