@@ -233,3 +233,16 @@ def test_calibrate_set_settings_are_saved_with_the_profile(tmp_path, capsys):
     prof = read_method_profile(out / "digits_20steps_meancache.json", "meancache")
     assert prof.run_settings == {"calls": 12} and prof.scheduler == "FlowMatchEulerDiscreteScheduler"
     assert prof.format == 2 and prof.seconds > 0 and prof.prompts == ["0", "1", "2"]
+
+
+def test_a_profile_given_by_path_brings_its_own_saved_settings_not_the_newest_files(pipe, user_dir):
+    nine = _meancache_20(pipe, user_dir, calls=9)
+    kept = user_dir / "meancache_9.json"
+    shutil.move(nine, kept)
+    _meancache_20(pipe, user_dir, calls=7)  # the newest saved meancache profile of this model
+    etcdiff.enable(pipe, "meancache", profile=str(kept))
+    assert _run(pipe, 20)["model_calls"] == 9
+    etcdiff.disable(pipe)
+    etcdiff.enable(pipe, "meancache")
+    assert _run(pipe, 20)["model_calls"] == 7
+    etcdiff.disable(pipe)

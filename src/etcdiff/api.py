@@ -25,7 +25,9 @@ def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, d
     from .saved_calibration import StepsSource, check_explicit_profiles, filled, pipeline_scheduler, saved_for_enable
 
     settings = method.check_settings(settings)
-    check_explicit_profiles(pipe, method, settings)
+    explicit = check_explicit_profiles(pipe, method, settings)
+    if explicit is not None:  # a saved profile given by path supplies what else it saved
+        settings = filled(method, explicit, settings)
     missing = [s for s in method.saved if s not in settings]
     chosen = None
     if missing and not any(s in settings for s in method.saved_unless):

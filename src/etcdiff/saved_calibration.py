@@ -87,9 +87,12 @@ class StepsSource:
         return self.cache[steps]
 
 
-def check_explicit_profiles(pipe: Any, method: Method, settings: dict[str, Any]) -> None:
+def check_explicit_profiles(pipe: Any, method: Method, settings: dict[str, Any]) -> MethodProfile | None:
     """A calibration file given by path is checked (format, method, finite numbers) and, when it was made for
-    another model than ``pipe``'s, a warning names both."""
+    another model than ``pipe``'s, a warning names both. Returns the (last) saved profile given so, whose other
+    saved settings then fill in what the user left out (not another file's: a MeanCache schedule given by path
+    ran with the call count of the newest saved profile)."""
+    given = None
     ident = profile_identity(pipe) if pipe is not None else None
     name = method.saved_from or method.name
     for setting in method.saved:
@@ -104,7 +107,9 @@ def check_explicit_profiles(pipe: Any, method: Method, settings: dict[str, Any])
             if "missing" in str(e):  # a bare fit dump, not a saved profile: the policy reads it
                 continue
             raise
+        given = prof
         if ident and normalize_identity(prof.identity) != normalize_identity(ident):
             warnings.warn(f"etcdiff: {name} profile {value} was calibrated on {prof.identity!r}, not on this "
                           f"pipeline's model {ident!r}; its settings may not fit. Calibrate this model with "
                           f"`etcdiff calibrate --method {name} --steps {prof.steps}`.", UserWarning, stacklevel=4)
+    return given
