@@ -9,6 +9,7 @@ transformer block and on the first (head) and last (tail) layers of the model.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import pytest
@@ -440,6 +441,20 @@ def test_diffusers_peers_on_flux(peer, kwargs, runs):
     disable_external(pipe)
     assert module_state(model) == before and dict(vars(type(model))) == cls_before
     assert torch.equal(run(5), ref)
+
+
+def test_diffusers_magcache_says_when_its_ratios_are_for_another_step_count():
+    pipe, kw, run, *_ = build("flux_cfg")
+    enable_external(pipe, "diffusers-magcache", mag_ratios=[1.0] * 5, threshold=10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(5)  # the step count the ratios are for: no word
+    with pytest.warns(UserWarning, match=r"mag_ratios are for 5 steps and this run has 4.*--method magcache --steps 4"):
+        run(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(4)  # said once per step count
+    disable_external(pipe)
 
 
 def test_diffusers_magcache_calibration_and_dit_context():

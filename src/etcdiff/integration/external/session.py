@@ -9,6 +9,7 @@ run it.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,15 @@ class ExternalSession:
         if not cfg.calibrate and self.base_ratios is not None:
             ratios = self.base_ratios
             cfg.mag_ratios = ratios if len(ratios) == num_steps else nearest_interp(ratios, num_steps)
+            warned = self.__dict__.setdefault("_magcache_warned", set())
+            made_for = int(ratios.shape[-1]) if torch.is_tensor(ratios) else len(ratios)
+            if 1 < made_for != num_steps and num_steps not in warned:  # diffusers does this without a word
+                warned.add(num_steps)
+                warnings.warn(
+                    f"diffusers-magcache: the mag_ratios are for {made_for} steps and this run has {num_steps}; "
+                    "diffusers takes the nearest ratio of each step. For ratios measured at this step count: "
+                    f"`etcdiff calibrate --model <id or path> --method magcache --steps {num_steps}` (etcdiff's "
+                    "magcache resamples on the residual's magnitude curve instead).", UserWarning, stacklevel=2)
 
     def _step(self) -> int | None:
         if not self.tracker.active:
