@@ -85,6 +85,12 @@ def log_rel_errors(result: torch.Tensor, reference: torch.Tensor) -> list[float]
     return [math.log(max(float(e / s), 1e-12)) for e, s in zip(error, scale)]
 
 
+def fold_log_errors(run: PolicyRunner, policy: StepPolicy, fold: Sequence[int],
+                    references: dict[int, torch.Tensor]) -> list[float]:
+    """:func:`log_rel_errors` of ``policy`` on each held-out run of ``fold``, in order (paired across policies)."""
+    return [v for i in fold for v in log_rel_errors(run(policy, i), references[i])]
+
+
 @dataclass
 class RealRuns:
     """Where the held-out runs are replays: a runner that generates for real, and the runs it may check with their
@@ -159,7 +165,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
             fold_fits[value].append(fitted)
             for calls in budgets if len(values) > 1 else ():
                 policy = build(fitted, calls)
-                got = [v for i in fold for v in log_rel_errors(run(policy, i), references[i])]
+                got = fold_log_errors(run, policy, fold, references)
                 logs[value][calls].extend(got)
                 if variant and (value, calls) not in infeasible:
                     try:
@@ -169,8 +175,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                         infeasible.add((value, calls))
                         continue
                     same = planned is not None and planned == _plan(policy, steps)
-                    alt[value][calls].extend(got if same else [
-                        v for i in fold for v in log_rel_errors(run(other, i), references[i])])
+                    alt[value][calls].extend(got if same else fold_log_errors(run, other, fold, references))
     for value, calls in infeasible:
         alt[value][calls] = []
     scores = {value: _mean([_mean(alt[value][c]) if clearly_lower(alt[value][c], logs[value][c])
@@ -201,5 +206,5 @@ def _mean(values: list[float]) -> float:
 
 
 __all__ = ["SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "RealRuns", "Refine", "candidate_label", "candidate_settings",
-           "choose_fit", "clearly_lower", "held_out_runs",
+           "choose_fit", "clearly_lower", "fold_log_errors", "held_out_runs",
            "log_rel_errors", "validation_budgets", "validation_generations"]

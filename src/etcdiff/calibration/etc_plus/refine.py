@@ -8,9 +8,9 @@ checked here the empirical way, on the same held-out calibration runs and fold f
 - **budgets**: each plan from ``ceil(N/5)`` to ``N/2`` calls runs on the held-out runs, as planned and made to
   compute the last step; the profile keeps the mean log relative error per budget (``"budget_errors"``, and
   ``"budget_errors_last"`` where computing the last step is the same plan or beats it by more than the held-out
-  runs' noise: :func:`~etcdiff.calibration.selection.clearly_lower`), and ``ETCPlus(calls=B)`` then runs the
-  plan among the measured ones of ``<= B`` calls that came closest (never more than B calls;
-  :mod:`etcdiff.policies.step.etc_plus.budgets`);
+  runs' noise: :func:`~etcdiff.policies.step.etc_plus.budgets.clearly_lower`), with the errors per run
+  (``"budget_logs"``, ``"budget_logs_last"``); ``ETCPlus(calls=B)`` then runs, among the measured plans of
+  ``<= B`` calls, the one clearly closest (never more than B calls; :mod:`etcdiff.policies.step.etc_plus.budgets`);
 - **tolerance**: the tolerance mode runs on the held-out runs and the planning tolerance is scaled down
   (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of them end within the target. Where the
   held-out runs are replays, this check runs for real on the runs the replays' feedback was fitted on: a
@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 from ...policies.step.etc_plus.budgets import FREE, LAST, LOGS, clearly_lower
-from ..selection import HeldOut
+from ..selection import HeldOut, fold_log_errors
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
@@ -87,10 +87,8 @@ def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, list[floa
 
 def _logs(held: HeldOut, policies: list[Any]) -> list[float]:
     """The log relative errors of each fold's policy on the fold's held-out runs."""
-    from ..selection import log_rel_errors
-
-    return [v for fold, policy in zip(held.folds, policies) for i in fold
-            for v in log_rel_errors(held.run(policy, i), held.references[i])]
+    return [v for fold, policy in zip(held.folds, policies)
+            for v in fold_log_errors(held.run, policy, fold, held.references)]
 
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:

@@ -72,6 +72,7 @@ class ExternalSession:
         self.handles: list[Any] = []
         self.config: Any = None
         self.base_ratios: torch.Tensor | None = None
+        self.ratios_warned: set[int] = set()  # step counts whose ratio mismatch diffusers-magcache has said
         self.target: Any = None
         self.snapshot: Snapshot | None = None
         self.state_managers: list[Any] = []
@@ -129,10 +130,9 @@ class ExternalSession:
         if not cfg.calibrate and self.base_ratios is not None:
             ratios = self.base_ratios
             cfg.mag_ratios = ratios if len(ratios) == num_steps else nearest_interp(ratios, num_steps)
-            warned = self.__dict__.setdefault("_magcache_warned", set())
             made_for = int(ratios.shape[-1]) if torch.is_tensor(ratios) else len(ratios)
-            if 1 < made_for != num_steps and num_steps not in warned:  # diffusers does this without a word
-                warned.add(num_steps)
+            if 1 < made_for != num_steps and num_steps not in self.ratios_warned:  # diffusers says nothing
+                self.ratios_warned.add(num_steps)
                 warnings.warn(
                     f"diffusers-magcache: the mag_ratios are for {made_for} steps and this run has {num_steps}; "
                     "diffusers takes the nearest ratio of each step. For ratios measured at this step count: "

@@ -72,8 +72,8 @@ class ETCPlus(StepPolicy):
         profile: what :func:`fit_etc_plus` returned (or its JSON path). A run at another step count is planned
             from it resampled on the sigma axis (:mod:`etcdiff.policies.step.etc_plus.resample`, with a warning).
         calls: a call budget B: at most B real steps per generation (each runs every CFG branch once). Where
-            calibration measured the budgets on held-out runs (``budget_errors``), the plan of the budget <= B
-            that came closest runs.
+            calibration measured the budgets on held-out runs (``budget_errors``), the measured plan of <= B
+            calls that came clearly closest runs (:func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan`).
         tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
             default when neither ``calls`` nor ``tolerance`` is given; planned with the calibrated
             ``tolerance_scale``). With both, both hold.
