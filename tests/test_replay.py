@@ -67,3 +67,32 @@ def test_replays_fall_back_to_real_runs_and_real_probes_where_the_runs_cannot_be
     assert replay["used"] is False and "cannot be replayed" in replay["why"]
     assert policy.profile["cost"]["probes"] == 0  # probed after recording, through the counted real runs
     assert policy.profile["cost"]["real_runs"] > 3 * len(replay_module.FEEDBACK_SPEEDUPS)
+
+
+def _gaussian_flow(mean: float = 0.3, var: float = 0.05):
+    """The exact flow-matching velocity for data N(mean, var) per element: the denoised estimate follows a strayed
+    sample by ``(1-s)·var / ((1-s)²·var + s²)``, fully at low noise and not at all at high noise."""
+    def model(x, t):
+        s = max(float(t) / 1000, 1e-4)
+        x0 = mean + (1 - s) * var / ((1 - s) ** 2 * var + s * s) * (x - (1 - s) * mean)
+        return (x - x0) / s - x0  # eps - x0, with eps = (x - (1-s)·x0) / s
+
+    return model
+
+
+def test_the_fitted_feedback_fades_with_the_noise_where_the_model_does():
+    """On a model whose pull fades as the noise falls, the feedback that fades with the signal-to-noise ratio
+    reproduces the real runs' errors more closely than any constant pull, and calibration picks it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from etcdiff.calibration.etc_plus.replay import feedback_candidates, noise_fit
+
+    noises = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 16, replays=True)
+    replay = policy.profile["replay"]
+    assert "snr" in replay["feedback"]
+    assert replay["rms_log_miss"] < min(replay["rms_log_miss_constant"].values())
+    signal, noise = noise_fit(record_denoiser_runs(_gaussian_flow(), sched, noises[:3], 16))
+    fading = feedback_candidates(signal, noise)[replay["feedback"]]
+    assert fading == sorted(fading, reverse=True) and fading[-1] < 0.1 * fading[0]  # the pull fades as noise falls

@@ -195,8 +195,7 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     """``replays=True``: the probes and held-out runs are replays; real runs only fit the feedback and check the
     tolerance, and every recorded run is held out once."""
     from etcdiff.calibrate import calibrate_method
-    from etcdiff.calibration.etc_plus.refine import TOLERANCE_ROUNDS
-    from etcdiff.calibration.etc_plus.replay import FEEDBACK_GRID
+    from etcdiff.calibration.etc_plus.refine import REAL_ROUNDS, TOLERANCE_ROUNDS
     from etcdiff.models import load_pipeline
 
     pipe = load_pipeline("digits")
@@ -204,12 +203,15 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     fitted = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, replays=True)
     profile = fitted["profile"]
     replay = profile["replay"]
-    assert replay["used"] and replay["feedback"] in FEEDBACK_GRID and replay["held_out_runs"] == [2, 3, 4]
+    assert replay["used"] and isinstance(replay["feedback"], str) and replay["held_out_runs"] == [2, 3, 4]
     assert profile["selection"]["folds"] == [[0, 1], [2, 3, 4]]
-    passes = len(profile["tolerance_check"]["passes"])
-    assert 1 <= passes <= TOLERANCE_ROUNDS
-    cost = profile["cost"]  # 3 runs x 3 budgets for the feedback, 3 runs per tolerance pass
-    assert cost["recorded"] == 5 and cost["probes"] == 0 and cost["real_runs"] == 3 * 3 + 3 * passes
+    passes = profile["tolerance_check"]["passes"]
+    assert 1 <= len(passes) <= TOLERANCE_ROUNDS
+    real_passes = sum("within_real" in p for p in passes)  # run for real only where the replays already hold
+    assert real_passes == min(REAL_ROUNDS, sum(p["within"] >= 0.95 for p in passes))
+    cost = profile["cost"]  # 3 runs per budget for the feedback, 3 runs per real tolerance pass
+    assert cost["recorded"] == 5 and cost["probes"] == 0
+    assert cost["real_runs"] == 3 * len(replay["budgets"]) + 3 * real_passes
     assert cost["generations"] == 5 + cost["real_runs"]
     with pytest.raises(ValueError, match="replays must be true or false"):
         calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replays="yes")

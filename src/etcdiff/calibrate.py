@@ -185,7 +185,7 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
     feedback, record, finals = fit_feedback(records, run, plain, build, scales)
     replay = Replay(records, feedback, scales)
     replay_probes(records, replay, steps)
-    return replay, {"used": True, "feedback": feedback, **record}, RealRuns(run, finals)
+    return replay, {"used": True, **record}, RealRuns(run, finals)
 
 
 def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
