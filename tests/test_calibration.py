@@ -193,7 +193,7 @@ def test_calibrate_cli_on_the_demo(tmp_path, monkeypatch, capsys):
     from etcdiff.cli import calibrate
 
     pipe = _demo_pipeline()
-    monkeypatch.setattr(etcdiff.models, "load_pipeline", lambda model, device="cpu", dtype=None: pipe)
+    monkeypatch.setattr(etcdiff.models, "load_pipeline", lambda model, device="cpu", dtype=None, scheduler=None: pipe)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# two digits\n3\n8\n")
     parser = argparse.ArgumentParser()

@@ -108,7 +108,7 @@ def test_lemica_at_an_uncalibrated_step_count_names_the_ones_that_exist(pipe, us
     pipe([3], num_inference_steps=20, generator=torch.Generator().manual_seed(0))
     assert etcdiff.summary(pipe)["model_calls"] == 8
     with pytest.raises(ValueError, match=r"^lemica: 'digits' is calibrated at 20, 50 steps, not at 28; .*"
-                                         r"`etcdiff calibrate --model <id or path> --method lemica --steps 28`\.$"):
+                                         r"`etcdiff calibrate --model <id or path> --method lemica --scheduler euler --steps 28`\.$"):
         pipe([3], num_inference_steps=28, generator=torch.Generator().manual_seed(0))
 
 

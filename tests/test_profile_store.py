@@ -57,7 +57,7 @@ def test_other_step_counts_only_names_them_and_the_command_with_no_warning_first
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=r"calibrated at 20, 50 steps, not at 28.*"
-                                             r"etcdiff calibrate --model <id or path> --method meancache --steps 28"):
+                                             r"etcdiff calibrate --model <id or path> --method meancache --scheduler euler --steps 28"):
             _run(pipe, 28)
     etcdiff.disable(pipe)
     etcdiff.enable(pipe, "etc-plus")  # shipped at 50 only: a profile with sigmas serves 28 steps, resampled, and says so
@@ -121,7 +121,7 @@ def test_a_broken_profile_at_another_step_count_is_a_warning_naming_it(pipe, use
 
 def test_method_profiles_are_typed_and_checked():
     prof = read_method_profile(SHIPPED_DIR / "digits_50steps_meancache.json", "meancache")
-    assert isinstance(prof, MethodProfile) and prof.format == 1 and prof.steps == 50 and prof.scheduler is None
+    assert isinstance(prof, MethodProfile) and prof.format == 1 and prof.steps == 50 and prof.scheduler == "FlowMatchEulerDiscreteScheduler"
     with pytest.raises(ValueError, match="is a meancache calibration, not sencache's"):
         read_method_profile(SHIPPED_DIR / "digits_50steps_meancache.json", "sencache")
     with pytest.raises(ValueError, match="format 99 was written by a newer etcdiff"):
@@ -169,9 +169,10 @@ def test_a_profile_for_another_scheduler_is_not_used(pipe, user_dir):
         pass
 
     pipe.scheduler = OtherScheduler.from_config(pipe.scheduler.config)
-    etcdiff.enable(pipe, "meancache")
-    with pytest.raises(ValueError, match="made with FlowMatchEulerDiscreteScheduler, and this pipeline runs OtherScheduler"):
-        _run(pipe, 20)
+    with pytest.raises(ValueError, match="calibrated with FlowMatchEulerDiscreteScheduler only, and this pipeline runs "
+                                         "OtherScheduler; calibrate with this scheduler"):
+        etcdiff.enable(pipe, "meancache")  # the shipped profiles, too, say they were made with FlowMatch Euler
+    assert not etcdiff.is_enabled(pipe)
 
 
 def test_concurrent_saves_and_lookups_never_fail(user_dir):

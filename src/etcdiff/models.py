@@ -10,7 +10,7 @@ import torch
 
 from .integration.step.recording import call_kwargs
 
-__all__ = ["DEMO", "EMBEDDED", "call_kwargs", "demo_prompts", "load_pipeline"]
+__all__ = ["DEMO", "EMBEDDED", "SCHEDULERS", "call_kwargs", "demo_prompts", "load_pipeline", "use_scheduler"]
 
 DEMO = "demo"
 
@@ -43,13 +43,67 @@ EMBEDDED = {"scenes": _scenes, "digits": _digits, "unet-digits": _unet_digits, "
 EMBEDDED[DEMO] = EMBEDDED["scenes"]  # the default of demo, generate, calibrate and bench (see docs/scenes)
 
 
-def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
+#: what ``--scheduler`` takes: the sampler a pipeline runs with instead of its own (:func:`use_scheduler`)
+SCHEDULERS = ("euler", "unipc", "dpm", "ddim")
+
+
+def _is_flow(scheduler: Any) -> bool:
+    """Whether a scheduler samples a flow-matching model (its outputs are velocities on sigmas from 1 to 0)."""
+    config = getattr(scheduler, "config", {})
+    return (type(scheduler).__name__.startswith("FlowMatch") or config.get("prediction_type") == "flow_prediction"
+            or bool(config.get("use_flow_sigmas")))
+
+
+def use_scheduler(pipe: Any, name: str) -> None:
+    """Swap ``pipe.scheduler`` for the sampler ``name`` of :data:`SCHEDULERS`, built from the pipeline's own
+    scheduler config, as a diffusers user would: ``euler`` (FlowMatch Euler on a flow model, Euler on an epsilon
+    one), ``unipc`` (UniPC), ``dpm`` (DPM-Solver++ 2M), ``ddim`` (DDIM; epsilon models only). On a flow model the
+    multistep solvers take flow sigmas with the pipeline's shift."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}.")
+    own = getattr(pipe, "scheduler", None)
+    if own is None or not hasattr(own, "config"):
+        raise ValueError(f"this pipeline has no diffusers scheduler to swap for {name!r}; drop --scheduler.")
+    config, flow = dict(own.config), _is_flow(own)
+    if flow and name == "ddim":
+        raise ValueError("ddim samples epsilon models; this pipeline is a flow-matching one: use euler, unipc or dpm.")
+    multistep = {"dpm": {"algorithm_type": "dpmsolver++", "solver_order": 2}, "unipc": {}}
+    if name == "euler":
+        cls = diffusers.FlowMatchEulerDiscreteScheduler if flow else diffusers.EulerDiscreteScheduler
+        extra: dict[str, Any] = {}
+    elif name == "ddim":
+        cls, extra = diffusers.DDIMScheduler, {}
+    else:
+        cls = diffusers.UniPCMultistepScheduler if name == "unipc" else diffusers.DPMSolverMultistepScheduler
+        extra = dict(multistep[name])
+        if flow:
+            extra.update(prediction_type="flow_prediction", use_flow_sigmas=True,
+                         flow_shift=float(config.get("shift", config.get("flow_shift", 1.0)) or 1.0))
+    if flow:  # keys a flow-matching config carries that the other classes do not take
+        config = {k: v for k, v in config.items() if k in cls.__init__.__code__.co_varnames or k.startswith("_")}
+    pipe.scheduler = cls.from_config(config, **extra)
+
+
+def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype | None = None,
+                  scheduler: str | None = None) -> Any:
     """An embedded model by name (:data:`EMBEDDED`: ``demo``, ``scenes``, ``digits``, ``unet-digits``,
     ``unet-digits-dpm``); anything else goes to
-    ``DiffusionPipeline.from_pretrained``.
+    ``DiffusionPipeline.from_pretrained``. ``scheduler``: a sampler of :data:`SCHEDULERS` to run with instead of
+    the pipeline's own (:func:`use_scheduler`).
 
     Hub ids load only from the local Hugging Face cache when the machine is offline (``HF_HUB_OFFLINE=1``).
     """
+    if scheduler is not None and scheduler not in SCHEDULERS:  # before the weights load
+        raise ValueError(f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}.")
+    pipe = _load(model, device, dtype)
+    if scheduler is not None:
+        use_scheduler(pipe, scheduler)
+    return pipe
+
+
+def _load(model: str, device: str, dtype: torch.dtype | None) -> Any:
     if model in EMBEDDED:
         return EMBEDDED[model](device)
     from diffusers import DiffusionPipeline

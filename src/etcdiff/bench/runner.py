@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..models import load_pipeline
+from ..models import load_pipeline, use_scheduler
 from .environment import machine, versions
 from .measure import Measurer
 from .merge import merge as merge_dir
@@ -126,7 +126,10 @@ def run_bench(config: BenchConfig, pipe: Any = None, rank: int | None = None, wo
         elif world > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         if pipe is None:
-            pipe = pipe_factory(config) if pipe_factory is not None else load_pipeline(config.model, device=config.device)
+            pipe = (pipe_factory(config) if pipe_factory is not None
+                    else load_pipeline(config.model, device=config.device, scheduler=config.scheduler))
+        elif config.scheduler is not None:
+            use_scheduler(pipe, config.scheduler)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         out = Path(config.out)

@@ -133,6 +133,7 @@ class BenchConfig:
     device: str = "cpu"
     flops: str = "per-call"  # or "direct"
     threads: int | None = None
+    scheduler: str | None = None  # a sampler of etcdiff.models.SCHEDULERS instead of the pipeline's own
 
     def validate(self) -> None:
         """Raise ValueError naming the option to fix."""
@@ -159,6 +160,8 @@ class BenchConfig:
         d = asdict(self)
         d["grid"] = [ms.as_dict() for ms in self.grid]
         d["out"] = str(self.out)
+        if d["scheduler"] is None:  # sweeps on the pipeline's own scheduler keep the identity they had
+            del d["scheduler"]
         return d
 
 
@@ -169,8 +172,11 @@ def _hash(obj: Any) -> str:
 
 def pair_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int) -> str:
     """The identity of a (prompt, seed) pair on this model and sampling setup: the name of its saved reference."""
-    return _hash({"model": config.model, "fingerprint": fingerprint, "steps": config.steps, "guidance": config.guidance,
-                  "prompt": prompt, "seed": seed, "device": config.device})
+    key = {"model": config.model, "fingerprint": fingerprint, "steps": config.steps, "guidance": config.guidance,
+           "prompt": prompt, "seed": seed, "device": config.device}
+    if config.scheduler is not None:  # another sampler makes another reference
+        key["scheduler"] = config.scheduler
+    return _hash(key)
 
 
 def run_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int, ms: MethodSetting | None,

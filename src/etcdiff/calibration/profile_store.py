@@ -132,17 +132,42 @@ def find_for_run(identity: str, method: str, steps: int | None, scheduler: str |
     return next((p for p in fits if p.steps == steps), None)
 
 
+#: the ``--scheduler`` name of the calibration command for a scheduler class (``etcdiff.models.use_scheduler``)
+SCHEDULER_FLAGS = {"FlowMatchEulerDiscreteScheduler": "euler", "EulerDiscreteScheduler": "euler",
+                   "UniPCMultistepScheduler": "unipc", "DPMSolverMultistepScheduler": "dpm", "DDIMScheduler": "ddim"}
+
+
+def calibrate_command(method: str, steps: int | None = None, scheduler: str | None = None) -> str:
+    """The command that makes a profile of ``method`` (at ``steps``, with ``scheduler`` where it has a flag)."""
+    flag = SCHEDULER_FLAGS.get(scheduler or "")
+    return (f"`etcdiff calibrate --model <id or path> --method {method}"
+            + (f" --scheduler {flag}" if flag else "") + (f" --steps {steps}" if steps is not None else "") + "`")
+
+
 def missing_message(identity: str, method: str, steps: int, scheduler: str | None, found: Scan) -> str:
     """Why no profile of ``method`` fits a run of ``steps`` steps, what exists, and the command to make one."""
-    command = f"`etcdiff calibrate --model <id or path> --method {method} --steps {steps}`"
+    command = calibrate_command(method, steps, scheduler)
     same_steps = [p for p in found.profiles if p.steps == steps]
     if same_steps and scheduler is not None:
         kinds = sorted({str(scheduler_of(p)) for p in same_steps})
         return (f"{method}: the {steps}-step calibration of {identity!r} was made with {', '.join(kinds)}, and this "
                 f"pipeline runs {scheduler}; calibrate with this scheduler: {command}.")
-    counts = ", ".join(str(n) for n in found.step_counts())
+    fits = [p for p in found.profiles if scheduler is None or scheduler_of(p) in (None, scheduler)]
+    if not fits and found.profiles:
+        kinds = sorted({str(scheduler_of(p)) for p in found.profiles})
+        return (f"{method}: {identity!r} is calibrated with {', '.join(kinds)} only, and this pipeline runs "
+                f"{scheduler}; calibrate with this scheduler: {command}.")
+    counts = ", ".join(str(n) for n in sorted({p.steps for p in fits}))
     return (f"{method}: {identity!r} is calibrated at {counts} steps, not at {steps}; use one of those step counts "
             f"or calibrate at {steps}: {command}.")
+
+
+def other_schedulers(identity: str, method: str, scheduler: str | None) -> list[str]:
+    """The scheduler classes that ``method`` has profiles of ``identity`` for, where none is for ``scheduler``."""
+    found = scan(identity, method)
+    if scheduler is None or any(scheduler_of(p) in (None, scheduler) for p in found.profiles):
+        return []
+    return sorted({str(scheduler_of(p)) for p in found.profiles})
 
 
 def find_profile(identity: str, steps: int | None = None, directory: str | os.PathLike | None = None,

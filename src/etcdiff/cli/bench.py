@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .common import guidance_value
+from .common import add_scheduler_argument, guidance_value
 
 EPILOG = """\
 examples:
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="demo", help="'demo' (embedded, offline) or a diffusers hub id / local path (default demo)")
+    add_scheduler_argument(p)
     p.add_argument("--methods", default=None, help="comma-separated method names, any that etcdiff.enable accepts "
                    "(e.g. etc,fixed,teacache); default: the methods named in --settings")
     p.add_argument("--settings", default=None, help="settings grid per method, e.g. 'etc:threshold=0.05,0.1;fixed:interval=2,3'")
@@ -86,7 +87,7 @@ def config_from_args(args: argparse.Namespace):  # -> BenchConfig
     return BenchConfig(
         model=args.model, grid=build_grid(methods, args.settings), prompts=read_prompts(args.prompts, args.model),
         seeds=_ints(args.seeds, "--seeds"), steps=args.steps, repeats=args.repeats, guidance=args.guidance,
-        out=args.out, device=args.device, flops=args.flops, threads=args.threads,
+        out=args.out, device=args.device, flops=args.flops, threads=args.threads, scheduler=args.scheduler,
     )
 
 

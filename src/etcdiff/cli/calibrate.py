@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import guidance_value, key_value, prepare_output_dir
+from .common import add_scheduler_argument, guidance_value, key_value, prepare_output_dir
 
 
 def _calibrated_names() -> list[str]:
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="options", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="a setting of the method's calibration, e.g. --set calls=17 for meancache (repeatable)")
     p.add_argument("--model", default="demo", help="'demo' (embedded, offline) or a diffusers hub id / local path")
+    add_scheduler_argument(p)
     p.add_argument("--prompts", type=Path, default=None, metavar="FILE",
                    help="calibration prompts, one per line (# comments and blank lines ignored); default: the demo's "
                         "ten classes, or etcdiff's prompts for the model's modality")
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
         _check_writable(prepare_output_dir(profile_dir(), flag=f"${ENV_DIR}" if os.environ.get(ENV_DIR) else "--out"))
     prompts = load_prompts(str(args.prompts)) if args.prompts is not None else None
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, scheduler=args.scheduler)
     if args.method != "etc":
         return _run_peer(args, pipe, prompts)
     t0 = time.perf_counter()

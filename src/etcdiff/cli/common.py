@@ -14,6 +14,18 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
 
 
+#: ``etcdiff.models.SCHEDULERS``, named here so that ``--help`` imports no torch (a test keeps the two equal)
+SCHEDULER_CHOICES = ("euler", "unipc", "dpm", "ddim")
+
+
+def add_scheduler_argument(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler``: run with one of :data:`SCHEDULER_CHOICES` instead of the pipeline's own."""
+    parser.add_argument("--scheduler", choices=SCHEDULER_CHOICES, default=None,
+                        help="sample with this scheduler instead of the pipeline's own, built from its config: euler, "
+                             "unipc, dpm (DPM-Solver++ 2M) or ddim (epsilon models); flow models get flow sigmas "
+                             "(default: the pipeline's own)")
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a JSON value where it parses (numbers, true/false/null), else the string."""
     if "=" not in text:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import check_device, guidance_value, key_value, method_options, prepare_output_file
+from .common import add_scheduler_argument, check_device, guidance_value, key_value, method_options, prepare_output_file
 
 
 def _method_names() -> list[str]:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run one pipeline call with a caching method and save what it makes.",
     )
     p.add_argument("--model", default="demo", help="'demo' (embedded, offline) or a diffusers hub id / local path")
+    add_scheduler_argument(p)
     p.add_argument("--prompt", action="append", required=True, help="prompt (repeat for a batch); for demo a scene caption such as 'a small green ring at the right', for digits a digit 0-9")
     p.add_argument("--method", default="etc", help="method name: " + ", ".join(_method_names()) + " (default etc)")
     p.add_argument("--threshold", type=float, default=None,
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_file(args.out)  # before the model loads and samples
     for note in notes:
         print(note)
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=args.device, scheduler=args.scheduler)
     etcdiff.enable(pipe, args.method, **options)
     try:
         kwargs = call_kwargs(pipe, args.prompt if len(args.prompt) > 1 else args.prompt[0], args.steps, args.seed, args.guidance)

@@ -1,0 +1,91 @@
+"""``--scheduler``: running a pipeline with another sampler, and profiles found per scheduler."""
+
+import json
+
+import pytest
+import torch
+
+from etcdiff.bench.sweep import BenchConfig, pair_key, sweep_id
+from etcdiff.models import SCHEDULERS, load_pipeline, use_scheduler
+
+
+@pytest.mark.parametrize("name, cls, flow", [("unipc", "UniPCMultistepScheduler", True),
+                                             ("dpm", "DPMSolverMultistepScheduler", True),
+                                             ("euler", "FlowMatchEulerDiscreteScheduler", False)])
+def test_a_flow_pipeline_takes_the_multistep_solvers_on_flow_sigmas(name, cls, flow):
+    pipe = load_pipeline("digits", scheduler=name)
+    assert type(pipe.scheduler).__name__ == cls
+    if flow:
+        assert pipe.scheduler.config.prediction_type == "flow_prediction" and pipe.scheduler.config.use_flow_sigmas
+    if name == "dpm":
+        assert pipe.scheduler.config.algorithm_type == "dpmsolver++" and pipe.scheduler.config.solver_order == 2
+    out = pipe([3], num_inference_steps=6, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    reference = load_pipeline("digits")([3], num_inference_steps=40, generator=torch.Generator().manual_seed(0),
+                                        output_type="latent").images
+    assert float((out - reference).pow(2).mean().sqrt()) < 0.5 * float(reference.pow(2).mean().sqrt())  # same image
+
+
+def test_the_cli_offers_the_schedulers_the_loader_knows():
+    from etcdiff.cli.common import SCHEDULER_CHOICES
+
+    assert SCHEDULER_CHOICES == SCHEDULERS
+
+
+def test_an_epsilon_pipeline_takes_every_scheduler_and_bad_names_fail_in_one_line():
+    pipe = load_pipeline("unet-digits")
+    for name, cls in (("unipc", "UniPCMultistepScheduler"), ("dpm", "DPMSolverMultistepScheduler"),
+                      ("euler", "EulerDiscreteScheduler"), ("ddim", "DDIMScheduler")):
+        use_scheduler(pipe, name)
+        assert type(pipe.scheduler).__name__ == cls and pipe.scheduler.config.prediction_type == "epsilon"
+    with pytest.raises(ValueError, match="ddim samples epsilon models.*use euler, unipc or dpm"):
+        load_pipeline("digits", scheduler="ddim")
+    with pytest.raises(ValueError, match="unknown scheduler 'heun'; use one of " + ", ".join(SCHEDULERS)):
+        load_pipeline("digits", scheduler="heun")
+
+
+def test_a_bench_on_another_scheduler_has_its_own_references_and_an_unchanged_one_keeps_its_keys():
+    own, other = BenchConfig(), BenchConfig(scheduler="unipc")
+    assert "scheduler" not in own.to_json() and other.to_json()["scheduler"] == "unipc"
+    assert pair_key(own, "f", "p", 0) != pair_key(other, "f", "p", 0)
+    assert sweep_id(own, "f") != sweep_id(other, "f")
+
+
+def test_a_profile_made_with_another_scheduler_is_refused_with_the_command_for_this_one(tmp_path, monkeypatch):
+    """The shipped profiles were made with the pipelines' own FlowMatch Euler: a UniPC run does not take them in
+    silence, and the message names the flag that calibrates for it."""
+    import etcdiff
+
+    monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))
+    from pathlib import Path
+
+    shipped = Path(etcdiff.__file__).parent / "data" / "profiles" / "digits_50steps_etc-plus.json"
+    assert json.loads(shipped.read_text())["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+    pipe = load_pipeline("digits", scheduler="unipc")
+    with pytest.raises(ValueError, match=r"calibrated with FlowMatchEulerDiscreteScheduler only, and this pipeline "
+                                         r"runs UniPCMultistepScheduler.*--method etc-plus --scheduler unipc"):
+        etcdiff.enable(pipe, "etc-plus")
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"  # the pipeline is left as it was
+    own = load_pipeline("digits")
+    assert etcdiff.enable(own, "etc-plus") is not None  # on its own scheduler the shipped profile is found
+    etcdiff.disable(own)
+
+
+def test_calibrate_with_a_scheduler_saves_a_profile_that_runs_with_that_scheduler_only(tmp_path, monkeypatch, capsys):
+    import etcdiff
+    from etcdiff.cli import main
+
+    monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("0\n1\n2\n3\n4\n")
+    assert main(["calibrate", "--model", "digits", "--scheduler", "dpm", "--method", "etc-plus", "--steps", "8",
+                 "--prompts", str(prompts), "--quiet", "--no-plot"]) == 0
+    saved = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())
+    assert saved["scheduler"] == "DPMSolverMultistepScheduler" and saved["steps"] == 8
+    pipe = load_pipeline("digits", scheduler="dpm")
+    etcdiff.enable(pipe, "etc-plus")
+    pipe([3], num_inference_steps=8, generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert etcdiff.last_report(pipe).num_computed < 8  # it ran the DPM-Solver++ profile and skipped steps
+    etcdiff.disable(pipe)
+    with pytest.raises(ValueError, match="DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler only.*"
+                                         "--scheduler unipc"):  # no profile for UniPC at any step count
+        etcdiff.enable(load_pipeline("digits", scheduler="unipc"), "etc-plus")
