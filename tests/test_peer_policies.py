@@ -367,3 +367,13 @@ def test_ertacache_refuses_a_noise_predicting_multistep_solver():
     etcdiff.sample(model, flow, torch.ones(1, 2), 4, policy)
     etcdiff.sample(model, FlowMatchEulerDiscreteScheduler(), torch.ones(1, 2), 4, policy)
     assert policy.report().computed_steps == [0, 1, 3]
+
+
+def test_ertacache_refuses_to_calibrate_for_a_scheduler_it_would_refuse_to_run_on():
+    """A schedule fitted on DPM-Solver++ with epsilon prediction could never run: calibration says so at once."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    sched = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")
+    noises = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"ertacache: .* with epsilon prediction is a multistep solver"):
+        etcdiff.calibrate_policy("ertacache", lambda x, t: 0.1 * x, sched, noises, 6, threshold=0.2)

@@ -122,11 +122,29 @@ def _check_trajectories(trajectories: Sequence["Trajectory"]) -> tuple[int, list
     return n, sigmas
 
 
+def scheduler_problem(scheduler: Any) -> str | None:
+    """Why ERTACache cannot run on ``scheduler``, or None. The timestep correction scales a reused output by the
+    step's sigma difference, which is the step a first-order solver takes (Euler on sigmas, flow matching). A
+    multistep solver that predicts noise builds its step from several outputs converted to x0 instead, and the
+    correction then ruins the image."""
+    config = getattr(scheduler, "config", None)
+    prediction = getattr(config, "prediction_type", None)
+    multistep = hasattr(scheduler, "model_outputs") or "Multistep" in type(scheduler).__name__
+    if multistep and prediction not in (None, "flow_prediction") and not getattr(config, "use_flow_sigmas", False):
+        return (f"ertacache: its timestep correction assumes a first-order step on the scheduler's sigmas, and "
+                f"{type(scheduler).__name__} with {prediction} prediction is a multistep solver (the images come out "
+                "broken). Use etc-plus, etc or fixed on this scheduler, or ertacache with an Euler or flow-matching one.")
+    return None
+
+
 def fit_ertacache(trajectories: list["Trajectory"], threshold: float) -> ERTACacheProfile:
     """Fit the ERTACache reconstruction (module docstring, parts 1–3) on recorded full-step trajectories."""
     threshold = threshold if as_real(threshold) is None else as_real(threshold)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"fit_ertacache: threshold must be a finite number >= 0, got {threshold!r}.")
+    problem = scheduler_problem(getattr(trajectories[0], "solver", None)) if trajectories else None
+    if problem:  # the schedule would be fitted for a run that enable then refuses
+        raise ValueError(problem)
     n, sigmas = _check_trajectories(trajectories)
     outs = [[o.detach().double() for o in tr.outputs] for tr in trajectories]
     compute, rels = [True] * n, [None] * n
@@ -209,18 +227,10 @@ class ERTACache(StepPolicy):
         super().begin(num_steps)
 
     def check_scheduler(self, scheduler: Any) -> None:
-        """The timestep correction scales a reused output by the step's sigma difference, which is the step a
-        first-order solver takes (Euler on sigmas, flow matching). A multistep solver that predicts noise builds
-        its step from several outputs converted to x0 instead, and the correction then ruins the image: refuse."""
-        config = getattr(scheduler, "config", None)
-        prediction = getattr(config, "prediction_type", None)
-        multistep = hasattr(scheduler, "model_outputs") or "Multistep" in type(scheduler).__name__
-        if multistep and prediction not in (None, "flow_prediction") and not getattr(config, "use_flow_sigmas", False):
-            raise ValueError(
-                f"ertacache: its timestep correction assumes a first-order step on the scheduler's sigmas, and "
-                f"{type(scheduler).__name__} with {prediction} prediction is a multistep solver (the images come out "
-                "broken). Use etc-plus, etc or fixed on this scheduler, or ertacache with an Euler or flow-matching one."
-            )
+        """Refuse a scheduler the timestep correction breaks (:func:`scheduler_problem`)."""
+        problem = scheduler_problem(scheduler)
+        if problem:
+            raise ValueError(problem)
 
     def new_stream(self) -> ERTAStream:
         return ERTAStream(self)
