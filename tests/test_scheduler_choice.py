@@ -25,6 +25,17 @@ def test_a_flow_pipeline_takes_the_multistep_solvers_on_flow_sigmas(name, cls, f
     assert float((out - reference).pow(2).mean().sqrt()) < 0.5 * float(reference.pow(2).mean().sqrt())  # same image
 
 
+@pytest.mark.parametrize("name", ["unipc", "dpm"])
+def test_a_swapped_scheduler_keeps_the_pipelines_dynamic_shifting(name):
+    """The scenes pipeline (FLUX) shifts its sigmas by the image size (``mu``); the multistep solvers take that
+    setting, and DPM-Solver++ refuses ``mu`` without it, so it must survive the swap."""
+    pipe = load_pipeline("demo", scheduler=name)
+    assert pipe.scheduler.config.use_dynamic_shifting and pipe.scheduler.config.time_shift_type == "exponential"
+    out = pipe("a small green ring at the right", num_inference_steps=4, generator=torch.Generator().manual_seed(0),
+               output_type="latent").images
+    assert torch.isfinite(out).all()
+
+
 def test_the_cli_offers_the_schedulers_the_loader_knows():
     from etcdiff.cli.common import SCHEDULER_CHOICES
 

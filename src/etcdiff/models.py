@@ -81,8 +81,11 @@ def use_scheduler(pipe: Any, name: str) -> None:
         if flow:
             extra.update(prediction_type="flow_prediction", use_flow_sigmas=True,
                          flow_shift=float(config.get("shift", config.get("flow_shift", 1.0)) or 1.0))
-    if flow:  # keys a flow-matching config carries that the other classes do not take
-        config = {k: v for k, v in config.items() if k in cls.__init__.__code__.co_varnames or k.startswith("_")}
+    if flow:  # keys a flow-matching config carries that the other classes do not take (shift, base_shift, ...)
+        import inspect
+
+        takes = inspect.signature(cls.__init__).parameters
+        config = {k: v for k, v in config.items() if k in takes or k.startswith("_")}
     pipe.scheduler = cls.from_config(config, **extra)
 
 
