@@ -34,13 +34,18 @@ def label(row: dict) -> str:
     return row["method"]
 
 
-def print_front(summary: list[dict]) -> None:
+def fronts(summary: list[dict], speedups: tuple[float, ...] = SPEEDUPS) -> dict[str, list[float | None]]:
+    """Each method's (or variant's) front at ``speedups`` from a bench summary."""
     rows = [r for r in summary if r["kind"] == "run" and r["psnr"] is not None]
-    methods = list(dict.fromkeys(label(r) for r in rows))
     table = {}
-    for m in methods:
+    for m in dict.fromkeys(label(r) for r in rows):
         pts = sorted((r["speedup_nfe"], r["psnr"]) for r in rows if label(r) == m and math.isfinite(r["psnr"]))
-        table[m] = [front_at(pts, s) for s in SPEEDUPS]
+        table[m] = [front_at(pts, s) for s in speedups]
+    return table
+
+
+def print_front(summary: list[dict]) -> None:
+    table = fronts(summary)
     print("| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |")
     print("|---|" + "---:|" * len(SPEEDUPS))
     for m, vals in table.items():

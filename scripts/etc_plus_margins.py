@@ -1,0 +1,90 @@
+"""One table of ETC+'s margin over the best other step method at 2x, 3x and 4x fewer calls, on every model,
+scheduler and step count measured: the solver grid of ``scripts/etc_plus_solvers.py`` (digits, gmm-flow, gmm-ddim)
+and the ``etcdiff bench`` runs of the scenes model and of the held-out UNet model.
+
+Fronts are PSNR (dB) against the full-step output of the same noise, interpolated between Pareto points
+(:func:`etcdiff.bench.front.front_at`). A source that is not there is listed as not measured, never left out.
+
+Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--out docs/etc-plus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import front_table  # noqa: E402
+
+SPEEDUPS = (2.0, 3.0, 4.0)
+OURS = "etc-plus"
+#: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
+BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
+           ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
+           ("scenes", "dpm", 28, "docs/scenes/bench/solvers-28/dpm/results.json")]
+BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}steps/results.json")
+            for solver in ("ddim", "dpm") for steps in (20, 28, 50)]
+
+
+def bench_fronts(path: str) -> dict[str, dict[str, float | None]]:
+    """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` (:func:`front_table.fronts`)."""
+    table = front_table.fronts(json.load(open(path))["summary"], SPEEDUPS)
+    return {m: {f"{s:g}x": v for s, v in zip(SPEEDUPS, values)} for m, values in table.items()}
+
+
+def margins(fronts: dict[str, dict[str, float | None]]) -> list[str]:
+    """Per speedup: ETC+'s margin over the best other method and that method's name, or why there is none."""
+    out = []
+    for s in SPEEDUPS:
+        key = f"{s:g}x"
+        ours = fronts.get(OURS, {}).get(key)
+        others = {m: f[key] for m, f in fronts.items() if m != OURS and f.get(key) is not None}
+        if ours is None:
+            out.append("etc-plus does not reach it")
+        elif not others:
+            out.append(f"{ours:.1f} dB (no other method reaches it)")
+        else:
+            best = max(others, key=lambda m: others[m])
+            out.append(f"{ours - others[best]:+.1f} ({best})")
+    return out
+
+
+def rows(grid: str) -> list[list[str]]:
+    table = []
+    for case in json.load(open(grid)) if os.path.exists(grid) else []:
+        fronts = {m: f for m, f in case["fronts"].items() if m != "etc-plus-old"}
+        table.append([case["model"], case["scheduler_class"], str(case["steps"]), *margins(fronts),
+                      os.path.basename(grid)])
+    for model, sched, steps, path in BENCHES:
+        name = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler",
+                "dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler"}[sched]
+        if os.path.exists(path):
+            table.append([model, name, str(steps), *margins(bench_fronts(path)), path])
+        else:
+            table.append([model, name, str(steps), "not measured", "", "", f"{path} (missing)"])
+    return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
+
+
+def markdown(table: list[list[str]]) -> str:
+    head = "| model | scheduler | steps | 2x margin (best other) | 3x | 4x | source |\n|---|---|---|---|---|---|---|\n"
+    return head + "".join("| " + " | ".join(r) + " |\n" for r in table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", default="docs/etc-plus/etc_plus_solvers.json")
+    ap.add_argument("--out", default="", help="folder for etc_plus_margins.md (default: print only)")
+    args = ap.parse_args()
+    text = markdown(rows(args.grid))
+    print(text)
+    if args.out:
+        with open(os.path.join(args.out, "etc_plus_margins.md"), "w") as f:
+            f.write("ETC+'s front minus the best other step method's front (dB) at the same speedup; "
+                    "made by `python scripts/etc_plus_margins.py --out docs/etc-plus`.\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
