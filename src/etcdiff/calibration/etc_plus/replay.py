@@ -152,8 +152,9 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
                  scales: Sequence[float] | None = None
                  ) -> tuple[list[float], dict[str, Any], dict[int, torch.Tensor]]:
     """The per-step feedback for :class:`Replay`: fit on all but the last :data:`FEEDBACK_RUNS` runs, run the
-    policies at the budgets of :data:`FEEDBACK_SPEEDUPS` on those for real (``run``) and in replays under every
-    candidate of :func:`feedback_candidates`; the one whose log errors come closest (least squares). Returns it, a
+    policies at the budgets of :data:`FEEDBACK_SPEEDUPS` on those for real (``run``; at every other budget a
+    plan that computes the last step, where the policy has that setting) and in replays under every candidate of
+    :func:`feedback_candidates`; the one whose log errors come closest (least squares). Returns it, a
     record (``"feedback"`` names it), and the real full-step results of those runs (the recorded final latents,
     or a real full run where ``run`` returns something else, such as a pipeline's decoded output). ``scales``:
     the runs' :func:`noise_scales` where the caller has them."""
@@ -169,8 +170,15 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
     references = {i: Replay(records, 0.0, scales)(NoCache(), i) for i in held}
     finals: dict[int, torch.Tensor] = {}
     policies, real = [], []
-    for calls in budgets:
+    for k, calls in enumerate(budgets):
         policy = build(fitted, calls)
+        if k % 2 and "last_step" in getattr(policy, "params", lambda: {})():  # every other budget computes the last
+            try:  # step, so that the fit also sees the plans the ladder may choose there
+                forced = build({**fitted, "last_step": True}, calls)
+                forced.planned_steps(n)
+                policy = forced
+            except ValueError:  # no plan of this budget can compute the last step
+                pass
         for i in held:
             result = run(policy, i)
             if i not in finals:
