@@ -100,3 +100,20 @@ def test_calibrate_with_a_scheduler_saves_a_profile_that_runs_with_that_schedule
     with pytest.raises(ValueError, match="DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler only.*"
                                          "--scheduler unipc"):  # no profile for UniPC at any step count
         etcdiff.enable(load_pipeline("digits", scheduler="unipc"), "etc-plus")
+
+
+def test_calibrations_for_two_schedulers_at_one_step_count_are_both_kept_and_found(tmp_path, monkeypatch):
+    from etcdiff.calibration.profile_store import find_for_run
+    from etcdiff.cli import main
+
+    monkeypatch.setenv("ETCDIFF_PROFILE_DIR", str(tmp_path))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("0\n1\n2\n")
+    for name in ("euler", "unipc"):
+        assert main(["calibrate", "--model", "digits", "--scheduler", name, "--method", "ertacache", "--steps", "8",
+                     "--prompts", str(prompts), "--quiet", "--no-plot"]) == 0
+    files = sorted(p.name for p in tmp_path.glob("digits_8steps_*ertacache.json"))
+    assert files == ["digits_8steps_euler_ertacache.json", "digits_8steps_unipc_ertacache.json"]
+    for cls in ("FlowMatchEulerDiscreteScheduler", "UniPCMultistepScheduler"):
+        found = find_for_run("digits", "ertacache", 8, cls)
+        assert found is not None and found.scheduler == cls and found.path.parent == tmp_path

@@ -25,12 +25,18 @@ from ..policies.method_profile import MethodProfile, read_method_profile
 from .profile import Profile, load_profile, normalize_identity, profile_dir, profile_filename, profile_slug, search_dirs
 
 AnyProfile = Union[Profile, MethodProfile]
-_OURS = re.compile(r"^.+_\d+steps(_[a-z0-9.-]+)?\.json$")  # named by etcdiff: the name says whose it is
+_OURS = re.compile(r"^.+_\d+steps(_[a-z0-9.-]+){0,2}\.json$")  # named by etcdiff: the name says whose it is
+SCHEDULER_TAGS = ("euler", "unipc", "dpm", "ddim")  # the --scheduler a calibration was made with, in its file name
 
 
-def filename(identity: str, method: str, steps: int) -> str:
-    """``<slug>_<N>steps.json`` for ETC, ``<slug>_<N>steps_<method>.json`` for the others."""
-    return profile_filename(identity, steps, suffix=".json" if method == "etc" else f"_{method}.json")
+def filename(identity: str, method: str, steps: int, tag: str | None = None) -> str:
+    """``<slug>_<N>steps.json`` for ETC, ``<slug>_<N>steps_<method>.json`` for the others; with ``tag`` (the
+    ``--scheduler`` it was made with) ``<slug>_<N>steps_<tag>[_<method>].json``, so that calibrations of one
+    model for two schedulers at one step count do not overwrite each other."""
+    if tag is not None and tag not in SCHEDULER_TAGS:
+        raise ValueError(f"unknown scheduler tag {tag!r}; use one of {', '.join(SCHEDULER_TAGS)}.")
+    return profile_filename(identity, steps, suffix=(f"_{tag}" if tag else "")
+                            + (".json" if method == "etc" else f"_{method}.json"))
 
 
 def scheduler_of(profile: AnyProfile) -> str | None:
@@ -69,7 +75,9 @@ class Scan:
 def scan(identity: str, method: str, directory: str | os.PathLike | None = None) -> Scan:
     """Every profile of ``method`` for the model ``identity`` on the search path (see the module docs)."""
     want = normalize_identity(identity)
-    named = re.compile(rf"^{re.escape(profile_slug(identity))}_(\d+)steps{'' if method == 'etc' else '_' + re.escape(method)}\.json$")
+    tags = "|".join(SCHEDULER_TAGS)
+    named = re.compile(rf"^{re.escape(profile_slug(identity))}_(\d+)steps(?:_(?:{tags}))?"
+                       rf"{'' if method == 'etc' else '_' + re.escape(method)}\.json$")
     out = Scan()
     for folder in search_dirs(directory):
         found: list[AnyProfile] = []

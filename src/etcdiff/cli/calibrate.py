@@ -53,6 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _out_for(args: argparse.Namespace, identity: str, method: str) -> Path | None:
+    """Where the profile goes: ``--out`` as given, except that a calibration with ``--scheduler`` gets that
+    scheduler in its file name (``<model>_<N>steps_unipc_<method>.json``) inside the folder, so that it does not
+    overwrite the calibration made for another scheduler."""
+    if args.scheduler is None or (args.out is not None and args.out.suffix.lower() == ".json"):
+        return args.out
+    from etcdiff.calibration.profile import profile_dir
+    from etcdiff.calibration.profile_store import filename
+
+    return (args.out if args.out is not None else profile_dir()) / filename(identity, method, args.steps,
+                                                                            args.scheduler)
+
+
 def run(args: argparse.Namespace) -> int:
     from etcdiff.calibration import calibrate_pipeline, load_prompts, min_steps, plot_profile, save_profile
     from etcdiff.models import load_pipeline
@@ -83,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance, jump=args.jump, progress=not args.quiet,
     )
     elapsed = time.perf_counter() - t0
-    path = save_profile(profile, args.out)
+    path = save_profile(profile, _out_for(args, profile.identity, "etc"))
     png = None if args.no_plot else plot_profile(profile, paper_flux=_is_flux(pipe))
     r = profile.change_point
     print(
@@ -149,7 +162,7 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     method = get_method(args.method)
     fit_only = set(method.fit_settings)
     sched = getattr(pipe, "scheduler", None)
-    path = save_peer_profile(identity, args.method, args.steps, fitted, args.out,
+    path = save_peer_profile(identity, args.method, args.steps, fitted, _out_for(args, identity, args.method),
                              scheduler=None if sched is None else type(sched).__name__,
                              run_settings={k: v for k, v in settings.items() if k not in fit_only},
                              fit_settings={k: v for k, v in settings.items() if k in fit_only},

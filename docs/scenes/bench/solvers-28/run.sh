@@ -14,18 +14,18 @@ P=$ETCDIFF_PROFILE_DIR
 for S in ${@:-unipc dpm}; do
   CAL="--model demo --scheduler $S --prompts $D/calibration_prompts.txt --seed 42 --steps 28 --quiet --out $P --no-plot"
   [ -f "$P/$S/scenes_28steps_etc-plus.json" ] || { etcdiff calibrate $CAL --method etc-plus && mkdir -p "$P/$S" && \
-    mv "$P/scenes_28steps_etc-plus.json" "$P/$S/"; }
+    mv "$P/scenes_28steps_${S}_etc-plus.json" "$P/$S/scenes_28steps_etc-plus.json"; }
   MEAN=""
   for c in 14 9 7; do
     if [ ! -f "$P/$S/meancache_$c.json" ]; then
-      etcdiff calibrate $CAL --method meancache --set calls=$c && mv "$P/scenes_28steps_meancache.json" "$P/$S/meancache_$c.json" \
+      etcdiff calibrate $CAL --method meancache --set calls=$c && mv "$P/scenes_28steps_${S}_meancache.json" "$P/$S/meancache_$c.json" \
         || echo "meancache did not calibrate with $S (above: why)"
     fi
     [ -f "$P/$S/meancache_$c.json" ] && MEAN="$MEAN,$P/$S/meancache_$c.json"
   done
   for t in 0.2 0.3 0.5 0.7; do
     [ -f "$P/$S/ertacache_$t.json" ] || { etcdiff calibrate $CAL --method ertacache --threshold $t && \
-      mv "$P/scenes_28steps_ertacache.json" "$P/$S/ertacache_$t.json"; }
+      mv "$P/scenes_28steps_${S}_ertacache.json" "$P/$S/ertacache_$t.json"; }
   done
   SET="etc-plus:profile=$P/$S/scenes_28steps_etc-plus.json calls=14,9,7;fixed:interval=2,3,4;\
 ertacache:profile=$P/$S/ertacache_0.2.json,$P/$S/ertacache_0.3.json,$P/$S/ertacache_0.5.json,$P/$S/ertacache_0.7.json"
