@@ -26,7 +26,7 @@ BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
            ("scenes", "dpm", 28, "docs/scenes/bench/solvers-28/dpm/results.json")]
 BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}steps/results.json")
-            for solver in ("ddim", "dpm") for steps in (20, 28, 50)]
+            for solver in ("ddim", "dpm", "unipc") for steps in (20, 28, 50)]
 
 
 def bench_fronts(path: str) -> dict[str, dict[str, float | None]]:
