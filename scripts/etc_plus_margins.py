@@ -24,7 +24,9 @@ OURS = "etc-plus"
 #: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
 BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
-           ("scenes", "dpm", 28, "docs/scenes/bench/solvers-28/dpm/results.json")]
+           ("scenes", "dpm", 28, "docs/scenes/bench/solvers-28/dpm/results.json"),
+           ("scenes", "unipc", 20, "docs/scenes/bench/solvers-20/unipc/results.json"),
+           ("scenes", "dpm", 20, "docs/scenes/bench/solvers-20/dpm/results.json")]
 BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}steps/results.json")
             for solver in ("ddim", "dpm", "unipc") for steps in (20, 28, 50)]
 
