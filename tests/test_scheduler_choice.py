@@ -37,9 +37,10 @@ def test_a_swapped_scheduler_keeps_the_pipelines_dynamic_shifting(name):
 
 
 def test_the_cli_offers_the_schedulers_the_loader_knows():
+    from etcdiff.calibration.profile_store import SCHEDULER_FLAGS, SCHEDULER_TAGS
     from etcdiff.cli.common import SCHEDULER_CHOICES
 
-    assert SCHEDULER_CHOICES == SCHEDULERS
+    assert SCHEDULER_CHOICES == SCHEDULERS == SCHEDULER_TAGS and set(SCHEDULER_FLAGS.values()) == set(SCHEDULERS)
 
 
 def test_an_epsilon_pipeline_takes_every_scheduler_and_bad_names_fail_in_one_line():

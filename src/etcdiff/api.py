@@ -36,15 +36,12 @@ def resolve(method: Method, pipe: Any, settings: dict[str, Any]) -> tuple[Any, d
             given, settings = settings, filled(method, chosen, settings)
         elif method.saved_required:
             from .calibration.profile import profile_identity
-            from .calibration.profile_store import calibrate_command, other_schedulers
+            from .calibration.profile_store import scheduler_mismatch
 
             ident = profile_identity(pipe) if pipe is not None else "this model"
-            sched = pipeline_scheduler(pipe)
-            others = other_schedulers(ident, method.saved_from or method.name, sched) if pipe is not None else []
-            if others:
-                raise ValueError(f"{method.name}: {ident!r} is calibrated with {', '.join(others)} only, and this "
-                                 f"pipeline runs {sched}; calibrate with this scheduler: "
-                                 f"{calibrate_command(method.name, None, sched)}.")
+            other = scheduler_mismatch(ident, method.saved_from or method.name, pipeline_scheduler(pipe))
+            if other:
+                raise ValueError(other)
             raise ValueError(
                 f"{method.name} needs an offline calibration of {ident!r} and none is saved; run "
                 f"`etcdiff calibrate --model <id or path> --method {method.name}` once, or give its settings.")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .calibration.profile_store import SCHEDULER_TAGS
 from .integration.step.recording import call_kwargs
 
 __all__ = ["DEMO", "EMBEDDED", "SCHEDULERS", "call_kwargs", "demo_prompts", "load_pipeline", "use_scheduler"]
@@ -43,8 +44,9 @@ EMBEDDED = {"scenes": _scenes, "digits": _digits, "unet-digits": _unet_digits, "
 EMBEDDED[DEMO] = EMBEDDED["scenes"]  # the default of demo, generate, calibrate and bench (see docs/scenes)
 
 
-#: what ``--scheduler`` takes: the sampler a pipeline runs with instead of its own (:func:`use_scheduler`)
-SCHEDULERS = ("euler", "unipc", "dpm", "ddim")
+#: what ``--scheduler`` takes: the sampler a pipeline runs with instead of its own (:func:`use_scheduler`); a
+#: profile made so carries the name in its file name
+SCHEDULERS = SCHEDULER_TAGS
 
 
 def _is_flow(scheduler: Any) -> bool:

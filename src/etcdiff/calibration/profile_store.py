@@ -43,6 +43,12 @@ def scheduler_of(profile: AnyProfile) -> str | None:
     return profile.scheduler_class if isinstance(profile, Profile) else profile.scheduler
 
 
+def for_scheduler(profiles: list[AnyProfile], scheduler: str | None) -> list[AnyProfile]:
+    """The profiles a run with ``scheduler`` (a class name; ``None``: any) may use: made with it, or recording
+    none (format-1 method profiles)."""
+    return [p for p in profiles if scheduler is None or scheduler_of(p) in (None, scheduler)]
+
+
 def load_any(path: str | os.PathLike, method: str) -> AnyProfile:
     """The profile at ``path``, checked (ETC's tolerance search or another method's settings)."""
     return load_profile(path) if method == "etc" else read_method_profile(path, method)
@@ -134,7 +140,7 @@ def find_for_run(identity: str, method: str, steps: int | None, scheduler: str |
     profile on the search path."""
     found = scanned if scanned is not None else scan(identity, method, directory)
     report_broken(found, method, steps)
-    fits = [p for p in found.profiles if scheduler is None or scheduler_of(p) in (None, scheduler)]
+    fits = for_scheduler(found.profiles, scheduler)
     if steps is None:
         return fits[0] if fits else None
     return next((p for p in fits if p.steps == steps), None)
@@ -160,22 +166,26 @@ def missing_message(identity: str, method: str, steps: int, scheduler: str | Non
         kinds = sorted({str(scheduler_of(p)) for p in same_steps})
         return (f"{method}: the {steps}-step calibration of {identity!r} was made with {', '.join(kinds)}, and this "
                 f"pipeline runs {scheduler}; calibrate with this scheduler: {command}.")
-    fits = [p for p in found.profiles if scheduler is None or scheduler_of(p) in (None, scheduler)]
-    if not fits and found.profiles:
-        kinds = sorted({str(scheduler_of(p)) for p in found.profiles})
-        return (f"{method}: {identity!r} is calibrated with {', '.join(kinds)} only, and this pipeline runs "
-                f"{scheduler}; calibrate with this scheduler: {command}.")
-    counts = ", ".join(str(n) for n in sorted({p.steps for p in fits}))
+    other = scheduler_mismatch(identity, method, scheduler, found, steps)
+    if other:
+        return other
+    counts = ", ".join(str(n) for n in sorted({p.steps for p in for_scheduler(found.profiles, scheduler)}))
     return (f"{method}: {identity!r} is calibrated at {counts} steps, not at {steps}; use one of those step counts "
             f"or calibrate at {steps}: {command}.")
 
 
-def other_schedulers(identity: str, method: str, scheduler: str | None) -> list[str]:
-    """The scheduler classes that ``method`` has profiles of ``identity`` for, where none is for ``scheduler``."""
-    found = scan(identity, method)
-    if scheduler is None or any(scheduler_of(p) in (None, scheduler) for p in found.profiles):
-        return []
-    return sorted({str(scheduler_of(p)) for p in found.profiles})
+def scheduler_mismatch(identity: str, method: str, scheduler: str | None, found: Scan | None = None,
+                       steps: int | None = None) -> str | None:
+    """Why no profile of ``method`` serves a pipeline running ``scheduler`` although others exist (they were all
+    made with other schedulers), with the command for this one; ``None`` when some profile may serve it."""
+    if scheduler is None:
+        return None
+    found = found if found is not None else scan(identity, method)
+    if not found.profiles or for_scheduler(found.profiles, scheduler):
+        return None
+    kinds = sorted({str(scheduler_of(p)) for p in found.profiles})
+    return (f"{method}: {identity!r} is calibrated with {', '.join(kinds)} only, and this pipeline runs {scheduler}; "
+            f"calibrate with this scheduler: {calibrate_command(method, steps, scheduler)}.")
 
 
 def find_profile(identity: str, steps: int | None = None, directory: str | os.PathLike | None = None,
@@ -193,7 +203,7 @@ def find_profile(identity: str, steps: int | None = None, directory: str | os.Pa
     exact = find_for_run(identity, "etc", steps, scheduler, scanned=found)
     if exact is not None or steps is None:
         return exact
-    fits = [p for p in found.profiles if scheduler is None or scheduler_of(p) in (None, scheduler)] or found.profiles
+    fits = for_scheduler(found.profiles, scheduler) or found.profiles
     if not fits:
         return None
     first = [p for p in fits if p.path is not None and p.path.parent == fits[0].path.parent] or fits

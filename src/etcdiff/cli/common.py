@@ -14,7 +14,8 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
 
 
-#: ``etcdiff.models.SCHEDULERS``, named here so that ``--help`` imports no torch (a test keeps the two equal)
+#: ``etcdiff.models.SCHEDULERS`` (= ``profile_store.SCHEDULER_TAGS``), named here so that ``--help`` imports no
+#: torch (a test keeps them equal)
 SCHEDULER_CHOICES = ("euler", "unipc", "dpm", "ddim")
 
 
