@@ -100,7 +100,8 @@ def test_calibrate_policy_chooses_probes_and_corrections_jointly_unless_they_are
     assert sel["setting"] == ["propagation", "corrections"] and sel["folds"] == [[3, 4, 5]]
     scores = sel["mean_log_rel_error"]
     assert list(scores) == ["propagation=True,corrections=auto", "propagation=True,corrections=False",
-                            "propagation=False,corrections=auto", "propagation=False,corrections=False"]
+                            "propagation=True,corrections=True", "propagation=False,corrections=auto",
+                            "propagation=False,corrections=False", "propagation=False,corrections=True"]
     best = min(scores, key=scores.get)
     assert best == "propagation={},corrections={}".format(*sel["chosen"])
     propagation, corrections = sel["chosen"]
@@ -123,9 +124,10 @@ def test_open_choice_drops_the_given_settings_and_repeated_candidates():
 
     info = get_method("etc-plus")
     assert open_choice(info, {}) == (("propagation", "corrections"),
-                                     [(True, "auto"), (True, False), (False, "auto"), (False, False)])
+                                     [(True, "auto"), (True, False), (True, True), (False, "auto"), (False, False),
+                                      (False, True)])
     assert open_choice(info, {"corrections": True}) == (("propagation",), [True, False])
-    assert open_choice(info, {"propagation": False}) == (("corrections",), ["auto", False])
+    assert open_choice(info, {"propagation": False}) == (("corrections",), ["auto", False, True])
     assert open_choice(info, {"propagation": False, "corrections": False}) == ((), [])
 
 

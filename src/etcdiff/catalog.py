@@ -133,7 +133,9 @@ def _probe_recorders() -> tuple[Any, Any]:
     return record_probed_denoiser_runs, record_probed_pipeline_runs
 
 
-ETC_PLUS_CHOICES = (True, "auto"), (True, False), (False, "auto"), (False, False)  # (propagation, corrections)
+# (propagation, corrections); fitted gains everywhere (True) joined the candidates when they won the held-out choice
+# by 0.25 in log error on the scenes model with DPM-Solver++ at 20 steps, where "auto" trailed ERTACache at 3x-4x
+ETC_PLUS_CHOICES = ((True, "auto"), (True, False), (True, True), (False, "auto"), (False, False), (False, True))
 
 
 def _probe_runs(prompts: int, steps: int) -> int:

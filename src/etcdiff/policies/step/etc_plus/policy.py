@@ -9,9 +9,10 @@ The three parts of ETC, and what each becomes here:
 1. **Trend predictor.** On a skipped step t with the last two real outputs eps_c, eps_c' (c' < c < t):
    ``eps_t ≈ eps_c + g·eps_c + k·(eps_c - eps_c')``; the plain trend is ``g = 0``, ``k = (s_t - s_c)/(s_c - s_c')``,
    linear in the solver's time ``s`` (sigma on flow schedules). Per ``(c', c, t)``, gains fitted offline by ridge
-   least squares (like ERTACache's per-step corrections) replace it only where they halve its error on calibration
-   samples they were not fitted on (``fit_etc_plus(corrections="auto")``; always-fitted gains cost up to 5 dB at
-   2x on the digits model).
+   least squares (like ERTACache's per-step corrections) replace it everywhere (``corrections=True``), nowhere
+   (``False``) or only where they halve its error on calibration samples they were not fitted on (``"auto"``);
+   calibration keeps whichever lands closest on held-out calibration runs (always-fitted gains cost up to 5 dB at
+   2x on the digits model, and won on the scenes model under the multistep solvers).
 2. **Error-aware window.** Every step's solver is fitted as ``x_{t+1} = A_t·x_t + B_t·eps_t`` (exact for Euler flow
    and DDIM), so an output error at t reaches the final latents scaled by ``w_t = |B_t|·prod_{u>t}|A_u|``; the
    cumulative ``w`` is the time axis ``s`` (sigma for flow, sqrt((1-a)/a) for DDIM: no sigmas needed). Skipping
