@@ -15,7 +15,7 @@ from ..integration.step.hook import disable_step_policy, enable_step_policy
 from ..integration.step.recording import call_kwargs
 from ..integration.step.sampler import sample
 from ..policies.step.base import StepPolicy
-from .runs import accepts_argument
+from .runs import Seeds, accepts_argument, prompt_seed
 
 PolicyRunner = Callable[[StepPolicy, int], torch.Tensor]  # run(policy, index of a calibration input) -> its result
 
@@ -40,15 +40,16 @@ def denoiser_runner(model: Callable[..., torch.Tensor], scheduler: Any, latents:
     return lambda policy, i: sample(model, scheduler, latents[i : i + 1], steps, policy)
 
 
-def pipeline_runner(pipe: Any, prompts: Sequence[Any], steps: int, seed: int, guidance_scale: float | None = None,
+def pipeline_runner(pipe: Any, prompts: Sequence[Any], steps: int, seed: Seeds, guidance_scale: float | None = None,
                     on_step: Callable[[int], None] | None = None) -> PolicyRunner:
-    """``run(policy, i)``: the pipeline's result (latents where it can return them) on calibration prompt ``i``."""
+    """``run(policy, i)``: the pipeline's result (latents where it can return them) on calibration prompt ``i``
+    (with its seed: :func:`~etcdiff.calibration.runs.prompt_seed`)."""
     extra = {"output_type": "latent"} if accepts_argument(pipe, "output_type") else {}
 
     def run(policy: StepPolicy, i: int) -> torch.Tensor:
         enable_step_policy(pipe, policy)
         try:
-            result = pipe(**call_kwargs(pipe, prompts[i], steps, seed, guidance_scale), **extra)
+            result = pipe(**call_kwargs(pipe, prompts[i], steps, prompt_seed(seed, i), guidance_scale), **extra)
         finally:
             disable_step_policy(pipe)
         for s in range(steps if on_step is not None else 0):

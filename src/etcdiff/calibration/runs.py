@@ -80,9 +80,18 @@ def accepts_argument(pipe: Any, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int, guidance_scale: float | None = None, *,
+Seeds = int | Sequence[int]  # one seed for every calibration prompt, or one per prompt
+
+
+def prompt_seed(seed: Seeds, k: int) -> int:
+    """The seed of calibration prompt ``k``: ``seed`` itself, or its ``k``-th entry when it lists one per prompt."""
+    return int(seed) if isinstance(seed, int) else int(seed[k])
+
+
+def pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: Seeds, guidance_scale: float | None = None, *,
                   pipe_kwargs: dict[str, Any] | None = None) -> Runs:
-    """One full ``steps``-step run of ``pipe`` per prompt, with the generator seeded by ``seed`` (plus
+    """One full ``steps``-step run of ``pipe`` per prompt, with the generator seeded by ``seed`` (one per prompt where
+    it is a list; plus
     ``guidance_scale`` and ``pipe_kwargs`` when given; latents out where the pipeline takes ``output_type``)."""
     prompts = list(prompts)
     if not prompts:
@@ -92,7 +101,7 @@ def pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int, guid
         extra["output_type"] = "latent"
 
     def record(k: int, on_step: OnStep | None) -> Trajectory:
-        kwargs = {**call_kwargs(pipe, prompts[k], steps, seed, guidance_scale), **extra}
+        kwargs = {**call_kwargs(pipe, prompts[k], steps, prompt_seed(seed, k), guidance_scale), **extra}
         traj, _ = record_pipeline(pipe, on_step=on_step, **kwargs)
         if traj.final is None:
             raise RuntimeError(f"etcdiff: no final latents were recorded for prompt {prompts[k]!r}.")
@@ -135,7 +144,7 @@ def _solver(scheduler: Any, steps: int) -> Any:
     return copied
 
 
-def record_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int,
+def record_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: Seeds,
                          guidance_scale: float | None = None, on_step: OnStep | None = None, *,
                          pipe_kwargs: dict[str, Any] | None = None) -> list[Trajectory]:
     """The trajectories of :func:`pipeline_runs`, all recorded."""

@@ -20,7 +20,7 @@ from ...integration.step.recording import Trajectory, call_kwargs, record_pipeli
 from ...policies.step.baselines import NoCache, SkipSteps
 from ...policies.step.etc_plus.fit import item_rms
 from ..policy_runs import PolicyRunner, denoiser_runner, pipeline_runner, result_tensor
-from ..runs import OnStep, accepts_argument, record_denoiser_runs
+from ..runs import OnStep, Seeds, accepts_argument, prompt_seed, record_denoiser_runs
 
 PROBES = 8  # probed steps per run
 PROBE_RUNS = 3  # calibration runs that are probed
@@ -68,7 +68,7 @@ def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: A
     return trajs
 
 
-def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: int,
+def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, seed: Seeds,
                                 guidance_scale: float | None = None, on_step: OnStep | None = None, *,
                                 count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
     """One full run of ``pipe`` per prompt (as :func:`~etcdiff.calibration.runs.record_pipeline_runs`), then
@@ -76,7 +76,7 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
     trajs, references = [], []
     extra = {"output_type": "latent"} if accepts_argument(pipe, "output_type") else {}
     for k, prompt in enumerate(prompts):
-        traj, result = record_pipeline(pipe, on_step=on_step, **call_kwargs(pipe, prompt, steps, seed, guidance_scale),
+        traj, result = record_pipeline(pipe, on_step=on_step, **call_kwargs(pipe, prompt, steps, prompt_seed(seed, k), guidance_scale),
                                        **extra)
         if traj.final is None:
             raise RuntimeError(f"etcdiff: no final latents were recorded for prompt {prompt!r}.")
