@@ -15,7 +15,8 @@ the largest drop when one more call is given).
 Usage: python scripts/etc_plus_solvers.py [--models gmm-flow gmm-ddim digits] [--schedulers euler unipc dpm]
        [--steps 20 28 50] [--out docs/etc-plus] [--tag NAME]
        python scripts/etc_plus_solvers.py --merge A.json B.json run.log --out docs/etc-plus --tag etc_plus_solvers
-           [--previous docs/etc-plus/etc_plus_solvers_previous.json]   (an earlier run's etc-plus as "old")
+           [--previous docs/etc-plus/etc_plus_solvers_previous.json]   (an earlier run's etc-plus as "old";
+           a case that comes twice keeps the later run's methods and the earlier one's others)
        python scripts/etc_plus_solvers.py --models gmm-flow --schedulers euler unipc --serve-from 20 --steps 28 50
            (one calibration at 20 steps serving 28 and 50; --native-json compares with a main run's JSON)
 """
@@ -47,6 +48,7 @@ SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
 NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
+RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
 
 def scheduler(model: str, kind: str) -> Any:
@@ -143,6 +145,9 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                 extra[method]["worst_drop"] = max(drops) if drops else None
                 print(f"    ladder {' '.join(f'{b}:{v:.1f}' for b, v in lad.items())}; worst drop when one more "
                       f"call is given: {extra[method]['worst_drop']:.2f} dB", flush=True)
+            if RAW_LADDER:  # every budget's own plans, unranked, to judge ranking rules offline
+                extra[method]["raw_ladder"] = raw_ladder(m, profile, refs, steps)
+                extra[method]["budget_logs"] = {k: profile.get(k) for k in NEW_KEYS[:4]}
         elif method == "ertacache":
             if getattr(m["sched"], "sigmas", None) is None:
                 continue
@@ -169,6 +174,21 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
     fr = fronts(rows)
     return {"model": model, "scheduler": kind, "scheduler_class": type(m["sched"]).__name__, "steps": steps,
             "rows": rows, "fronts": fr, "extra": extra, "seconds": time.time() - t0}
+
+
+def raw_ladder(m: dict[str, Any], profile: dict[str, Any], refs: list[torch.Tensor], steps: int) -> dict[str, float]:
+    """Mean PSNR of each budget's free plan (``"B"``) and of its plan computing the last step (``"BL"``), run
+    without the measured ranking (what :func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan` chooses from)."""
+    raw = {k: v for k, v in profile.items() if k not in NEW_KEYS[:4]}
+    out = {}
+    for b in ladder(steps):
+        for last in (False, True):
+            try:
+                out[f"{b}{'L' if last else ''}"] = evaluate_policy(m, ETCPlus(raw, calls=b, last_step=last), refs,
+                                                                    steps)["psnr"]
+            except ValueError:  # no plan of this budget computes the last step
+                pass
+    return out
 
 
 def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[dict[str, Any]]:
@@ -285,6 +305,23 @@ def with_previous(results: list[dict[str, Any]], previous: list[dict[str, Any]])
             res.setdefault("extra", {})["etc-plus-old"] = prev["extra"]["etc-plus"]
 
 
+def combined(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One case per (model, scheduler, steps): where a case comes twice (a later run of some methods only), the
+    later one's methods replace the earlier one's rows, ladder and calibration record, and the rest is kept."""
+    cases: dict[tuple, dict[str, Any]] = {}
+    for res in results:
+        key = (res["model"], res["scheduler"], res["steps"])
+        if key not in cases:
+            cases[key] = res
+            continue
+        old = cases[key]
+        methods = {r["method"].removesuffix("-tol") for r in res["rows"]}
+        rows = [r for r in old["rows"] if r["method"].removesuffix("-tol") not in methods] + res["rows"]
+        extra = {**{k: v for k, v in old.get("extra", {}).items() if k not in methods}, **res.get("extra", {})}
+        cases[key] = {**old, **res, "rows": rows, "extra": extra, "fronts": fronts(rows)}
+    return list(cases.values())
+
+
 def from_log(path: str) -> list[dict[str, Any]]:
     """The cases of a run's printed rows (for a run that stopped before writing its JSON): rows, tolerance and
     ladder lines as :func:`case` prints them."""
@@ -339,6 +376,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
     ap.add_argument("--no-ladder", action="store_true")
     ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
+    ap.add_argument("--raw-ladder", action="store_true",
+                    help="also run every budget's free and last-step plans unranked, and keep the budget logs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="")
     ap.add_argument("--tag", default="etc_plus_solvers")
@@ -351,8 +390,9 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS
+    global REPLAYS, RAW_LADDER
     REPLAYS = args.replays
+    RAW_LADDER = args.raw_ladder
     torch.set_num_threads(args.threads)
     if args.merge is not None:
         results = []
@@ -362,6 +402,7 @@ def main() -> None:
                 continue
             with open(path) as f:
                 results += json.load(f)
+        results = combined(results)
         order = {k: i for i, k in enumerate(("euler", "unipc", "dpm"))}
         results.sort(key=lambda r: (r["model"], order.get(r["scheduler"], 9), r["steps"]))
         if args.previous:
