@@ -26,7 +26,11 @@ BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
            ("scenes", "dpm", 28, "docs/scenes/bench/solvers-28/dpm/results.json"),
            ("scenes", "unipc", 20, "docs/scenes/bench/solvers-20/unipc/results.json"),
-           ("scenes", "dpm", 20, "docs/scenes/bench/solvers-20/dpm/results.json")]
+           ("scenes", "dpm", 20, "docs/scenes/bench/solvers-20/dpm/results.json"),
+           ("scenes", "euler", 20, "docs/scenes/bench/solvers-20/euler/results.json"),
+           ("scenes", "unipc", 50, "docs/scenes/bench/solvers-50/unipc/results.json"),
+           ("scenes", "dpm", 50, "docs/scenes/bench/solvers-50/dpm/results.json"),
+           ("scenes", "euler", 50, "docs/scenes/bench/solvers-50/euler/results.json")]
 BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}steps/results.json")
             for solver in ("ddim", "dpm", "unipc") for steps in (20, 28, 50)]
 
