@@ -47,6 +47,7 @@ from etcdiff.policies.flow_solvers import flow_solver_problem  # noqa: E402
 SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
 NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
+BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan reads
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
@@ -147,7 +148,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                       f"call is given: {extra[method]['worst_drop']:.2f} dB", flush=True)
             if RAW_LADDER:  # every budget's own plans, unranked, to judge ranking rules offline
                 extra[method]["raw_ladder"] = raw_ladder(m, profile, refs, steps)
-                extra[method]["budget_logs"] = {k: profile.get(k) for k in NEW_KEYS[:4]}
+                extra[method]["budget_logs"] = {k: profile.get(k) for k in BUDGET_KEYS}
         elif method == "ertacache":
             if getattr(m["sched"], "sigmas", None) is None:
                 continue
@@ -179,7 +180,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
 def raw_ladder(m: dict[str, Any], profile: dict[str, Any], refs: list[torch.Tensor], steps: int) -> dict[str, float]:
     """Mean PSNR of each budget's free plan (``"B"``) and of its plan computing the last step (``"BL"``), run
     without the measured ranking (what :func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan` chooses from)."""
-    raw = {k: v for k, v in profile.items() if k not in NEW_KEYS[:4]}
+    raw = {k: v for k, v in profile.items() if k not in BUDGET_KEYS}
     out = {}
     for b in ladder(steps):
         for last in (False, True):

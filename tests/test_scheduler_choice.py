@@ -123,7 +123,8 @@ def test_calibrations_for_two_schedulers_at_one_step_count_are_both_kept_and_fou
 def test_a_pipeline_without_a_diffusers_scheduler_and_an_unknown_tag_are_refused_in_one_line():
     from etcdiff.calibration.profile_store import filename
 
-    with pytest.raises(ValueError, match="this pipeline has no diffusers scheduler to swap for 'unipc'; drop --scheduler"):
+    with pytest.raises(ValueError,
+                       match="this pipeline has no diffusers scheduler to swap for 'unipc'; drop --scheduler"):
         use_scheduler(object(), "unipc")
     assert filename("digits", "etc-plus", 28, "unipc") == "digits_28steps_unipc_etc-plus.json"
     with pytest.raises(ValueError, match="unknown scheduler tag 'heun'; use one of euler, unipc, dpm, ddim"):

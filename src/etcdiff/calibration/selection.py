@@ -5,8 +5,8 @@ each step by the reach that the probe runs measured (the model's own dynamics) o
 its estimates use fitted gains (``corrections``: everywhere, only where they held out of sample, or nowhere). The
 probes help a model that pulls its samples together and can mislead on one that does not; the fitted gains help
 under Euler and cost 9-14 dB at 3x-4x under multistep solvers (UniPC, DPM-Solver++) on the digits model, whose
-history re-uses every estimate, yet on the scenes model with DPM-Solver++ at 20 steps gains everywhere did best. Which case a model and scheduler
-are shows only when the plans are run, so the choice is made the empirical way, on calibration data only, for
+history re-uses every estimate, yet on the scenes model with DPM-Solver++ at 20 steps gains everywhere did best.
+Which case a model and scheduler are shows only when the plans are run, so the choice is made the empirical way, on calibration data only, for
 the settings jointly (every combination is a candidate) and with the scheduler the calibration runs with:
 
 1. split the calibration runs that carry no probe runs into folds of at most three (cross-validation: every such run

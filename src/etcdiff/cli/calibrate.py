@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibration prompts, one per line (# comments and blank lines ignored); default: the demo's "
                         "ten classes, or etcdiff's prompts for the model's modality")
     p.add_argument("--steps", type=int, default=50, help="sampling steps to calibrate for (default 50)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the calibration runs (default 42; a method that holds runs out, "
-                   "etc-plus, seeds prompt k with SEED+k)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of the calibration runs (default 42; a method that holds runs out, etc-plus, seeds "
+                        "prompt k with SEED+k)")
     p.add_argument("--warmup", type=int, default=6, help="ETC warm-up n recorded in the profile (default 6)")
     p.add_argument("--alpha", type=float, default=0.5, help="ETC trend weight alpha recorded in the profile (default 0.5)")
     p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the pipeline's)")

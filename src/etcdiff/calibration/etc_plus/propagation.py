@@ -76,8 +76,8 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
     trajs, references = [], []
     extra = {"output_type": "latent"} if accepts_argument(pipe, "output_type") else {}
     for k, prompt in enumerate(prompts):
-        traj, result = record_pipeline(pipe, on_step=on_step, **call_kwargs(pipe, prompt, steps, prompt_seed(seed, k), guidance_scale),
-                                       **extra)
+        kwargs = call_kwargs(pipe, prompt, steps, prompt_seed(seed, k), guidance_scale)
+        traj, result = record_pipeline(pipe, on_step=on_step, **kwargs, **extra)
         if traj.final is None:
             raise RuntimeError(f"etcdiff: no final latents were recorded for prompt {prompt!r}.")
         trajs.append(traj)
