@@ -34,3 +34,24 @@ def test_bench_report_names_settings_that_reused_nothing(tmp_path, pipe):
     assert "Settings that reused nothing" in report
     assert "- etc threshold=0: etc reused nothing: all 10 steps ran the model" in report
     assert "threshold=0.5: etc reused nothing" not in report
+
+
+def test_summary_says_when_fewer_calls_ran_than_the_ceiling_allowed(pipe, tmp_path):
+    import json
+    from pathlib import Path
+
+    shipped = Path(etcdiff.__file__).parent / "data" / "profiles" / "digits_50steps_etc-plus.json"
+    saved = json.loads(shipped.read_text(encoding="utf-8"))
+    # the 11-call plan measured no closer than the 10-call one on the held-out runs: calls=11 runs 10
+    saved["settings"]["profile"].update(budget_errors={"10": -3.0, "11": -3.0},
+                                        budget_logs={"10": [-3.0, -3.1, -2.9], "11": [-2.9, -3.1, -3.0]})
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    etcdiff.enable(pipe, "etc-plus", profile=str(path), calls=11)
+    pipe([3], num_inference_steps=50, generator=torch.Generator().manual_seed(0))
+    out = etcdiff.summary(pipe)
+    assert out["computed_steps"] == 10
+    assert out["note"].startswith("etc-plus ran 10 of the 11 calls allowed: calls is a ceiling")
+    etcdiff.enable(pipe, "etc-plus", profile=str(path), calls=10)
+    pipe([3], num_inference_steps=50, generator=torch.Generator().manual_seed(0))
+    assert "note" not in etcdiff.summary(pipe)  # the asked budget ran

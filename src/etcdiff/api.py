@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from . import catalog  # noqa: F401  (registers the shipped methods)
 from .kinds import KINDS, enabled_kind
 from .policies.step.base import StepPolicy
-from .registry import METHODS, Method, get_method, no_reuse_note
+from .registry import METHODS, Method, ceiling_note, get_method, no_reuse_note
 
 #: the last report of a pipeline whose method was disabled, so ``last_report`` still answers after
 #: ``with etcdiff.enabled(...)`` exits
@@ -181,9 +181,9 @@ def summary(pipe: Any) -> dict[str, Any]:
         "model_calls": getattr(report, "model_calls", None),
         "speedup": (steps / computed) if steps and computed else None,
     }
-    note = no_reuse_note(name, out["settings"], steps, computed)
+    note = no_reuse_note(name, out["settings"], steps, computed) or ceiling_note(name, out["settings"], computed)
     if note is not None:
-        out["note"] = note  # the method skipped nothing: say so, with the setting to raise
+        out["note"] = note  # the method skipped nothing, or fewer steps ran than asked: say so
     return out
 
 

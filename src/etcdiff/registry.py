@@ -179,6 +179,18 @@ def methods_of_kind(*kinds: str) -> list[str]:
     return [n for n, m in METHODS.items() if m.kind in kinds]
 
 
+def ceiling_note(name: str, settings: dict[str, Any], computed: int | None) -> str | None:
+    """One line when a step method given ``calls`` (a ceiling) ran fewer real steps: the user should not read the
+    asked budget as the one that ran."""
+    calls = settings.get("calls")
+    method = METHODS.get(name)
+    if method is None or method.kind != "step" or isinstance(calls, bool) or not isinstance(calls, int) \
+            or computed is None or computed >= calls:
+        return None
+    why = " (etc-plus: calibration measured no larger plan clearly closer to the full run)" if name == "etc-plus" else ""
+    return f"{name} ran {computed} of the {calls} calls allowed: calls is a ceiling, and the plan it ran has fewer{why}."
+
+
 def no_reuse_note(name: str, settings: dict[str, Any], steps: int | None, computed: int | None) -> str | None:
     """One line when ``computed == steps`` for a step method that can skip, naming the setting to raise."""
     method = METHODS.get(name)
