@@ -102,11 +102,16 @@ def test_a_lower_mean_within_the_held_out_runs_noise_keeps_the_default():
     sel = choose(("a", "b"))
     assert sel["mean_log_rel_error"]["b"] < sel["mean_log_rel_error"]["a"] and sel["chosen"] == "a"
     assert len(sel["run_log_rel_error"]["a"]) == 5
+    assert sel["note"] == "kept the default: b scored lower, but not beyond the held-out runs' noise"
     # the same runs with "b" first: "a" is not clearly lower either, so "b" stays
     assert choose(("b", "a"))["chosen"] == "b"
     # clearly lower on every run: it replaces the default
     off["b"] = [0.05] * 5
-    assert choose(("a", "b"))["chosen"] == "b"
+    assert choose(("a", "b"))["chosen"] == "b" and "note" not in choose(("a", "b"))
+    # two held-out runs cannot tell candidates apart: the default stays, and the record says why
+    records[:] = [_record(i < 3) for i in range(5)]  # three probed: runs 3 and 4 are held out
+    sel = choose(("a", "b"))
+    assert sel["chosen"] == "a" and sel["note"].startswith("kept the default: 2 held-out runs cannot tell")
 
 
 def _flow_model(x, t):

@@ -198,6 +198,9 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                                                        for v, s in scores.items()},
                                 "run_log_rel_error": {candidate_label(names, v): [round(e, 4) for e in got]
                                                       for v, got in per_run.items()}}
+        note = _kept_note(list(values), best, scores, per_run, names)
+        if note:
+            profile["selection"]["note"] = note
     if refine is not None:
         refine(fitted, HeldOut(folds, references, run, build, fold_fits[best], logs[best] if len(values) > 1 else {},
                                real, {c: v for c, v in alt[best].items() if v} if len(values) > 1 else {}))
@@ -216,6 +219,20 @@ def _kept_choice(values: list[Any], scores: dict[Any, float], per_run: dict[Any,
     first = values[0]
     beaters = [v for v in values[1:] if clearly_lower(per_run[v], per_run[first])]
     return min(beaters, key=lambda v: scores[v]) if beaters else first
+
+
+def _kept_note(values: list[Any], best: Any, scores: dict[Any, float], per_run: dict[Any, list[float]],
+               names: Sequence[str]) -> str | None:
+    """Why the default was kept although another candidate scored lower (None when none did)."""
+    lower = [v for v in values[1:] if scores[v] < scores[best]]
+    if best != values[0] or not lower:
+        return None
+    runs = len(per_run[best])
+    if runs < 3:
+        return (f"kept the default: {runs} held-out run{'s' * (runs != 1)} cannot tell the candidates apart (at "
+                "least 3 are needed; calibrate on more prompts for a real choice)")
+    other = candidate_label(names, min(lower, key=lambda v: scores[v]))
+    return f"kept the default: {other} scored lower, but not beyond the held-out runs' noise"
 
 
 def _plan(policy: StepPolicy, steps: int) -> list[int] | None:

@@ -180,6 +180,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         print(f"chose {chosen['setting']}={chosen['chosen']} on held-out calibration runs "
               f"{chosen['held_out_runs']} ({folds} fold{'s' * (folds != 1)}; mean log relative error: "
               f"{chosen['mean_log_rel_error']})")
+        if chosen.get("note"):
+            print(f"note: {chosen['note']}")
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")
