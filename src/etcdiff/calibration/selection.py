@@ -16,7 +16,7 @@ the settings jointly (every combination is a candidate) and with the scheduler t
 4. score each value by how close its results lie to the held-out full runs (geometric mean of the RMS error over
    runs and budgets), and keep the first value (the default) unless another is :func:`clearly_lower` on the same
    runs (each run's log error averaged over the budgets, paired run by run); of several such, the lowest score.
-   A choice won by less than the held-out runs' noise does not move off the default: on gmm-flow with
+   With fewer than three held-out runs, too few to weigh against their noise, the lowest score. A choice won by less than the held-out runs' noise does not move off the default: on gmm-flow with
    DPM-Solver++ at 20 steps a candidate that won by 0.007 in log error missed the tolerance's share (73 %);
 5. fit the kept value on all runs.
 
@@ -215,8 +215,12 @@ def _per_run(judged: list[list[float]]) -> list[float]:
 
 
 def _kept_choice(values: list[Any], scores: dict[Any, float], per_run: dict[Any, list[float]]) -> Any:
-    """The first value, unless others are :func:`clearly_lower` than it run by run: then the best-scored of those."""
+    """The first value, unless others are :func:`clearly_lower` than it run by run: then the best-scored of those.
+    With fewer than three held-out runs, too few to weigh a difference against their noise, the best-scored value
+    (the first of equal ones), as :func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan` does without them."""
     first = values[0]
+    if len(per_run[first]) < 3:
+        return min(values, key=lambda v: scores[v])
     beaters = [v for v in values[1:] if clearly_lower(per_run[v], per_run[first])]
     return min(beaters, key=lambda v: scores[v]) if beaters else first
 
@@ -224,13 +228,13 @@ def _kept_choice(values: list[Any], scores: dict[Any, float], per_run: dict[Any,
 def _kept_note(values: list[Any], best: Any, scores: dict[Any, float], per_run: dict[Any, list[float]],
                names: Sequence[str]) -> str | None:
     """Why the default was kept although another candidate scored lower (None when none did)."""
+    runs = len(per_run[best])
+    if runs < 3 and len(values) > 1:
+        return (f"chosen by the lowest mean error alone: {runs} held-out run{'s' * (runs != 1)} are too few to weigh "
+                "a difference against their noise (at least 3; calibrate on more prompts)")
     lower = [v for v in values[1:] if scores[v] < scores[best]]
     if best != values[0] or not lower:
         return None
-    runs = len(per_run[best])
-    if runs < 3:
-        return (f"kept the default: {runs} held-out run{'s' * (runs != 1)} cannot tell the candidates apart (at "
-                "least 3 are needed; calibrate on more prompts for a real choice)")
     other = candidate_label(names, min(lower, key=lambda v: scores[v]))
     return f"kept the default: {other} scored lower, but not beyond the held-out runs' noise"
 
