@@ -133,6 +133,13 @@ def test_calibrate_policy_chooses_probes_and_corrections_jointly_unless_they_are
     label = "propagation={},corrections={}".format(*sel["chosen"])
     runs = sel["run_log_rel_error"]
     assert all(len(got) == 3 for got in runs.values())
+    # per budget too: each run's average over the budgets is the per-run record
+    by_budget = sel["budget_run_log_rel_error"]
+    assert list(by_budget) == list(runs)
+    assert all(list(b) == [str(c) for c in sel["budgets"]] for b in by_budget.values())
+    for label_, per_budget in by_budget.items():
+        averaged = [sum(col) / len(col) for col in zip(*per_budget.values())]
+        assert averaged == pytest.approx(runs[label_], abs=1e-3)
     # the default unless another candidate is clearly lower run by run; then the best scored of those
     beaters = [k for k in list(runs)[1:] if clearly_lower(runs[k], runs[list(runs)[0]])]
     assert label == (min(beaters, key=scores.get) if beaters else list(runs)[0])

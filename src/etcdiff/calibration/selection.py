@@ -6,8 +6,9 @@ its estimates use fitted gains (``corrections``: everywhere, only where they hel
 probes help a model that pulls its samples together and can mislead on one that does not; the fitted gains help
 under Euler and cost 9-14 dB at 3x-4x under multistep solvers (UniPC, DPM-Solver++) on the digits model, whose
 history re-uses every estimate, yet on the scenes model with DPM-Solver++ at 20 steps gains everywhere did best.
-Which case a model and scheduler are shows only when the plans are run, so the choice is made the empirical way, on calibration data only, for
-the settings jointly (every combination is a candidate) and with the scheduler the calibration runs with:
+Which case a model and scheduler are shows only when the plans are run, so the choice is made the empirical way,
+on calibration data only, for the settings jointly (every combination is a candidate) and with the scheduler the
+calibration runs with:
 
 1. split the calibration runs that carry no probe runs into folds of at most three (cross-validation: every such run
    is held out once, so the choice does not rest on whichever few runs came last);
@@ -16,11 +17,14 @@ the settings jointly (every combination is a candidate) and with the scheduler t
 4. score each value by how close its results lie to the held-out full runs (geometric mean of the RMS error over
    runs and budgets), and keep the first value (the default) unless another is :func:`clearly_lower` on the same
    runs (each run's log error averaged over the budgets, paired run by run); of several such, the lowest score.
-   With fewer than three held-out runs, too few to weigh against their noise, the lowest score. A choice won by less than the held-out runs' noise does not move off the default: on gmm-flow with
-   DPM-Solver++ at 20 steps a candidate that won by 0.007 in log error missed the tolerance's share (73 %);
+   With fewer than three held-out runs, too few to weigh against their noise, the lowest score. A choice won by
+   less than the held-out runs' noise does not move off the default: on gmm-flow with DPM-Solver++ at 20 steps a
+   candidate that won by 0.007 in log error missed the tolerance's share (73 %);
 5. fit the kept value on all runs.
 
-The choice and its scores are stored in the profile (``"selection"``), so a saved calibration says what it chose.
+The choice and its scores are stored in the profile (``"selection"``), so a saved calibration says what it chose,
+with each candidate's log error per held-out run averaged over the budgets (``"run_log_rel_error"``) and per budget
+(``"budget_run_log_rel_error"``): a rule that chooses per budget can be judged from the profile alone.
 A method may check more on the same held-out runs after the choice (``refine``: ETC+'s budgets and tolerance,
 :mod:`etcdiff.calibration.etc_plus.refine`).
 """
@@ -47,8 +51,9 @@ Build = Callable[[dict[str, Any], int], StepPolicy]  # build(fitted, calls) -> a
 
 
 def held_out_runs(records: Sequence[Any], runs: int = VALIDATION_RUNS) -> list[list[int]]:
-    """Folds of the records without probe runs (replayed probes do not count): each a list of at most ``runs`` indices, as many as leave at least two
-    records to fit on, together covering every unprobed record once (none when fewer than three records)."""
+    """Folds of the records without probe runs (replayed probes do not count): each a list of at most ``runs``
+    indices, as many as leave at least two records to fit on, together covering every unprobed record once (none
+    when fewer than three records)."""
     size = min(runs, len(records) - 2)
     free = [i for i, r in enumerate(records)
             if not getattr(r, "probes", None) or getattr(r, "probes_replayed", False)]
@@ -197,7 +202,11 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                                 "mean_log_rel_error": {candidate_label(names, v): round(s, 4)
                                                        for v, s in scores.items()},
                                 "run_log_rel_error": {candidate_label(names, v): [round(e, 4) for e in got]
-                                                      for v, got in per_run.items()}}
+                                                      for v, got in per_run.items()},
+                                "budget_run_log_rel_error": {
+                                    candidate_label(names, v): {str(c): [round(e, 4) for e in got]
+                                                                for c, got in zip(budgets, judged[v])}
+                                    for v in values}}
         note = _kept_note(list(values), best, scores, per_run, names)
         if note:
             profile["selection"]["note"] = note
