@@ -422,6 +422,25 @@ def test_a_bigger_budget_replaces_a_smaller_plan_only_where_the_held_out_runs_cl
     assert ranked_plan({**prof, "budget_errors": means}, 5) == (5, False)
 
 
+def test_a_budget_runs_the_candidate_fit_calibration_chose_for_it(flow):
+    from etcdiff.policies.step.etc_plus.budgets import budgets_served
+
+    model, sched, prof = flow
+    other = fit_etc_plus(record(model, sched, 20, [100, 101]), max_window=5, corrections=False)
+    assert prof["corrections"] == "auto"
+    diff = {k: v for k, v in other.items() if v != prof[k]}
+    served = {**prof, "budget_fits": {"fits": {"plain": diff}, "serve": {"6": "plain", "7": "plain"}}}
+    for calls, want in ((5, prof), (6, other), (7, other), (8, prof), (None, prof)):
+        policy, alone = ETCPlus(served, calls=calls), ETCPlus(want, calls=calls)
+        assert policy.profile["corrections"] == want["corrections"] and policy._gains == alone._gains
+        assert _run_steps(policy, model, sched) == _run_steps(alone, model, sched)
+    # a ceiling the measured ranking lowers runs the fit of the budget it lowers to
+    ranked = {**served, "budget_errors": {"5": -3.0, "6": -3.5, "7": -3.4}}
+    assert ETCPlus(ranked, calls=7).calls == 6 and ETCPlus(ranked, calls=7).profile["corrections"] is False
+    assert budgets_served({"6": "plain", "7": "plain", "9": "plain", "10": "x"}) == (
+        "calls 6-7 with plain; calls 9 with plain; calls 10 with x")
+
+
 def test_the_calibrated_tolerance_scale_tightens_the_planned_tolerance(flow):
     model, sched, prof = flow
     scaled = ETCPlus({**prof, "tolerance_scale": 0.25}, tolerance=prof["tolerance"])

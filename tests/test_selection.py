@@ -265,3 +265,55 @@ def test_an_option_must_beat_the_default_by_more_than_the_runs_noise():
     assert not clearly_lower([-3.0, -1.0, -3.0], [-2.0, -2.0, -2.0])  # lower on average, not beyond the noise
     assert not clearly_lower([-3.0, -3.0], [-2.0, -2.0])  # too few runs to tell
     assert not clearly_lower([-3.0, -3.0, -3.0], [-2.0, -2.0])  # not paired
+
+
+def test_a_candidate_clearly_closer_at_one_budget_serves_that_budget_alone():
+    # "a" is closer at 2 and 3 calls, "b" far closer at 5 calls (every run): "a" is chosen, "b" serves 5 calls
+    records = [_record(False) for _ in range(6)]
+    off = {("a", 2): 0.1, ("a", 3): 0.1, ("a", 5): 0.1, ("b", 2): 0.5, ("b", 3): 0.5, ("b", 5): 0.01}
+
+    class Policy(_Policy):
+        def __init__(self, value, calls):
+            super().__init__(off[(value, calls)])
+
+    def run(policy, i):
+        if not isinstance(policy, _Policy):
+            return torch.ones(1, 4)
+        error = policy.error[i] if isinstance(policy.error, list) else policy.error
+        return torch.ones(1, 4) + error * (1 + 0.1 * i)
+
+    def choose(per_budget, refine=None):
+        return choose_fit(records, lambda runs, v: {"profile": {"v": v, "fixed": 1}},
+                          lambda f, calls: Policy(f["profile"]["v"], calls), run, "v", ("a", "b"), refine,
+                          per_budget=per_budget)["profile"]
+
+    seen = {}
+
+    def refine(fitted, held):
+        seen.update({c: held.for_calls(c).label for c in (2, 3, 4, 5)})
+
+    profile = choose(True, refine)
+    assert profile["v"] == "a" and profile["selection"]["per_budget"] == {"5": "b"}
+    # only the settings that differ are kept, fitted on all runs
+    assert profile["budget_fits"] == {"fits": {"b": {"v": "b"}}, "serve": {"5": "b"}}
+    # a budget between the compared ones runs the candidate of the nearest (in log calls): 4 is nearer 5 than 3
+    assert seen == {2: "a", 3: "a", 4: "b", 5: "b"}
+    assert "budget_fits" not in choose(False)
+    # a lead within twice the noise of one budget's runs does not count (though beyond once: the overall bar)
+    off[("b", 5)] = [0.05, 0.12, 0.05, 0.12, 0.08, 0.09]
+    profile = choose(True)
+    by_budget = profile["selection"]["budget_run_log_rel_error"]
+    assert clearly_lower(by_budget["b"]["5"], by_budget["a"]["5"])
+    assert "budget_fits" not in profile and "per_budget" not in profile["selection"]
+
+
+def test_the_held_out_runs_serve_each_budget_from_the_nearest_compared_one():
+    from etcdiff.calibration.selection import HeldOut
+
+    def view(label):
+        return HeldOut([], {}, None, None, [], label=label)
+
+    held = view("x")
+    assert held.for_calls(7) is held  # no per-budget choice
+    held.by_budget = {4: view("a"), 5: view("b"), 7: view("c"), 10: view("d")}
+    assert [held.for_calls(c).label for c in range(4, 11)] == ["a", "b", "c", "c", "c", "d", "d"]

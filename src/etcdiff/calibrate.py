@@ -168,7 +168,7 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
         fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)
     else:
         fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real,
-                            info.plan_variant)
+                            info.plan_variant, info.per_budget)
     if replayed is not None and isinstance(fitted.get("profile"), dict):
         fitted["profile"]["replay"] = replayed
     return fitted

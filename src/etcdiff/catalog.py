@@ -238,7 +238,7 @@ for _m in (
                                              "propagation", "replays"),
            recorders=_probe_recorders, extra_runs=_probe_runs, replays=True,
            choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine,
-           plan_variant={"last_step": True}),
+           plan_variant={"last_step": True}, per_budget=True),
     Method("none", "step", "full-step reference", "nothing", "no", schema=_policy("NoCache"), threshold=None),
     Method("fixed", "step", "fixed-interval reuse (baseline)", "whole output, unchanged", "no",
            schema=_policy("FixedInterval"), threshold=None),

@@ -55,6 +55,8 @@ class Method:
             a tuple of settings with tuples of values chooses them jointly (settings the user gives are fixed).
         plan_variant: run-time settings the method picks per budget from what calibration measured (etc-plus's
             ``last_step``): ``choose`` also runs each candidate with them and judges it by the better of the two.
+        per_budget: ``choose`` may also keep, per budget, a candidate that beats the overall choice there alone
+            (etc-plus: the profile's ``budget_fits``; :func:`~etcdiff.calibration.selection.budget_choice`).
         refine: returns ``refine(fitted, held_out)``, a method's own checks on the same held-out runs after the
             choice (etc-plus: measured budget errors and the tolerance scale, :mod:`etcdiff.calibration.etc_plus.refine`).
         replays: the method's fit has probe runs (etc-plus), and its calibration can take ``replays=True``: then
@@ -84,6 +86,7 @@ class Method:
     choose: tuple[str | tuple[str, ...], tuple[Any, ...]] | None = None
     refine: Callable[[], Callable[..., None]] | None = None
     plan_variant: dict[str, Any] | None = None
+    per_budget: bool = False
     replays: bool = False
 
     def __post_init__(self) -> None:

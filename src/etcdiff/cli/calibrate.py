@@ -182,6 +182,11 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
               f"{chosen['mean_log_rel_error']})")
         if chosen.get("note"):
             print(f"note: {chosen['note']}")
+        serve = (profile.get("budget_fits") or {}).get("serve")
+        if serve:
+            from ..policies.step.etc_plus.budgets import budgets_served
+
+            print(f"per budget: {budgets_served(serve)} (clearly closer there on the held-out runs)")
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...policies.step.etc_plus.budgets import FREE, LAST, LOGS, clearly_lower
+from ...policies.step.etc_plus.budgets import BUDGET_FITS, FREE, LAST, LOGS, clearly_lower
 from ..selection import HeldOut, fold_log_errors
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
@@ -50,6 +50,12 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     docstring)."""
     profile = fitted["profile"]
     free, last = measured_budgets(held, int(profile["num_steps"]))
+    if BUDGET_FITS in profile:  # each budget of the ladder runs the candidate chosen at the nearest compared one
+        serve = {k: held.for_calls(int(k)).label for k in free if held.for_calls(int(k)).label != held.label}
+        fits = {label: got for label, got in profile[BUDGET_FITS]["fits"].items() if label in serve.values()}
+        profile[BUDGET_FITS] = {"fits": fits, "serve": serve}
+        if not serve:
+            del profile[BUDGET_FITS]
     for kind, measured in ((FREE, free), (LAST, last)):
         profile[kind] = {k: round(sum(v) / len(v), 4) for k, v in measured.items()}
         profile[LOGS[kind]] = {k: [round(x, 4) for x in v] for k, v in measured.items()}
@@ -58,11 +64,12 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
 
 def measured_budgets(held: HeldOut, num_steps: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Log relative errors on the held-out runs per budget of :func:`budget_ladder`, of the plans as they
-    choose and of the plans that compute the last step (budgets no plan can cover are left out). Runs already made
-    are reused: the choice's (both kinds), and the free plans' where every fold's free plan computes the last step
-    anyway."""
-    free, last = {}, {}
+    choose and of the plans that compute the last step (budgets no plan can cover are left out), each budget with
+    the candidate that serves it (:meth:`HeldOut.for_calls`). Runs already made are reused: the choice's (both
+    kinds), and the free plans' where every fold's free plan computes the last step anyway."""
+    free, last, whole = {}, {}, held
     for calls in budget_ladder(num_steps):
+        held = whole.for_calls(calls)  # the candidate that serves this budget (selection's per-budget choice)
         try:
             plans = [held.build(fit, calls) for fit in held.fold_fits]
             ends = all(p.planned_steps(num_steps)[-1] == num_steps - 1 for p in plans)

@@ -7,7 +7,8 @@ costs, measured with every later step real, cannot see that), while on others co
 calibration ran the plans (:mod:`etcdiff.calibration.etc_plus.refine`), the profile keeps the mean log relative
 error of each budget's plan: ``budget_errors`` (the plan as it chooses) and ``budget_errors_last`` (the plan
 that computes the last step), and the same per held-out run. ``ETCPlus(calls=B)`` runs, among the plans of at
-most B calls, the one that came clearly closest (:func:`ranked_plan`).
+most B calls, the one that came clearly closest (:func:`ranked_plan`), from the candidate fit calibration chose
+for that budget (:func:`budget_profile`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,42 @@ from typing import Any, Sequence
 import torch
 
 FREE, LAST = "budget_errors", "budget_errors_last"
+BUDGET_FITS = "budget_fits"  # per budget, a candidate other than the profile's own (calibration's per-budget choice)
 LOGS = {FREE: "budget_logs", LAST: "budget_logs_last"}  # the same, per held-out run (paired across plans)
 
 
-def clearly_lower(errors: Sequence[float], base: Sequence[float]) -> bool:
-    """Whether ``errors`` (log errors, paired run by run with ``base``) are lower than ``base`` by more than one
-    standard error of their paired differences (at least 3 runs): an option chosen on a few held-out runs must
-    beat the one it replaces by more than their noise."""
+def clearly_lower(errors: Sequence[float], base: Sequence[float], margin: float = 1.0) -> bool:
+    """Whether ``errors`` (log errors, paired run by run with ``base``) are lower than ``base`` by more than
+    ``margin`` standard errors of their paired differences (at least 3 runs): an option chosen on a few held-out
+    runs must beat the one it replaces by more than their noise."""
     if len(errors) != len(base) or len(errors) < 3:
         return False
     diff = torch.tensor([a - b for a, b in zip(errors, base)], dtype=torch.float64)
-    return bool(diff.mean() + diff.std() / math.sqrt(len(diff)) < 0)
+    return bool(diff.mean() + margin * diff.std() / math.sqrt(len(diff)) < 0)
+
+
+def budget_profile(profile: dict[str, Any], calls: int | None) -> dict[str, Any]:
+    """The profile a plan of ``calls`` calls runs from: where calibration chose another candidate for that budget
+    (``budget_fits``: ``serve`` maps a budget to a candidate, ``fits`` holds each such candidate's fitted
+    settings that differ from the profile's), the profile with those settings; else the profile itself."""
+    fits = profile.get(BUDGET_FITS) or {}
+    label = (fits.get("serve") or {}).get(str(calls)) if calls is not None else None
+    if label is None:
+        return profile
+    return {**profile, **fits["fits"][label]}
+
+
+def budgets_served(serve: dict[str, str]) -> str:
+    """``budget_fits["serve"]`` in words: each candidate with the runs of budgets it serves, e.g.
+    ``calls 9-10 with propagation=True,corrections=auto``."""
+    spans: list[list[Any]] = []  # [first, last, label]
+    for calls in sorted(int(k) for k in serve):
+        label = serve[str(calls)]
+        if spans and spans[-1][2] == label and spans[-1][1] == calls - 1:
+            spans[-1][1] = calls
+        else:
+            spans.append([calls, calls, label])
+    return "; ".join(f"calls {a}{f'-{b}' if b != a else ''} with {label}" for a, b, label in spans)
 
 
 def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | None = None) -> tuple[int | None, bool]:
@@ -59,4 +85,5 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     return k, last
 
 
-__all__ = ["FREE", "LAST", "LOGS", "clearly_lower", "ranked_plan"]
+__all__ = ["BUDGET_FITS", "FREE", "LAST", "LOGS", "budget_profile", "budgets_served", "clearly_lower",
+           "ranked_plan"]

@@ -54,7 +54,7 @@ import torch
 
 from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
-from .budgets import ranked_plan
+from .budgets import budget_profile, ranked_plan
 from .stream import ETCPlusStream
 from .resample import resample_profile
 from ...scheduler_family import scheduler_mismatch
@@ -74,7 +74,8 @@ class ETCPlus(StepPolicy):
             from it resampled on the sigma axis (:mod:`etcdiff.policies.step.etc_plus.resample`, with a warning).
         calls: a call budget B: at most B real steps per generation (each runs every CFG branch once). Where
             calibration measured the budgets on held-out runs (``budget_errors``), the measured plan of <= B
-            calls that came clearly closest runs (:func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan`).
+            calls that came clearly closest runs (:func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan`),
+            with the fit calibration chose for that budget where it chose one (``budget_fits``).
         tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
             default when neither ``calls`` nor ``tolerance`` is given; planned with the calibrated
             ``tolerance_scale``). With both, both hold.
@@ -101,6 +102,7 @@ class ETCPlus(StepPolicy):
         self.requested_calls, self.last_step = calls, last_step
         # the measured-best plan within the budget (<= calls), and whether it computes the last step
         self.calls, self.compute_last = ranked_plan(self.profile, calls, last_step)
+        self.profile = budget_profile(self.profile, self.calls)  # the candidate calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])

@@ -1,0 +1,61 @@
+"""Judge, from saved ETC+ profiles alone, a held-out choice made per budget instead of once for all budgets.
+
+ETC+'s calibration chooses its variant (probes, corrections) once, on each held-out run's log error averaged over
+the budgets at 2x-5x (``etcdiff.calibration.selection``). The profile keeps the same errors per budget
+(``selection.budget_run_log_rel_error``, profiles calibrated since it was added); this prints, per profile and
+budget, the chosen candidate's mean log error and any candidate that is clearly lower than it at that budget alone
+(paired run by run, beyond one standard error: ``clearly_lower``), with the gain in dB (20 log10 e per unit of
+log error). Calibration data only: nothing here looks at an evaluation prompt.
+
+Usage: python scripts/per_budget_choice.py PROFILE.json [PROFILE.json ...]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from etcdiff.calibration.selection import candidate_label
+from etcdiff.policies.step.etc_plus.budgets import clearly_lower
+
+DB_PER_LOG = 20 / math.log(10)  # a log relative error lower by 1 is this many dB more PSNR
+
+
+def rows(path: Path) -> list[str]:
+    """Markdown rows for one profile: one per budget."""
+    data = json.loads(path.read_text())
+    profile = data.get("settings", {}).get("profile", data)
+    sel = profile.get("selection") or {}
+    by_budget = sel.get("budget_run_log_rel_error")
+    if not by_budget:
+        return [f"| {path} | – | – | no per-budget record (calibrated before it was kept) | |"]
+    names = sel["setting"] if isinstance(sel["setting"], list) else [sel["setting"]]
+    chosen = candidate_label(names, tuple(sel["chosen"]) if len(names) > 1 else sel["chosen"])
+    out = []
+    for calls in by_budget[chosen]:
+        base = by_budget[chosen][calls]
+        mean = sum(base) / len(base)
+        beaters = {k: sum(v[calls]) / len(v[calls]) for k, v in by_budget.items()
+                   if k != chosen and clearly_lower(v[calls], base)}
+        if beaters:
+            best = min(beaters, key=beaters.get)
+            verdict = f"{best}: {DB_PER_LOG * (mean - beaters[best]):+.1f} dB"
+        else:
+            verdict = "none"
+        out.append(f"| {path} | {calls} | {chosen} | {mean:.3f} | {verdict} |")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        sys.exit(__doc__)
+    print("| profile | calls | chosen | mean log error | clearly lower at this budget (gain) |")
+    print("|---|---:|---|---:|---|")
+    for arg in argv:
+        print("\n".join(rows(Path(arg))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
