@@ -437,6 +437,16 @@ def test_a_budget_runs_the_candidate_fit_calibration_chose_for_it(flow):
     # a ceiling the measured ranking lowers runs the fit of the budget it lowers to
     ranked = {**served, "budget_errors": {"5": -3.0, "6": -3.5, "7": -3.4}}
     assert ETCPlus(ranked, calls=7).calls == 6 and ETCPlus(ranked, calls=7).profile["corrections"] is False
+    # another step count plans from the fit chosen over all budgets, resampled (the per-budget choice was made
+    # at the calibration's step count)
+    def at_15(policy):
+        x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+        with pytest.warns(UserWarning, match="fitted at 20 steps"):
+            etcdiff.sample(model, sched, x, 15, policy, labels=[2])
+        return policy.profile["resampled_from"], policy.profile["corrections"], list(policy.report().computed_steps)
+
+    overall = at_15(ETCPlus(prof, calls=6))
+    assert at_15(ETCPlus(served, calls=6)) == overall and overall[:2] == (20, "auto")
     assert budgets_served({"6": "plain", "7": "plain", "9": "plain", "10": "x"}) == (
         "calls 6-7 with plain; calls 9 with plain; calls 10 with x")
 

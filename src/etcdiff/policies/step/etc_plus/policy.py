@@ -102,7 +102,8 @@ class ETCPlus(StepPolicy):
         self.requested_calls, self.last_step = calls, last_step
         # the measured-best plan within the budget (<= calls), and whether it computes the last step
         self.calls, self.compute_last = ranked_plan(self.profile, calls, last_step)
-        self.profile = budget_profile(self.profile, self.calls)  # the candidate calibration chose for this budget
+        self._overall = self.profile  # the fit chosen over all budgets: what another step count resamples
+        self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
@@ -265,7 +266,7 @@ class ETCPlus(StepPolicy):
             )
         key = (num_steps, tuple(run[:num_steps]))
         if key not in self._resampled:
-            self._resampled[key] = resample_profile(self._fitted, run[:num_steps])
+            self._resampled[key] = resample_profile(self._overall, run[:num_steps])
             warnings.warn(f"etc-plus: the profile was fitted at {prof_n} steps; this {num_steps}-step run is planned "
                           "from its window errors resampled on the sigma axis (calibrating at this step count is the "
                           "accurate way).", UserWarning, stacklevel=4)
