@@ -123,7 +123,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
                                            calls=budgets(steps)[0], **kw)
-            profile = dict(pol.profile)
+            profile = dict(pol.calibrated)  # as calibrated (pol.profile is the fit of its own budget)
             if method == "etc-plus-old":
                 for key in NEW_KEYS:
                     profile.pop(key, None)

@@ -434,6 +434,10 @@ def test_a_budget_runs_the_candidate_fit_calibration_chose_for_it(flow):
         policy, alone = ETCPlus(served, calls=calls), ETCPlus(want, calls=calls)
         assert policy.profile["corrections"] == want["corrections"] and policy._gains == alone._gains
         assert _run_steps(policy, model, sched) == _run_steps(alone, model, sched)
+    # the profile as calibrated stays at hand (to save, or to build other budgets from), apart from the budget's fit
+    policy = ETCPlus(served, calls=6)
+    assert policy.calibrated is served and policy.profile["corrections"] is False
+    assert ETCPlus(policy.calibrated, calls=5).profile["corrections"] == "auto"
     # a ceiling the measured ranking lowers runs the fit of the budget it lowers to
     ranked = {**served, "budget_errors": {"5": -3.0, "6": -3.5, "7": -3.4}}
     assert ETCPlus(ranked, calls=7).calls == 6 and ETCPlus(ranked, calls=7).profile["corrections"] is False

@@ -84,6 +84,10 @@ class ETCPlus(StepPolicy):
         last_step: ``True``: every generation computes the last step; ``False``: the plan decides; ``None``
             (default): with ``calls``, whichever calibration measured closer for this budget
             (:mod:`~etcdiff.policies.step.etc_plus.budgets`), else the plan decides.
+
+    Attributes: ``calibrated``, the profile as given (the one to save, or to build a policy with other ``calls``
+    from); ``profile``, what this policy plans from: the fit calibration chose for its budget, or the profile
+    resampled for a run at another step count.
     """
 
     name = "etc-plus"
@@ -102,7 +106,7 @@ class ETCPlus(StepPolicy):
         self.requested_calls, self.last_step = calls, last_step
         # the measured-best plan within the budget (<= calls), and whether it computes the last step
         self.calls, self.compute_last = ranked_plan(self.profile, calls, last_step)
-        self._overall = self.profile  # the fit chosen over all budgets: what another step count resamples
+        self.calibrated = self.profile  # as calibration made it: the one to save or to build other budgets from
         self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
@@ -266,7 +270,7 @@ class ETCPlus(StepPolicy):
             )
         key = (num_steps, tuple(run[:num_steps]))
         if key not in self._resampled:
-            self._resampled[key] = resample_profile(self._overall, run[:num_steps])
+            self._resampled[key] = resample_profile(self.calibrated, run[:num_steps])
             warnings.warn(f"etc-plus: the profile was fitted at {prof_n} steps; this {num_steps}-step run is planned "
                           "from its window errors resampled on the sigma axis (calibrating at this step count is the "
                           "accurate way).", UserWarning, stacklevel=4)
