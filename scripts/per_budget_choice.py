@@ -3,11 +3,12 @@
 ETC+'s calibration chooses its variant (probes, corrections) once, on each held-out run's log error averaged over
 the budgets at 2x-5x (``etcdiff.calibration.selection``). The profile keeps the same errors per budget
 (``selection.budget_run_log_rel_error``, profiles calibrated since it was added); this prints, per profile and
-budget, the chosen candidate's mean log error and any candidate that is clearly lower than it at that budget alone
-(paired run by run, beyond one standard error: ``clearly_lower``), with the gain in dB (20 log10 e per unit of
-log error). Calibration data only: nothing here looks at an evaluation prompt.
+budget, the chosen candidate's mean log error and the candidate the per-budget rule would serve it with: the
+lowest-scored of those lower than the chosen one at that budget alone, paired run by run, by ``--margin``
+standard errors (default: the rule's, ``BUDGET_MARGIN``), with the gain in dB (20 log10 e per unit of log error).
+Calibration data only: nothing here looks at an evaluation prompt.
 
-Usage: python scripts/per_budget_choice.py PROFILE.json [PROFILE.json ...]
+Usage: python scripts/per_budget_choice.py PROFILE.json [PROFILE.json ...] [--margin 1.0]
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import math
 import sys
 from pathlib import Path
 
-from etcdiff.calibration.selection import candidate_label
+from etcdiff.calibration.selection import BUDGET_MARGIN, candidate_label
 from etcdiff.policies.step.etc_plus.budgets import clearly_lower
 
 DB_PER_LOG = 20 / math.log(10)  # a log relative error lower by 1 is this many dB more PSNR
 
 
-def rows(path: Path) -> list[str]:
+def rows(path: Path, margin: float = BUDGET_MARGIN) -> list[str]:
     """Markdown rows for one profile: one per budget."""
     data = json.loads(path.read_text())
     profile = data.get("settings", {}).get("profile", data)
@@ -38,7 +39,7 @@ def rows(path: Path) -> list[str]:
         base = by_budget[chosen][calls]
         mean = sum(base) / len(base)
         beaters = {k: sum(v[calls]) / len(v[calls]) for k, v in by_budget.items()
-                   if k != chosen and clearly_lower(v[calls], base)}
+                   if k != chosen and clearly_lower(v[calls], base, margin)}
         if beaters:
             best = min(beaters, key=beaters.get)
             verdict = f"{best}: {DB_PER_LOG * (mean - beaters[best]):+.1f} dB"
@@ -49,12 +50,17 @@ def rows(path: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    margin = BUDGET_MARGIN
+    if "--margin" in argv:
+        at = argv.index("--margin")
+        margin = float(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
     if not argv:
         sys.exit(__doc__)
-    print("| profile | calls | chosen | mean log error | clearly lower at this budget (gain) |")
+    print(f"| profile | calls | chosen | mean log error | serves it at {margin:g} standard errors (gain) |")
     print("|---|---:|---|---:|---|")
     for arg in argv:
-        print("\n".join(rows(Path(arg))))
+        print("\n".join(rows(Path(arg), margin)))
 
 
 if __name__ == "__main__":
