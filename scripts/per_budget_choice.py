@@ -18,10 +18,13 @@ import math
 import sys
 from pathlib import Path
 
-from etcdiff.calibration.selection import BUDGET_MARGIN, candidate_label
-from etcdiff.policies.step.etc_plus.budgets import clearly_lower
+from etcdiff.calibration.selection import BUDGET_MARGIN, budget_choice, candidate_label
 
 DB_PER_LOG = 20 / math.log(10)  # a log relative error lower by 1 is this many dB more PSNR
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def rows(path: Path, margin: float = BUDGET_MARGIN) -> list[str]:
@@ -34,17 +37,15 @@ def rows(path: Path, margin: float = BUDGET_MARGIN) -> list[str]:
         return [f"| {path} | – | – | no per-budget record (calibrated before it was kept) | |"]
     names = sel["setting"] if isinstance(sel["setting"], list) else [sel["setting"]]
     chosen = candidate_label(names, tuple(sel["chosen"]) if len(names) > 1 else sel["chosen"])
+    budgets = list(by_budget[chosen])
+    judged = {k: [v[c] for c in budgets] for k, v in by_budget.items()}
+    served = budget_choice(chosen, budgets, judged, margin)  # the rule calibration applies, at ``margin``
     out = []
-    for calls in by_budget[chosen]:
-        base = by_budget[chosen][calls]
-        mean = sum(base) / len(base)
-        beaters = {k: sum(v[calls]) / len(v[calls]) for k, v in by_budget.items()
-                   if k != chosen and clearly_lower(v[calls], base, margin)}
-        if beaters:
-            best = min(beaters, key=beaters.get)
-            verdict = f"{best}: {DB_PER_LOG * (mean - beaters[best]):+.1f} dB"
-        else:
-            verdict = "none"
+    for calls in budgets:
+        mean = _mean(by_budget[chosen][calls])
+        other = served.get(calls)
+        gain = None if other is None else DB_PER_LOG * (mean - _mean(by_budget[other][calls]))
+        verdict = "none" if other is None else f"{other}: {gain:+.1f} dB"
         out.append(f"| {path} | {calls} | {chosen} | {mean:.3f} | {verdict} |")
     return out
 

@@ -248,15 +248,17 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     return fitted
 
 
-def budget_choice(best: Any, budgets: Sequence[int], judged: dict[Any, list[list[float]]]) -> dict[int, Any]:
+def budget_choice(best: Any, budgets: Sequence[int], judged: dict[Any, list[list[float]]],
+                  margin: float = BUDGET_MARGIN) -> dict[int, Any]:
     """Per compared budget, the candidate that serves it in place of ``best``: the lowest-scored of those
-    :func:`clearly_lower` than ``best`` there, run by run, by :data:`BUDGET_MARGIN` standard errors (a stricter
-    bar than the overall choice's: each budget is judged on its own runs, and a candidate compared at four budgets
-    gets four chances to look lower by chance). Budgets where none is are left out."""
+    :func:`clearly_lower` than ``best`` there, run by run, by ``margin`` standard errors (by default
+    :data:`BUDGET_MARGIN`, a stricter bar than the overall choice's: each budget is judged on its own runs, and a
+    candidate compared at four budgets gets four chances to look lower by chance). ``judged[value][i]``: the log
+    errors of ``value`` at ``budgets[i]``, per held-out run. Budgets where none is are left out."""
     served = {}
     for i, calls in enumerate(budgets):
         base = judged[best][i]
-        beaters = [v for v in judged if v != best and clearly_lower(judged[v][i], base, BUDGET_MARGIN)]
+        beaters = [v for v in judged if v != best and clearly_lower(judged[v][i], base, margin)]
         if beaters:
             served[calls] = min(beaters, key=lambda v: _mean(judged[v][i]))
     return served

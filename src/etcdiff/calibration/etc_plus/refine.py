@@ -51,7 +51,8 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     profile = fitted["profile"]
     free, last = measured_budgets(held, int(profile["num_steps"]))
     if BUDGET_FITS in profile:  # each budget of the ladder runs the candidate chosen at the nearest compared one
-        serve = {k: held.for_calls(int(k)).label for k in free if held.for_calls(int(k)).label != held.label}
+        labels = {k: held.for_calls(int(k)).label for k in free}
+        serve = {k: label for k, label in labels.items() if label != held.label}
         fits = {label: got for label, got in profile[BUDGET_FITS]["fits"].items() if label in serve.values()}
         profile[BUDGET_FITS] = {"fits": fits, "serve": serve}
         if not serve:
