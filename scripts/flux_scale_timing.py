@@ -114,42 +114,46 @@ def settings_for(steps: int, speedups: list[float]) -> list[tuple[str, dict[str,
 
 
 def calibrate(name: str, settings: dict[str, Any], den: Denoiser, cal: torch.Tensor, steps: int,
-              fitted: dict[str, Any]) -> tuple[Any, dict]:
+              fitted: dict[str, Any], replays: bool = False) -> tuple[Any, dict]:
     """The method's policy and how it was obtained (calibration seeds, generations, seconds). A method is
     calibrated once per step count (kept in ``fitted``); ETC+'s profile does not depend on ``calls``, so its rows
-    share one."""
+    share one. ``replays``: ETC+'s probe runs are replayed from its full runs (two generations in all here)."""
     if name not in CALIBRATED:
         return etcdiff.make_policy(name, **settings), {"source": "no calibration needed"}
     if name in fitted:
         first, how = fitted[name]
         if name != "etc-plus":
             return first, how
-        return etcdiff.make_policy(name, profile=first.profile, **settings), {**how, "shared_with": repr(first)}
+        # ``calibrated``, not ``profile``: the latter is the fit chosen for the first row's budget
+        return etcdiff.make_policy(name, profile=first.calibrated, **settings), {**how, "shared_with": repr(first)}
     sync(cal.device)
     before, t0 = den.calls, time.perf_counter()
+    extra = {"replays": True} if replays and name == "etc-plus" else {}
     policy = etcdiff.calibrate_policy(name, den, FlowMatchEulerDiscreteScheduler(shift=FLUX_SHIFT), cal, steps,
-                                      decode=den.decode, **settings)
+                                      decode=den.decode, **settings, **extra)
     sync(cal.device)
     how = {"source": "calibrated inside this script on the same random-weight model",
-           "generations": (den.calls - before) / steps, "seconds": time.perf_counter() - t0}
+           "generations": (den.calls - before) / steps, "seconds": time.perf_counter() - t0, **extra}
     fitted[name] = (policy, how)
     return policy, how
 
 
-def time_policy(policy: Any, den: Denoiser, noise: torch.Tensor, steps: int, repeats: int) -> dict[str, Any]:
-    """Median wall-clock of ``repeats`` timed runs after one warm-up; calls counted and reported; peak memory."""
+def time_policy(policy: Any, den: Denoiser, noise: torch.Tensor, steps: int, repeats: int,
+                warmups: int = 1) -> dict[str, Any]:
+    """Median wall-clock of ``repeats`` timed runs after ``warmups`` untimed ones; calls counted and reported;
+    peak memory."""
     device = noise.device
     times, calls, reported = [], [], []
     out = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for r in range(repeats + 1):
+    for r in range(repeats + warmups):
         sched = FlowMatchEulerDiscreteScheduler(shift=FLUX_SHIFT)
         sync(device)
         before, t0 = den.calls, time.perf_counter()
         out = etcdiff.sample(den, sched, noise.clone(), steps, policy)
         sync(device)
-        if r > 0:
+        if r >= warmups:
             times.append(time.perf_counter() - t0)
         calls.append(den.calls - before)
         reported.append(policy.report().num_computed)
@@ -177,8 +181,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "text_tokens": args.text_tokens, "guidance": args.guidance, "batch": 1,
         "scheduler": f"FlowMatchEulerDiscreteScheduler(shift={FLUX_SHIFT:.4f})",
         "calibration_seeds": args.calibration_seeds, "seeds": args.seeds, "repeats": args.repeats,
-        "build_seconds": time.perf_counter() - t0, "rows": []}
+        "build_seconds": time.perf_counter() - t0, "warmups": args.warmups, "etc_plus_replays": args.etc_plus_replays,
+        "rows": []}
     cal = noises(args.calibration_seeds, den.latent_shape, device, dtype)
+    sync(device)  # one untimed call first: CUDA's context, kernels and allocator before anything is timed
+    t0 = time.perf_counter()
+    den(cal[:1], torch.full((1,), 500.0, device=device))
+    sync(device)
+    result["first_call_seconds"] = time.perf_counter() - t0
     for steps in args.steps:
         fitted: dict[str, Any] = {}  # calibrated policies at this step count
         for seed in args.seeds:
@@ -187,8 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, settings in settings_for(steps, args.etc_plus_speedups):
                 if name not in args.methods:
                     continue
-                policy, how = calibrate(name, settings, den, cal, steps, fitted)
-                row = time_policy(policy, den, noise, steps, args.repeats)
+                policy, how = calibrate(name, settings, den, cal, steps, fitted, args.etc_plus_replays)
+                row = time_policy(policy, den, noise, steps, args.repeats, args.warmups)
                 final = row.pop("final")
                 if name == "none":
                     base = {"wall": row["wall_s_median"], "final": final.float()}
@@ -199,6 +209,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     row["speedup_over_call_reduction"] = row["wall_speedup"] / row["call_reduction"]
                     row["rel_l2_vs_none"] = float((final.float() - base["final"]).norm() / base["final"].norm())
                 result["rows"].append(row)
+                if args.out is not None:  # written after every row: a run stopped early keeps what it measured
+                    write(result, args.out)
                 print(f"{steps} steps seed {seed} {name} {settings}: {row['model_calls']} calls, "
                       f"{row['wall_s_median']:.3f} s", flush=True)
     return result
@@ -210,8 +222,10 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['parameters'] / 1e6:,.1f} M parameters, {result['dtype']}, {result['device']} "
              f"({result['device_name']}), {result['resolution']}x{result['resolution']} ({result['image_tokens']} image "
              f"tokens), {result['text_tokens']} text tokens, batch 1, {result['scheduler']}; timed seeds "
-             f"{result['seeds']}, median of {result['repeats']} runs after a warm-up; etc, etc-plus and ertacache "
-             f"calibrated inside the script on this random model at seeds {result['calibration_seeds']}.", "",
+             f"{result['seeds']}, median of {result['repeats']} runs after {result['warmups']} warm-up run(s) per row; "
+             f"etc, etc-plus and ertacache calibrated inside the script on this random model at seeds "
+             f"{result['calibration_seeds']}" + (" (etc-plus with replayed probes)" if result["etc_plus_replays"] else "")
+             + ".", "",
              "| steps | method | settings | calls | call reduction | wall s | wall speedup | speedup / reduction "
              "| peak GiB | calibration (generations, s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
@@ -233,6 +247,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=ints, default=[0])
     p.add_argument("--calibration-seeds", type=ints, default=[100, 101])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmups", type=int, default=1, help="untimed runs before each row's timed ones")
+    p.add_argument("--etc-plus-replays", action="store_true",
+                   help="calibrate etc-plus with replayed probes (2 generations instead of about 21 at 2 seeds)")
     p.add_argument("--resolution", type=int, default=None, help="pixels per side (default 1024; --tiny 64)")
     p.add_argument("--text-tokens", type=int, default=None, help="default 512; --tiny 8")
     p.add_argument("--guidance", type=float, default=3.5)
@@ -243,17 +260,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.resolution = a.resolution or (64 if a.tiny else 1024)
     a.text_tokens = a.text_tokens or (8 if a.tiny else 512)
     a.dtype = a.dtype or ("fp32" if a.tiny else "bf16")
-    if a.resolution % 16 or a.repeats < 1 or "none" not in a.methods:
-        p.error("--resolution must be a multiple of 16, --repeats at least 1, and --methods must include none.")
+    if a.resolution % 16 or a.repeats < 1 or a.warmups < 0 or "none" not in a.methods:
+        p.error("--resolution must be a multiple of 16, --repeats at least 1, --warmups at least 0, and --methods "
+                "must include none.")
     return a
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "flux_scale_timing.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "flux_scale_timing.md").write_text(markdown(result))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "flux_scale_timing.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "flux_scale_timing.md").write_text(markdown(result))
+    write(result, args.out)
     print(f"wrote {args.out / 'flux_scale_timing.json'} and flux_scale_timing.md")
     return result
 
