@@ -47,6 +47,26 @@ def test_feedback_pulls_a_strayed_replay_back_and_the_noise_scale_follows_sigma(
     assert errors[0.9] < errors[0.0]  # the model's pull shrinks what the skipped steps left
 
 
+def test_a_half_precision_run_replays_in_its_own_precision():
+    """Records are kept in float32; a bf16 run rounds its latents at every step, and its replay must too (a float32
+    replay of this run misses the recorded result by more than the 2 % the replay check allows)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    def model(x, t):  # depends on x, so every rounding of the latents reaches the next output
+        return (torch.tanh(3 * x.float()) * (1 + float(t) / 1000) - 0.2 * x.float()).to(x.dtype)
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    noises = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    records = record_denoiser_runs(model, sched, noises, 50)
+    assert records[0].input_dtype == records[0].output_dtype == torch.bfloat16
+    assert records[0].final.dtype == torch.float32 and replayable(records)
+    assert torch.equal(Replay(records, 0.0)(NoCache(), 0), records[0].final)
+    blind = lambda x, t: _blind_model(x.float(), t).to(x.dtype)  # noqa: E731 - its skips replay exactly too
+    records = record_denoiser_runs(blind, sched, noises, 50)
+    real = etcdiff.sample(blind, sched, noises[1:], 50, SkipSteps({5, 6, 20}))
+    assert torch.equal(Replay(records, 0.0)(SkipSteps({5, 6, 20}), 1), real.float())
+
+
 def test_runs_without_a_solver_or_with_another_step_count_are_not_replayable():
     sched = UniPCMultistepScheduler()
     records = record_denoiser_runs(_blind_model, sched, torch.randn(2, 1, 4, 4), 6)
@@ -62,7 +82,8 @@ def test_replays_fall_back_to_real_runs_and_real_probes_where_the_runs_cannot_be
     monkeypatch.setattr(replay_module, "replayable", lambda records: False)
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     noises = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(2))
-    policy = etcdiff.calibrate_policy("etc-plus", _blind_model, sched, noises, 10, replays=True)
+    with pytest.warns(UserWarning, match="replays=True was not used: the runs cannot be replayed"):
+        policy = etcdiff.calibrate_policy("etc-plus", _blind_model, sched, noises, 10, replays=True)
     replay = policy.profile["replay"]
     assert replay["used"] is False and "cannot be replayed" in replay["why"]
     assert policy.profile["cost"]["probes"] == 0  # probed after recording, through the counted real runs

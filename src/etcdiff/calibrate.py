@@ -14,6 +14,7 @@ recorder (``Method.recorders``).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -189,9 +190,12 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
 
     steps = probe_steps(records[0].num_steps, PROBES)
     if not replayable(records):
+        why = ("the runs cannot be replayed (no copyable scheduler, a pipeline that changes the latents between "
+               "steps, or a replay that misses the recorded result): held-out runs and probes were run for real")
+        warnings.warn(f"{info.name}: replays=True was not used: {why}; the calibration costs its usual generations.",
+                      stacklevel=3)
         probe_runs(records[:PROBE_RUNS], run, steps)
-        return run, {"used": False, "why": "the runs cannot be replayed (no copyable scheduler, or the pipeline "
-                                          "changes the latents between steps): held-out runs were run for real"}, None
+        return run, {"used": False, "why": why}, None
     scales = noise_scales(records)
     feedback, record, finals = fit_feedback(records, run, plain, build, scales)
     replay = Replay(records, feedback, scales)

@@ -99,18 +99,20 @@ class Replay:
         index = {float(t): k for k, t in enumerate(solver.timesteps)}
         lam, scales = self.feedback, self.scales
         scale_input = hasattr(solver, "scale_model_input")
+        x_dtype = getattr(rec, "input_dtype", None) or rec.inputs[0].dtype  # the run's own precision
+        out_dtype = getattr(rec, "output_dtype", None) or rec.outputs[0].dtype
 
         def model(x_in: torch.Tensor, t: Any) -> torch.Tensor:
             k = index[float(t)]
             out = rec.outputs[k]
             if lam[k] == 0.0:
-                return out
+                return out.to(out_dtype)
             x_rec = rec.inputs[k]
             rec_in = solver.scale_model_input(x_rec, t) if scale_input else x_rec
             c = float((rec_in * x_rec).sum() / (x_rec * x_rec).sum().clamp_min(1e-30))  # the input's scaling
-            return out + lam[k] * (x_in - rec_in) / (max(abs(c), 1e-12) * scales[k])
+            return (out + lam[k] * (x_in.float() - rec_in) / (max(abs(c), 1e-12) * scales[k])).to(out_dtype)
 
-        return denoise_loop(model, solver, rec.inputs[0].clone(), policy)
+        return denoise_loop(model, solver, rec.inputs[0].to(x_dtype, copy=True), policy).float()
 
 
 def _cpu_copy(solver: Any) -> Any:

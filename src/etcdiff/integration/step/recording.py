@@ -52,6 +52,7 @@ class _Recorder:
         x_t = tracker.current_input() if isinstance(tracker, LoopTracker) else tracker.latents
         if not isinstance(model_output, torch.Tensor) or x_t is None:
             raise TypeError("etcdiff: cannot record this pipeline: scheduler.step did not receive tensors.")
+        self.trajectory.input_dtype, self.trajectory.output_dtype = x_t.dtype, model_output.dtype
         self.trajectory.outputs.append(model_output.detach().float().cpu().clone())
         self.trajectory.inputs.append(x_t.detach().float().cpu().clone())
         if self.on_step is not None:
