@@ -16,7 +16,7 @@ for every row. Model calls are counted at the denoiser and checked against each 
 Usage::
 
     python scripts/flux_scale_timing.py --out flux-scale-out            # CUDA, FLUX.1-dev size (about 24 GB)
-    python scripts/flux_scale_timing.py --tiny --steps 6 --out /tmp/fs  # a few seconds on a CPU (the test)
+    python scripts/flux_scale_timing.py --tiny --steps 8 --out /tmp/fs  # a few seconds on a CPU (the test)
 
 Writes ``flux_scale_timing.json`` and ``flux_scale_timing.md`` to ``--out``.
 """
@@ -134,6 +134,8 @@ def calibrate(name: str, settings: dict[str, Any], den: Denoiser, cal: torch.Ten
     sync(cal.device)
     how = {"source": "calibrated inside this script on the same random-weight model",
            "generations": (den.calls - before) / steps, "seconds": time.perf_counter() - t0, **extra}
+    if replays and name == "etc-plus":  # whether the probes really were replayed, and if not why
+        how["replay_used"] = bool((policy.calibrated.get("replay") or {}).get("used"))
     fitted[name] = (policy, how)
     return policy, how
 
@@ -260,6 +262,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.resolution = a.resolution or (64 if a.tiny else 1024)
     a.text_tokens = a.text_tokens or (8 if a.tiny else 512)
     a.dtype = a.dtype or ("fp32" if a.tiny else "bf16")
+    if "etc" in a.methods and min(a.steps) < 8:
+        p.error("--steps: etc's change-point search needs at least 8 steps; give 8 or more, or leave etc out of "
+                "--methods.")
     if a.resolution % 16 or a.repeats < 1 or a.warmups < 0 or "none" not in a.methods:
         p.error("--resolution must be a multiple of 16, --repeats at least 1, --warmups at least 0, and --methods "
                 "must include none.")

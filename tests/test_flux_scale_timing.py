@@ -62,7 +62,7 @@ def test_replayed_probes_calibrate_etc_plus_on_its_two_full_runs(script, tmp_pat
     result = script.main(["--tiny", "--steps", "8", "--repeats", "1", "--warmups", "0", "--etc-plus-replays",
                           "--methods", "none,etc-plus", "--out", str(tmp_path)])
     plus = [r for r in result["rows"] if r["method"] == "etc-plus"]
-    assert [r["generations"] for r in plus] == [2, 2] and all(r["replays"] for r in plus)
+    assert [r["generations"] for r in plus] == [2, 2] and all(r["replays"] and r["replay_used"] for r in plus)
     assert result["warmups"] == 0 and all(len(r["wall_s_all"]) == 1 for r in result["rows"])
     assert "replayed probes" in (tmp_path / "flux_scale_timing.md").read_text()
 
@@ -74,3 +74,6 @@ def test_bad_sizes_are_refused(script):
         script.parse(["--tiny", "--methods", "etc"])
     with pytest.raises(SystemExit):
         script.parse(["--tiny", "--warmups", "-1"])
+    with pytest.raises(SystemExit, match="2"):
+        script.parse(["--tiny", "--steps", "6"])  # too few for etc's change point: one line, not a traceback
+    assert script.parse(["--tiny", "--steps", "6", "--methods", "none,etc-plus"]).steps == [6]
