@@ -230,6 +230,13 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
             f"{cost['real_runs']} real held-out checks) in ") in out
+    assert "trend caps:" not in out  # not asked for
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "trend_caps=true"]) == 0
+    profile = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]
+    caps = profile.get("budget_trend_caps") or {}
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("trend caps: "))
+    assert all(f"calls {k} at {v}" in line for k, v in caps.items()) and (caps or "none kept" in line)
 
 
 def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_path):
@@ -317,3 +324,23 @@ def test_the_held_out_runs_serve_each_budget_from_the_nearest_compared_one():
     assert held.for_calls(7) is held  # no per-budget choice
     held.by_budget = {4: view("a"), 5: view("b"), 7: view("c"), 10: view("d")}
     assert [held.for_calls(c).label for c in range(4, 11)] == ["a", "b", "c", "c", "c", "d", "d"]
+
+
+def test_calibration_with_trend_caps_runs_every_budget_capped_and_records_what_it_kept():
+    from etcdiff.calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    noises = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(1)) + 1.0
+    plain = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=True, corrections="auto")
+    capped = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=True, corrections="auto",
+                                      trend_caps=True)
+    assert plain.profile["trend_caps"] is False and "budget_trend_caps" not in plain.profile
+    assert capped.profile["trend_caps"] is True
+    kept = capped.profile.get("budget_trend_caps", {})
+    assert set(kept) <= set(capped.profile["budget_errors"]) and set(kept.values()) <= set(TREND_CAP_CANDIDATES)
+    # each measured budget of the ladder ran once more per cap, on each of the 3 held-out runs
+    extra = capped.profile["cost"]["real_runs"] - plain.profile["cost"]["real_runs"]
+    assert extra == 3 * len(TREND_CAP_CANDIDATES) * len(capped.profile["budget_errors"])
+    assert len(capped.profile["budget_errors"]) <= len(budget_ladder(20))
+    with pytest.raises(ValueError, match="trend_caps must be true or false"):
+        etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, trend_caps="yes")

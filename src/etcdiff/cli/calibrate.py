@@ -187,6 +187,11 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             from ..policies.step.etc_plus.budgets import budgets_served
 
             print(f"per budget: {budgets_served(serve)} (clearly closer there on the held-out runs)")
+        if profile.get("trend_caps"):
+            caps = profile.get("budget_trend_caps") or {}
+            kept = ", ".join(f"calls {k} at {caps[k]}" for k in sorted(caps, key=int))
+            none = "none kept (no plan came out as close on average and closer in its worst runs)"
+            print(f"trend caps: {kept or none}")
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")

@@ -20,6 +20,7 @@ import torch
 
 FREE, LAST = "budget_errors", "budget_errors_last"
 BUDGET_FITS = "budget_fits"  # per budget, a candidate other than the profile's own (calibration's per-budget choice)
+TREND_CAPS = "budget_trend_caps"  # per budget, the trend cap its free plan runs with (calibration's choice, opt-in)
 LOGS = {FREE: "budget_logs", LAST: "budget_logs_last"}  # the same, per held-out run (paired across plans)
 
 
@@ -57,6 +58,15 @@ def budgets_served(serve: dict[str, str]) -> str:
     return "; ".join(f"calls {a}{f'-{b}' if b != a else ''} with {label}" for a, b, label in spans)
 
 
+def budget_trend_cap(profile: dict[str, Any], calls: int | None, compute_last: bool) -> float | None:
+    """The trend cap calibration chose for the free plan of ``calls`` calls (``None``: none, or a plan that
+    computes the last step, which was measured uncapped)."""
+    if calls is None or compute_last:
+        return None
+    cap = (profile.get(TREND_CAPS) or {}).get(str(calls))
+    return None if cap is None else float(cap)
+
+
 def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | None = None) -> tuple[int | None, bool]:
     """``(budget, compute_last)`` to plan with under ``calls``, among the measured plans of at most ``calls``
     calls (only the free plans with ``last_step=False``, only those computing the last step with ``True``, both
@@ -85,5 +95,5 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     return k, last
 
 
-__all__ = ["BUDGET_FITS", "FREE", "LAST", "LOGS", "budget_profile", "budgets_served", "clearly_lower",
-           "ranked_plan"]
+__all__ = ["BUDGET_FITS", "FREE", "LAST", "LOGS", "TREND_CAPS", "budget_profile", "budget_trend_cap",
+           "budgets_served", "clearly_lower", "ranked_plan"]

@@ -54,7 +54,7 @@ import torch
 
 from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
-from .budgets import budget_profile, ranked_plan
+from .budgets import budget_profile, budget_trend_cap, ranked_plan
 from .stream import ETCPlusStream
 from .resample import resample_profile
 from ...scheduler_family import scheduler_mismatch
@@ -84,6 +84,11 @@ class ETCPlus(StepPolicy):
         last_step: ``True``: every generation computes the last step; ``False``: the plan decides; ``None``
             (default): with ``calls``, whichever calibration measured closer for this budget
             (:mod:`~etcdiff.policies.step.etc_plus.budgets`), else the plan decides.
+        trend_cap: opt-in, experimental: the most an estimate may extend the last real difference (the trend
+            coefficient ``k`` of every estimate is clipped to ``[-trend_cap, trend_cap]``); 0 reuses the last real
+            output times its fitted gain. The plan still prices windows with the calibrated errors of the
+            unclipped estimates. ``None`` (default): the cap calibration chose for this budget where it was
+            asked to (``trend_caps=True``; the profile's ``budget_trend_caps``), else none.
 
     Attributes: ``calibrated``, the profile as given (the one to save, or to build a policy with other ``calls``
     from); ``profile``, what this policy plans from: the fit calibration chose for its budget, or the profile
@@ -96,7 +101,7 @@ class ETCPlus(StepPolicy):
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
                  tolerance: float | None = None, spike: float | None = None,
-                 last_step: bool | None = None) -> None:
+                 last_step: bool | None = None, trend_cap: float | None = None) -> None:
         super().__init__()
         self.profile = load_etc_plus_profile(profile)
         if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
@@ -109,6 +114,10 @@ class ETCPlus(StepPolicy):
         self.calibrated = self.profile  # as calibration made it: the one to save or to build other budgets from
         self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
+        self.requested_trend_cap = check_number("trend_cap", trend_cap, 0.0)
+        # the cap in force: the user's, else the one calibration chose for this budget's free plan, if any
+        self.trend_cap = self.requested_trend_cap if trend_cap is not None else budget_trend_cap(
+            self.calibrated, self.calls, self.compute_last)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
@@ -123,18 +132,21 @@ class ETCPlus(StepPolicy):
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
                 else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike,
-                "last_step": self.last_step}
+                "last_step": self.last_step, "trend_cap": self.requested_trend_cap}
 
     # -- the plan ------------------------------------------------------------------------------------------
     def gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
         """(g, k) for step t from real steps (c', c); the plain trend on the solver's axis outside the fit."""
         hit = self._gains.get((cp, c, t))
         if hit is not None:
-            return hit[0], hit[1]
-        if cp < 0:
+            g, k = hit[0], hit[1]
+        elif cp < 0:
             return 0.0, 0.0
-        ax = self.profile["axis"]
-        return 0.0, (ax[t] - ax[c]) / max(ax[c] - ax[cp], 1e-30)
+        else:
+            ax = self.profile["axis"]
+            g, k = 0.0, (ax[t] - ax[c]) / max(ax[c] - ax[cp], 1e-30)
+        cap = self.trend_cap
+        return (g, k) if cap is None else (g, min(max(k, -cap), cap))
 
     def _build_plan(self) -> None:
         """Backward DP over states (c, j): last real step c, the one before at c - j (j = 0: none).
@@ -284,6 +296,8 @@ class ETCPlus(StepPolicy):
         self.profile = profile
         self.max_window = int(profile["max_window"])
         self.calls, self.compute_last = ranked_plan(profile, self.requested_calls, self.last_step)
+        if self.requested_trend_cap is None:  # a resampled profile keeps no caps: they were measured at one step count
+            self.trend_cap = budget_trend_cap(profile, self.calls, self.compute_last)
         kept = self._kept.get(id(profile))
         if kept is not None:
             self._gains, self._plan, self._seg = kept
