@@ -49,6 +49,7 @@ FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
 NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
 BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan reads
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
+TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
 
@@ -120,6 +121,8 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
     for method in methods:
         if method in ("etc-plus", "etc-plus-old"):
             kw = {"corrections": "auto"} if method == "etc-plus-old" else ({"replays": True} if REPLAYS else {})
+            if TREND_CAPS and method == "etc-plus":
+                kw["trend_caps"] = True
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
                                            calls=budgets(steps)[0], **kw)
@@ -377,6 +380,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
     ap.add_argument("--no-ladder", action="store_true")
     ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
+    ap.add_argument("--trend-caps", action="store_true", help="calibrate etc-plus with trend_caps=True")
     ap.add_argument("--raw-ladder", action="store_true",
                     help="also run every budget's free and last-step plans unranked, and keep the budget logs")
     ap.add_argument("--threads", type=int, default=1)
@@ -391,8 +395,8 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS, RAW_LADDER
-    REPLAYS = args.replays
+    global REPLAYS, RAW_LADDER, TREND_CAPS
+    REPLAYS, TREND_CAPS = args.replays, args.trend_caps
     RAW_LADDER = args.raw_ladder
     torch.set_num_threads(args.threads)
     if args.merge is not None:

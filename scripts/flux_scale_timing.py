@@ -226,8 +226,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"tokens), {result['text_tokens']} text tokens, batch 1, {result['scheduler']}; timed seeds "
              f"{result['seeds']}, median of {result['repeats']} runs after {result['warmups']} warm-up run(s) per row; "
              f"etc, etc-plus and ertacache calibrated inside the script on this random model at seeds "
-             f"{result['calibration_seeds']}" + (" (etc-plus with replayed probes)" if result["etc_plus_replays"] else "")
-             + ".", "",
+             f"{result['calibration_seeds']}"
+             + (" (etc-plus with replayed probes)" if result["etc_plus_replays"] else "") + ".", "",
              "| steps | method | settings | calls | call reduction | wall s | wall speedup | speedup / reduction "
              "| peak GiB | calibration (generations, s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
