@@ -45,12 +45,12 @@ def budget_ladder(num_steps: int) -> list[int]:
     return list(range(max(2, -(-num_steps // 5)), max(2, num_steps // 2) + 1))
 
 
-def refine_generations(held_out: int, num_steps: int, measured: int, trend_caps: bool = False) -> int:
+def refine_generations(held_out: int, num_steps: int, measured: int) -> int:
     """Generations the checks make at most: the unmeasured budgets of the ladder, the ladder's plans computing the
-    last step, the capped plans (``trend_caps``), and the tolerance passes."""
+    last step, and the tolerance passes (not the capped plans of the opt-in ``trend_caps``: the progress bar that
+    uses this cannot see fit settings; the profile's ``cost`` counts them)."""
     ladder = len(budget_ladder(num_steps))
-    caps = ladder * len(TREND_CAP_CANDIDATES) if trend_caps else 0
-    return held_out * (2 * max(0, ladder - measured) + caps + TOLERANCE_ROUNDS)
+    return held_out * (2 * max(0, ladder - measured) + TOLERANCE_ROUNDS)
 
 
 def robust_choice(options: dict[Any, list[float]]) -> Any:
@@ -119,7 +119,7 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
             except ValueError:  # no plan of this budget can compute the last step
                 continue
             forced = _logs(held, policies)
-        if clearly_lower(forced, logs):  # kept only where it beats the free plan by more than the runs' noise
+        if clearly_lower(forced, free[str(calls)]):  # only where it beats the free plan (as kept) beyond the noise
             last[str(calls)] = list(forced)
     return free, last, chosen
 
