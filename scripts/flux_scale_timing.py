@@ -211,8 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     row["speedup_over_call_reduction"] = row["wall_speedup"] / row["call_reduction"]
                     row["rel_l2_vs_none"] = float((final.float() - base["final"]).norm() / base["final"].norm())
                 result["rows"].append(row)
-                if args.out is not None:  # written after every row: a run stopped early keeps what it measured
-                    write(result, args.out)
+                write(result, args.out)  # after every row: a run stopped early keeps what it measured
                 print(f"{steps} steps seed {seed} {name} {settings}: {row['model_calls']} calls, "
                       f"{row['wall_s_median']:.3f} s", flush=True)
     return result

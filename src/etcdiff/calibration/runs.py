@@ -36,23 +36,24 @@ class RecordingPolicy(NoCache):
         super().__init__()
         self.outputs: list[torch.Tensor] = []
         self.inputs: list[torch.Tensor] = []
-        self.dtypes: tuple[torch.dtype | None, torch.dtype | None] = (None, None)  # x_t's and eps_t's
+        self.input_dtype: torch.dtype | None = None  # the run's own x_t and eps_t dtypes (both stored in float32)
+        self.output_dtype: torch.dtype | None = None
         self.on_step = on_step
 
     def reset_state(self) -> None:
         self.outputs = []
         self.inputs = []
-        self.dtypes = (None, None)
+        self.input_dtype = self.output_dtype = None
 
     def should_compute(self, step: int, latents: torch.Tensor | None = None) -> bool:
         if latents is not None:
-            self.dtypes = (latents.dtype, self.dtypes[1])
+            self.input_dtype = latents.dtype
             self.inputs.append(latents.detach().float().cpu().clone())
         return super().should_compute(step, latents)
 
     def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
         super().observe(step, output, computed)
-        self.dtypes = (self.dtypes[0], output.dtype)
+        self.output_dtype = output.dtype
         self.outputs.append(output.detach().float().cpu().clone())
         if self.on_step is not None:
             self.on_step(step)
@@ -135,7 +136,7 @@ def denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: t
             timesteps=torch.as_tensor(scheduler.timesteps).detach().cpu().clone(),
             sigmas=torch.as_tensor(sigmas).detach().cpu().clone() if sigmas is not None else None,
             scheduler=scheduler_signature(scheduler), solver=_solver(scheduler, steps),
-            input_dtype=policy.dtypes[0], output_dtype=policy.dtypes[1],
+            input_dtype=policy.input_dtype, output_dtype=policy.output_dtype,
         )
 
     return Runs([f"latents[{i}]" for i in range(len(starts))], record)

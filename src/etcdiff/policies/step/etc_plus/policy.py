@@ -115,9 +115,7 @@ class ETCPlus(StepPolicy):
         self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.requested_trend_cap = check_number("trend_cap", trend_cap, 0.0)
-        # the cap in force: the user's, else the one calibration chose for this budget's free plan, if any
-        self.trend_cap = self.requested_trend_cap if trend_cap is not None else budget_trend_cap(
-            self.calibrated, self.calls, self.compute_last)
+        self.trend_cap = self._cap_in_force(self.profile)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
@@ -133,6 +131,13 @@ class ETCPlus(StepPolicy):
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
                 else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike,
                 "last_step": self.last_step, "trend_cap": self.requested_trend_cap}
+
+    def _cap_in_force(self, profile: dict[str, Any]) -> float | None:
+        """The user's trend cap, else the one calibration chose in ``profile`` for this budget's free plan (a
+        resampled profile keeps none: they were measured at one step count)."""
+        if self.requested_trend_cap is not None:
+            return self.requested_trend_cap
+        return budget_trend_cap(profile, self.calls, self.compute_last)
 
     # -- the plan ------------------------------------------------------------------------------------------
     def gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
@@ -296,8 +301,7 @@ class ETCPlus(StepPolicy):
         self.profile = profile
         self.max_window = int(profile["max_window"])
         self.calls, self.compute_last = ranked_plan(profile, self.requested_calls, self.last_step)
-        if self.requested_trend_cap is None:  # a resampled profile keeps no caps: they were measured at one step count
-            self.trend_cap = budget_trend_cap(profile, self.calls, self.compute_last)
+        self.trend_cap = self._cap_in_force(profile)
         kept = self._kept.get(id(profile))
         if kept is not None:
             self._gains, self._plan, self._seg = kept
