@@ -67,7 +67,7 @@ def test_replayed_probes_calibrate_etc_plus_on_its_two_full_runs(script, tmp_pat
     assert "replayed probes" in (tmp_path / "flux_scale_timing.md").read_text()
 
 
-def test_bad_sizes_are_refused(script):
+def test_bad_sizes_are_refused(script, capsys):
     with pytest.raises(SystemExit):
         script.parse(["--tiny", "--resolution", "70"])
     with pytest.raises(SystemExit):
@@ -76,4 +76,5 @@ def test_bad_sizes_are_refused(script):
         script.parse(["--tiny", "--warmups", "-1"])
     with pytest.raises(SystemExit, match="2"):
         script.parse(["--tiny", "--steps", "6"])  # too few for etc's change point: one line, not a traceback
+    assert "--steps: etc's change-point search needs at least 8 steps" in capsys.readouterr().err
     assert script.parse(["--tiny", "--steps", "6", "--methods", "none,etc-plus"]).steps == [6]
