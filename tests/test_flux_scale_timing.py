@@ -74,6 +74,7 @@ def test_bad_sizes_are_refused(script, capsys):
         script.parse(["--tiny", "--methods", "etc"])
     with pytest.raises(SystemExit):
         script.parse(["--tiny", "--warmups", "-1"])
+    assert "--warmups at least 0" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         script.parse(["--tiny", "--steps", "6"])  # too few for etc's change point: one line, not a traceback
     assert "--steps: etc's change-point search needs at least 8 steps" in capsys.readouterr().err
