@@ -196,51 +196,64 @@ def raw_ladder(m: dict[str, Any], profile: dict[str, Any], refs: list[torch.Tens
 
 
 def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[dict[str, Any]]:
-    """One etc-plus calibration at ``source`` steps serving every step count of ``steps_list`` (the profile
-    resampled on the sigma axis; at ``source`` itself, the profile as fitted)."""
+    """One etc-plus calibration at ``source`` steps serving every step count of ``steps_list``: calibrated again
+    there on the surrogate of its recorded runs (``serve_steps``), and, for comparison, the same profile without
+    them (resampled on the sigma axis). At ``source`` itself, the profile as fitted."""
     import warnings
 
     m = ev.setup(model)
     m["sched"] = scheduler(model, kind)
     cal_model, noises = ev.calibration_set(m, source)
     t0 = time.time()
+    kw = {"replays": True} if REPLAYS else {}
     profile = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, source, decode=m["decode"],
-                                       calls=budgets(source)[0]).profile
+                                       calls=budgets(source)[0], serve_steps=[s for s in steps_list if s != source],
+                                       **kw).calibrated
     seconds = time.time() - t0
+    resampled = {k: v for k, v in profile.items() if k != "served_steps"}
     out = []
     for steps in steps_list:
         refs = [m["decode"](ev.run(m, NoCache(), lab, s, steps)[0]) for lab, s in m["evals"]]
         rows = []
-        for b in budgets(steps):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                try:
-                    row = evaluate_policy(m, ETCPlus(profile, calls=b), refs, steps)
-                except ValueError as e:  # no plan of b calls within the resampled windows
-                    print(f"  {model} {kind} {steps} from {source}: calls={b} not possible ({e})", flush=True)
-                    continue
-            rows.append({"method": f"etc-plus-from-{source}", "setting": f"calls={b}", **row})
-            print(f"  {model:8s} {kind:5s} {steps:2d} from {source} calls={b:<3d} x{row['speedup']:.2f} "
-                  f"PSNR {row['psnr']:6.2f}", flush=True)
+        for name, prof in ((f"etc-plus-from-{source}", profile), (f"etc-plus-resampled-from-{source}", resampled)):
+            if prof is resampled and steps == source:
+                continue
+            for b in budgets(steps):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    try:
+                        row = evaluate_policy(m, ETCPlus(prof, calls=b), refs, steps)
+                    except ValueError as e:  # no plan of b calls within the resampled windows
+                        print(f"  {model} {kind} {steps} from {source}: calls={b} not possible ({e})", flush=True)
+                        continue
+                rows.append({"method": name, "setting": f"calls={b}", **row})
+                print(f"  {model:8s} {kind:5s} {steps:2d} {name} calls={b:<3d} x{row['speedup']:.2f} "
+                      f"PSNR {row['psnr']:6.2f}", flush=True)
+        served_cost = (profile.get("served_steps") or {}).get(str(steps), {}).get("cost")
         out.append({"model": model, "scheduler": kind, "steps": steps, "source_steps": source, "rows": rows,
-                    "fronts": fronts(rows), "calibration_seconds": seconds})
+                    "fronts": fronts(rows), "calibration_seconds": seconds, "cost": profile.get("cost"),
+                    "served_cost": served_cost})
     return out
 
 
 def served_markdown(results: list[dict[str, Any]], native: list[dict[str, Any]]) -> str:
-    """Served fronts beside the native calibration's (etc-plus rows of ``native``, the main table's JSON)."""
+    """Served fronts (the surrogate's calibration, then the resampled profile) beside the native calibration's
+    (etc-plus rows of ``native``, the main table's JSON)."""
     nat = {(r["model"], r["scheduler"], r["steps"]): r["fronts"].get("etc-plus", {}) for r in native}
     lines = ["| model | scheduler | steps | profile fitted at | " + " | ".join(
-        f"{s:g}x served / native (diff)" for s in SPEEDUPS) + " |", "|---|---|---|---|" + "---|" * len(SPEEDUPS)]
+        f"{s:g}x served / resampled / native (served - native)" for s in SPEEDUPS) + " |",
+        "|---|---|---|---|" + "---|" * len(SPEEDUPS)]
     for res in results:
-        mine = next(iter(res["fronts"].values()), {})
+        src = res["source_steps"]
+        mine = res["fronts"].get(f"etc-plus-from-{src}", {})
+        old = res["fronts"].get(f"etc-plus-resampled-from-{src}", {})
         ref = nat.get((res["model"], res["scheduler"], res["steps"]), {})
         cells = []
         for s in SPEEDUPS:
-            a, b = mine.get(f"{s:g}x"), ref.get(f"{s:g}x")
-            cells.append("n/a" if a is None else f"{a:.1f} / " + ("n/a" if b is None else f"{b:.1f} ({a - b:+.1f})"))
-        lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | {res['source_steps']} | "
-                     + " | ".join(cells) + " |")
+            a, o, b = (d.get(f"{s:g}x") for d in (mine, old, ref))
+            text = " / ".join("n/a" if v is None else f"{v:.1f}" for v in (a, o, b))
+            cells.append(text + ("" if a is None or b is None else f" ({a - b:+.1f})"))
+        lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | {src} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

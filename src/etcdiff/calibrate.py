@@ -13,6 +13,7 @@ recorder (``Method.recorders``).
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ import torch
 
 from .api import resolve_policy
 from .calibration.decode import Decode
+from .calibration.etc_plus.surrogate import preset_scheduler
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
 from .calibration.policy_runs import PolicyRunner, denoiser_runner, pipeline_runner
 from .calibration.selection import RealRuns, candidate_settings, choose_fit
@@ -62,12 +64,15 @@ def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler:
         raise TypeError("calibrate_policy: latents must be a tensor (N, ...) of calibration noises, one run each.")
     fit_args, run_args = _split(info, settings)
     replays = _replays(info, fit_args)
+    serve = _serve_steps(info, fit_args, num_inference_steps)
     start = time.perf_counter()
     records = _record_denoiser(info, model, scheduler, latents, num_inference_steps, replays)
     probes = _probe_count(records)
     run = _Counted(denoiser_runner(model, scheduler, latents, num_inference_steps))
-    fitted = _with_cost(info, _fit(info, records, decode, fit_args, run_args, run, replays), records, probes, run,
-                        start)
+    fitted = _fit(info, records, decode, fit_args, run_args, run, replays)
+    if serve:
+        _serve(info, fitted, records, serve, lambda n: copy.deepcopy(scheduler), decode, fit_args, run_args, run)
+    fitted = _with_cost(info, fitted, records, probes, run, start)
     return resolve_policy(method, None, **{**fitted, **run_args})
 
 
@@ -83,6 +88,7 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
         raise ValueError("no calibration prompts given.")
     fit_args, run_args = _split(info, settings)
     replays = _replays(info, fit_args)
+    serve = _serve_steps(info, fit_args, steps)
     if info.calibrate_pipeline is not None:
         extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
         return info.calibrate_pipeline(pipe, prompts, steps, seed, **extra)
@@ -94,7 +100,14 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
     records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step, replays)
     probes = _probe_count(records)
     run = _Counted(pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step))
-    return _with_cost(info, _fit(info, records, None, fit_args, run_args, run, replays), records, probes, run, start)
+    fitted = _fit(info, records, None, fit_args, run_args, run, replays)
+    if serve:
+        def solver_at(n: int) -> Any:  # one real full run at n steps: the pipeline's own schedule for it
+            run.count += 1
+            return preset_scheduler(record_pipeline_runs(pipe, prompts[:1], n, seed[:1], guidance_scale)[0].solver)
+
+        _serve(info, fitted, records, serve, solver_at, None, fit_args, run_args, run)
+    return _with_cost(info, fitted, records, probes, run, start)
 
 
 def held_out_seeds(seed: int, count: int) -> list[int]:
@@ -123,6 +136,61 @@ def _replays(info: Method, fit_args: dict[str, Any]) -> bool:
     if not isinstance(replays, bool):
         raise ValueError(f"{info.name}: replays must be true or false, got {replays!r}.")
     return replays
+
+
+def _serve_steps(info: Method, fit_args: dict[str, Any], steps: int) -> list[int]:
+    """The calibration-only ``serve_steps`` setting (other step counts to calibrate for on a surrogate of the
+    recorded runs), taken out of ``fit_args`` and checked."""
+    value = fit_args.pop("serve_steps", None)
+    if value in (None, (), []):
+        return []
+    values = [value] if isinstance(value, int) else value
+    if isinstance(values, str):  # `--set serve_steps=20,28`
+        try:
+            values = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            values = None
+    if (not isinstance(values, (list, tuple)) or not values
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 3 for v in values)):
+        raise ValueError(f"{info.name}: serve_steps must be step counts of at least 3 (such as 20,28), got {value!r}.")
+    return sorted({int(v) for v in values} - {int(steps)})
+
+
+def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list[int],
+           solver_at: Callable[[int], Any], decode: Decode | None, fit_args: dict[str, Any],
+           run_args: dict[str, Any], run: _Counted) -> None:
+    """The calibration made again at each step count of ``serve`` on a surrogate of the recorded runs
+    (:mod:`etcdiff.calibration.etc_plus.surrogate`), kept in the profile as ``served_steps``. The surrogate's
+    feedback is the replays' where the calibration replayed, else fitted on a few real runs (``run``)."""
+    from .calibration.etc_plus.replay import fit_feedback, noise_scales
+    from .calibration.etc_plus.surrogate import SurrogateDenoiser
+
+    profile = fitted["profile"]
+    replay = profile.get("replay") or {}
+    scales = noise_scales(records)
+    if replay.get("used") and "curve" in replay:
+        feedback = replay["curve"]
+    else:
+        names, values = open_choice(info, fit_args)
+        plain = candidate_settings(names, values[-1]) if names else {}  # the fit that needs no probes
+
+        def build(fit: dict[str, Any], calls: int | None) -> StepPolicy:
+            return resolve_policy(info.name, None, **{**fit, **run_args, "calls": calls})
+
+        feedback, _, _ = fit_feedback(records, run, lambda runs: info.fit(runs, decode=decode, **fit_args, **plain,
+                                                                            **_fit_context(info, run_args)),
+                                      build, scales)
+    model = SurrogateDenoiser(records, feedback, scales)
+    latents = torch.cat([r.inputs[0] for r in records])
+    served = {}
+    for n in serve:
+        start, calls = time.perf_counter(), model.calls
+        one = calibrate_policy(info.name, model, solver_at(n), latents, n, decode, **fit_args, **run_args).calibrated
+        one["cost"] = {"generations": 0, "surrogate_runs": one.get("cost", {}).get("generations"),
+                       "surrogate_calls": model.calls - calls, "seconds": round(time.perf_counter() - start, 2)}
+        served[str(n)] = one
+    profile["served_steps"] = served
+    profile["served_feedback"] = [round(float(v), 6) for v in feedback]
 
 
 def _probe_count(records: list[Any]) -> int:
@@ -200,7 +268,7 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
     feedback, record, finals = fit_feedback(records, run, plain, build, scales)
     replay = Replay(records, feedback, scales)
     replay_probes(records, replay, steps)
-    return replay, {"used": True, **record}, RealRuns(run, finals)
+    return replay, {"used": True, **record, "curve": [round(float(v), 6) for v in feedback]}, RealRuns(run, finals)
 
 
 def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:

@@ -235,7 +235,7 @@ for _m in (
            "yes: per-step errors and gains, `etcdiff calibrate --method etc-plus`",
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
-                                             "propagation", "replays", "trend_caps"),
+                                             "propagation", "replays", "trend_caps", "serve_steps"),
            recorders=_probe_recorders, extra_runs=_probe_runs, replays=True,
            choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine,
            plan_variant={"last_step": True}, per_budget=True),

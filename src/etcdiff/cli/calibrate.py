@@ -198,6 +198,12 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         how = "held-out runs; the others were replays" if replayed else "held-out checks"
         print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
               f"{cost['real_runs']} real {how}) in {cost['seconds']:.1f} s")
+    served = profile.get("served_steps") if isinstance(profile, dict) else None
+    if served:
+        runs = sum(int(one["cost"]["surrogate_runs"] or 0) for one in served.values())
+        counts = ", ".join(sorted(served, key=int))
+        print(f"also serves {counts} steps: calibrated again on a surrogate of the recorded runs ({runs} surrogate "
+              "runs, no model call)")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))

@@ -56,7 +56,7 @@ from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
 from .budgets import budget_profile, budget_trend_cap, ranked_plan
 from .stream import ETCPlusStream
-from .resample import resample_profile
+from .step_counts import profile_for_steps
 from ...scheduler_family import scheduler_mismatch
 
 INF = math.inf
@@ -123,7 +123,7 @@ class ETCPlus(StepPolicy):
         }
         self._plan: tuple[torch.Tensor, torch.Tensor] | None = None
         self._fitted = self.profile  # the profile as fitted; self.profile may be it resampled for this run
-        self._resampled: dict[tuple, dict[str, Any]] = {}
+        self._other_steps: dict[tuple, dict[str, Any]] = {}  # served or resampled profiles, by step count
         self._run_sigmas: list[float] | None = None
         self._kept: dict[int, tuple] = {}
 
@@ -251,8 +251,8 @@ class ETCPlus(StepPolicy):
 
     def begin(self, num_steps: int) -> None:
         if isinstance(num_steps, int) and not isinstance(num_steps, bool):
-            fitted_n = int(self._fitted["num_steps"])
-            self._switch(self._fitted if num_steps == fitted_n else self._resampled_for(num_steps))
+            self._switch(profile_for_steps(self.calibrated, self._fitted, num_steps, self._run_sigmas,
+                                           self.requested_calls, self.last_step, self._other_steps))
         super().begin(num_steps)
         if self._plan is None:
             self._build_plan()
@@ -272,26 +272,6 @@ class ETCPlus(StepPolicy):
         if self.profile is self._fitted and int(self._fitted["num_steps"]) == num_steps and self._plan is None:
             self.num_steps = num_steps
             self._build_plan()
-
-    def _resampled_for(self, num_steps: int) -> dict[str, Any]:
-        """The profile resampled on the sigma axis for a run of another step count (with a warning), or a refusal
-        where the profile or the run has no sigmas (:mod:`etcdiff.policies.step.etc_plus.resample`)."""
-        prof_n = int(self._fitted["num_steps"])
-        run = self._run_sigmas
-        if run is None or len(run) < num_steps or not self._fitted.get("sigmas"):
-            raise ValueError(
-                f"etc-plus: the profile was fitted for {prof_n} steps but the run has {num_steps}, and a profile "
-                "serves other step counts only where both schedules have sigmas; calibrate at this step count: "
-                f"`etcdiff calibrate --method etc-plus --steps {num_steps}` (a pipeline) or fit_etc_plus on "
-                "trajectories recorded at it."
-            )
-        key = (num_steps, tuple(run[:num_steps]))
-        if key not in self._resampled:
-            self._resampled[key] = resample_profile(self.calibrated, run[:num_steps])
-            warnings.warn(f"etc-plus: the profile was fitted at {prof_n} steps; this {num_steps}-step run is planned "
-                          "from its window errors resampled on the sigma axis (calibrating at this step count is the "
-                          "accurate way).", UserWarning, stacklevel=4)
-        return self._resampled[key]
 
     def _switch(self, profile: dict[str, Any]) -> None:
         """Plan from ``profile`` (the fitted one or a resampled one); each keeps its own gains and plan."""

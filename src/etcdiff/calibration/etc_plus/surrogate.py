@@ -1,0 +1,94 @@
+"""A surrogate denoiser drawn from recorded full runs, so that one calibration serves other step counts.
+
+A calibration records full runs at one step count. A run at another step count passes the same noise levels
+in other places, along nearly the same path, so the recorded model outputs and latents are interpolated on the
+timestep axis (a natural cubic spline through the recorded steps, which keeps the curvature a trend estimate
+misses; a straight line between steps would hide it). Where a policy's latents stray from the recorded ones the
+surrogate answers as a replay does (:mod:`etcdiff.calibration.etc_plus.replay`)::
+
+    eps(x, t) = eps(t) + lam(t) * (x - x(t)) / (c(t) * s(t))
+
+with the replay's feedback ``lam`` and noise scale ``s`` (interpolated linearly) and ``c`` the scheduler's input
+scaling. Each sample of a batch is answered from the recorded run whose latents are nearest. The whole
+calibration is then run again at the other step count on the surrogate: full runs, probes, the choice, the
+budget ladder and the tolerance passes, each a surrogate run that makes no model call.
+
+:func:`preset_scheduler` gives a copy of a scheduler that keeps the timesteps it was set to (a pipeline's
+scheduler, set with arguments such as FLUX's ``mu`` that a bare ``set_timesteps(n)`` does not know).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy.interpolate import CubicSpline
+
+
+class SurrogateDenoiser:
+    """``model(x, t)`` over recorded runs (:class:`~etcdiff.policies.trajectory.Trajectory`, all of one step
+    count, each with its ``solver``), with the per-step ``feedback`` and noise ``scales`` of their replays."""
+
+    def __init__(self, records: Sequence[Any], feedback: Sequence[float], scales: Sequence[float]) -> None:
+        records = list(records)
+        if not records or any(getattr(r, "solver", None) is None for r in records):
+            raise ValueError("etc-plus: serving other step counts needs recorded runs with a copy of their scheduler.")
+        solver = copy.deepcopy(records[0].solver)
+        times = [float(t) for t in solver.timesteps]
+        n = len(times)
+        if n < 3 or any(b >= a for a, b in zip(times, times[1:])):
+            raise ValueError("etc-plus: serving other step counts needs at least 3 recorded steps with decreasing "
+                             "timesteps.")
+        scale_input = hasattr(solver, "scale_model_input")
+        inputs, factors = [], []
+        for k, t in enumerate(solver.timesteps):
+            x = torch.cat([r.inputs[k].double() for r in records])
+            x_in = solver.scale_model_input(x, t).double() if scale_input else x
+            inputs.append(x_in)
+            factors.append(float((x_in * x).sum() / (x * x).sum().clamp_min(1e-30)))
+        outputs = [torch.cat([r.outputs[k].double() for r in records]) for k in range(n)]
+        self.shape = tuple(inputs[0].shape)
+        order = np.array(times[::-1])  # increasing, for the splines
+
+        def spline(per_step: list[torch.Tensor]) -> CubicSpline:
+            data = torch.stack(per_step[::-1]).reshape(n, -1).numpy()
+            return CubicSpline(order, data, axis=0, bc_type="natural")
+
+        self._inputs, self._outputs = spline(inputs), spline(outputs)
+        self._times = order
+        self._pull = np.array([float(f) for f in feedback][::-1])
+        self._scale = np.array([abs(c) * float(s) for c, s in zip(factors, scales)][::-1])
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, t: Any, **_: Any) -> torch.Tensor:
+        self.calls += 1
+        t = float(t)
+        recorded_in = torch.from_numpy(self._inputs(t)).reshape(self.shape)
+        out = torch.from_numpy(self._outputs(t)).reshape(self.shape)
+        flat = x.detach().double().reshape(x.shape[0], -1).cpu()
+        nearest = torch.cdist(flat, recorded_in.reshape(self.shape[0], -1)).argmin(dim=1)
+        pull = float(np.interp(t, self._times, self._pull))
+        result = out[nearest]
+        if pull != 0.0:
+            scale = max(float(np.interp(t, self._times, self._scale)), 1e-12)
+            result = result + pull * (x.detach().double().cpu() - recorded_in[nearest]) / scale
+        return result.to(dtype=x.dtype, device=x.device)
+
+
+def preset_scheduler(solver: Any) -> Any:
+    """A copy of ``solver`` (timesteps already set) whose ``set_timesteps`` puts it back as it is now, whatever
+    it is asked: the loops that call ``set_timesteps(n)`` then run the step count and schedule it was set to."""
+    pristine = copy.deepcopy(vars(solver))
+    base = type(solver)
+
+    def set_timesteps(self: Any, *args: Any, **kwargs: Any) -> None:
+        vars(self).update(copy.deepcopy(pristine))
+
+    preset = copy.deepcopy(solver)
+    preset.__class__ = type(base.__name__, (base,), {"set_timesteps": set_timesteps, "__module__": base.__module__})
+    return preset
+
+
+__all__ = ["SurrogateDenoiser", "preset_scheduler"]

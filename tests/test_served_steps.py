@@ -1,0 +1,137 @@
+"""One ETC+ calibration for other step counts: the calibration made again on a surrogate of the recorded runs
+(etcdiff.calibration.etc_plus.surrogate, the profile's ``served_steps``)."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+import etcdiff
+from etcdiff.calibration.etc_plus.replay import noise_scales
+from etcdiff.calibration.etc_plus.surrogate import SurrogateDenoiser, preset_scheduler
+from etcdiff.calibration.runs import record_denoiser_runs
+from etcdiff.integration.step.recording import fresh_copy
+from etcdiff.policies import ETCPlus, NoCache
+
+
+def _smooth(x, t):
+    """An output smooth in time that also follows the latents a little."""
+    s = float(t) / 1000
+    return torch.sin(torch.full_like(x, 3 * s)) + s * s * torch.linspace(-1, 1, x.numel()).reshape(x.shape) - 0.1 * x
+
+
+def _gaussian_flow(mean: float = 0.3, var: float = 0.05):
+    def model(x, t):  # the exact flow-matching velocity for data N(mean, var)
+        s = max(float(t) / 1000, 1e-4)
+        x0 = mean + (1 - s) * var / ((1 - s) ** 2 * var + s * s) * (x - (1 - s) * mean)
+        return (x - x0) / s - x0
+
+    return model
+
+
+def _noises(count, seed=0):
+    return torch.randn(count, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_surrogate_answers_the_recorded_outputs_and_its_full_run_lands_on_the_recorded_result():
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    noises = _noises(3)
+    records = record_denoiser_runs(_smooth, sched, noises, 12)
+    model = SurrogateDenoiser(records, [0.0] * 12, noise_scales(records))
+    for k, t in enumerate(records[0].solver.timesteps):
+        assert torch.allclose(model(records[1].inputs[k], t), records[1].outputs[k], atol=1e-5)
+    for i in range(3):  # each sample is answered from its own run
+        final = etcdiff.sample(model, sched, noises[i:i + 1], 12, NoCache())
+        assert torch.allclose(final, records[i].final, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [17, 28])
+def test_at_another_step_count_the_surrogate_run_follows_the_real_one(steps):
+    """With the model's own response to a stray (``_smooth`` moves its output by -0.1 per unit of latent, a pull
+    of ``-0.1·s_t``) the surrogate's run at another step count lands on the real one; blind to strays, it does not."""
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    noises = _noises(2, seed=1)
+    records = record_denoiser_runs(_smooth, sched, noises, 50)
+    scales = noise_scales(records)
+    real = etcdiff.sample(_smooth, sched, noises[1:], steps, NoCache())
+
+    def miss(feedback):
+        got = etcdiff.sample(SurrogateDenoiser(records, feedback, scales), sched, noises[1:], steps, NoCache())
+        return float((got - real).norm() / real.norm())
+
+    assert miss([-0.1 * s for s in scales]) < 1e-3
+    assert miss([0.0] * 50) > 3 * miss([-0.1 * s for s in scales])
+
+
+def test_a_preset_scheduler_keeps_the_schedule_it_was_set_to():
+    sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+    sched.set_timesteps(9, mu=1.1)  # a pipeline's schedule, which a bare set_timesteps(9) cannot make
+    preset = preset_scheduler(sched)
+    assert type(preset).__name__ == "FlowMatchEulerDiscreteScheduler" and isinstance(preset, type(sched))
+    preset.set_timesteps(30)
+    assert torch.equal(preset.sigmas, sched.sigmas)
+    again = fresh_copy(copy.deepcopy(preset))
+    again.set_timesteps(4)
+    assert torch.equal(again.timesteps, sched.timesteps)
+
+
+def test_a_calibration_serves_the_step_counts_asked_for_from_its_surrogate():
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    noises = _noises(8, seed=2)
+    policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 24, serve_steps="12,16")
+    profile = policy.calibrated
+    served = profile["served_steps"]
+    assert sorted(served) == ["12", "16"] and [served[k]["num_steps"] for k in ("12", "16")] == [12, 16]
+    for one in served.values():
+        assert one["cost"]["generations"] == 0 and one["cost"]["surrogate_runs"] > 8
+        assert "served_steps" not in one
+    assert profile["cost"]["real_runs"] >= 12  # the surrogate's feedback, fitted on real runs at 24 steps
+    assert len(profile["served_feedback"]) == 24
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # served: no resampling warning
+        planned = ETCPlus(profile, calls=6).planned_steps(16)
+    assert planned == ETCPlus(served["16"], calls=6).planned_steps(16)
+    calls = []
+
+    def counted(x, t):
+        calls.append(float(t))
+        return _gaussian_flow()(x, t)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        etcdiff.sample(counted, sched, noises[:1], 16, ETCPlus(profile, calls=6))
+    assert len(calls) == len(planned)
+    with pytest.warns(UserWarning, match="resampled on the sigma axis"):  # a step count not served
+        etcdiff.sample(counted, sched, noises[:1], 20, ETCPlus(profile, calls=6))
+    assert ETCPlus(profile, calls=8).planned_steps(24) == ETCPlus(
+        {k: v for k, v in profile.items() if k != "served_steps"}, calls=8).planned_steps(24)
+
+
+def test_a_replayed_calibration_serves_with_the_feedback_it_fitted():
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, _noises(8, seed=3), 20, replays=True,
+                                      serve_steps=[14])
+    profile = policy.calibrated
+    assert profile["served_feedback"] == profile["replay"]["curve"]
+    assert profile["served_steps"]["14"]["scheduler"]["class"] == "UniPCMultistepScheduler"
+
+
+@pytest.mark.parametrize("value", [[2], "abc", [True], 3.5, []])
+def test_serve_steps_that_are_not_step_counts_are_refused_in_one_line(value):
+    if value == []:  # nothing to serve: the calibration as usual
+        policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4),
+                                          10, serve_steps=value)
+        assert "served_steps" not in policy.calibrated
+        return
+    with pytest.raises(ValueError, match=r"serve_steps must be step counts of at least 3") as err:
+        etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4), 10,
+                                 serve_steps=value)
+    assert "\n" not in str(err.value)
+
+
+def test_only_etc_plus_takes_serve_steps():
+    with pytest.raises(ValueError, match="serve_steps"):
+        etcdiff.calibrate_policy("ertacache", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4), 10,
+                                 serve_steps=[8])
