@@ -111,11 +111,11 @@ def test_a_calibration_serves_the_step_counts_asked_for_from_its_surrogate():
 
 def test_a_replayed_calibration_serves_with_the_feedback_it_fitted():
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, _noises(8, seed=3), 20, replays=True,
-                                      serve_steps=[14])
+    policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, _noises(6, seed=3), 14, replays=True,
+                                      serve_steps=[10])
     profile = policy.calibrated
     assert profile["served_feedback"] == profile["replay"]["curve"]
-    assert profile["served_steps"]["14"]["scheduler"]["class"] == "UniPCMultistepScheduler"
+    assert profile["served_steps"]["10"]["scheduler"]["class"] == "UniPCMultistepScheduler"
 
 
 @pytest.mark.parametrize("value", [[2], "abc", [True], 3.5, []])
@@ -135,3 +135,49 @@ def test_only_etc_plus_takes_serve_steps():
     with pytest.raises(ValueError, match="serve_steps"):
         etcdiff.calibrate_policy("ertacache", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4), 10,
                                  serve_steps=[8])
+
+
+def test_serving_more_steps_than_calibrated_warns_that_the_surrogate_extrapolates():
+    with pytest.warns(UserWarning, match=r"serve_steps 12 above the calibration's 10 steps: the surrogate extrapolates"):
+        policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                          _noises(5, seed=4), 10, serve_steps=[8, 12])
+    assert sorted(policy.calibrated["served_steps"]) == ["12", "8"]
+
+
+def test_runs_that_cannot_be_replayed_are_refused_before_the_fit(monkeypatch):
+    import etcdiff.calibration.etc_plus.replay as replay_module
+    import etcdiff.calibrate as calibrate_module
+
+    monkeypatch.setattr(replay_module, "replayable", lambda records: False)
+    monkeypatch.setattr(calibrate_module, "_fit", lambda *a, **k: pytest.fail("fitted before refusing"))
+    with pytest.raises(ValueError, match="serve_steps needs runs that a copy of the scheduler can replay") as err:
+        etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4), 10,
+                                 serve_steps=[8])
+    assert "\n" not in str(err.value)
+
+
+def test_etcdiff_calibrate_serves_a_pipeline_at_other_step_counts(tmp_path, capsys):
+    """Through the CLI on the digits pipeline: the profile serves 6 steps from its own calibration (one real run
+    at 6 steps gave the schedule), and a generation at 6 steps plans from it without the resampling warning."""
+    import json
+
+    from etcdiff.cli import main
+    from etcdiff.models import load_pipeline
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("0\n1\n2\n3\n4\n")
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "serve_steps=6"]) == 0
+    assert "also serves 6 steps: calibrated again on a surrogate of the recorded runs" in capsys.readouterr().out
+    path = next(tmp_path.glob("*etc-plus.json"))
+    profile = json.loads(path.read_text())["settings"]["profile"]
+    served = profile["served_steps"]["6"]
+    assert served["num_steps"] == 6 and served["scheduler"]["class"] == profile["scheduler"]["class"]
+    pipe = load_pipeline("digits")
+    pipe.set_progress_bar_config(disable=True)
+    etcdiff.enable(pipe, "etc-plus", profile=str(path), calls=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        pipe([3], num_inference_steps=6, generator=torch.Generator().manual_seed(0))
+    ran = etcdiff.summary(pipe)["computed_steps"]
+    assert ran == len(ETCPlus(served, calls=3).planned_steps(6))

@@ -67,6 +67,8 @@ def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler:
     serve = _serve_steps(info, fit_args, num_inference_steps)
     start = time.perf_counter()
     records = _record_denoiser(info, model, scheduler, latents, num_inference_steps, replays)
+    if serve:
+        _check_servable(info, records)
     probes = _probe_count(records)
     run = _Counted(denoiser_runner(model, scheduler, latents, num_inference_steps))
     fitted = _fit(info, records, decode, fit_args, run_args, run, replays)
@@ -98,6 +100,8 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
     if info.choose is not None or info.refine is not None:  # runs held out: each prompt its own noise (held_out_seeds)
         seed = held_out_seeds(seed, len(prompts))
     records = _record_pipeline(info, pipe, prompts, steps, seed, guidance_scale, on_step, replays)
+    if serve:
+        _check_servable(info, records)
     probes = _probe_count(records)
     run = _Counted(pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step))
     fitted = _fit(info, records, None, fit_args, run_args, run, replays)
@@ -153,7 +157,24 @@ def _serve_steps(info: Method, fit_args: dict[str, Any], steps: int) -> list[int
     if (not isinstance(values, (list, tuple)) or not values
             or any(isinstance(v, bool) or not isinstance(v, int) or v < 3 for v in values)):
         raise ValueError(f"{info.name}: serve_steps must be step counts of at least 3 (such as 20,28), got {value!r}.")
+    above = sorted(v for v in set(values) if v > steps)
+    if above:
+        listed = ", ".join(map(str, above))
+        warnings.warn(f"{info.name}: serve_steps {listed} above the calibration's {steps} steps: the "
+                      "surrogate extrapolates past its last recorded step there; calibrate at the largest step count "
+                      "you serve.", UserWarning, stacklevel=3)
     return sorted({int(v) for v in values} - {int(steps)})
+
+
+def _check_servable(info: Method, records: list[Any]) -> None:
+    """Refuse ``serve_steps`` before the fit where the recorded runs cannot stand for the model (no scheduler copy,
+    or a pipeline that changes the latents between steps)."""
+    from .calibration.etc_plus.replay import replayable
+
+    if not replayable(records):
+        raise ValueError(f"{info.name}: serve_steps needs runs that a copy of the scheduler can replay, and these "
+                         "cannot (no copyable scheduler, or a pipeline that changes the latents between steps); "
+                         "calibrate at each step count instead (--steps N).")
 
 
 def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list[int],
