@@ -2,8 +2,10 @@
 
 A calibration records full runs at one step count. A run at another step count passes the same noise levels
 in other places, along nearly the same path, so the recorded model outputs and latents are interpolated on the
-timestep axis (a natural cubic spline through the recorded steps, which keeps the curvature a trend estimate
-misses; a straight line between steps would hide it). Where a policy's latents stray from the recorded ones the
+timestep axis (a cubic spline through the recorded steps, which keeps the curvature a trend estimate misses; a
+straight line between steps would hide it). Its ends are "not-a-knot": a natural spline's straight ends made
+the last steps look easy to estimate, and on gmm-ddim with DDIM served plans then estimated steps they should
+have computed (from 50 steps: -13.0 dB at 20 steps and 2x, against -5.0 with these ends). Where a policy's latents stray from the recorded ones the
 surrogate answers as a replay does (:mod:`etcdiff.calibration.etc_plus.replay`)::
 
     eps(x, t) = eps(t) + lam(t) * (x - x(t)) / (c(t) * s(t))
@@ -25,6 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
+
+SPLINE_ENDS = "not-a-knot"  # the splines' end conditions (scipy's bc_type): the end intervals keep their curvature
 
 
 class SurrogateDenoiser:
@@ -54,7 +58,7 @@ class SurrogateDenoiser:
 
         def spline(per_step: list[torch.Tensor]) -> CubicSpline:
             data = torch.stack(per_step[::-1]).reshape(n, -1).numpy()
-            return CubicSpline(order, data, axis=0, bc_type="natural")
+            return CubicSpline(order, data, axis=0, bc_type=SPLINE_ENDS)
 
         self._inputs, self._outputs = spline(inputs), spline(outputs)
         self._times = order
