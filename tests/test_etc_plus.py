@@ -634,5 +634,6 @@ def test_a_profile_serves_another_step_count_on_the_sigma_axis_and_refuses_witho
     assert policy.profile is prof and policy.report().num_computed == 10
     ddim_model, ddim, _ = hm.gmm_ddim()
     ddim_prof = fit_etc_plus(record(ddim_model, ddim, 10, [1], batch=2), max_window=4)
-    with pytest.raises(ValueError, match="fitted for 10 steps but the run has 12.*where both schedules have sigmas"):
+    with pytest.raises(ValueError, match=r"fitted for 10 steps but the run has 12.*where both schedules have sigmas"
+                                         r".*`--set serve_steps=12`"):
         etcdiff.sample(ddim_model, ddim, torch.randn(1, 1, 16, 16), 12, ETCPlus(ddim_prof))

@@ -192,15 +192,8 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
     if replay.get("used") and "curve" in replay:
         feedback = replay["curve"]
     else:
-        names, values = open_choice(info, fit_args)
-        plain = candidate_settings(names, values[-1]) if names else {}  # the fit that needs no probes
-
-        def build(fit: dict[str, Any], calls: int | None) -> StepPolicy:
-            return resolve_policy(info.name, None, **{**fit, **run_args, "calls": calls})
-
-        feedback, _, _ = fit_feedback(records, run, lambda runs: info.fit(runs, decode=decode, **fit_args, **plain,
-                                                                            **_fit_context(info, run_args)),
-                                      build, scales)
+        _, build, plain = _fitters(info, decode, fit_args, run_args)
+        feedback, _, _ = fit_feedback(records, run, plain, build, scales)
     model = SurrogateDenoiser(records, feedback, scales)
     latents = torch.cat([r.inputs[0] for r in records])
     served = {}
@@ -232,27 +225,36 @@ def _with_cost(info: Method, fitted: dict[str, Any], records: list[Any], probes:
     return fitted
 
 
+def _fitters(info: Method, decode: Decode | None, fit_args: dict[str, Any], run_args: dict[str, Any]
+             ) -> tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any], int | None], StepPolicy],
+                        Callable[[list[Any]], dict[str, Any]]]:
+    """``fit(runs, **extra)`` (the method's fit with the user's settings), ``build(fitted, calls)`` (its policy) and
+    ``plain(runs)`` (the fit of the last open candidate: the one that needs no probes)."""
+    context = _fit_context(info, run_args)
+    names, values = open_choice(info, fit_args)
+
+    def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
+        return info.fit(runs, decode=decode, **{**fit_args, **extra}, **context)
+
+    def build(fitted: dict[str, Any], calls: int | None) -> StepPolicy:
+        return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
+
+    def plain(runs: list[Any]) -> dict[str, Any]:
+        return fit(runs, **(candidate_settings(names, values[-1]) if names else {}))
+
+    return fit, build, plain
+
+
 def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict[str, Any],
          run_args: dict[str, Any], run: PolicyRunner, replays: bool = False) -> dict[str, Any]:
     """The method's fit; where it declares a choice (``Method.choose``) the user left open, the choice made on
     held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`): replayed where the method
     replays (``replays``, ``Method.replays``) and the runs allow it, else run for real."""
-    context = _fit_context(info, run_args)
-
-    def fit(runs: list[Any], **extra: Any) -> dict[str, Any]:
-        return info.fit(runs, decode=decode, **{**fit_args, **extra}, **context)
-
+    fit, build, plain = _fitters(info, decode, fit_args, run_args)
     names, values = open_choice(info, fit_args)
     refine = info.refine() if info.refine is not None else None
     if not names and refine is None:
         return fit(records)
-
-    def build(fitted: dict[str, Any], calls: int | None) -> StepPolicy:
-        return resolve_policy(info.name, None, **{**fitted, **run_args, "calls": calls})
-
-    def plain(runs: list[Any]) -> dict[str, Any]:  # the last candidate: the one that needs no probes
-        return fit(runs, **(candidate_settings(names, values[-1]) if names else {}))
-
     held, replayed, real = _held_out_runner(info, records, plain, build, run, replays)
     if not names:  # every choice given by the user: only the method's own checks
         fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)

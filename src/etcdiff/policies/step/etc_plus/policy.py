@@ -274,7 +274,7 @@ class ETCPlus(StepPolicy):
             self._build_plan()
 
     def _switch(self, profile: dict[str, Any]) -> None:
-        """Plan from ``profile`` (the fitted one or a resampled one); each keeps its own gains and plan."""
+        """Plan from ``profile`` (fitted, served or resampled); each keeps its own gains and plan."""
         if profile is self.profile:
             return
         self._kept[id(self.profile)] = (self._gains, self._plan, getattr(self, "_seg", None))
