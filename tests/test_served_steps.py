@@ -65,6 +65,29 @@ def test_at_another_step_count_the_surrogate_run_follows_the_real_one(steps):
     assert miss([0.0] * 50) > 3 * miss([-0.1 * s for s in scales])
 
 
+def test_between_recorded_steps_the_surrogate_is_the_cubic_spline_of_the_runs_and_holds_one_copy_of_them():
+    """The spline as weights over the recorded steps: the same values as scipy's spline of the data itself, in
+    the runs' own precision, with no per-value coefficients (which took 8x the runs)."""
+    import numpy as np
+    from scipy.interpolate import CubicSpline
+
+    from etcdiff.calibration.etc_plus.surrogate import SPLINE_ENDS
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    noises = _noises(3, seed=2)
+    records = record_denoiser_runs(_smooth, sched, noises, 20)
+    model = SurrogateDenoiser(records, [0.0] * 20, noise_scales(records))
+    times = np.array([float(t) for t in records[0].solver.timesteps][::-1])
+    data = torch.stack([torch.cat([r.outputs[k] for r in records]) for k in range(20)][::-1]).double()
+    direct = CubicSpline(times, data.reshape(20, -1).numpy(), axis=0, bc_type=SPLINE_ENDS)
+    for t in (times[0] + 0.3, 333.3, 512.0, times[-1] - 0.7):
+        _, out = model._recorded(float(t))
+        assert torch.allclose(out.reshape(3, -1), torch.from_numpy(direct(t)).reshape(3, -1), rtol=1e-5, atol=1e-6)
+    held = [v for v in vars(model).values() if isinstance(v, torch.Tensor)]
+    assert sum(v.numel() for v in held) == 2 * 20 * noises.numel()  # inputs and outputs, once
+    assert all(v.dtype == records[0].outputs[0].dtype for v in held)
+
+
 def test_a_preset_scheduler_keeps_the_schedule_it_was_set_to():
     sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
     sched.set_timesteps(9, mu=1.1)  # a pipeline's schedule, which a bare set_timesteps(9) cannot make
@@ -181,3 +204,20 @@ def test_etcdiff_calibrate_serves_a_pipeline_at_other_step_counts(tmp_path, caps
         pipe([3], num_inference_steps=6, generator=torch.Generator().manual_seed(0))
     ran = etcdiff.summary(pipe)["computed_steps"]
     assert ran == len(ETCPlus(served, calls=3).planned_steps(6))
+
+
+def test_the_memory_script_compares_the_surrogate_with_a_spline_of_the_data(tmp_path, monkeypatch):
+    """scripts/surrogate_memory.py at a tiny size, both sides in this process: the same final latents."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "surrogate_memory.py"
+    spec = importlib.util.spec_from_file_location("surrogate_memory", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = argparse.Namespace(shape=[1, 4, 4], runs=3, steps=12, at=8, repeats=1)
+    rows = [script.measure(kind, args, str(tmp_path / f"{kind}.pt")) for kind in ("weights", "data")]
+    assert all(r["recorded_mb"] > 0 and r["build_s"] >= 0 for r in rows)
+    a, b = (torch.load(tmp_path / f"{kind}.pt") for kind in ("weights", "data"))
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))

@@ -15,6 +15,11 @@ scaling. Each sample of a batch is answered from the recorded run whose latents 
 calibration is then run again at the other step count on the surrogate: full runs, probes, the choice, the
 budget ladder and the tolerance passes, each a surrogate run that makes no model call.
 
+A cubic spline is linear in the values it passes through, so the surrogate keeps the recorded runs once, in
+their own precision, and the spline of the unit vectors: at each timestep, one weight per recorded step. (A
+spline of the data itself holds four float64 coefficients per recorded value, 8 times the runs: about 8 GB for
+ten FLUX-sized runs of 50 steps.) The values at a timestep are kept for the next run at the same step count.
+
 :func:`preset_scheduler` gives a copy of a scheduler that keeps the timesteps it was set to (a pipeline's
 scheduler, set with arguments such as FLUX's ``mu`` that a bare ``set_timesteps(n)`` does not know).
 """
@@ -29,6 +34,7 @@ import torch
 from scipy.interpolate import CubicSpline
 
 SPLINE_ENDS = "not-a-knot"  # the splines' end conditions (scipy's bc_type): the end intervals keep their curvature
+WEIGHT_FLOOR = 1e-9  # recorded steps whose spline weight is below this share of the largest are left out
 
 
 class SurrogateDenoiser:
@@ -46,31 +52,52 @@ class SurrogateDenoiser:
             raise ValueError("etc-plus: serving other step counts needs at least 3 recorded steps with decreasing "
                              "timesteps.")
         scale_input = hasattr(solver, "scale_model_input")
-        inputs, factors = [], []
+        dtype = records[0].outputs[0].dtype  # kept in the runs' own precision: one copy of them, no more
+        size = sum(r.outputs[0].numel() for r in records)
+        # by increasing timestep, as the splines run
+        self._inputs, self._outputs = (torch.empty(n, size, dtype=dtype) for _ in range(2))
+        factors = []
         for k, t in enumerate(solver.timesteps):
             x = torch.cat([r.inputs[k].double() for r in records])
             x_in = solver.scale_model_input(x, t).double() if scale_input else x
-            inputs.append(x_in)
+            self._inputs[n - 1 - k] = x_in.reshape(-1)
+            self._outputs[n - 1 - k] = torch.cat([r.outputs[k].reshape(-1) for r in records])
             factors.append(float((x_in * x).sum() / (x * x).sum().clamp_min(1e-30)))
-        outputs = [torch.cat([r.outputs[k].double() for r in records]) for k in range(n)]
-        self.shape = tuple(inputs[0].shape)
-        order = np.array(times[::-1])  # increasing, for the splines
-
-        def spline(per_step: list[torch.Tensor]) -> CubicSpline:
-            data = torch.stack(per_step[::-1]).reshape(n, -1).numpy()
-            return CubicSpline(order, data, axis=0, bc_type=SPLINE_ENDS)
-
-        self._inputs, self._outputs = spline(inputs), spline(outputs)
+        self.shape = tuple(x_in.shape)
+        order = np.array(times[::-1])
+        # a cubic spline is linear in the values it passes through: the spline of the unit vectors gives, at any t,
+        # the weights of the recorded steps (held once; the spline of the data itself would hold four float64
+        # coefficients per recorded value, 8x the runs)
+        self._weights = CubicSpline(order, np.eye(n), axis=0, bc_type=SPLINE_ENDS)
         self._times = order
         self._pull = np.array([float(f) for f in feedback][::-1])
         self._scale = np.array([abs(c) * float(s) for c, s in zip(factors, scales)][::-1])
+        self._cache: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
         self.calls = 0
+
+    def _at(self, values: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
+        """The spline of ``values`` (one row per recorded step) at the time of ``weights``, in float64, summed over
+        the steps whose weight is not negligible (a spline's weights fall off about 4x per step away from t)."""
+        top = float(np.abs(weights).max())
+        total = torch.zeros(values.shape[1], dtype=torch.float64)
+        for k in np.flatnonzero(np.abs(weights) > WEIGHT_FLOOR * top):
+            total.add_(values[int(k)].double(), alpha=float(weights[k]))
+        return total.reshape(self.shape)
+
+    def _recorded(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interpolated recorded inputs and outputs at ``t``, kept in the runs' precision for the next run at the
+        same step count (a calibration makes hundreds of runs over the same timesteps)."""
+        if t not in self._cache:
+            weights = self._weights(t)
+            self._cache[t] = (self._at(self._inputs, weights).to(self._inputs.dtype),
+                              self._at(self._outputs, weights).to(self._outputs.dtype))
+        recorded_in, out = self._cache[t]
+        return recorded_in.double(), out.double()
 
     def __call__(self, x: torch.Tensor, t: Any, **_: Any) -> torch.Tensor:
         self.calls += 1
         t = float(t)
-        recorded_in = torch.from_numpy(self._inputs(t)).reshape(self.shape)
-        out = torch.from_numpy(self._outputs(t)).reshape(self.shape)
+        recorded_in, out = self._recorded(t)
         flat = x.detach().double().reshape(x.shape[0], -1).cpu()
         nearest = torch.cdist(flat, recorded_in.reshape(self.shape[0], -1)).argmin(dim=1)
         pull = float(np.interp(t, self._times, self._pull))
