@@ -50,14 +50,16 @@ class _DataSpline(SurrogateDenoiser):
 
     def __init__(self, records: list, feedback: list[float], scales: list[float]) -> None:
         super().__init__(records, feedback, scales)
-        data = {name: CubicSpline(self._times, getattr(self, name).double().numpy(), axis=0, bc_type=SPLINE_ENDS)
+        data = {name: CubicSpline(self._axis(self._times), getattr(self, name).double().numpy(), axis=0,
+                                  bc_type=SPLINE_ENDS)
                 for name in ("_inputs", "_outputs")}
         self._inputs = self._outputs = None  # only the splines are held
         self._splines = data
 
     def _recorded(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.from_numpy(self._splines["_inputs"](t)).reshape(self.shape),
-                torch.from_numpy(self._splines["_outputs"](t)).reshape(self.shape))
+        at = self._axis(t)
+        return (torch.from_numpy(self._splines["_inputs"](at)).reshape(self.shape),
+                torch.from_numpy(self._splines["_outputs"](at)).reshape(self.shape))
 
 
 def _peak_mb() -> float:
@@ -107,7 +109,8 @@ def main() -> None:
           f"({rows[0]['recorded_mb']:.0f} MB recorded); {args.repeats} surrogate runs at {args.at} steps")
     for r in rows:
         print(f"  {r['kind']:7s} peak memory +{r['peak_rise_mb']:.0f} MB while building "
-              f"({r['peak_rise_mb'] / r['recorded_mb']:.1f}x the runs), build {r['build_s']:.1f} s, runs {r['runs_s']:.1f} s")
+              f"({r['peak_rise_mb'] / r['recorded_mb']:.1f}x the runs), build {r['build_s']:.1f} s, "
+              f"runs {r['runs_s']:.1f} s")
     print(f"  largest difference of the final latents: {float((a - b).abs().max() / b.abs().max()):.1e} (relative)")
 
 

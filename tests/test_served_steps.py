@@ -82,7 +82,8 @@ def test_between_recorded_steps_the_surrogate_is_the_cubic_spline_of_the_runs_an
     direct = CubicSpline(times, data.reshape(20, -1).numpy(), axis=0, bc_type=SPLINE_ENDS)
     for t in (times[0] + 0.3, 333.3, 512.0, times[-1] - 0.7):
         _, out = model._recorded(float(t))
-        assert torch.allclose(out.reshape(3, -1), torch.from_numpy(direct(t)).reshape(3, -1), rtol=1e-5, atol=1e-6)
+        expected = torch.from_numpy(direct(t))
+        assert torch.allclose(out.reshape(3, -1), expected.reshape(3, -1), rtol=1e-5, atol=1e-6)
     held = [v for v in vars(model).values() if isinstance(v, torch.Tensor)]
     assert sum(v.numel() for v in held) == 2 * 20 * noises.numel()  # inputs and outputs, once
     assert all(v.dtype == records[0].outputs[0].dtype for v in held)

@@ -5,8 +5,11 @@ in other places, along nearly the same path, so the recorded model outputs and l
 timestep axis (a cubic spline through the recorded steps, which keeps the curvature a trend estimate misses; a
 straight line between steps would hide it). Its ends are "not-a-knot": a natural spline's straight ends made
 the last steps look easy to estimate, and on gmm-ddim with DDIM served plans then estimated steps they should
-have computed (from 50 steps: -13.0 dB at 20 steps and 2x, against -5.0 with these ends). Where a policy's latents stray from the recorded ones the
-surrogate answers as a replay does (:mod:`etcdiff.calibration.etc_plus.replay`)::
+have computed (from 50 steps: -13.0 dB at 20 steps and 2x, against -5.0 with these ends). The spline on the log
+of the timestep follows the model 2.5-50 times closer between recorded steps (``scripts/surrogate_accuracy.py``),
+and served no better (16 of the 36 gmm points within 1 dB of a native calibration, against 18): what the
+surrogate misses is how the model answers a sample that strays, not the path between steps. Where a policy's latents stray from
+the recorded ones the surrogate answers as a replay does (:mod:`etcdiff.calibration.etc_plus.replay`)::
 
     eps(x, t) = eps(t) + lam(t) * (x - x(t)) / (c(t) * s(t))
 
@@ -17,8 +20,9 @@ budget ladder and the tolerance passes, each a surrogate run that makes no model
 
 A cubic spline is linear in the values it passes through, so the surrogate keeps the recorded runs once, in
 their own precision, and the spline of the unit vectors: at each timestep, one weight per recorded step. (A
-spline of the data itself holds four float64 coefficients per recorded value, 8 times the runs: about 8 GB for
-ten FLUX-sized runs of 50 steps.) The values at a timestep are kept for the next run at the same step count.
+spline of the data itself holds four float64 coefficients per recorded value, 8 times the runs, and took 17
+times them while being built: about 17 GB for ten FLUX-sized runs of 50 steps; ``scripts/surrogate_memory.py``.)
+The values at a timestep are kept for the next run at the same step count.
 
 :func:`preset_scheduler` gives a copy of a scheduler that keeps the timesteps it was set to (a pipeline's
 scheduler, set with arguments such as FLUX's ``mu`` that a bare ``set_timesteps(n)`` does not know).
@@ -64,16 +68,20 @@ class SurrogateDenoiser:
             self._outputs[n - 1 - k] = torch.cat([r.outputs[k].reshape(-1) for r in records])
             factors.append(float((x_in * x).sum() / (x * x).sum().clamp_min(1e-30)))
         self.shape = tuple(x_in.shape)
-        order = np.array(times[::-1])
+        order = self._times = np.array(times[::-1])
         # a cubic spline is linear in the values it passes through: the spline of the unit vectors gives, at any t,
         # the weights of the recorded steps (held once; the spline of the data itself would hold four float64
         # coefficients per recorded value, 8x the runs)
-        self._weights = CubicSpline(order, np.eye(n), axis=0, bc_type=SPLINE_ENDS)
-        self._times = order
+        self._weights = CubicSpline(self._axis(order), np.eye(n), axis=0, bc_type=SPLINE_ENDS)
         self._pull = np.array([float(f) for f in feedback][::-1])
         self._scale = np.array([abs(c) * float(s) for c, s in zip(factors, scales)][::-1])
         self._cache: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
         self.calls = 0
+
+    def _axis(self, t: Any) -> Any:
+        """The splines' axis: the timestep itself (module docstring: its log interpolates better, and served no
+        better)."""
+        return np.asarray(t, dtype=np.float64)
 
     def _at(self, values: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
         """The spline of ``values`` (one row per recorded step) at the time of ``weights``, in float64, summed over
@@ -88,7 +96,7 @@ class SurrogateDenoiser:
         """The interpolated recorded inputs and outputs at ``t``, kept in the runs' precision for the next run at the
         same step count (a calibration makes hundreds of runs over the same timesteps)."""
         if t not in self._cache:
-            weights = self._weights(t)
+            weights = self._weights(self._axis(t))
             self._cache[t] = (self._at(self._inputs, weights).to(self._inputs.dtype),
                               self._at(self._outputs, weights).to(self._outputs.dtype))
         recorded_in, out = self._cache[t]
