@@ -344,3 +344,19 @@ def test_calibration_with_trend_caps_runs_every_budget_capped_and_records_what_i
     assert len(capped.profile["budget_errors"]) <= len(budget_ladder(20))
     with pytest.raises(ValueError, match="trend_caps must be true or false"):
         etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, trend_caps="yes")
+
+
+@pytest.mark.parametrize("settings", [{"serve_steps": [6]}, {"trend_caps": True}])
+def test_the_progress_bar_counts_the_runs_the_settings_add(settings):
+    """The bar's total (an upper bound) counts the runs serve_steps and trend_caps make: both make more than a
+    calibration without them may."""
+    from etcdiff.calibrate import calibrate_method
+    from etcdiff.models import load_pipeline
+    from etcdiff.registry import get_method
+
+    pipe = load_pipeline("digits")
+    pipe.set_progress_bar_config(disable=True)
+    steps = []
+    calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, on_step=steps.append, **settings)
+    extra = get_method("etc-plus").extra_runs
+    assert 8 * (5 + extra(5, 8)) < len(steps) <= 8 * (5 + extra(5, 8, **settings))

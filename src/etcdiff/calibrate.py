@@ -108,7 +108,8 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
     if serve:
         def solver_at(n: int) -> Any:  # one real full run at n steps: the pipeline's own schedule for it
             run.count += 1
-            return preset_scheduler(record_pipeline_runs(pipe, prompts[:1], n, seed[:1], guidance_scale)[0].solver)
+            return preset_scheduler(record_pipeline_runs(pipe, prompts[:1], n, seed[:1], guidance_scale,
+                                                         on_step)[0].solver)
 
         _serve(info, fitted, records, serve, solver_at, None, fit_args, run_args, run)
     return _with_cost(info, fitted, records, probes, run, start)

@@ -138,17 +138,36 @@ def _probe_recorders() -> tuple[Any, Any]:
 ETC_PLUS_CHOICES = ((True, "auto"), (True, False), (True, True), (False, "auto"), (False, False), (False, True))
 
 
-def _probe_runs(prompts: int, steps: int) -> int:
-    """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it (a
-    calibration with ``replays=True`` makes far fewer: its ``cost`` says how many)."""
-    from .calibration.etc_plus.refine import refine_generations
+def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any = False, serve_steps: Any = None,
+                **_: Any) -> int:
+    """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it; with
+    ``replays``, the real runs that fit the feedback and check the tolerance instead; the capped plans of
+    ``trend_caps``; and for ``serve_steps``, the real runs that fit the surrogate's feedback and, on a pipeline,
+    one full run per step count served (the settings as ``--set`` gives them: booleans, or "20,28")."""
+    from .calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder, refine_generations
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
+    from .calibration.etc_plus.replay import FEEDBACK_RUNS, FEEDBACK_SPEEDUPS
     from .calibration.selection import validation_budgets, validation_generations
 
+    feedback = FEEDBACK_RUNS * len(FEEDBACK_SPEEDUPS)
     probed = min(prompts, PROBE_RUNS)
     held = max(0, prompts - probed) if prompts > 2 else 0
-    choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing the last step
-    return probed * len(probe_steps(steps)) + choice + refine_generations(held, steps, len(validation_budgets(steps)))
+    if replays is True:
+        runs = feedback + 2 * FEEDBACK_RUNS  # the feedback, then the tolerance checked for real at most twice
+    else:
+        choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing the last step
+        runs = probed * len(probe_steps(steps)) + choice + refine_generations(held, steps, len(validation_budgets(steps)))
+    if trend_caps is True and replays is not True:
+        runs += held * len(budget_ladder(steps)) * len(TREND_CAP_CANDIDATES)
+    if isinstance(serve_steps, str):
+        served = len([v for v in serve_steps.split(",") if v.strip()])
+    elif isinstance(serve_steps, (list, tuple)):
+        served = len(serve_steps)
+    else:
+        served = int(isinstance(serve_steps, int) and not isinstance(serve_steps, bool))
+    if served:
+        runs += (0 if replays is True else feedback) + served
+    return runs
 
 
 def _etc_plus_refine() -> Any:

@@ -47,8 +47,8 @@ class Method:
         fit_reads: run-time settings the fit also reads (ETC's ``warmup``; MeanCache's budget ``calls``).
         recorders: returns ``(record_denoiser, record_pipeline)`` for a method whose calibration records
             something else than full-step trajectories (SenCache's sensitivities, with extra forwards).
-        extra_runs: ``(prompts, steps) -> int``, the generations a pipeline calibration makes beyond one per
-            prompt (etc-plus's probe runs), for the progress bar.
+        extra_runs: ``(prompts, steps, **settings) -> int``, the generations a pipeline calibration makes beyond
+            one per prompt with the user's settings (etc-plus's probe and held-out runs), for the progress bar.
         choose: ``(fit setting, candidate values)``: when the user does not give that setting, calibration fits
             each value and keeps the one whose policies, run at several budgets (the method's ``calls``) on
             held-out calibration runs, come closest to the full runs (:mod:`etcdiff.calibration.selection`);
@@ -82,7 +82,7 @@ class Method:
     fit_settings: tuple[str, ...] = ()
     fit_reads: tuple[str, ...] = ()
     recorders: Callable[[], tuple[Callable[..., Any], Callable[..., Any]]] | None = None
-    extra_runs: Callable[[int, int], int] | None = None
+    extra_runs: Callable[..., int] | None = None
     choose: tuple[str | tuple[str, ...], tuple[Any, ...]] | None = None
     refine: Callable[[], Callable[..., None]] | None = None
     plan_variant: dict[str, Any] | None = None

@@ -151,7 +151,7 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     from etcdiff.registry import get_method
 
     extra = get_method(args.method).extra_runs
-    runs = len(prompts) + (extra(len(prompts), args.steps) if extra is not None else 0)
+    runs = len(prompts) + (extra(len(prompts), args.steps, **settings) if extra is not None else 0)
     t0 = time.perf_counter()
     with tqdm(total=runs * args.steps, desc=f"calibrate {args.method}", unit="step",
               disable=args.quiet) as bar:

@@ -47,8 +47,8 @@ def budget_ladder(num_steps: int) -> list[int]:
 
 def refine_generations(held_out: int, num_steps: int, measured: int) -> int:
     """Generations the checks make at most: the unmeasured budgets of the ladder, the ladder's plans computing the
-    last step, and the tolerance passes (not the capped plans of the opt-in ``trend_caps``: the progress bar that
-    uses this cannot see fit settings; the profile's ``cost`` counts them)."""
+    last step, and the tolerance passes (not the capped plans of the opt-in ``trend_caps``, which the progress
+    bar counts from the settings; the profile's ``cost`` counts every run made)."""
     ladder = len(budget_ladder(num_steps))
     return held_out * (2 * max(0, ladder - measured) + TOLERANCE_ROUNDS)
 
