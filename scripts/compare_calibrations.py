@@ -1,0 +1,73 @@
+"""ETC+ calibrated two ways on the same grid, side by side: one row per case (model, scheduler, steps) of two
+``scripts/etc_plus_solvers.py`` result files, with the generations each calibration made, the second's front at
+2x / 3x / 4x and its difference from the first's, the share of held-out runs within the tolerance target, and
+the worst drop when a budget gets one more call. Ends with a summary of the differences.
+
+Usage::
+
+    python scripts/compare_calibrations.py docs/etc-plus/etc_plus_solvers.json docs/etc-plus/etc_plus_replays.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from typing import Any
+
+SPEEDUPS = ("2x", "3x", "4x")
+
+
+def _load(paths: list[str]) -> dict[tuple, dict[str, Any]]:
+    cases = {}
+    for path in paths:
+        with open(path) as f:
+            for case in json.load(f):
+                if "etc-plus" in case.get("fronts", {}):
+                    cases[(case["model"], case["scheduler"], case["steps"])] = case
+    return cases
+
+
+def _tolerance(case: dict[str, Any]) -> str:
+    row = next((r for r in case["rows"] if r["method"] == "etc-plus-tol"), None)
+    return "n/a" if row is None or "within" not in row else f"{100 * row['within']:.0f} %"
+
+
+def table(first: dict[tuple, dict[str, Any]], second: dict[tuple, dict[str, Any]]) -> tuple[str, list[float]]:
+    """The markdown table over the cases both hold, and every front difference (second - first)."""
+    lines = ["| model, scheduler, steps | generations (first -> second) | "
+             + " | ".join(f"{s} (second - first)" for s in SPEEDUPS) + " | tolerance within | worst drop +1 call |",
+             "|---|---|" + "---|" * len(SPEEDUPS) + "---|---|"]
+    diffs = []
+    for key in sorted(set(first) & set(second)):
+        a, b = first[key], second[key]
+        cost = [c["extra"]["etc-plus"].get("cost", {}).get("generations") for c in (a, b)]
+        cells = []
+        for s in SPEEDUPS:
+            x, y = a["fronts"]["etc-plus"].get(s), b["fronts"]["etc-plus"].get(s)
+            if x is None or y is None:
+                cells.append("n/a")
+                continue
+            diffs.append(y - x)
+            cells.append(f"{y:.1f} ({y - x:+.1f})")
+        drop = b["extra"]["etc-plus"].get("worst_drop")
+        lines.append(f"| {', '.join(map(str, key))} | {cost[0]} -> {cost[1]} | " + " | ".join(cells)
+                     + f" | {_tolerance(b)} | {'n/a' if drop is None else f'{drop:.1f} dB'} |")
+    return "\n".join(lines), diffs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit("usage: compare_calibrations.py FIRST.json[,MORE.json] SECOND.json[,MORE.json]")
+    first, second = (_load(a.split(",")) for a in args)
+    text, diffs = table(first, second)
+    print(text)
+    if diffs:
+        print(f"\n{len(diffs)} points: {sum(d >= -0.5 for d in diffs)} within 0.5 dB or above, "
+              f"{sum(d >= -1.0 for d in diffs)} within 1 dB; mean {statistics.mean(diffs):+.2f} dB, "
+              f"median {statistics.median(diffs):+.2f}, worst {min(diffs):+.1f}")
+
+
+if __name__ == "__main__":
+    main()
