@@ -8,8 +8,10 @@ the last steps look easy to estimate, and on gmm-ddim with DDIM served plans the
 have computed (from 50 steps: -13.0 dB at 20 steps and 2x, against -5.0 with these ends). The spline on the log
 of the timestep follows the model 2.5-50 times closer between recorded steps (``scripts/surrogate_accuracy.py``),
 and served no better (16 of the 36 gmm points within 1 dB of a native calibration, against 18): what the
-surrogate misses is how the model answers a sample that strays, not the path between steps. Where a policy's latents stray from
-the recorded ones the surrogate answers as a replay does (:mod:`etcdiff.calibration.etc_plus.replay`)::
+surrogate misses is how the model answers a sample that strays, not the path between steps.
+
+Where a policy's latents stray from the recorded ones the surrogate answers as a replay does
+(:mod:`etcdiff.calibration.etc_plus.replay`)::
 
     eps(x, t) = eps(t) + lam(t) * (x - x(t)) / (c(t) * s(t))
 
