@@ -22,7 +22,7 @@ import torch
 
 from .api import resolve_policy
 from .calibration.decode import Decode
-from .calibration.etc_plus.surrogate import preset_scheduler
+from .calibration.etc_plus.surrogate import preset_scheduler, serve_step_counts
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
 from .calibration.policy_runs import PolicyRunner, denoiser_runner, pipeline_runner
 from .calibration.selection import RealRuns, candidate_settings, choose_fit
@@ -149,14 +149,8 @@ def _serve_steps(info: Method, fit_args: dict[str, Any], steps: int) -> list[int
     value = fit_args.pop("serve_steps", None)
     if value in (None, (), []):
         return []
-    values = [value] if isinstance(value, int) else value
-    if isinstance(values, str):  # `--set serve_steps=20,28`
-        try:
-            values = [int(v) for v in values.split(",") if v.strip()]
-        except ValueError:
-            values = None
-    if (not isinstance(values, (list, tuple)) or not values
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 3 for v in values)):
+    values = serve_step_counts(value)
+    if not values or any(v < 3 for v in values):
         raise ValueError(f"{info.name}: serve_steps must be step counts of at least 3 (such as 20,28), got {value!r}.")
     above = sorted(v for v in set(values) if v > steps)
     if above:

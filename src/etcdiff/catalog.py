@@ -147,6 +147,7 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
     from .calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder, refine_generations
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
     from .calibration.etc_plus.replay import FEEDBACK_RUNS, FEEDBACK_SPEEDUPS
+    from .calibration.etc_plus.surrogate import serve_step_counts
     from .calibration.selection import validation_budgets, validation_generations
 
     feedback = FEEDBACK_RUNS * len(FEEDBACK_SPEEDUPS)
@@ -155,16 +156,12 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
     if replays is True:
         runs = feedback + 2 * FEEDBACK_RUNS  # the feedback, then the tolerance checked for real at most twice
     else:
-        choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing the last step
-        runs = probed * len(probe_steps(steps)) + choice + refine_generations(held, steps, len(validation_budgets(steps)))
+        choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing
+        runs = (probed * len(probe_steps(steps)) + choice  # the last step
+                + refine_generations(held, steps, len(validation_budgets(steps))))
     if trend_caps is True and replays is not True:
         runs += held * len(budget_ladder(steps)) * len(TREND_CAP_CANDIDATES)
-    if isinstance(serve_steps, str):
-        served = len([v for v in serve_steps.split(",") if v.strip()])
-    elif isinstance(serve_steps, (list, tuple)):
-        served = len(serve_steps)
-    else:
-        served = int(isinstance(serve_steps, int) and not isinstance(serve_steps, bool))
+    served = len(set(serve_step_counts(serve_steps) or []) - {steps})  # as calibration keeps them
     if served:
         runs += (0 if replays is True else feedback) + served
     return runs

@@ -118,6 +118,22 @@ class SurrogateDenoiser:
         return result.to(dtype=x.dtype, device=x.device)
 
 
+def serve_step_counts(value: Any) -> list[int] | None:
+    """The step counts of a ``serve_steps`` setting as given (an int, a list, or ``--set``'s "20,28"), in order;
+    ``[]`` for none, ``None`` where it is not a list of whole numbers (the caller says what it needs)."""
+    if value in (None, (), [], ""):
+        return []
+    values = [value] if isinstance(value, int) else value
+    if isinstance(values, str):
+        try:
+            values = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            return None
+    if not isinstance(values, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        return None
+    return list(values)
+
+
 def preset_scheduler(solver: Any) -> Any:
     """A copy of ``solver`` (timesteps already set) whose ``set_timesteps`` puts it back as it is now, whatever
     it is asked: the loops that call ``set_timesteps(n)`` then run the step count and schedule it was set to."""
@@ -132,4 +148,4 @@ def preset_scheduler(solver: Any) -> Any:
     return preset
 
 
-__all__ = ["SurrogateDenoiser", "preset_scheduler"]
+__all__ = ["SurrogateDenoiser", "preset_scheduler", "serve_step_counts"]
