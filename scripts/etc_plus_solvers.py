@@ -50,6 +50,7 @@ NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_l
 BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan reads
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
 TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
+ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
 
@@ -132,23 +133,27 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                     profile.pop(key, None)
             extra[method] = {"calibration_seconds": time.time() - t1, "selection": profile.get("selection"),
                              "cost": profile.get("cost")}
-            for b in budgets(steps):
-                add(method, f"calls={b}", ETCPlus(profile, calls=b))
-            tol = add(method + "-tol", "tolerance (default)", ETCPlus(profile), latent=True)
-            target = float(profile["tolerance"])
-            errs = tol.pop("latent_errors")
-            tol["target"] = target
-            tol["within"] = float(np.mean([e <= target for e in errs]))
-            tol["achieved_p90"] = float(np.quantile(errs, 0.9))
-            print(f"    tolerance target {target:.4g}: within {100 * tol['within']:.0f}%, p90 error "
-                  f"{tol['achieved_p90']:.4g}", flush=True)
-            if do_ladder:
-                lad = {b: evaluate_policy(m, ETCPlus(profile, calls=b), refs, steps)["psnr"] for b in ladder(steps)}
-                drops = [lad[b] - lad[b + 1] for b in lad if b + 1 in lad]
-                extra[method]["ladder"] = lad
-                extra[method]["worst_drop"] = max(drops) if drops else None
-                print(f"    ladder {' '.join(f'{b}:{v:.1f}' for b, v in lad.items())}; worst drop when one more "
-                      f"call is given: {extra[method]['worst_drop']:.2f} dB", flush=True)
+            variants = [(method, {})] + ([(method + "-adapt", {"adapt_trend": True})]
+                                         if ADAPT_TREND and method == "etc-plus" else [])
+            for name, opts in variants:
+                for b in budgets(steps):
+                    add(name, f"calls={b}", ETCPlus(profile, calls=b, **opts))
+                tol = add(name + "-tol", "tolerance (default)", ETCPlus(profile, **opts), latent=True)
+                target = float(profile["tolerance"])
+                errs = tol.pop("latent_errors")
+                tol["target"] = target
+                tol["within"] = float(np.mean([e <= target for e in errs]))
+                tol["achieved_p90"] = float(np.quantile(errs, 0.9))
+                print(f"    tolerance target {target:.4g}: within {100 * tol['within']:.0f}%, p90 error "
+                      f"{tol['achieved_p90']:.4g}", flush=True)
+                if do_ladder:
+                    lad = {b: evaluate_policy(m, ETCPlus(profile, calls=b, **opts), refs, steps)["psnr"]
+                           for b in ladder(steps)}
+                    drops = [lad[b] - lad[b + 1] for b in lad if b + 1 in lad]
+                    extra.setdefault(name, {})["ladder"] = lad
+                    extra[name]["worst_drop"] = max(drops) if drops else None
+                    print(f"    ladder {' '.join(f'{b}:{v:.1f}' for b, v in lad.items())}; worst drop when one "
+                          f"more call is given: {extra[name]['worst_drop']:.2f} dB", flush=True)
             if RAW_LADDER:  # every budget's own plans, unranked, to judge ranking rules offline
                 extra[method]["raw_ladder"] = raw_ladder(m, profile, refs, steps)
                 extra[method]["budget_logs"] = {k: profile.get(k) for k in BUDGET_KEYS}
@@ -394,6 +399,8 @@ def main() -> None:
     ap.add_argument("--no-ladder", action="store_true")
     ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
     ap.add_argument("--trend-caps", action="store_true", help="calibrate etc-plus with trend_caps=True")
+    ap.add_argument("--adapt-trend", action="store_true",
+                    help="also run etc-plus with adapt_trend=True on the same profile (rows etc-plus-adapt)")
     ap.add_argument("--raw-ladder", action="store_true",
                     help="also run every budget's free and last-step plans unranked, and keep the budget logs")
     ap.add_argument("--threads", type=int, default=1)
@@ -408,8 +415,8 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS, RAW_LADDER, TREND_CAPS
-    REPLAYS, TREND_CAPS = args.replays, args.trend_caps
+    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND
+    REPLAYS, TREND_CAPS, ADAPT_TREND = args.replays, args.trend_caps, args.adapt_trend
     RAW_LADDER = args.raw_ladder
     torch.set_num_threads(args.threads)
     if args.merge is not None:

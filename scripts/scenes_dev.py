@@ -7,7 +7,7 @@ docs/scenes/bench, the first ``--prompts`` of them; or ``heldout:A:B``, the held
 evaluation grammar (``held_out_prompts()``: the bench's 8 evaluation captions are 0..7), less any development
 prompt. 50 steps, true CFG 3.0; the profiles of docs/scenes/bench (calibrated on its calibration captions at seed
 42); ``--steps 28`` takes docs/scenes/bench/adherence-28's profiles. ``--trend-caps`` also runs ETC+ with each cap
-(``trend_cap``). Prints, per method and seed, the mean, median and worst PSNR against the full run of the same
+(``trend_cap``), ``--adapt-trend`` with the trend weighed online (``adapt_trend``). Prints, per method and seed, the mean, median and worst PSNR against the full run of the same
 noise; the mean over all seeds with the share of the captions' objects read right (``etcdiff.scenes.adherence``);
 and each method's front at 2x-5x fewer calls (``etcdiff.bench.front.front_at``). Every
 prompt of one seed starts from the same noise, so a seed is one draw of the noise: compare methods over several.
@@ -67,6 +67,8 @@ def methods(args: argparse.Namespace) -> list[tuple[str, str, dict]]:
     out = [(f"etc-plus calls={c}", "etc-plus", {"profile": plus, "calls": int(c)}) for c in args.calls.split(",") if c]
     out += [(f"etc-plus-cap{cap} calls={c}", "etc-plus", {"profile": plus, "calls": int(c), "trend_cap": float(cap)})
             for cap in args.trend_caps.split(",") if cap for c in args.calls.split(",") if c]
+    out += [(f"etc-plus-adapt calls={c}", "etc-plus", {"profile": plus, "calls": int(c), "adapt_trend": True})
+            for c in (args.calls.split(",") if args.adapt_trend else []) if c]
     out += [(f"etc-plus-probes calls={c}", "etc-plus", {"profile": str(BENCH / "variants" / "etc-plus_probes.json"),
                                                         "calls": int(c)}) for c in args.probes.split(",") if c]
     out += [(f"ertacache {t}", "ertacache", {"profile": str(profiles / f"ertacache_{t}.json")})
@@ -136,6 +138,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, choices=sorted(PROFILES), default=50)
     ap.add_argument("--trend-caps", default="", help="also ETC+ at each budget with these trend_cap values")
+    ap.add_argument("--adapt-trend", action="store_true", help="also ETC+ at each budget with adapt_trend=True")
     ap.add_argument("--prompts", type=int, default=24, help="how many development prompts")
     ap.add_argument("--captions", default="dev", help="dev, or heldout:A:B (held-out captions A..B-1)")
     ap.add_argument("--device", default="cpu")

@@ -89,6 +89,8 @@ class ETCPlus(StepPolicy):
             output times its fitted gain. The plan still prices windows with the calibrated errors of the
             unclipped estimates. ``None`` (default): the cap calibration chose for this budget where it was
             asked to (``trend_caps=True``; the profile's ``budget_trend_caps``), else none.
+        adapt_trend: opt-in: after a spike, the trend of the estimates ahead is weighed by the share of it the
+            real output carried (:meth:`_weigh_trend`); samples without spikes run exactly as without it.
 
     Attributes: ``calibrated``, the profile as given (the one to save, or to build a policy with other ``calls``
     from); ``profile``, what this policy plans from: the fit calibration chose for its budget, or the profile
@@ -101,7 +103,7 @@ class ETCPlus(StepPolicy):
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
                  tolerance: float | None = None, spike: float | None = None,
-                 last_step: bool | None = None, trend_cap: float | None = None) -> None:
+                 last_step: bool | None = None, trend_cap: float | None = None, adapt_trend: bool = False) -> None:
         super().__init__()
         self.profile = load_etc_plus_profile(profile)
         if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
@@ -115,6 +117,9 @@ class ETCPlus(StepPolicy):
         self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.requested_trend_cap = check_number("trend_cap", trend_cap, 0.0)
+        if not isinstance(adapt_trend, bool):
+            raise ValueError(f"etc-plus: adapt_trend must be true or false, got {adapt_trend!r}.")
+        self.adapt_trend, self.trend_weight = adapt_trend, 1.0
         self.trend_cap = self._cap_in_force(self.profile)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
@@ -130,7 +135,7 @@ class ETCPlus(StepPolicy):
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
                 else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike,
-                "last_step": self.last_step, "trend_cap": self.requested_trend_cap}
+                "last_step": self.last_step, "trend_cap": self.requested_trend_cap, "adapt_trend": self.adapt_trend}
 
     def _cap_in_force(self, profile: dict[str, Any]) -> float | None:
         """The user's trend cap, else the one calibration chose in ``profile`` for this budget's free plan (a
@@ -141,6 +146,11 @@ class ETCPlus(StepPolicy):
 
     # -- the plan ------------------------------------------------------------------------------------------
     def gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
+        """(g, k) for step t from real steps (c', c), the trend weighed by this sample's (``adapt_trend``)."""
+        g, k = self.fitted_gains(cp, c, t)
+        return g, k * self.trend_weight
+
+    def fitted_gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
         """(g, k) for step t from real steps (c', c); the plain trend on the solver's axis outside the fit."""
         hit = self._gains.get((cp, c, t))
         if hit is not None:
@@ -322,6 +332,7 @@ class ETCPlus(StepPolicy):
         self.next_real = 0
         self.spent = 0.0
         self.hardness = self._plan_hardness = 1.0
+        self.trend_weight = 1.0  # adapt_trend: how much of the trend this sample's estimates carry
         self._poisoned = False
         self._state = (-1, 0)
 
@@ -350,6 +361,8 @@ class ETCPlus(StepPolicy):
             self._log(step, False, window=step - (self.last_real or 0))
             return
         ratio = self._measure(step, output) if self.last_real is not None else None
+        if self.adapt_trend and self.last_real is not None:
+            self._weigh_trend(step, output, ratio)
         self.main_stream.record(step, output)
         prev_state = self._state
         self._state = (-1 if self.last_real is None else self.last_real, step)
@@ -367,6 +380,17 @@ class ETCPlus(StepPolicy):
             self.spent += self._plan_hardness ** 2 * self._segment(prev_state, step)
         self.next_real = self._plan_next(step, ratio, prior_hardness)
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
+
+    def _weigh_trend(self, step: int, output: torch.Tensor, ratio: float | None) -> None:
+        """After a spike, move the trend's weight halfway to the share of it that the real output carried
+        (:meth:`ETCPlusStream.trend_share`, within [0, 1]); at a real step without one, halfway back to 1. A sample
+        whose outputs turn away from their last difference then reuses more and extrapolates less."""
+        share = 1.0
+        if ratio is not None and ratio > self.spike:
+            share = self.main_stream.trend_share(*self.fitted_gains(*self._state, step), output)
+            if share is None:
+                return
+        self.trend_weight = 0.5 * self.trend_weight + 0.5 * min(max(share, 0.0), 1.0)
 
     def _measure(self, step: int, output: torch.Tensor) -> float | None:
         """The sample's own error at a real step: max over the batch of RMS(real - estimate), over the calibrated."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,6 +35,17 @@ class ETCPlusStream(OutputStream):
         if k != 0.0 and self.prev is not None:
             est = est + k * (self.last - self.prev)
         return est
+
+    def trend_share(self, g: float, k: float, output: torch.Tensor) -> float | None:
+        """How much of the trend ``k·(last - prev)`` the real ``output`` carried beyond ``(1 + g)·last``: the
+        least-squares coefficient per sample, the least over the batch; None without a trend to weigh."""
+        if self.last is None or self.prev is None or k == 0.0 or output.shape != self.last.shape:
+            return None
+        trend = (k * (self.last - self.prev)).reshape(output.shape[0], -1).double()
+        moved = (output - (1.0 + g) * self.last).reshape(output.shape[0], -1).double()
+        norm = (trend * trend).sum(1)
+        share = float(((moved * trend).sum(1) / norm.clamp_min(1e-300)).min())
+        return share if bool((norm > 0).all()) and math.isfinite(share) else None
 
     def predict(self, step: int) -> torch.Tensor | None:
         if self.last_real != self.policy.last_real:
