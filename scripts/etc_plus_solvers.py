@@ -283,7 +283,7 @@ def margin(fr: dict[str, dict[str, float | None]], ours: str, key: str) -> tuple
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| model | scheduler | steps | " + " | ".join(f"{s:g}x new / old (vs best other)" for s in SPEEDUPS)
-             + " | tolerance: within target | worst drop +1 call (new / old) |",
+             + " | tolerance: within target (new / old / adapt, those run) | worst drop +1 call (same order) |",
              "|---|---|---|" + "---|" * len(SPEEDUPS) + "---|---|"]
     for res in results:
         fr = res["fronts"]
@@ -294,10 +294,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
             old, _ = margin(fr, "etc-plus-old", key)
             cells.append("n/a" if new is None else f"{new:+.1f} / {'n/a' if old is None else f'{old:+.1f}'} ({best})")
         tol = {r["method"]: r for r in res["rows"] if r["method"].endswith("-tol")}
-        tcell = " / ".join(f"{100 * tol[k]['within']:.0f}%" for k in ("etc-plus-tol", "etc-plus-old-tol") if k in tol)
+        tcell = " / ".join(f"{100 * tol[k]['within']:.0f}%" for k in ("etc-plus-tol", "etc-plus-old-tol",
+                                                                      "etc-plus-adapt-tol") if k in tol)
         ex = res.get("extra", {})
         dcell = " / ".join("n/a" if ex.get(k, {}).get("worst_drop") is None else f"{ex[k]['worst_drop']:.1f} dB"
-                           for k in ("etc-plus", "etc-plus-old") if k in ex)
+                           for k in ("etc-plus", "etc-plus-old", "etc-plus-adapt") if k in ex)
         lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | " + " | ".join(cells)
                      + f" | {tcell} | {dcell or 'n/a'} |")
     lines += ["", "Fronts (dB):", ""]
