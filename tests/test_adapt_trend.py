@@ -1,5 +1,7 @@
 """ETC+'s opt-in ``adapt_trend``: the trend of the estimates weighed by the share of it the real outputs carried."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -78,9 +80,15 @@ def test_a_sample_that_follows_its_trend_keeps_it_and_one_that_spikes_away_from_
     assert calm.trend_weight == 1.0 and torch.equal(est, run(turns, False, spike=1e9)[1])
 
 
-def test_adapt_trend_refuses_anything_but_true_or_false(linear):
+def test_adapt_trend_refuses_anything_but_true_or_false_and_says_when_it_has_nothing_to_weigh(linear):
     with pytest.raises(ValueError, match="adapt_trend must be true or false"):
         ETCPlus(linear, adapt_trend="yes")
+    with pytest.warns(RuntimeWarning, match="adapt_trend has nothing to weigh"):
+        ETCPlus(linear, calls=5, adapt_trend=True, trend_cap=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ETCPlus(linear, calls=5, adapt_trend=True, trend_cap=0.5)
+        ETCPlus(linear, calls=5, trend_cap=0.0)
 
 
 def test_adapt_trend_keeps_the_budget_and_the_plan_and_runs_through_the_generic_loop():

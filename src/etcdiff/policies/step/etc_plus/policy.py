@@ -121,6 +121,8 @@ class ETCPlus(StepPolicy):
             raise ValueError(f"etc-plus: adapt_trend must be true or false, got {adapt_trend!r}.")
         self.adapt_trend, self.trend_weight = adapt_trend, 1.0
         self.trend_cap = self._cap_in_force(self.profile)
+        if adapt_trend and self.trend_cap == 0:  # a setting that does nothing is said
+            warnings.warn("etc-plus: adapt_trend has nothing to weigh: the trend cap in force is 0.", RuntimeWarning, 2)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
@@ -382,9 +384,7 @@ class ETCPlus(StepPolicy):
         self._log(step, True, err=ratio, window=self.next_real - step - 1)
 
     def _weigh_trend(self, step: int, output: torch.Tensor, ratio: float | None) -> None:
-        """After a spike, move the trend's weight halfway to the share of it that the real output carried
-        (:meth:`ETCPlusStream.trend_share`, within [0, 1]); at a real step without one, halfway back to 1. A sample
-        whose outputs turn away from their last difference then reuses more and extrapolates less."""
+        """After a spike, move the trend's weight halfway to the share the output carried; else halfway back to 1."""
         share = 1.0
         if ratio is not None and ratio > self.spike:
             share = self.main_stream.trend_share(*self.fitted_gains(*self._state, step), output)
