@@ -7,9 +7,10 @@ docs/scenes/bench, the first ``--prompts`` of them; or ``heldout:A:B``, the held
 evaluation grammar (``held_out_prompts()``: the bench's 8 evaluation captions are 0..7), less any development
 prompt. 50 steps, true CFG 3.0; the profiles of docs/scenes/bench (calibrated on its calibration captions at seed
 42); ``--steps 28`` takes docs/scenes/bench/adherence-28's profiles. ``--trend-caps`` also runs ETC+ with each cap
-(``trend_cap``), ``--adapt-trend`` with the trend weighed online (``adapt_trend``). Prints, per method and seed, the mean, median and worst PSNR against the full run of the same
-noise; the mean over all seeds with the share of the captions' objects read right (``etcdiff.scenes.adherence``);
-and each method's front at 2x-5x fewer calls (``etcdiff.bench.front.front_at``). Every
+(``trend_cap``), ``--adapt-trend`` with the trend weighed online (``adapt_trend``). Prints, per method and seed,
+the mean, median and worst PSNR against the full run of the same noise; the mean over all seeds with the share
+of the captions' objects read right (``etcdiff.scenes.adherence``); and each method's front at 2x-5x fewer calls
+(``etcdiff.bench.front.front_at``). Every
 prompt of one seed starts from the same noise, so a seed is one draw of the noise: compare methods over several.
 A seed draws other noise on a GPU than on the CPU (the generator lives on the device).
 
