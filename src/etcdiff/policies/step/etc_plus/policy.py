@@ -45,7 +45,6 @@ branches combine exactly.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Any
@@ -55,11 +54,11 @@ import torch
 from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
 from .budgets import budget_profile, budget_trend_cap, ranked_plan
+from .plan import INF, plan_table, window_costs
 from .stream import ETCPlusStream
 from .step_counts import profile_for_steps
 from ...scheduler_family import scheduler_mismatch
 
-INF = math.inf
 NOISE_FLOOR = 1e-3  # measured errors under this fraction of the output's RMS count as this fraction
 MAX_RATIO = 8.0  # one measurement moves the sample's hardness by at most this factor
 
@@ -166,71 +165,9 @@ class ETCPlus(StepPolicy):
         return (g, k) if cap is None else (g, min(max(k, -cap), cap))
 
     def _build_plan(self) -> None:
-        """Backward DP over states (c, j): last real step c, the one before at c - j (j = 0: none).
-
-        ``value[k, c, j]`` is the least cost of the rest of the run with at most k more real steps, ``nxt[k, c, j]``
-        the next real step (``num_steps``: none); ``seg[c, j, d]`` the cost of skipping c+1..c+d-1.
-        """
-        n, w = self.num_steps, self.max_window
-        f64 = torch.float64
-        seg = self._segment_costs()
-        cs = torch.arange(n)
-        end_d = n - cs  # the window that ends the run
-        value = torch.full((n + w + 1, w + 1), INF, dtype=f64)  # rows >= n: no such state
-        ok = end_d <= w
-        value[:n][ok] = seg[cs[ok], :, end_d[ok]]
-        nxt = torch.full((n, w + 1), n, dtype=torch.long)
-        values, nxts = [value[:n].clone()], [nxt.clone()]
-        ds = torch.arange(1, w + 1)
-        dest = cs.unsqueeze(1) + ds  # [c, d]: the next real step c + d
-        step_cost = seg[:, :, 1:].clone()  # [c, j, d - 1]
-        step_cost[(dest >= n).unsqueeze(1).expand_as(step_cost)] = INF  # the run's end is in value[0]
-        for _ in range(1, n):
-            cand = step_cost + value[dest, ds].unsqueeze(1)  # [c, j, d - 1]
-            best, arg = cand.min(dim=2)
-            better = best < value[:n]
-            if not bool(better.any()):
-                break
-            value[:n] = torch.where(better, best, value[:n])
-            nxt = torch.where(better, dest.gather(1, arg), nxt)
-            values.append(value[:n].clone())
-            nxts.append(nxt.clone())
-        self._seg = seg
-        self._plan = (torch.stack(values), torch.stack(nxts))
-
-    def _segment_costs(self) -> torch.Tensor:
-        """``seg[c, j, d]``: the calibrated squared error of skipping c+1..c+d-1 after real steps (c - j, c).
-
-        Windows add as independent errors; within a window the profile's ``segments`` (the weighted errors
-        summed as vectors) give the cost; profiles from before them (version 1) sum the steps' squared errors.
-        Where the last step must run (``compute_last``), no window may end the run.
-        """
-        n, w = self.num_steps, self.max_window
-        seg = self._window_costs()
-        if self.compute_last:
-            cs = torch.arange(max(0, n - w), n - 1)
-            seg[cs, :, n - cs] = INF
-        return seg
-
-    def _window_costs(self) -> torch.Tensor:
-        n, w = self.num_steps, self.max_window
-        seg = torch.full((n, w + 1, w + 1), INF, dtype=torch.float64)
-        seg[:, :, 1] = 0.0
-        windows = self.profile.get("segments")
-        if windows is not None:
-            cp, c, m, err = torch.tensor(windows, dtype=torch.float64).reshape(-1, 4).unbind(1)
-            c, d = c.long(), (m - c).long()
-            j = torch.where(cp >= 0, c - cp.long(), torch.zeros_like(c))
-            keep = (c < n) & (j <= w) & (d > 1) & (d <= w)
-            seg[c[keep], j[keep], d[keep]] = err[keep] ** 2
-            return seg
-        weights = self.profile["weights"]
-        for (cp, c, t), (_, _, e) in self._gains.items():
-            j, d = (c - cp if cp >= 0 else 0), t - c
-            if c < n and j <= w and 0 < d < w:
-                seg[c, j, d + 1] = (weights[t] * e) ** 2
-        seg[:, :, 2:] = torch.cumsum(seg[:, :, 2:], dim=2)
-        return seg
+        """The plan of this profile and budget rule (:func:`~etcdiff.policies.step.etc_plus.plan.plan_table`)."""
+        self._seg = window_costs(self.profile, self._gains, self.num_steps, self.max_window, self.compute_last)
+        self._plan = plan_table(self._seg)
 
     def _segment(self, state: tuple[int, int], m: int) -> float:
         """Calibrated cost of skipping the steps between real steps c (state (c', c)) and m."""
