@@ -51,6 +51,8 @@ BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan read
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
 TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
+CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
+# its rows run what calibration chose, "etc-plus-off" the same profile with adapt_trend=False
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
 
@@ -124,6 +126,8 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             kw = {"corrections": "auto"} if method == "etc-plus-old" else ({"replays": True} if REPLAYS else {})
             if TREND_CAPS and method == "etc-plus":
                 kw["trend_caps"] = True
+            if CHOOSE_ADAPT and method == "etc-plus":
+                kw["adapt_trend"] = True
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
                                            calls=budgets(steps)[0], **kw)
@@ -135,6 +139,9 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                              "cost": profile.get("cost")}
             variants = [(method, {})] + ([(method + "-adapt", {"adapt_trend": True})]
                                          if ADAPT_TREND and method == "etc-plus" else [])
+            variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and method == "etc-plus" else []
+            if CHOOSE_ADAPT and method == "etc-plus":
+                extra[method]["adapt_trend_kept"] = profile.get("budget_adapt_trend")
             for name, opts in variants:
                 for b in budgets(steps):
                     add(name, f"calls={b}", ETCPlus(profile, calls=b, **opts))
@@ -283,7 +290,7 @@ def margin(fr: dict[str, dict[str, float | None]], ours: str, key: str) -> tuple
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| model | scheduler | steps | " + " | ".join(f"{s:g}x new / old (vs best other)" for s in SPEEDUPS)
-             + " | tolerance: within target (new / old / adapt, those run) | worst drop +1 call (same order) |",
+             + " | tolerance: within target (new / old / adapt / off, those run) | worst drop +1 call (same order) |",
              "|---|---|---|" + "---|" * len(SPEEDUPS) + "---|---|"]
     for res in results:
         fr = res["fronts"]
@@ -294,11 +301,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
             old, _ = margin(fr, "etc-plus-old", key)
             cells.append("n/a" if new is None else f"{new:+.1f} / {'n/a' if old is None else f'{old:+.1f}'} ({best})")
         tol = {r["method"]: r for r in res["rows"] if r["method"].endswith("-tol")}
-        tcell = " / ".join(f"{100 * tol[k]['within']:.0f}%" for k in ("etc-plus-tol", "etc-plus-old-tol",
-                                                                      "etc-plus-adapt-tol") if k in tol)
+        kinds = ("etc-plus", "etc-plus-old", "etc-plus-adapt", "etc-plus-off")
+        tcell = " / ".join(f"{100 * tol[k + '-tol']['within']:.0f}%" for k in kinds if k + "-tol" in tol)
         ex = res.get("extra", {})
         dcell = " / ".join("n/a" if ex.get(k, {}).get("worst_drop") is None else f"{ex[k]['worst_drop']:.1f} dB"
-                           for k in ("etc-plus", "etc-plus-old", "etc-plus-adapt") if k in ex)
+                           for k in kinds if k in ex)
         lines.append(f"| {res['model']} | {res['scheduler']} | {res['steps']} | " + " | ".join(cells)
                      + f" | {tcell} | {dcell or 'n/a'} |")
     lines += ["", "Fronts (dB):", ""]
@@ -400,6 +407,8 @@ def main() -> None:
     ap.add_argument("--no-ladder", action="store_true")
     ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
     ap.add_argument("--trend-caps", action="store_true", help="calibrate etc-plus with trend_caps=True")
+    ap.add_argument("--choose-adapt-trend", action="store_true",
+                    help="calibrate etc-plus with adapt_trend=True (its choice per plan); rows etc-plus-off without")
     ap.add_argument("--adapt-trend", action="store_true",
                     help="also run etc-plus with adapt_trend=True on the same profile (rows etc-plus-adapt)")
     ap.add_argument("--raw-ladder", action="store_true",
@@ -416,8 +425,9 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND
+    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT
     REPLAYS, TREND_CAPS, ADAPT_TREND = args.replays, args.trend_caps, args.adapt_trend
+    CHOOSE_ADAPT = args.choose_adapt_trend
     RAW_LADDER = args.raw_ladder
     torch.set_num_threads(args.threads)
     if args.merge is not None:

@@ -74,6 +74,7 @@ def test_a_sample_that_follows_its_trend_keeps_it_and_one_that_spikes_away_from_
     assert torch.allclose(est, torch.full((1, 2), 3.0 * (1 + g) + 0.75 * k * (3.0 - 2.0)), atol=1e-5)
     assert not torch.allclose(est, run(turns, False)[1])
     assert dropped.params()["adapt_trend"] is True and plain.params()["adapt_trend"] is False
+    assert ETCPlus(linear, calls=5).params()["adapt_trend"] is None and not ETCPlus(linear, calls=5).adapt_trend
     dropped.begin(5)  # a new generation starts from the full trend
     assert dropped.trend_weight == 1.0
     calm, est = run(turns, True, spike=1e9)  # the same miss, within what the sample may miss: no spike, no weighing
@@ -81,7 +82,7 @@ def test_a_sample_that_follows_its_trend_keeps_it_and_one_that_spikes_away_from_
 
 
 def test_adapt_trend_refuses_anything_but_true_or_false_and_says_when_it_has_nothing_to_weigh(linear):
-    with pytest.raises(ValueError, match="adapt_trend must be true or false"):
+    with pytest.raises(ValueError, match="adapt_trend must be true, false or unset"):
         ETCPlus(linear, adapt_trend="yes")
     with pytest.warns(RuntimeWarning, match="adapt_trend has nothing to weigh"):
         ETCPlus(linear, calls=5, adapt_trend=True, trend_cap=0.0)
@@ -102,3 +103,67 @@ def test_adapt_trend_keeps_the_budget_and_the_plan_and_runs_through_the_generic_
     assert adapt.planned_steps(20) == plain.planned_steps(20)
     assert torch.isfinite(out_adapt).all() and out_adapt.shape == out_plain.shape
     assert 0.0 <= adapt.trend_weight <= 1.0
+
+
+def test_unset_adapt_trend_follows_what_calibration_kept_for_the_plan_and_a_given_one_overrides_it(linear):
+    chosen = {**linear, "budget_adapt_trend": {"free": {"4": True, "5": False}, "last": {"4": False}}}
+    assert ETCPlus(chosen, calls=4, last_step=False).adapt_trend is True
+    assert ETCPlus(chosen, calls=4, last_step=True).adapt_trend is False  # the plan computing the last step
+    assert ETCPlus(chosen, calls=5, last_step=False).adapt_trend is False
+    assert ETCPlus(chosen, calls=3, last_step=False).adapt_trend is False  # not measured: off
+    assert ETCPlus(chosen).adapt_trend is False  # tolerance mode: no budget was measured
+    assert ETCPlus(chosen, calls=4, last_step=False, adapt_trend=False).adapt_trend is False
+    assert ETCPlus(chosen, calls=5, last_step=False, adapt_trend=True).adapt_trend is True
+    with warnings.catch_warnings():  # a cap of 0 with a chosen (not given) adapt_trend is calibration's to avoid
+        warnings.simplefilter("error")
+        ETCPlus({**chosen, "budget_trend_caps": {"4": 0.0}}, calls=4, last_step=False)
+
+
+def test_a_served_step_count_whose_cap_is_0_says_that_a_given_adapt_trend_has_nothing_to_weigh(linear):
+    trajs = [scripted([3.0 + 2.0 * s * a for s in SIGMAS[:-1]]) for a in (1.0, -0.5, 2.0)]
+    other = fit_etc_plus([Trajectory(outputs=t.outputs[:4], inputs=t.inputs[:4], final=t.final) for t in trajs],
+                         max_window=3, corrections=True, ridge=0.0)
+    served = {**linear, "served_steps": {"4": {**other, "budget_trend_caps": {"3": 0.0}}}}
+    policy = ETCPlus(served, calls=3, adapt_trend=True)
+    with pytest.warns(RuntimeWarning, match=r"nothing to weigh: the trend cap in force is 0 \(at 4 steps\)"):
+        policy.begin(4)
+    assert policy.trend_cap == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.begin(5)  # back at the fitted step count: no cap
+
+
+def test_the_calibration_choice_keeps_adapt_trend_per_plan_where_the_held_out_runs_say_so(linear, monkeypatch):
+    """``measured_budgets(adapt=True)``: each plan also runs with adapt_trend; kept where it lands as close on average
+    and closer in the worst runs; off on ties; the kept option's errors become the plan's."""
+    from etcdiff.calibration.etc_plus import refine
+    from etcdiff.calibration.selection import HeldOut
+
+    plain = [-2.5, -2.5, -1.0]
+
+    def logs(held, policies):
+        p = policies[0]
+        if p.adapt_trend and p.calls == 4 and not p.compute_last:
+            return [-2.0, -2.0, -1.6]  # about as close on average, closer in the worst run
+        if p.adapt_trend and p.calls == 5 and not p.compute_last:
+            return [-1.0, -1.0, -1.0]  # clearly further on average
+        if p.compute_last:
+            return [-2.0, -2.0, -2.0]
+        return plain  # the plan without it, and adapt_trend on calls 3: the same runs, a tie
+
+    monkeypatch.setattr(refine, "_logs", logs)
+    monkeypatch.setattr(refine, "budget_ladder", lambda n: [3, 4, 5])
+    built = []
+
+    def build(fit, calls):
+        built.append({k: v for k, v in fit.items() if k != "profile"})
+        return ETCPlus(fit["profile"], calls=calls, **{k: v for k, v in fit.items() if k != "profile"})
+
+    held = HeldOut(folds=[[0, 1, 2]], references={}, run=None, build=build, fold_fits=[{"profile": linear}])
+    free, last, _, adapted = refine.measured_budgets(held, 5, adapt=True)
+    assert adapted["free"] == {"3": False, "4": True, "5": False}
+    assert free["4"] == [-2.0, -2.0, -1.6] and free["5"] == plain
+    assert set(adapted["last"]) <= {"3", "4", "5"} and all(isinstance(v, bool) for v in adapted["last"].values())
+    assert {"adapt_trend": True} in built and {"last_step": True, "adapt_trend": True} in built
+    free_off, _, _, off = refine.measured_budgets(held, 5)
+    assert off == {"free": {}, "last": {}} and free_off["4"] == plain

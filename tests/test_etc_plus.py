@@ -530,7 +530,7 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     runs = []
     held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: runs.append(i) or refs[i] + p.error, build, fits,
                    {10: [-9.0, -9.0, -9.0, -9.0]})
-    logs, last_logs, caps = measured_budgets(held, 20)
+    logs, last_logs, caps, _ = measured_budgets(held, 20)
     assert caps == {}  # not asked for
     errors = {k: sum(v) / len(v) for k, v in logs.items()}
     last = {k: sum(v) / len(v) for k, v in last_logs.items()}
@@ -564,7 +564,7 @@ def test_a_trend_cap_is_kept_where_it_is_as_close_on_average_and_closer_in_the_w
 
     refs = {i: torch.ones(1, 4) for i in range(4)}
     held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build, [{"profile": {}}] * 2, {})
-    logs, _, caps = measured_budgets(held, 20, (0.5, 0.0))
+    logs, _, caps, _ = measured_budgets(held, 20, (0.5, 0.0))
     assert caps == {"8": 0.5, "9": 0.5, "10": 0.5}  # the first of equal caps; none where capping changes nothing
     assert logs["8"] == pytest.approx([math.log(0.05 / 8)] * 4, abs=1e-4)  # the budget's errors are the kept plan's
     assert logs["7"] == pytest.approx([math.log(0.1 / 7)] * 4, abs=1e-4)

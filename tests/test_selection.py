@@ -7,7 +7,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 import etcdiff
 from etcdiff.calibration.selection import (choose_fit, clearly_lower, held_out_runs, validation_budgets,
                                            validation_generations)
-from etcdiff.policies import NoCache
+from etcdiff.policies import ETCPlus, NoCache
 from etcdiff.policies.trajectory import Trajectory
 
 
@@ -237,6 +237,14 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     caps = profile.get("budget_trend_caps") or {}
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("trend caps: "))
     assert all(f"calls {k} at {v}" in line for k, v in caps.items()) and (caps or "none kept" in line)
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "adapt_trend=true"]) == 0
+    kept = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]["budget_adapt_trend"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("adapt_trend: "))
+    on = {kind: sorted(int(k) for k, v in kept[kind].items() if v) for kind in ("free", "last")}
+    assert all(f"calls {calls[0]}" in line for calls in on.values() if calls)
+    assert ("computing the last step" in line) == bool(on["last"])
+    assert (on["free"] or on["last"]) or "kept for no plan" in line
 
 
 def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_path):
@@ -326,12 +334,19 @@ def test_the_held_out_runs_serve_each_budget_from_the_nearest_compared_one():
     assert [held.for_calls(c).label for c in range(4, 11)] == ["a", "b", "c", "c", "c", "d", "d"]
 
 
-def test_calibration_with_trend_caps_runs_every_budget_capped_and_records_what_it_kept():
-    from etcdiff.calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder
-
+@pytest.fixture(scope="module")
+def flow_calibration():
+    """A scheduler, 6 calibration noises and the ETC+ calibration made on them with fixed candidates."""
     sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
     noises = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(1)) + 1.0
     plain = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=True, corrections="auto")
+    return sched, noises, plain
+
+
+def test_calibration_with_trend_caps_runs_every_budget_capped_and_records_what_it_kept(flow_calibration):
+    from etcdiff.calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder
+
+    sched, noises, plain = flow_calibration
     capped = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=True, corrections="auto",
                                       trend_caps=True)
     assert plain.profile["trend_caps"] is False and "budget_trend_caps" not in plain.profile
@@ -346,10 +361,29 @@ def test_calibration_with_trend_caps_runs_every_budget_capped_and_records_what_i
         etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, trend_caps="yes")
 
 
-@pytest.mark.parametrize("settings", [{"serve_steps": [6]}, {"trend_caps": True}])
+def test_calibration_with_adapt_trend_runs_every_plan_with_it_and_records_what_it_kept(flow_calibration):
+    sched, noises, plain = flow_calibration
+    chose = etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, propagation=True, corrections="auto",
+                                     adapt_trend=True)
+    assert plain.profile["adapt_trend"] is False and "budget_adapt_trend" not in plain.profile
+    kept = chose.profile["budget_adapt_trend"]
+    assert set(kept["free"]) == set(chose.profile["budget_errors"])  # every measured budget's free plan
+    assert set(kept["last"]) >= set(chose.profile["budget_errors_last"])
+    assert all(isinstance(v, bool) for kind in kept.values() for v in kind.values())
+    # each free plan ran once more on each of the 3 held-out runs, and each plan computing the last step at most once
+    extra = chose.profile["cost"]["real_runs"] - plain.profile["cost"]["real_runs"]
+    assert extra % 3 == 0 and 3 * len(kept["free"]) <= extra <= 3 * (len(kept["free"]) + len(kept["last"]))
+    for calls in (int(k) for k in kept["free"]):
+        policy = ETCPlus(chose.calibrated, calls=calls)
+        assert policy.adapt_trend is kept["last" if policy.compute_last else "free"].get(str(policy.calls), False)
+    with pytest.raises(ValueError, match="adapt_trend must be true or false"):
+        etcdiff.calibrate_policy("etc-plus", _flow_model, sched, noises, 20, adapt_trend="yes")
+
+
+@pytest.mark.parametrize("settings", [{"serve_steps": [6]}, {"trend_caps": True}, {"adapt_trend": True}])
 def test_the_progress_bar_counts_the_runs_the_settings_add(settings):
-    """The bar's total (an upper bound) counts the runs serve_steps and trend_caps make: both make more than a
-    calibration without them may."""
+    """The bar's total (an upper bound) counts the runs serve_steps, trend_caps and adapt_trend make: each makes
+    more than a calibration without them may."""
     from etcdiff.calibrate import calibrate_method
     from etcdiff.models import load_pipeline
     from etcdiff.registry import get_method

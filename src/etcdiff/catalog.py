@@ -139,11 +139,12 @@ ETC_PLUS_CHOICES = ((True, "auto"), (True, False), (True, True), (False, "auto")
 
 
 def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any = False, serve_steps: Any = None,
-                **_: Any) -> int:
+                adapt_trend: Any = False, **_: Any) -> int:
     """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it; with
     ``replays``, the real runs that fit the feedback and check the tolerance instead; the capped plans of
-    ``trend_caps``; and for ``serve_steps``, the real runs that fit the surrogate's feedback and, on a pipeline,
-    one full run per step count served (the settings as ``--set`` gives them: booleans, or "20,28")."""
+    ``trend_caps``; the plans of ``adapt_trend`` (free and computing the last step); and for ``serve_steps``, the
+    real runs that fit the surrogate's feedback and, on a pipeline, one full run per step count served (the
+    settings as ``--set`` gives them: booleans, or "20,28")."""
     from .calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder, refine_generations
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
     from .calibration.etc_plus.replay import FEEDBACK_RUNS, FEEDBACK_SPEEDUPS
@@ -161,6 +162,8 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
                 + refine_generations(held, steps, len(validation_budgets(steps))))
     if trend_caps is True and replays is not True:
         runs += held * len(budget_ladder(steps)) * len(TREND_CAP_CANDIDATES)
+    if adapt_trend is True and replays is not True:
+        runs += held * len(budget_ladder(steps)) * 2
     served = len(set(serve_step_counts(serve_steps) or []) - {steps})  # as calibration keeps them
     if served:
         runs += (0 if replays is True else feedback) + served
@@ -251,7 +254,8 @@ for _m in (
            "yes: per-step errors and gains, `etcdiff calibrate --method etc-plus`",
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
-                                             "propagation", "replays", "trend_caps", "serve_steps"),
+                                             "propagation", "replays", "trend_caps", "adapt_trend",
+                                             "serve_steps"),
            recorders=_probe_recorders, extra_runs=_probe_runs, replays=True,
            choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine,
            plan_variant={"last_step": True}, per_budget=True),

@@ -192,6 +192,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             kept = ", ".join(f"calls {k} at {caps[k]}" for k in sorted(caps, key=int))
             none = "none kept (no plan came out as close on average and closer in its worst runs)"
             print(f"trend caps: {kept or none}")
+        if profile.get("adapt_trend"):
+            print(f"adapt_trend: {_adapt_kept(profile.get('budget_adapt_trend') or {})}")
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")
@@ -208,3 +210,16 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
     return 0
+
+
+def _adapt_kept(chosen: dict[str, dict[str, bool]]) -> str:
+    """The plans that kept ``adapt_trend`` at calibration (``budget_adapt_trend``), in words: e.g. ``kept for calls
+    6-11 with the plan as it chooses; calls 6-9 with the plan computing the last step``."""
+    from ..policies.step.etc_plus.budgets import budgets_served
+
+    kinds = {"free": "the plan as it chooses", "last": "the plan computing the last step"}
+    spans = [budgets_served({k: label for k, on in (chosen.get(kind) or {}).items() if on})
+             for kind, label in kinds.items()]
+    kept = "; ".join(span for span in spans if span)
+    none = "no plan (none came out as close on average and closer in its worst runs)"
+    return f"kept for {kept or none}"

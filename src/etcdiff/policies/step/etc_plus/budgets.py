@@ -21,6 +21,7 @@ import torch
 FREE, LAST = "budget_errors", "budget_errors_last"
 BUDGET_FITS = "budget_fits"  # per budget, a candidate other than the profile's own (calibration's per-budget choice)
 TREND_CAPS = "budget_trend_caps"  # per budget, the trend cap its free plan runs with (calibration's choice, opt-in)
+ADAPT = "budget_adapt_trend"  # per budget and plan kind, whether it weighs its trend after spikes (opt-in choice)
 LOGS = {FREE: "budget_logs", LAST: "budget_logs_last"}  # the same, per held-out run (paired across plans)
 
 
@@ -67,6 +68,15 @@ def budget_trend_cap(profile: dict[str, Any], calls: int | None, compute_last: b
     return None if cap is None else float(cap)
 
 
+def budget_adapt_trend(profile: dict[str, Any], calls: int | None, compute_last: bool) -> bool | None:
+    """Whether calibration kept ``adapt_trend`` for the plan of ``calls`` calls (free, or computing the last step);
+    ``None`` where it was not measured (no budget, or a profile calibrated without the choice)."""
+    if calls is None:
+        return None
+    chosen = ((profile.get(ADAPT) or {}).get("last" if compute_last else "free") or {}).get(str(calls))
+    return None if chosen is None else bool(chosen)
+
+
 def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | None = None) -> tuple[int | None, bool]:
     """``(budget, compute_last)`` to plan with under ``calls``, among the measured plans of at most ``calls``
     calls (only the free plans with ``last_step=False``, only those computing the last step with ``True``, both
@@ -95,5 +105,5 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     return k, last
 
 
-__all__ = ["BUDGET_FITS", "FREE", "LAST", "LOGS", "TREND_CAPS", "budget_profile", "budget_trend_cap",
-           "budgets_served", "clearly_lower", "ranked_plan"]
+__all__ = ["ADAPT", "BUDGET_FITS", "FREE", "LAST", "LOGS", "TREND_CAPS", "budget_adapt_trend", "budget_profile",
+           "budget_trend_cap", "budgets_served", "clearly_lower", "ranked_plan"]

@@ -64,7 +64,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
                  ridge: float = 0.01,
                  rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = None,
                  propagation: bool = True, reach: Sequence[float] | None = None,
-                 trend_caps: bool = False) -> dict[str, Any]:
+                 trend_caps: bool = False, adapt_trend: bool = False) -> dict[str, Any]:
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
@@ -83,7 +83,9 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     their scheduler): the window errors use it instead of the one-step fit, which misses what multistep solvers carry
     through their history; the time axis stays the fit's. ``trend_caps`` (opt-in): calibration also runs each
     budget's plan with its trend capped and keeps a cap where it lands as close on average and closer in the worst
-    runs (:mod:`etcdiff.calibration.etc_plus.refine`; the profile's ``budget_trend_caps``).
+    runs (:mod:`etcdiff.calibration.etc_plus.refine`; the profile's ``budget_trend_caps``). ``adapt_trend``
+    (opt-in): calibration also runs each budget's plans with ``ETCPlus(adapt_trend=True)`` and keeps it per plan
+    where it lands as close on average and closer in the worst runs (the profile's ``budget_adapt_trend``).
     """
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_etc_plus: give a non-empty list of recorded full-step trajectories (record_pipeline).")
@@ -93,8 +95,9 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         raise ValueError(f"fit_etc_plus: max_window must be an integer >= 2, got {max_window!r}.")
     if not isinstance(propagation, bool):
         raise ValueError(f"fit_etc_plus: propagation must be true or false, got {propagation!r}.")
-    if not isinstance(trend_caps, bool):
-        raise ValueError(f"fit_etc_plus: trend_caps must be true or false, got {trend_caps!r}.")
+    for name, value in (("trend_caps", trend_caps), ("adapt_trend", adapt_trend)):
+        if not isinstance(value, bool):
+            raise ValueError(f"fit_etc_plus: {name} must be true or false, got {value!r}.")
     check_number("ridge", ridge, 0.0, allow_none=False)
     check_number("rel_tolerance", rel_tolerance, 0.0, allow_none=False)
     n = len(trajectories[0].outputs)
@@ -161,7 +164,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "triplets": triplets, "segments": segments, "num_trajectories": len(trajectories), "propagation": factors,
         "corrections": corrections, "scheduler": getattr(trajectories[0], "scheduler", None),
         "reach": "solver" if reach is not None else "one-step fit",
-        "plain_segments": plain, "trend_caps": trend_caps,
+        "plain_segments": plain, "trend_caps": trend_caps, "adapt_trend": adapt_trend,
     }
 
 

@@ -53,7 +53,7 @@ import torch
 
 from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
-from .budgets import budget_profile, budget_trend_cap, ranked_plan
+from .budgets import budget_adapt_trend, budget_profile, budget_trend_cap, ranked_plan
 from .plan import INF, plan_table, window_costs
 from .stream import ETCPlusStream
 from .step_counts import profile_for_steps
@@ -88,8 +88,10 @@ class ETCPlus(StepPolicy):
             output times its fitted gain. The plan still prices windows with the calibrated errors of the
             unclipped estimates. ``None`` (default): the cap calibration chose for this budget where it was
             asked to (``trend_caps=True``; the profile's ``budget_trend_caps``), else none.
-        adapt_trend: opt-in: after a spike, the trend of the estimates ahead is weighed by the share of it the
-            real output carried (:meth:`_weigh_trend`); samples without spikes run exactly as without it.
+        adapt_trend: after a spike, the trend of the estimates ahead is weighed by the share of it the real
+            output carried (:meth:`_weigh_trend`); samples without spikes run exactly as without it. ``None``
+            (default): what calibration chose for this budget's plan where it was asked to (``adapt_trend=True``
+            at calibration; the profile's ``budget_adapt_trend``), else off.
 
     Attributes: ``calibrated``, the profile as given (the one to save, or to build a policy with other ``calls``
     from); ``profile``, what this policy plans from: the fit calibration chose for its budget, or the profile
@@ -102,7 +104,8 @@ class ETCPlus(StepPolicy):
 
     def __init__(self, profile: dict[str, Any] | str | os.PathLike, calls: int | None = None,
                  tolerance: float | None = None, spike: float | None = None,
-                 last_step: bool | None = None, trend_cap: float | None = None, adapt_trend: bool = False) -> None:
+                 last_step: bool | None = None, trend_cap: float | None = None,
+                 adapt_trend: bool | None = None) -> None:
         super().__init__()
         self.profile = load_etc_plus_profile(profile)
         if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
@@ -116,12 +119,10 @@ class ETCPlus(StepPolicy):
         self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
         self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.requested_trend_cap = check_number("trend_cap", trend_cap, 0.0)
-        if not isinstance(adapt_trend, bool):
-            raise ValueError(f"etc-plus: adapt_trend must be true or false, got {adapt_trend!r}.")
-        self.adapt_trend, self.trend_weight = adapt_trend, 1.0
-        self.trend_cap = self._cap_in_force(self.profile)
-        if adapt_trend and self.trend_cap == 0:  # a setting that does nothing is said
-            warnings.warn("etc-plus: adapt_trend has nothing to weigh: the trend cap in force is 0.", RuntimeWarning, 2)
+        if adapt_trend is not None and not isinstance(adapt_trend, bool):
+            raise ValueError(f"etc-plus: adapt_trend must be true, false or unset, got {adapt_trend!r}.")
+        self.requested_adapt_trend, self.trend_weight = adapt_trend, 1.0
+        self._trend_settings(self.profile)
         self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
@@ -136,14 +137,19 @@ class ETCPlus(StepPolicy):
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
                 else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike,
-                "last_step": self.last_step, "trend_cap": self.requested_trend_cap, "adapt_trend": self.adapt_trend}
+                "last_step": self.last_step, "trend_cap": self.requested_trend_cap,
+                "adapt_trend": self.requested_adapt_trend}
 
-    def _cap_in_force(self, profile: dict[str, Any]) -> float | None:
-        """The user's trend cap, else the one calibration chose in ``profile`` for this budget's free plan (a
-        resampled profile keeps none: they were measured at one step count)."""
-        if self.requested_trend_cap is not None:
-            return self.requested_trend_cap
-        return budget_trend_cap(profile, self.calls, self.compute_last)
+    def _trend_settings(self, profile: dict[str, Any]) -> None:
+        """The trend cap and ``adapt_trend`` in force for this budget's plan: the user's, else what calibration
+        chose in ``profile`` (a resampled profile keeps neither: they were measured at one step count)."""
+        cap = self.requested_trend_cap
+        self.trend_cap = budget_trend_cap(profile, self.calls, self.compute_last) if cap is None else cap
+        chosen = budget_adapt_trend(profile, self.calls, self.compute_last)
+        self.adapt_trend = bool(chosen) if self.requested_adapt_trend is None else self.requested_adapt_trend
+        if self.requested_adapt_trend and self.trend_cap == 0:  # a setting that does nothing is said
+            warnings.warn("etc-plus: adapt_trend has nothing to weigh: the trend cap in force is 0 (at "
+                          f"{profile['num_steps']} steps).", RuntimeWarning, 3)
 
     # -- the plan ------------------------------------------------------------------------------------------
     def gains(self, cp: int, c: int, t: int) -> tuple[float, float]:
@@ -230,7 +236,7 @@ class ETCPlus(StepPolicy):
         self.profile = profile
         self.max_window = int(profile["max_window"])
         self.calls, self.compute_last = ranked_plan(profile, self.requested_calls, self.last_step)
-        self.trend_cap = self._cap_in_force(profile)
+        self._trend_settings(profile)
         kept = self._kept.get(id(profile))
         if kept is not None:
             self._gains, self._plan, self._seg = kept
