@@ -123,10 +123,11 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
 
     for method in methods:
         if method in ("etc-plus", "etc-plus-old"):
+            ours = method == "etc-plus"  # the variants and opt-in calibrations apply to the current ETC+ only
             kw = {"corrections": "auto"} if method == "etc-plus-old" else ({"replays": True} if REPLAYS else {})
-            if TREND_CAPS and method == "etc-plus":
+            if TREND_CAPS and ours:
                 kw["trend_caps"] = True
-            if CHOOSE_ADAPT and method == "etc-plus":
+            if CHOOSE_ADAPT and ours:
                 kw["adapt_trend"] = True
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
@@ -137,10 +138,10 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                     profile.pop(key, None)
             extra[method] = {"calibration_seconds": time.time() - t1, "selection": profile.get("selection"),
                              "cost": profile.get("cost")}
-            variants = [(method, {})] + ([(method + "-adapt", {"adapt_trend": True})]
-                                         if ADAPT_TREND and method == "etc-plus" else [])
-            variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and method == "etc-plus" else []
-            if CHOOSE_ADAPT and method == "etc-plus":
+            variants = [(method, {})]
+            variants += [(method + "-adapt", {"adapt_trend": True})] if ADAPT_TREND and ours else []
+            variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and ours else []
+            if CHOOSE_ADAPT and ours:
                 extra[method]["adapt_trend_kept"] = profile.get("budget_adapt_trend")
             for name, opts in variants:
                 for b in budgets(steps):

@@ -74,11 +74,12 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     docstring)."""
     profile = fitted["profile"]
     caps = TREND_CAP_CANDIDATES if profile.get("trend_caps") else ()
-    free, last, chosen, adapt = measured_budgets(held, int(profile["num_steps"]), caps, bool(profile.get(ADAPT_FIT)))
+    offer_adapt = bool(profile.get(ADAPT_FIT))
+    free, last, chosen, adapted = measured_budgets(held, int(profile["num_steps"]), caps, offer_adapt)
     if chosen:
         profile[TREND_CAPS] = chosen
-    if profile.get(ADAPT_FIT):
-        profile[ADAPT] = adapt
+    if offer_adapt:
+        profile[ADAPT] = adapted
     if BUDGET_FITS in profile:  # each budget of the ladder runs the candidate chosen at the nearest compared one
         labels = {k: held.for_calls(int(k)).label for k in free}
         serve = {k: label for k, label in labels.items() if label != held.label}
