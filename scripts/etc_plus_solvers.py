@@ -53,6 +53,7 @@ TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a 
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
 # its rows run what calibration chose, "etc-plus-off" the same profile with adapt_trend=False
+CALIBRATION_SEEDS: list[int] = []  # --calibration-seeds: only these of the calibration seeds (10 noises each)
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
 
@@ -102,8 +103,19 @@ def evaluate_policy(m: dict[str, Any], policy: StepPolicy, refs: list[torch.Tens
     return row
 
 
-def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool) -> dict[str, Any]:
+def setup(model: str) -> dict[str, Any]:
+    """``etc_plus_eval.setup``, its calibration cases cut to :data:`CALIBRATION_SEEDS` where given."""
     m = ev.setup(model)
+    if CALIBRATION_SEEDS:
+        m["calib"] = [(labels, seed) for labels, seed in m["calib"] if seed in CALIBRATION_SEEDS]
+        if not m["calib"]:
+            raise SystemExit(f"--calibration-seeds {CALIBRATION_SEEDS}: {model} calibrates on seeds "
+                             f"{[seed for _, seed in ev.setup(model)['calib']]}; choose among them.")
+    return m
+
+
+def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool) -> dict[str, Any]:
+    m = setup(model)
     m["sched"] = scheduler(model, kind)
     t0 = time.time()
     full = [ev.run(m, NoCache(), lab, s, steps)[0] for lab, s in m["evals"]]
@@ -190,7 +202,8 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                 add(method, f"calls={b}", pol)
     fr = fronts(rows)
     return {"model": model, "scheduler": kind, "scheduler_class": type(m["sched"]).__name__, "steps": steps,
-            "rows": rows, "fronts": fr, "extra": extra, "seconds": time.time() - t0}
+            "rows": rows, "fronts": fr, "extra": extra, "seconds": time.time() - t0,
+            "calibration_seeds": [seed for _, seed in m["calib"]]}
 
 
 def raw_ladder(m: dict[str, Any], profile: dict[str, Any], refs: list[torch.Tensor], steps: int) -> dict[str, float]:
@@ -214,7 +227,7 @@ def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[di
     them (resampled on the sigma axis). At ``source`` itself, the profile as fitted."""
     import warnings
 
-    m = ev.setup(model)
+    m = setup(model)
     m["sched"] = scheduler(model, kind)
     cal_model, noises = ev.calibration_set(m, source)
     t0 = time.time()
@@ -414,6 +427,8 @@ def main() -> None:
                     help="also run etc-plus with adapt_trend=True on the same profile (rows etc-plus-adapt)")
     ap.add_argument("--raw-ladder", action="store_true",
                     help="also run every budget's free and last-step plans unranked, and keep the budget logs")
+    ap.add_argument("--calibration-seeds", nargs="+", type=int, default=[],
+                    help="calibrate on these calibration seeds only (10 noises each; default: all, 20 noises)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="")
     ap.add_argument("--tag", default="etc_plus_solvers")
@@ -426,8 +441,9 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT
+    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS
     REPLAYS, TREND_CAPS, ADAPT_TREND = args.replays, args.trend_caps, args.adapt_trend
+    CALIBRATION_SEEDS = args.calibration_seeds
     CHOOSE_ADAPT = args.choose_adapt_trend
     RAW_LADDER = args.raw_ladder
     torch.set_num_threads(args.threads)

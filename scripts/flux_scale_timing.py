@@ -226,7 +226,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['seeds']}, median of {result['repeats']} runs after {result['warmups']} warm-up run(s) per row; "
              f"etc, etc-plus and ertacache calibrated inside the script on this random model at seeds "
              f"{result['calibration_seeds']}"
-             + (" (etc-plus with replayed probes)" if result["etc_plus_replays"] else "") + ".", "",
+             + (" (etc-plus with replays=True: on 2 runs nothing is held out, so no probe or held-out run is made)"
+                if result["etc_plus_replays"] else "") + ".", "",
              "| steps | method | settings | calls | call reduction | wall s | wall speedup | speedup / reduction "
              "| peak GiB | calibration (generations, s) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
@@ -250,7 +251,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmups", type=int, default=1, help="untimed runs before each row's timed ones")
     p.add_argument("--etc-plus-replays", action="store_true",
-                   help="calibrate etc-plus with replayed probes (2 generations instead of about 21 at 2 seeds)")
+                   help="calibrate etc-plus with replays=True (2 generations instead of about 21 at 2 seeds)")
     p.add_argument("--resolution", type=int, default=None, help="pixels per side (default 1024; --tiny 64)")
     p.add_argument("--text-tokens", type=int, default=None, help="default 512; --tiny 8")
     p.add_argument("--guidance", type=float, default=3.5)

@@ -58,13 +58,13 @@ def test_call_counts_agree_with_the_method_reports(output):
     assert plus[1]["generations"] == plus[0]["generations"] and "shared_with" in plus[1]  # one ETC+ fit per step count
 
 
-def test_replayed_probes_calibrate_etc_plus_on_its_two_full_runs(script, tmp_path):
+def test_a_replayed_calibration_makes_only_its_two_full_runs(script, tmp_path):
     result = script.main(["--tiny", "--steps", "8", "--repeats", "1", "--warmups", "0", "--etc-plus-replays",
                           "--methods", "none,etc-plus", "--out", str(tmp_path)])
     plus = [r for r in result["rows"] if r["method"] == "etc-plus"]
     assert [r["generations"] for r in plus] == [2, 2] and all(r["replays"] and r["replay_used"] for r in plus)
     assert result["warmups"] == 0 and all(len(r["wall_s_all"]) == 1 for r in result["rows"])
-    assert "replayed probes" in (tmp_path / "flux_scale_timing.md").read_text()
+    assert "replays=True" in (tmp_path / "flux_scale_timing.md").read_text()
 
 
 def test_bad_sizes_are_refused(script, capsys):

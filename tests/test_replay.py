@@ -5,6 +5,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 import etcdiff
+from etcdiff.calibration.etc_plus.propagation import probe_steps
 from etcdiff.calibration.etc_plus.replay import Replay, noise_scales, replayable
 from etcdiff.calibration.runs import record_denoiser_runs
 from etcdiff.policies import FixedInterval, NoCache, SkipSteps
@@ -86,8 +87,46 @@ def test_replays_fall_back_to_real_runs_and_real_probes_where_the_runs_cannot_be
         policy = etcdiff.calibrate_policy("etc-plus", _blind_model, sched, noises, 10, replays=True)
     replay = policy.profile["replay"]
     assert replay["used"] is False and "cannot be replayed" in replay["why"]
-    assert policy.profile["cost"]["probes"] == 0  # probed after recording, through the counted real runs
-    assert policy.profile["cost"]["real_runs"] > 3 * len(replay_module.FEEDBACK_SPEEDUPS)
+    cost = policy.profile["cost"]
+    assert cost["probes"] == 3 * len(probe_steps(10))  # probed after recording, each probe one generation
+    assert cost["generations"] == 5 + cost["probes"] + cost["real_runs"]
+    assert cost["real_runs"] > 3 * len(replay_module.FEEDBACK_SPEEDUPS)  # the held-out runs were real too
+
+
+def test_a_replayed_calibration_probes_one_run_for_real_and_makes_at_most_30_generations_with_10_prompts():
+    """At 50 steps with the CLI's 10 prompts: 10 full runs, one run's probes (10), the feedback's 2 runs at 3
+    budgets and at most 2 real tolerance checks on them: 30 at most, as the progress bar's bound says."""
+    from etcdiff.catalog import _probe_runs
+
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    noises = torch.randn(10, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 50, replays=True,
+                                      propagation=True, corrections="auto")  # no choice to replay: a quicker test
+    cost, replay = policy.profile["cost"], policy.profile["replay"]
+    assert replay["used"] and replay["held_out_runs"] == [8, 9] and replay["runs"] == 2 * 3
+    assert cost["recorded"] == 10 and cost["probes"] == len(probe_steps(50)) == 10
+    assert cost["generations"] == 10 + cost["probes"] + cost["real_runs"] <= 10 + _probe_runs(10, 50, replays=True) == 30
+
+
+def test_real_probes_measure_against_the_recorded_result_without_a_full_run_of_their_own():
+    from etcdiff.calibration.etc_plus.propagation import probe_runs
+    from etcdiff.calibration.policy_runs import denoiser_runner
+
+    sched = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")
+    noises = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    records = record_denoiser_runs(_gaussian_flow(), sched, noises, 12)
+    inner, made = denoiser_runner(_gaussian_flow(), sched, noises, 12), []
+
+    def run(policy, i):
+        made.append(type(policy).__name__)
+        return inner(policy, i)
+
+    probe_runs(records[1:], lambda policy, i: run(policy, i + 1), [2, 7, 10])
+    assert made == ["SkipSteps"] * 3  # no NoCache run for the reference
+    for t in (2, 7, 10):
+        moved = (records[1].outputs[t] - records[1].outputs[t - 1]).double().pow(2).mean().sqrt()
+        reached = (inner(SkipSteps({t}), 1).double() - inner(NoCache(), 1).double()).pow(2).mean().sqrt()
+        assert records[1].probes[t] == pytest.approx([float(reached / moved)], rel=1e-4)
 
 
 def _gaussian_flow(mean: float = 0.3, var: float = 0.05):

@@ -248,9 +248,10 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
 
 
 def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_path):
-    """``replays=True``: the probes and held-out runs are replays; real runs only fit the feedback and check the
-    tolerance, and every recorded run is held out once."""
+    """``replays=True``: the held-out runs are replays; real runs only probe one run, fit the feedback and check
+    the tolerance, and every recorded run but the probed one is held out once."""
     from etcdiff.calibrate import calibrate_method
+    from etcdiff.calibration.etc_plus.propagation import probe_steps
     from etcdiff.calibration.etc_plus.refine import REAL_ROUNDS, TOLERANCE_ROUNDS
     from etcdiff.models import load_pipeline
 
@@ -259,16 +260,16 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     fitted = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, replays=True)
     profile = fitted["profile"]
     replay = profile["replay"]
-    assert replay["used"] and isinstance(replay["feedback"], str) and replay["held_out_runs"] == [2, 3, 4]
-    assert profile["selection"]["folds"] == [[0, 1], [2, 3, 4]]
+    assert replay["used"] and isinstance(replay["feedback"], str) and replay["held_out_runs"] == [3, 4]
+    assert profile["selection"]["folds"] == [[1, 2], [3, 4]]  # run 0 is probed
     passes = profile["tolerance_check"]["passes"]
     assert 1 <= len(passes) <= TOLERANCE_ROUNDS
     real_passes = sum("within_real" in p for p in passes)  # run for real only where the replays already hold
     assert real_passes == min(REAL_ROUNDS, sum(p["within"] >= 0.95 for p in passes))
-    cost = profile["cost"]  # 3 runs per budget for the feedback, 3 runs per real tolerance pass
-    assert cost["recorded"] == 5 and cost["probes"] == 0
-    assert cost["real_runs"] == 3 * len(replay["budgets"]) + 3 * real_passes
-    assert cost["generations"] == 5 + cost["real_runs"]
+    cost = profile["cost"]  # one run's probes, 2 runs per budget for the feedback, 2 per real tolerance pass
+    assert cost["recorded"] == 5 and cost["probes"] == len(probe_steps(8))
+    assert cost["real_runs"] == 2 * len(replay["budgets"]) + 2 * real_passes
+    assert cost["generations"] == 5 + cost["probes"] + cost["real_runs"]
     with pytest.raises(ValueError, match="replays must be true or false"):
         calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replays="yes")
 

@@ -203,19 +203,20 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
 
 
 def _probe_count(records: list[Any]) -> int:
-    """Probe runs made while recording (each one generation)."""
+    """Probe runs the records hold (each one generation)."""
     return sum(len(getattr(r, "probes", None) or {}) for r in records)
 
 
 def _with_cost(info: Method, fitted: dict[str, Any], records: list[Any], probes: int, run: _Counted,
                start: float) -> dict[str, Any]:
     """``fitted`` with what the calibration cost in its profile (when the method's profile is a dict of its own):
-    generations (full recorded runs, the probe runs made while recording, and the real runs after them to choose
-    and check) and seconds."""
+    generations (full recorded runs, probe runs, and the other real runs made to choose and check) and seconds.
+    ``probes`` were made while recording; those made later (a replayed calibration's) went through ``run``."""
     profile = fitted.get("profile")
     if isinstance(profile, dict) and profile.get("method") == info.name:
+        later = _probe_count(records) - probes
         profile["cost"] = {"generations": len(records) + probes + run.count, "recorded": len(records),
-                           "probes": probes, "real_runs": run.count,
+                           "probes": probes + later, "real_runs": run.count - later,
                            "seconds": round(time.perf_counter() - start, 2)}
     return fitted
 
@@ -265,14 +266,15 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
                      build: Callable[[dict[str, Any], int | None], StepPolicy], run: PolicyRunner,
                      replays: bool) -> tuple[PolicyRunner, dict[str, Any] | None, RealRuns | None]:
     """What judges the candidates on held-out runs, a record of it, and the real runs a method's checks may use:
-    replays with a fitted feedback, their probes on every run (:mod:`etcdiff.calibration.etc_plus.replay`), and
-    the runs the feedback was fitted on, where asked (``replays``) and the runs can be replayed; else real runs
-    (without ``replays``, the method's recorders probed the runs while recording; where the runs cannot be
-    replayed, they are probed here, for real)."""
+    replays with a fitted feedback (:mod:`etcdiff.calibration.etc_plus.replay`) and the runs the feedback was
+    fitted on, where asked (``replays``) and the runs can be replayed, with real probes on one recorded run; else
+    real runs (without ``replays``, the method's recorders probed the runs while recording; where the runs cannot
+    be replayed, they are probed here, for real)."""
     if not (info.replays and replays):
         return run, None, None
     from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
-    from .calibration.etc_plus.replay import Replay, fit_feedback, noise_scales, replay_probes, replayable
+    from .calibration.etc_plus.replay import (REPLAY_FEEDBACK_RUNS, REPLAY_FEEDBACK_SPEEDUPS, REPLAY_PROBE_RUNS,
+                                              Replay, fit_feedback, noise_scales, replayable)
 
     steps = probe_steps(records[0].num_steps, PROBES)
     if not replayable(records):
@@ -283,10 +285,12 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
         probe_runs(records[:PROBE_RUNS], run, steps)
         return run, {"used": False, "why": why}, None
     scales = noise_scales(records)
-    feedback, record, finals = fit_feedback(records, run, plain, build, scales)
-    replay = Replay(records, feedback, scales)
-    replay_probes(records, replay, steps)
-    return replay, {"used": True, **record, "curve": [round(float(v), 6) for v in feedback]}, RealRuns(run, finals)
+    feedback, record, finals = fit_feedback(records, run, plain, build, scales, REPLAY_FEEDBACK_RUNS,
+                                            REPLAY_FEEDBACK_SPEEDUPS)
+    if record.get("runs"):  # runs held out: one recorded run probed for real (so no longer held out: held_out_runs)
+        probe_runs(records[:REPLAY_PROBE_RUNS], run, steps)
+    curve = [round(float(v), 6) for v in feedback]
+    return Replay(records, feedback, scales), {"used": True, **record, "curve": curve}, RealRuns(run, finals)
 
 
 def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:

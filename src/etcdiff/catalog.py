@@ -141,21 +141,24 @@ ETC_PLUS_CHOICES = ((True, "auto"), (True, False), (True, True), (False, "auto")
 def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any = False, serve_steps: Any = None,
                 adapt_trend: Any = False, **_: Any) -> int:
     """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it; with
-    ``replays``, the real runs that fit the feedback and check the tolerance instead; the capped plans of
-    ``trend_caps``; the plans of ``adapt_trend`` (free and computing the last step); and for ``serve_steps``, the
-    real runs that fit the surrogate's feedback and, on a pipeline, one full run per step count served (the
-    settings as ``--set`` gives them: booleans, or "20,28")."""
-    from .calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder, refine_generations
+    ``replays``, one run's probes and the real runs that fit the feedback and check the tolerance instead (20
+    with 10 prompts at 50 steps); the capped plans of ``trend_caps``; the plans of ``adapt_trend`` (free and
+    computing the last step); and for ``serve_steps``, the real runs that fit the surrogate's feedback and, on a
+    pipeline, one full run per step count served (the settings as ``--set`` gives them: booleans, or "20,28")."""
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
-    from .calibration.etc_plus.replay import FEEDBACK_RUNS, FEEDBACK_SPEEDUPS
+    from .calibration.etc_plus.refine import REAL_ROUNDS, TREND_CAP_CANDIDATES, budget_ladder, refine_generations
+    from .calibration.etc_plus.replay import (FEEDBACK_RUNS, FEEDBACK_SPEEDUPS, REPLAY_FEEDBACK_RUNS,
+                                              REPLAY_FEEDBACK_SPEEDUPS, REPLAY_PROBE_RUNS)
     from .calibration.etc_plus.surrogate import serve_step_counts
     from .calibration.selection import validation_budgets, validation_generations
 
     feedback = FEEDBACK_RUNS * len(FEEDBACK_SPEEDUPS)
     probed = min(prompts, PROBE_RUNS)
     held = max(0, prompts - probed) if prompts > 2 else 0
-    if replays is True:
-        runs = feedback + 2 * FEEDBACK_RUNS  # the feedback, then the tolerance checked for real at most twice
+    if replays is True:  # the feedback's runs (the last prompts but two at most), the tolerance checked on them for
+        held_back = max(0, min(REPLAY_FEEDBACK_RUNS, prompts - 2))  # real at most twice, and one run's probes
+        runs = held_back * (len(REPLAY_FEEDBACK_SPEEDUPS) + REAL_ROUNDS) + (
+            REPLAY_PROBE_RUNS * len(probe_steps(steps)) if held_back else 0)
     else:
         choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing
         runs = (probed * len(probe_steps(steps)) + choice  # the last step

@@ -60,9 +60,10 @@ class Method:
         refine: returns ``refine(fitted, held_out)``, a method's own checks on the same held-out runs after the
             choice (etc-plus: measured budget errors and the tolerance scale, :mod:`etcdiff.calibration.etc_plus.refine`).
         replays: the method's fit has probe runs (etc-plus), and its calibration can take ``replays=True``: then
-            the held-out runs of ``choose`` and ``refine`` and the probes are replays of the recorded runs, with
-            the model's feedback fitted on a few real runs (:mod:`etcdiff.calibration.etc_plus.replay`; real runs where
-            the recorded runs cannot be replayed). Without it, the probes and held-out runs are real.
+            the held-out runs of ``choose`` and ``refine`` are replays of the recorded runs, with the model's
+            feedback fitted on a few real runs, and one recorded run is probed for real
+            (:mod:`etcdiff.calibration.etc_plus.replay`; real runs where the recorded runs cannot be replayed).
+            Without it, the probes and held-out runs are real.
     """
 
     name: str

@@ -57,12 +57,10 @@ Build = Callable[[dict[str, Any], int], StepPolicy]  # build(fitted, calls) -> a
 
 
 def held_out_runs(records: Sequence[Any], runs: int = VALIDATION_RUNS) -> list[list[int]]:
-    """Folds of the records without probe runs (replayed probes do not count): each a list of at most ``runs``
-    indices, as many as leave at least two records to fit on, together covering every unprobed record once (none
-    when fewer than three records)."""
+    """Folds of the records without probe runs: each a list of at most ``runs`` indices, as many as leave at least
+    two records to fit on, together covering every unprobed record once (none when fewer than three records)."""
     size = min(runs, len(records) - 2)
-    free = [i for i, r in enumerate(records)
-            if not getattr(r, "probes", None) or getattr(r, "probes_replayed", False)]
+    free = [i for i, r in enumerate(records) if not getattr(r, "probes", None)]
     if size <= 0 or not free:
         return []
     folds = -(-len(free) // size)

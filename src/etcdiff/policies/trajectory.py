@@ -27,7 +27,6 @@ class Trajectory:
     probes: dict[int, list[float]] | None = None
     scheduler: dict[str, Any] | None = None  # policies.scheduler_family.scheduler_signature of the run's scheduler
     solver: Any = None  # a fresh copy of the run's scheduler, its timesteps set, for replays (never saved)
-    probes_replayed: bool = False  # the probes come from replays of this run, not from extra generations
     # the run's own dtypes (x_t, eps_t): stored in float32, a replay rounds to them as the run did (bf16 at 50 steps
     # drifts past the replay's 2 % check otherwise)
     input_dtype: torch.dtype | None = None

@@ -53,11 +53,14 @@ def _probe(trajs: list[Trajectory], references: list[torch.Tensor], run: PolicyR
 
 
 def probe_runs(trajs: Sequence[Trajectory], run: PolicyRunner, steps: Sequence[int]) -> None:
-    """Probe the recorded runs ``trajs`` (runs 0.. of ``run``) at ``steps``, for real: a full run each for its
-    reference, then one run per step."""
+    """Probe the recorded runs ``trajs`` (runs 0.. of ``run``) at ``steps``, for real: one run per step, measured
+    against the recorded final latents (a full run for the reference only where ``run`` returns something else,
+    such as decoded images)."""
     for k, traj in enumerate(trajs):
-        reference = run(NoCache(), k)
-        traj.probes = {t: _ratios(traj, t, reference, run(SkipSteps({t}), k)) for t in steps}
+        probed = {t: run(SkipSteps({t}), k) for t in steps}
+        same = traj.final is not None and all(p.shape == traj.final.shape for p in probed.values())
+        reference = traj.final if same else run(NoCache(), k)
+        traj.probes = {t: _ratios(traj, t, reference, p) for t, p in probed.items()}
 
 
 def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,

@@ -15,12 +15,14 @@ A replay is exact for the solver: multistep history, predictor-corrector, shifte
 first order for the model. The feedback is one curve per model and scheduler, chosen by :func:`fit_feedback`
 among :func:`feedback_candidates` (a constant pull, or one that fades as the signal-to-noise ratio grows, as a
 denoiser's does: at high noise its estimate ignores a stray, at low noise it follows it) so that replays
-reproduce the errors of a few real held-out runs (:data:`FEEDBACK_RUNS` runs at each budget of
-:data:`FEEDBACK_SPEEDUPS`: with the tolerance check's, the only generations a replayed calibration makes beyond
-its recorded runs). On gmm-flow with Euler at 20 steps the fading pull reproduces those runs' log errors within
-0.03 (rms), the best constant within 0.13.
+reproduce the errors of a few real held-out runs (a replayed calibration's: :data:`REPLAY_FEEDBACK_RUNS` runs at
+each budget of :data:`REPLAY_FEEDBACK_SPEEDUPS`; the surrogate of ``serve_steps``: :data:`FEEDBACK_RUNS` at
+:data:`FEEDBACK_SPEEDUPS`). On gmm-flow with Euler at 20 steps the fading pull reproduces those runs' log errors
+within 0.03 (rms), the best constant within 0.13.
 
-Replays also stand in for probe runs (:func:`replay_probes`): how an output error at step t reaches the end.
+Replays do not stand in for probe runs (how an output error at step t reaches the end): a replay's pull is the same
+in every direction, a model's is not, and replayed probes cost the front most of what replays lost. A replayed
+calibration probes :data:`REPLAY_PROBE_RUNS` recorded run for real instead.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ import torch
 
 from ...integration.step.sampler import denoise_loop
 from ...policies.step.base import StepPolicy
-from ...policies.step.baselines import NoCache, SkipSteps
+from ...policies.step.baselines import NoCache
 from ...policies.step.etc_plus.fit import flat_items, item_rms
 from ..policy_runs import PolicyRunner
 
-FEEDBACK_RUNS = 3  # held-out runs the feedback is fitted on
+FEEDBACK_RUNS = 3  # held-out runs the feedback is fitted on (the surrogate's of serve_steps)
 FEEDBACK_SPEEDUPS = (2, 3, 4, 5)  # their budgets: steps / speedup calls (the ladder of budgets spans 2x-5x)
+REPLAY_FEEDBACK_RUNS = 2  # a replayed calibration's: fewer, so that it makes at most 30 generations with 10
+REPLAY_FEEDBACK_SPEEDUPS = (2, 3, 4)  # prompts at 50 steps, its probes on one run made for real
+REPLAY_PROBE_RUNS = 1  # recorded runs a replayed calibration probes for real
 FEEDBACK_GRID = tuple(round(0.1 * k, 1) for k in range(10))  # lam in 0.0 .. 0.9
 FEEDBACK_VARIANCES = tuple(10.0 ** (k / 4) for k in range(-16, 9))  # v in 1e-4 .. 1e2
 FEEDBACK_TOPS = (0.6, 0.8, 1.0)
@@ -151,21 +156,22 @@ def log_error(result: torch.Tensor, reference: torch.Tensor) -> float:
 
 def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[Any]], dict[str, Any]],
                  build: Callable[[dict[str, Any], int | None], StepPolicy],
-                 scales: Sequence[float] | None = None
+                 scales: Sequence[float] | None = None, runs: int = FEEDBACK_RUNS,
+                 speedups: Sequence[int] = FEEDBACK_SPEEDUPS
                  ) -> tuple[list[float], dict[str, Any], dict[int, torch.Tensor]]:
-    """The per-step feedback for :class:`Replay`: fit on all but the last :data:`FEEDBACK_RUNS` runs, run the
-    policies at the budgets of :data:`FEEDBACK_SPEEDUPS` on those for real (``run``; at every other budget a
+    """The per-step feedback for :class:`Replay`: fit on all but the last ``runs`` runs, run the
+    policies at the budgets of ``speedups`` on those for real (``run``; at every other budget a
     plan that computes the last step, where the policy has that setting) and in replays under every candidate of
     :func:`feedback_candidates`; the one whose log errors come closest (least squares). Returns it, a
     record (``"feedback"`` names it), and the real full-step results of those runs (the recorded final latents,
     or a real full run where ``run`` returns something else, such as a pipeline's decoded output). ``scales``:
     the runs' :func:`noise_scales` where the caller has them."""
     n = records[0].num_steps
-    held = list(range(max(2, len(records) - FEEDBACK_RUNS), len(records)))
+    held = list(range(max(2, len(records) - runs), len(records)))
     if not held or len(records) - len(held) < 2:
         return [0.0] * n, {"feedback": "0", "runs": 0}, {}
     fitted = fit([r for i, r in enumerate(records) if i not in held])
-    budgets = sorted({max(2, round(n / k)) for k in FEEDBACK_SPEEDUPS})
+    budgets = sorted({max(2, round(n / k)) for k in speedups})
     signal, noise = noise_fit(records)
     scales = noise if scales is None else scales
     candidates = feedback_candidates(signal, scales)
@@ -203,19 +209,6 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
                               }, finals
 
 
-def replay_probes(records: Sequence[Any], replay: Replay, steps: Sequence[int]) -> None:
-    """Probes (:mod:`etcdiff.calibration.etc_plus.propagation`) from replays: on every run, per step t of ``steps``, the RMS
-    change of the final latents when step t alone reuses step t-1's output, over the RMS change of eps_t."""
-    for i, rec in enumerate(records):
-        reference = replay(NoCache(), i).double()
-        probes = {}
-        for t in steps:
-            moved = item_rms(rec.outputs[t].double() - rec.outputs[t - 1].double())
-            reached = item_rms(replay(SkipSteps({t}), i).double() - reference)
-            probes[t] = [float(r / m) if m > 0 else float("nan") for r, m in zip(reached, moved)]
-        rec.probes, rec.probes_replayed = probes, True
-
-
 __all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS", "FEEDBACK_VARIANCES",
-           "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit", "noise_scales", "replay_probes",
-           "replayable"]
+           "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit", "noise_scales",
+           "REPLAY_FEEDBACK_RUNS", "REPLAY_FEEDBACK_SPEEDUPS", "REPLAY_PROBE_RUNS", "replayable"]
