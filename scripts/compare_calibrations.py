@@ -1,11 +1,14 @@
 """ETC+ calibrated two ways on the same grid, side by side: one row per case (model, scheduler, steps) of two
 ``scripts/etc_plus_solvers.py`` result files, with the generations each calibration made, the second's front at
 2x / 3x / 4x and its difference from the first's, the share of held-out runs within the tolerance target, and
-the worst drop when a budget gets one more call. Ends with a summary of the differences.
+the worst drop when a budget gets one more call. Ends with a summary of the differences and of the checks each
+side misses; ``--steps 50`` keeps the cases at those step counts.
 
 Usage::
 
     python scripts/compare_calibrations.py docs/etc-plus/etc_plus_solvers.json docs/etc-plus/etc_plus_replays.json
+    python scripts/compare_calibrations.py docs/etc-plus/etc_plus_default_s100.json \
+        docs/etc-plus/etc_plus_replays_s100.json --steps 50
 """
 
 from __future__ import annotations
@@ -56,17 +59,34 @@ def table(first: dict[tuple, dict[str, Any]], second: dict[tuple, dict[str, Any]
     return "\n".join(lines), diffs
 
 
+def checks(cases: dict[tuple, dict[str, Any]]) -> str:
+    """How many cases miss the tolerance (under 90 % of runs within the target) and the budget ranking (one more
+    call costing over 1 dB)."""
+    shares = [r["within"] for c in cases.values() for r in c["rows"] if r["method"] == "etc-plus-tol" and "within" in r]
+    drops = [d for c in cases.values() if (d := c["extra"]["etc-plus"].get("worst_drop")) is not None]
+    return (f"tolerance under 90 % in {sum(v < 0.9 for v in shares)} of {len(shares)} cases, one more call "
+            f"costing over 1 dB in {sum(d > 1.0 for d in drops)} of {len(drops)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    steps = None
+    if len(args) == 4 and args[2] == "--steps":  # only the cases at these step counts
+        steps, args = {int(v) for v in args[3].split(",")}, args[:2]
     if len(args) != 2:
-        raise SystemExit("usage: compare_calibrations.py FIRST.json[,MORE.json] SECOND.json[,MORE.json]")
+        raise SystemExit("usage: compare_calibrations.py FIRST.json[,MORE.json] SECOND.json[,MORE.json] "
+                         "[--steps 20,28]")
     first, second = (_load(a.split(",")) for a in args)
+    if steps is not None:
+        first, second = ({k: c for k, c in cases.items() if k[2] in steps} for cases in (first, second))
     text, diffs = table(first, second)
     print(text)
     if diffs:
         print(f"\n{len(diffs)} points: {sum(d >= -0.5 for d in diffs)} within 0.5 dB or above, "
               f"{sum(d >= -1.0 for d in diffs)} within 1 dB; mean {statistics.mean(diffs):+.2f} dB, "
               f"median {statistics.median(diffs):+.2f}, worst {min(diffs):+.1f}")
+        both = {k: c for k, c in first.items() if k in second}
+        print(f"first: {checks(both)}; second: {checks({k: second[k] for k in both})}")
 
 
 if __name__ == "__main__":
