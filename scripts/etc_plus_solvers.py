@@ -48,7 +48,7 @@ SPEEDUPS = (2.0, 3.0, 4.0)
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
 NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
 BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan reads
-REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs and probes replayed)
+REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs replayed, one run probed for real)
 TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);

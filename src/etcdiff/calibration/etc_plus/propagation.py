@@ -46,20 +46,18 @@ def _ratios(traj: Trajectory, step: int, reference: torch.Tensor, probed: torch.
     return [float(r / m) if m > 0 else float("nan") for r, m in zip(reached, moved)]
 
 
-def _probe(trajs: list[Trajectory], references: list[torch.Tensor], run: PolicyRunner, count: int) -> None:
-    """Probe each trajectory (its reference result beside it) at :func:`probe_steps`, through ``run``."""
-    for k, (traj, reference) in enumerate(zip(trajs, references)):
-        traj.probes = {t: _ratios(traj, t, reference, run(SkipSteps({t}), k)) for t in probe_steps(traj.num_steps, count)}
-
-
-def probe_runs(trajs: Sequence[Trajectory], run: PolicyRunner, steps: Sequence[int]) -> None:
+def probe_runs(trajs: Sequence[Trajectory], run: PolicyRunner, steps: Sequence[int],
+               references: Sequence[torch.Tensor] | None = None) -> None:
     """Probe the recorded runs ``trajs`` (runs 0.. of ``run``) at ``steps``, for real: one run per step, measured
-    against the recorded final latents (a full run for the reference only where ``run`` returns something else,
-    such as decoded images)."""
+    against ``references`` (each run's full-step result) where given, else against the recorded final latents (a
+    full run for the reference only where ``run`` returns something else, such as decoded images)."""
     for k, traj in enumerate(trajs):
         probed = {t: run(SkipSteps({t}), k) for t in steps}
-        same = traj.final is not None and all(p.shape == traj.final.shape for p in probed.values())
-        reference = traj.final if same else run(NoCache(), k)
+        if references is not None:
+            reference = references[k]
+        else:
+            same = traj.final is not None and all(p.shape == traj.final.shape for p in probed.values())
+            reference = traj.final if same else run(NoCache(), k)
         traj.probes = {t: _ratios(traj, t, reference, p) for t, p in probed.items()}
 
 
@@ -67,7 +65,8 @@ def record_probed_denoiser_runs(model: Callable[..., torch.Tensor], scheduler: A
                                 steps: int, count: int = PROBES, runs: int = PROBE_RUNS) -> list[Trajectory]:
     """:func:`~etcdiff.calibration.runs.record_denoiser_runs`, then probes on the first ``runs`` of them."""
     trajs = record_denoiser_runs(model, scheduler, latents, steps)
-    _probe(trajs[:runs], [tr.final for tr in trajs[:runs]], denoiser_runner(model, scheduler, latents, steps), count)
+    probe_runs(trajs[:runs], denoiser_runner(model, scheduler, latents, steps),
+               probe_steps(trajs[0].num_steps, count) if trajs else [], [tr.final for tr in trajs[:runs]])
     return trajs
 
 
@@ -86,7 +85,8 @@ def record_probed_pipeline_runs(pipe: Any, prompts: Sequence[str], steps: int, s
         trajs.append(traj)
         if k < runs:
             references.append(result_tensor(result))
-    _probe(trajs[:runs], references, pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step), count)
+    probe_runs(trajs[:runs], pipeline_runner(pipe, prompts, steps, seed, guidance_scale, on_step),
+               probe_steps(trajs[0].num_steps, count) if trajs else [], references)
     return trajs
 
 
