@@ -31,3 +31,16 @@ def test_a_later_run_of_some_methods_replaces_their_rows_and_keeps_the_others(mo
     assert next(r for r in case["rows"] if r["method"] == "etc-plus-tol")["within"] == 1.0
     assert case["extra"] == {"ertacache": {}, "etc-plus": {"worst_drop": 0.0}}
     assert case["fronts"]["etc-plus"]["2x"] == 40.0 and case["fronts"]["ertacache"]["2x"] == 35.0
+
+
+def test_calibration_seeds_keep_one_seeds_noises_and_an_unknown_seed_is_refused(monkeypatch):
+    import pytest
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    sys.modules.pop("etc_plus_solvers", None)
+    grid = importlib.import_module("etc_plus_solvers")
+    monkeypatch.setattr(grid, "CALIBRATION_SEEDS", [101])
+    assert [seed for _, seed in grid.setup("gmm-flow")["calib"]] == [101]
+    monkeypatch.setattr(grid, "CALIBRATION_SEEDS", [7])
+    with pytest.raises(SystemExit, match=r"--calibration-seeds \[7\]: gmm-flow calibrates on seeds \[100, 101\]"):
+        grid.setup("gmm-flow")
