@@ -148,8 +148,9 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             if method == "etc-plus-old":
                 for key in NEW_KEYS:
                     profile.pop(key, None)
+            replay = {k: v for k, v in (profile.get("replay") or {}).items() if k != "curve"} or None
             extra[method] = {"calibration_seconds": time.time() - t1, "selection": profile.get("selection"),
-                             "cost": profile.get("cost")}
+                             "cost": profile.get("cost"), "replay": replay}
             variants = [(method, {})]
             variants += [(method + "-adapt", {"adapt_trend": True})] if ADAPT_TREND and ours else []
             variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and ours else []
