@@ -1,7 +1,7 @@
 """MeanCache on multistep solvers: digits model, 50 steps, calls=17, prompts 0-7, seed 0; PSNR against the full
 run on the same scheduler. Usage: PYTHONPATH=src python scripts/meancache_multistep.py"""
 import math, warnings, torch, numpy as np, etcdiff
-from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, DPMSolverMultistepScheduler
+from diffusers import UniPCMultistepScheduler, DPMSolverMultistepScheduler
 from etcdiff.models import load_pipeline
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")

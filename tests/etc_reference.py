@@ -4,7 +4,6 @@ Deliberately written as one flat loop with plain variables, independently of etc
 that the tests compare etcdiff against the spec and not against itself.
 """
 
-import torch
 
 
 def reference_etc_loop(model, scheduler, latents, N, tau, n=6, alpha=0.5):

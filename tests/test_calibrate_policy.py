@@ -6,7 +6,6 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
 import etcdiff.policies
-from etcdiff.calibrate import calibrate_method
 
 
 class Flow(torch.nn.Module):

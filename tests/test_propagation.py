@@ -1,6 +1,5 @@
 """Probe runs (etcdiff.calibration.etc_plus.propagation) and how etc-plus's fit uses them."""
 
-import math
 
 import pytest
 import torch
@@ -8,8 +7,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
 from etcdiff.calibration.etc_plus.propagation import probe_steps, record_probed_denoiser_runs
-from etcdiff.policies import ETCPlus, NoCache, SkipSteps
-from etcdiff.policies.step.etc_plus.fit import solver_weights, fit_etc_plus, propagation_factors
+from etcdiff.policies import ETCPlus, SkipSteps
+from etcdiff.policies.step.etc_plus.fit import fit_etc_plus, propagation_factors
 from etcdiff.policies.trajectory import Trajectory
 
 STEPS = 20
