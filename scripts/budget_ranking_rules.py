@@ -6,6 +6,8 @@ those errors to the plan it runs; its evaluation PSNR is then read from the raw 
 the same runs without generating anything. Rules:
 
 - ``walk-up``: :func:`etcdiff.policies.step.etc_plus.budgets.ranked_plan` (the one ETC+ runs);
+- ``walk-up-1.5se``, ``walk-up-2se``: the same with a bigger plan kept only where it is closer by 1.5 or 2 standard
+  errors instead of 1;
 - ``lowest-mean``: the same without the per-run errors (the plan with the least mean error);
 - ``asked-unless-smaller-clearly-closer``: the plan of B calls unless a smaller one is clearly closer.
 
@@ -39,6 +41,8 @@ def asked_unless_smaller(profile: dict[str, Any], calls: int) -> tuple[int, bool
 
 RULES: dict[str, Callable[[dict[str, Any], int], tuple[int, bool]]] = {
     "walk-up": ranked_plan,
+    "walk-up-1.5se": lambda p, b: ranked_plan(p, b, margin=1.5),
+    "walk-up-2se": lambda p, b: ranked_plan(p, b, margin=2.0),
     "lowest-mean": lambda p, b: ranked_plan({k: v for k, v in p.items() if k not in LOGS.values()}, b),
     "asked-unless-smaller-clearly-closer": asked_unless_smaller,
 }

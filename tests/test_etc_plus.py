@@ -454,6 +454,10 @@ def test_a_bigger_budget_replaces_a_smaller_plan_only_where_the_held_out_runs_cl
     assert [ranked_plan(both, b) for b in (4, 5, 6, 7)] == [(4, False), (5, True), (6, False), (6, False)]
     # without the per-run errors (an older profile, or too few held-out runs) the least mean error
     assert ranked_plan({**prof, "budget_errors": means}, 5) == (5, False)
+    # a stricter margin (standard errors of the paired differences) keeps the smaller plan where the lead is thin
+    thin = {"4": [-3.0] * 4, "5": [-3.2, -3.0, -3.1, -2.95]}  # 5 ahead by 1.1 standard errors, not by 2
+    thin_profile = {**prof, "budget_errors": {k: sum(v) / 4 for k, v in thin.items()}, "budget_logs": thin}
+    assert ranked_plan(thin_profile, 5) == (5, False) and ranked_plan(thin_profile, 5, margin=2.0) == (4, False)
 
 
 def test_a_budget_runs_the_candidate_fit_calibration_chose_for_it(flow):

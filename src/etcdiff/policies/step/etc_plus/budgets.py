@@ -77,16 +77,17 @@ def budget_adapt_trend(profile: dict[str, Any], calls: int | None, compute_last:
     return None if chosen is None else bool(chosen)
 
 
-def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | None = None) -> tuple[int | None, bool]:
+def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | None = None,
+                margin: float = 1.0) -> tuple[int | None, bool]:
     """``(budget, compute_last)`` to plan with under ``calls``, among the measured plans of at most ``calls``
     calls (only the free plans with ``last_step=False``, only those computing the last step with ``True``, both
     with ``None``); ``calls`` itself, unmeasured, when ``calls`` was not measured.
 
     Where the profile keeps each plan's errors per held-out run (``budget_logs``), the plans are walked from the
     fewest calls up and a plan replaces the one kept so far only where it is :func:`clearly_lower` on the same
-    runs: a bigger budget whose plan measured about as close runs the smaller plan (fewer calls, and no drop the
-    held-out runs cannot vouch for). Else the plan with the least mean error (the larger budget of equal ones,
-    then the free plan)."""
+    runs (by ``margin`` standard errors): a bigger budget whose plan measured about as close runs the smaller plan
+    (fewer calls, and no drop the held-out runs cannot vouch for). Else the plan with the least mean error (the
+    larger budget of equal ones, then the free plan)."""
     kinds = {False: (FREE,), True: (LAST,), None: (FREE, LAST)}[last_step]
     forced = bool(last_step)
     if calls is None:
@@ -98,7 +99,7 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     if all(logs is not None and len(logs) >= 3 for *_, logs in options):
         kept = options[0]
         for option in options[1:]:
-            if clearly_lower(option[3], kept[3]):
+            if clearly_lower(option[3], kept[3], margin):
                 kept = option
         return kept[0], kept[1]
     k, last, _, _ = min(options, key=lambda o: (o[2], -o[0], o[1]))
