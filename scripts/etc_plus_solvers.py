@@ -256,10 +256,12 @@ def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[di
                 rows.append({"method": name, "setting": f"calls={b}", **row})
                 print(f"  {model:8s} {kind:5s} {steps:2d} {name} calls={b:<3d} x{row['speedup']:.2f} "
                       f"PSNR {row['psnr']:6.2f}", flush=True)
-        served_cost = (profile.get("served_steps") or {}).get(str(steps), {}).get("cost")
+        one = (profile.get("served_steps") or {}).get(str(steps), {})
+        choice = {k: (one.get("selection") or {}).get(k) for k in ("chosen", "per_budget", "mean_log_rel_error")}
         out.append({"model": model, "scheduler": kind, "steps": steps, "source_steps": source, "rows": rows,
                     "fronts": fronts(rows), "calibration_seconds": seconds, "cost": profile.get("cost"),
-                    "served_cost": served_cost})
+                    "served_cost": one.get("cost"), "served_selection": choice,
+                    "served_budget_errors": one.get("budget_errors")})
     return out
 
 
