@@ -68,6 +68,18 @@ def test_a_half_precision_run_replays_in_its_own_precision():
     assert torch.equal(Replay(records, 0.0)(SkipSteps({5, 6, 20}), 1), real.float())
 
 
+def test_a_recording_whose_latents_outputs_and_result_are_collinear_gets_unit_scales_on_any_machine():
+    """A model that answers 0.7·x keeps every latent, output and result along the starting noise: the split of x_t
+    into signal and noise is then undetermined, and the solve returned rounding noise; it now falls back to 1."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from etcdiff.calibration.etc_plus.replay import noise_fit
+
+    noises = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    records = record_denoiser_runs(lambda x, t: 0.7 * x, FlowMatchEulerDiscreteScheduler(shift=3.0), noises, 8)
+    assert noise_fit(records) == ([1.0] * 8, [1.0] * 8)
+
+
 def test_runs_without_a_solver_or_with_another_step_count_are_not_replayable():
     sched = UniPCMultistepScheduler()
     records = record_denoiser_runs(_blind_model, sched, torch.randn(2, 1, 4, 4), 6)

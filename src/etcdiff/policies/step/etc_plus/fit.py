@@ -39,7 +39,7 @@ def check_number(name: str, value: Any, low: float, allow_none: bool = True) -> 
 
 
 # -- calibration ------------------------------------------------------------------------------------------------
-COLLINEAR = 1e-10  # x_t and eps_t count as collinear where their Gram determinant is below this share of |x|²·|eps|²
+COLLINEAR = 1e-10  # two vectors count as collinear where their Gram determinant is below this share of |u|²·|v|²
 
 
 def solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.Tensor) -> list[float]:
