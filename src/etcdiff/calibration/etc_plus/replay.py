@@ -35,7 +35,7 @@ import torch
 from ...integration.step.sampler import denoise_loop
 from ...policies.step.base import StepPolicy
 from ...policies.step.baselines import NoCache
-from ...policies.step.etc_plus.fit import COLLINEAR, flat_items, item_rms
+from ...policies.step.etc_plus.fit import flat_items, item_rms, solve_pair
 from ..policy_runs import PolicyRunner
 
 FEEDBACK_RUNS = 3  # held-out runs the feedback is fitted on (the surrogate's of serve_steps)
@@ -60,11 +60,7 @@ def noise_fit(records: Sequence[Any]) -> tuple[list[float], list[float]]:
         e = torch.cat([flat_items(r.outputs[t]).double() for r in records]).flatten()
         gram = torch.tensor([[final @ final, final @ e], [final @ e, e @ e]], dtype=torch.float64)
         rhs = torch.tensor([final @ x, e @ x], dtype=torch.float64)
-        det = float(gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2)
-        if det > COLLINEAR * float(gram[0, 0] * gram[1, 1]):
-            a, s = (float(v) for v in torch.linalg.solve(gram, rhs))
-        else:  # collinear, to rounding (whose solve differs by CPU): no separate noise direction
-            a, s = 1.0, 1.0
+        a, s = solve_pair(gram, rhs) or (1.0, 1.0)  # collinear: no separate noise direction
         signal.append(abs(a))
         noise.append(abs(s))
     top = max(noise) if noise and max(noise) > 0 else 1.0

@@ -42,6 +42,16 @@ def check_number(name: str, value: Any, low: float, allow_none: bool = True) -> 
 COLLINEAR = 1e-10  # two vectors count as collinear where their Gram determinant is below this share of |u|²·|v|²
 
 
+def solve_pair(gram: torch.Tensor, rhs: torch.Tensor) -> tuple[float, float] | None:
+    """The least-squares coefficients of two vectors from their 2x2 Gram matrix and right-hand side; ``None`` where
+    the vectors are collinear to rounding (:data:`COLLINEAR`), whose solve returns noise that differs by CPU."""
+    det = float(gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2)
+    if det <= COLLINEAR * float(gram[0, 0] * gram[1, 1]):
+        return None
+    a, b = torch.linalg.solve(gram, rhs).tolist()
+    return float(a), float(b)
+
+
 def solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.Tensor) -> list[float]:
     """``w_t``: how an output error at step t scales into the final latents (module docstring, part 2)."""
     n = outputs.shape[0]
@@ -51,11 +61,8 @@ def solver_weights(inputs: torch.Tensor, outputs: torch.Tensor, finals: torch.Te
         y = (inputs[t + 1] if t + 1 < n else finals).flatten()
         gram = torch.tensor([[x @ x, x @ e], [x @ e, e @ e]], dtype=torch.float64)
         rhs = torch.tensor([x @ y, e @ y], dtype=torch.float64)
-        det = float(gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2)
-        if det > COLLINEAR * float(gram[0, 0] * gram[1, 1]):
-            a, b = torch.linalg.solve(gram, rhs).tolist()
-        else:  # x and eps collinear, to rounding (whose result differs by CPU): treat the step as y = x + b·eps
-            a, b = 1.0, float((e @ (y - x)) / max(float(e @ e), 1e-30))
+        solved = solve_pair(gram, rhs)  # x and eps collinear: treat the step as y = x + b·eps
+        a, b = solved if solved is not None else (1.0, float((e @ (y - x)) / max(float(e @ e), 1e-30)))
         coef.append((abs(a), abs(b)))
     weights, carry = [0.0] * n, 1.0
     for t in reversed(range(n)):
