@@ -9,6 +9,11 @@ Usage::
     python scripts/compare_calibrations.py docs/etc-plus/etc_plus_solvers.json docs/etc-plus/etc_plus_replays.json
     python scripts/compare_calibrations.py docs/etc-plus/etc_plus_default_s100.json \
         docs/etc-plus/etc_plus_replays_s100.json --steps 50
+    python scripts/compare_calibrations.py docs/etc-plus/etc_plus_solvers.json \
+        docs/etc-plus/etc_plus_served_recorded_from_50.json
+
+A file of served runs (``etc_plus_solvers.py --serve-from N``) stands for the profile served from N steps (its
+generations: those made for the served step count alone).
 """
 
 from __future__ import annotations
@@ -22,10 +27,16 @@ SPEEDUPS = ("2x", "3x", "4x")
 
 
 def _load(paths: list[str]) -> dict[tuple, dict[str, Any]]:
+    """The cases of the files by (model, scheduler, steps); a served run's (``--serve-from``) front of the profile
+    served from another step count stands as its ``etc-plus``, with the generations its served step count cost."""
     cases = {}
     for path in paths:
         with open(path) as f:
             for case in json.load(f):
+                served = f"etc-plus-from-{case.get('source_steps')}"
+                if "etc-plus" not in case.get("fronts", {}) and served in case.get("fronts", {}):
+                    case = {**case, "fronts": {"etc-plus": case["fronts"][served]}, "rows": [],
+                            "extra": {"etc-plus": {"cost": case.get("served_cost") or {}}}}
                 if "etc-plus" in case.get("fronts", {}):
                     cases[(case["model"], case["scheduler"], case["steps"])] = case
     return cases
@@ -64,6 +75,8 @@ def checks(cases: dict[tuple, dict[str, Any]]) -> str:
     call costing over 1 dB)."""
     shares = [r["within"] for c in cases.values() for r in c["rows"] if r["method"] == "etc-plus-tol" and "within" in r]
     drops = [d for c in cases.values() if (d := c["extra"]["etc-plus"].get("worst_drop")) is not None]
+    if not shares and not drops:
+        return "not measured"
     return (f"tolerance under 90 % in {sum(v < 0.9 for v in shares)} of {len(shares)} cases, one more call "
             f"costing over 1 dB in {sum(d > 1.0 for d in drops)} of {len(drops)}")
 

@@ -54,6 +54,7 @@ ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True o
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
 # its rows run what calibration chose, "etc-plus-off" the same profile with adapt_trend=False
 CALIBRATION_SEEDS: list[int] = []  # --calibration-seeds: only these of the calibration seeds (10 noises each)
+SERVE_RECORDED = False  # --serve-recorded: the served step counts drawn from real full runs there (serve_recorded)
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
 
 
@@ -233,6 +234,8 @@ def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[di
     cal_model, noises = ev.calibration_set(m, source)
     t0 = time.time()
     kw = {"replays": True} if REPLAYS else {}
+    if SERVE_RECORDED:
+        kw["serve_recorded"] = True
     profile = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, source, decode=m["decode"],
                                        calls=budgets(source)[0], serve_steps=[s for s in steps_list if s != source],
                                        **kw).calibrated
@@ -287,6 +290,8 @@ def main() -> None:
     ap.add_argument("--tag", default="etc_plus_solvers")
     ap.add_argument("--serve-from", type=int, default=0,
                     help="calibrate etc-plus once at this step count and serve every --steps from it")
+    ap.add_argument("--serve-recorded", action="store_true",
+                    help="with --serve-from: serve_recorded=True (real full runs at each served step count)")
     ap.add_argument("--native-json", default="", help="with --serve-from: the main run's JSON to compare with")
     ap.add_argument("--previous", default="",
                     help="with --merge: a JSON of an earlier run whose etc-plus fills the 'old' columns")
@@ -294,11 +299,12 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS
+    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS, SERVE_RECORDED
     REPLAYS, TREND_CAPS, ADAPT_TREND = args.replays, args.trend_caps, args.adapt_trend
     CALIBRATION_SEEDS = args.calibration_seeds
     CHOOSE_ADAPT = args.choose_adapt_trend
     RAW_LADDER = args.raw_ladder
+    SERVE_RECORDED = args.serve_recorded
     torch.set_num_threads(args.threads)
     if args.merge is not None:
         results = []

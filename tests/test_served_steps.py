@@ -133,6 +133,52 @@ def test_a_calibration_serves_the_step_counts_asked_for_from_its_surrogate():
         {k: v for k, v in profile.items() if k != "served_steps"}, calls=8).planned_steps(24)
 
 
+def test_serve_recorded_draws_each_served_surrogate_from_real_full_runs_at_that_step_count():
+    """With ``serve_recorded``, each served step count costs one real full run per noise and one run's probes,
+    counted in the profile's cost and the method's bound on it; the served calibration is made on those runs."""
+    from etcdiff.calibration.etc_plus.propagation import PROBES, probe_steps
+    from etcdiff.catalog import _probe_runs
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    noises = _noises(6, seed=5)
+    seen = []
+
+    def model(x, t):
+        seen.append(float(t))
+        return _gaussian_flow()(x, t)
+
+    served_at = copy.deepcopy(sched)
+    served_at.set_timesteps(8)
+    eight = {float(t) for t in served_at.timesteps}
+    plain = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 12, serve_steps=[8]).calibrated
+    seen.clear()
+    profile = etcdiff.calibrate_policy("etc-plus", model, sched, noises, 12, serve_steps=[8],
+                                       serve_recorded=True).calibrated
+    one = profile["served_steps"]["8"]
+    probes = len(probe_steps(8, PROBES))
+    assert profile["served_recorded"] is True and "served_recorded" not in plain
+    assert one["cost"]["generations"] == len(noises) + probes
+    assert profile["cost"]["generations"] == plain["cost"]["generations"] + len(noises) + probes
+    assert sum(t in eight for t in seen) >= len(noises) * 8  # the model itself ran the 8-step schedule
+    assert profile["cost"]["generations"] - len(noises) <= _probe_runs(len(noises), 12, serve_steps=[8],
+                                                                       serve_recorded=True)
+    assert one["num_steps"] == 8 and one["cost"]["surrogate_runs"] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # served: no resampling warning
+        assert ETCPlus(profile, calls=4).planned_steps(8) == ETCPlus(one, calls=4).planned_steps(8)
+
+
+def test_serve_recorded_without_step_counts_to_serve_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"serve_recorded=true records the step counts of serve_steps.*"
+                                         r"--set serve_steps=") as err:
+        etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4), 10,
+                                 serve_recorded=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="serve_recorded must be true or false"):
+        etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), _noises(4), 10,
+                                 serve_steps=[8], serve_recorded="yes")
+
+
 def test_a_replayed_calibration_serves_with_the_feedback_it_fitted():
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, _noises(6, seed=3), 14, replays=True,
@@ -205,6 +251,29 @@ def test_etcdiff_calibrate_serves_a_pipeline_at_other_step_counts(tmp_path, caps
         pipe([3], num_inference_steps=6, generator=torch.Generator().manual_seed(0))
     ran = etcdiff.summary(pipe)["computed_steps"]
     assert ran == len(ETCPlus(served, calls=3).planned_steps(6))
+
+
+def test_etcdiff_calibrate_serves_a_pipeline_from_real_runs_at_the_served_step_count(tmp_path, capsys):
+    """``--set serve_recorded=true`` on the digits pipeline: every calibration prompt is run for real at the served
+    step count and one of them probed; the CLI says so, and the cost counts them."""
+    import json
+
+    from etcdiff.calibration.etc_plus.propagation import PROBES, probe_steps
+    from etcdiff.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("0\n1\n2\n3\n4\n")
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "serve_steps=6",
+                 "--set", "serve_recorded=true"]) == 0
+    out = capsys.readouterr().out
+    real = 5 + len(probe_steps(6, PROBES))
+    assert f"also serves 6 steps: calibrated again on a surrogate of real full runs at each ({real} generations" in out
+    profile = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]
+    served = profile["served_steps"]["6"]
+    assert profile["served_recorded"] is True and served["num_steps"] == 6
+    assert served["cost"]["generations"] == real
+    assert served["scheduler"]["class"] == profile["scheduler"]["class"]
 
 
 def test_the_memory_script_compares_the_surrogate_with_a_spline_of_the_data(tmp_path, monkeypatch):

@@ -62,20 +62,35 @@ def calibrate_policy(method: str, model: Callable[..., torch.Tensor], scheduler:
                          f"(`etcdiff calibrate --method {method}`), not on a bare denoiser.")
     if not isinstance(latents, torch.Tensor) or latents.dim() < 2:
         raise TypeError("calibrate_policy: latents must be a tensor (N, ...) of calibration noises, one run each.")
+    fitted, run_args = _calibrate_denoiser(info, model, scheduler, latents, num_inference_steps, decode, settings)
+    return resolve_policy(method, None, **{**fitted, **run_args})
+
+
+def _calibrate_denoiser(info: Method, model: Callable[..., torch.Tensor], scheduler: Any, latents: torch.Tensor,
+                        steps: int, decode: Decode | None, settings: dict[str, Any],
+                        records: list[Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`calibrate_policy`'s work: the fitted settings and the run settings; ``records`` are full runs
+    already recorded on ``model`` (a served step count's, with their probes), else they are recorded here."""
     fit_args, run_args = _split(info, settings)
-    replays = _replays(info, fit_args)
-    serve = _serve_steps(info, fit_args, num_inference_steps)
+    replays = _flag(info, fit_args, "replays")
+    serve, serve_recorded = _serve_steps(info, fit_args, steps)
     start = time.perf_counter()
-    records = _record_denoiser(info, model, scheduler, latents, num_inference_steps, replays)
+    if records is None:
+        records = _record_denoiser(info, model, scheduler, latents, steps, replays)
     if serve:
         _check_servable(info, records)
     probes = _probe_count(records)
-    run = _Counted(denoiser_runner(model, scheduler, latents, num_inference_steps))
+    run = _Counted(denoiser_runner(model, scheduler, latents, steps))
     fitted = _fit(info, records, decode, fit_args, run_args, run, replays)
     if serve:
-        _serve(info, fitted, records, serve, lambda n: copy.deepcopy(scheduler), decode, fit_args, run_args, run)
-    fitted = _with_cost(info, fitted, records, probes, run, start)
-    return resolve_policy(method, None, **{**fitted, **run_args})
+        def record_at(n: int) -> tuple[list[Any], PolicyRunner]:  # real full runs at n steps, and a runner there
+            run.count += len(latents)
+            return (record_denoiser_runs(model, copy.deepcopy(scheduler), latents, n),
+                    _Counted(denoiser_runner(model, copy.deepcopy(scheduler), latents, n), run))
+
+        _serve(info, fitted, records, serve, lambda n: copy.deepcopy(scheduler), decode, fit_args, run_args, run,
+               record_at if serve_recorded else None)
+    return _with_cost(info, fitted, records, probes, run, start), run_args
 
 
 def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int, seed: int = 42,
@@ -89,8 +104,8 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
     if not prompts:
         raise ValueError("no calibration prompts given.")
     fit_args, run_args = _split(info, settings)
-    replays = _replays(info, fit_args)
-    serve = _serve_steps(info, fit_args, steps)
+    replays = _flag(info, fit_args, "replays")
+    serve, serve_recorded = _serve_steps(info, fit_args, steps)
     if info.calibrate_pipeline is not None:
         extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
         return info.calibrate_pipeline(pipe, prompts, steps, seed, **extra)
@@ -111,7 +126,13 @@ def calibrate_method(pipe: Any, method: str, prompts: Sequence[Any], steps: int,
             return preset_scheduler(record_pipeline_runs(pipe, prompts[:1], n, seed[:1], guidance_scale,
                                                          on_step)[0].solver)
 
-        _serve(info, fitted, records, serve, solver_at, None, fit_args, run_args, run)
+        def record_at(n: int) -> tuple[list[Any], PolicyRunner]:  # every prompt's full run at n steps, for real
+            run.count += len(prompts)
+            return (record_pipeline_runs(pipe, prompts, n, seed, guidance_scale, on_step),
+                    _Counted(pipeline_runner(pipe, prompts, n, seed, guidance_scale, on_step), run))
+
+        _serve(info, fitted, records, serve, solver_at, None, fit_args, run_args, run,
+               record_at if serve_recorded else None)
     return _with_cost(info, fitted, records, probes, run, start)
 
 
@@ -125,40 +146,47 @@ def held_out_seeds(seed: int, count: int) -> list[int]:
 
 
 class _Counted:
-    """A :data:`PolicyRunner` that counts the generations it makes."""
+    """A :data:`PolicyRunner` that counts the generations it makes (and adds them to ``parent``'s count)."""
 
-    def __init__(self, run: PolicyRunner) -> None:
-        self.inner, self.count = run, 0
+    def __init__(self, run: PolicyRunner, parent: "_Counted | None" = None) -> None:
+        self.inner, self.count, self.parent = run, 0, parent
 
     def __call__(self, policy: StepPolicy, i: int) -> torch.Tensor:
         self.count += 1
+        if self.parent is not None:
+            self.parent.count += 1
         return self.inner(policy, i)
 
 
-def _replays(info: Method, fit_args: dict[str, Any]) -> bool:
-    """The calibration-only ``replays`` setting (``Method.replays``), taken out of ``fit_args`` and checked."""
-    replays = fit_args.pop("replays", False)
-    if not isinstance(replays, bool):
-        raise ValueError(f"{info.name}: replays must be true or false, got {replays!r}.")
-    return replays
+def _flag(info: Method, fit_args: dict[str, Any], name: str) -> bool:
+    """A calibration-only switch (``replays``, ``serve_recorded``), taken out of ``fit_args`` and checked."""
+    value = fit_args.pop(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{info.name}: {name} must be true or false, got {value!r}.")
+    return value
 
 
-def _serve_steps(info: Method, fit_args: dict[str, Any], steps: int) -> list[int]:
+def _serve_steps(info: Method, fit_args: dict[str, Any], steps: int) -> tuple[list[int], bool]:
     """The calibration-only ``serve_steps`` setting (other step counts to calibrate for on a surrogate of the
-    recorded runs), taken out of ``fit_args`` and checked."""
+    recorded runs) and ``serve_recorded`` (draw each one's surrogate from real full runs at it), taken out of
+    ``fit_args`` and checked."""
+    recorded = _flag(info, fit_args, "serve_recorded")
     value = fit_args.pop("serve_steps", None)
-    if value in (None, (), []):
-        return []
+    if value in (None, (), [], ""):
+        if recorded:
+            raise ValueError(f"{info.name}: serve_recorded=true records the step counts of serve_steps, and none "
+                             "were given: add --set serve_steps=20,28 (the step counts to serve).")
+        return [], False
     values = serve_step_counts(value)
     if not values or any(v < 3 for v in values):
         raise ValueError(f"{info.name}: serve_steps must be step counts of at least 3 (such as 20,28), got {value!r}.")
     above = sorted(v for v in set(values) if v > steps)
-    if above:
+    if above and not recorded:
         listed = ", ".join(map(str, above))
         warnings.warn(f"{info.name}: serve_steps {listed} above the calibration's {steps} steps: the "
                       "surrogate extrapolates past its last recorded step there; calibrate at the largest step count "
-                      "you serve.", UserWarning, stacklevel=3)
-    return sorted({int(v) for v in values} - {int(steps)})
+                      "you serve (or add --set serve_recorded=true).", UserWarning, stacklevel=3)
+    return sorted({int(v) for v in values} - {int(steps)}), recorded
 
 
 def _check_servable(info: Method, records: list[Any]) -> None:
@@ -174,12 +202,15 @@ def _check_servable(info: Method, records: list[Any]) -> None:
 
 def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list[int],
            solver_at: Callable[[int], Any], decode: Decode | None, fit_args: dict[str, Any],
-           run_args: dict[str, Any], run: _Counted) -> None:
+           run_args: dict[str, Any], run: _Counted,
+           record_at: Callable[[int], tuple[list[Any], PolicyRunner]] | None = None) -> None:
     """The calibration made again at each step count of ``serve`` on a surrogate of the recorded runs
     (:mod:`etcdiff.calibration.etc_plus.surrogate`), kept in the profile as ``served_steps``. The surrogate's
-    feedback is the replays' where the calibration replayed, else fitted on a few real runs (``run``)."""
+    feedback is the replays' where the calibration replayed, else fitted on a few real runs (``run``). With
+    ``record_at`` (``serve_recorded``), each step count's surrogate is drawn from real full runs at that step count
+    instead, one of them probed for real, with the same feedback read at its timesteps."""
     from .calibration.etc_plus.replay import fit_feedback, noise_scales
-    from .calibration.etc_plus.surrogate import SurrogateDenoiser
+    from .calibration.etc_plus.surrogate import SurrogateDenoiser, feedback_at
 
     profile = fitted["profile"]
     replay = profile.get("replay") or {}
@@ -193,13 +224,32 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
     latents = torch.cat([r.inputs[0] for r in records])
     served = {}
     for n in serve:
-        start, calls = time.perf_counter(), model.calls
-        one = calibrate_policy(info.name, model, solver_at(n), latents, n, decode, **fit_args, **run_args).calibrated
-        one["cost"] = {"generations": 0, "surrogate_runs": one.get("cost", {}).get("generations"),
-                       "surrogate_calls": model.calls - calls, "seconds": round(time.perf_counter() - start, 2)}
+        start, before = time.perf_counter(), run.count
+        target, own = model, None
+        if record_at is not None:
+            own, runner = record_at(n)
+            _probe_one(own, runner)
+            target = SurrogateDenoiser(own, feedback_at(feedback, records[0].solver.timesteps,
+                                                        own[0].solver.timesteps), noise_scales(own))
+        calls = target.calls
+        solver = solver_at(n) if own is None else preset_scheduler(own[0].solver)
+        fitted_n, run_n = _calibrate_denoiser(info, target, solver, latents, n, decode, {**fit_args, **run_args}, own)
+        one = resolve_policy(info.name, None, **{**fitted_n, **run_n}).calibrated
+        one["cost"] = {"generations": run.count - before, "surrogate_runs": one.get("cost", {}).get("generations"),
+                       "surrogate_calls": target.calls - calls, "seconds": round(time.perf_counter() - start, 2)}
         served[str(n)] = one
     profile["served_steps"] = served
+    if record_at is not None:
+        profile["served_recorded"] = True
     profile["served_feedback"] = [round(float(v), 6) for v in feedback]
+
+
+def _probe_one(records: list[Any], run: PolicyRunner) -> None:
+    """Probe the first of ``records`` for real (as a replayed calibration does: one run's probes)."""
+    from .calibration.etc_plus.propagation import PROBES, probe_runs, probe_steps
+    from .calibration.etc_plus.replay import REPLAY_PROBE_RUNS
+
+    probe_runs(records[:REPLAY_PROBE_RUNS], run, probe_steps(records[0].num_steps, PROBES))
 
 
 def _probe_count(records: list[Any]) -> int:

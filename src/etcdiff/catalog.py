@@ -139,12 +139,13 @@ ETC_PLUS_CHOICES = ((True, "auto"), (True, False), (True, True), (False, "auto")
 
 
 def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any = False, serve_steps: Any = None,
-                adapt_trend: Any = False, **_: Any) -> int:
+                adapt_trend: Any = False, serve_recorded: Any = False, **_: Any) -> int:
     """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it; with
     ``replays``, one run's probes and the real runs that fit the feedback and check the tolerance instead (20
     with 10 prompts at 50 steps); the capped plans of ``trend_caps``; the plans of ``adapt_trend`` (free and
     computing the last step); and for ``serve_steps``, the real runs that fit the surrogate's feedback and, on a
-    pipeline, one full run per step count served (the settings as ``--set`` gives them: booleans, or "20,28")."""
+    pipeline, one full run per step count served, or with ``serve_recorded`` a full run per prompt and one run's
+    probes per step count served (the settings as ``--set`` gives them: booleans, or "20,28")."""
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
     from .calibration.etc_plus.refine import REAL_ROUNDS, TREND_CAP_CANDIDATES, budget_ladder, refine_generations
     from .calibration.etc_plus.replay import (FEEDBACK_RUNS, FEEDBACK_SPEEDUPS, REPLAY_FEEDBACK_RUNS,
@@ -167,9 +168,11 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
         runs += held * len(budget_ladder(steps)) * len(TREND_CAP_CANDIDATES)
     if adapt_trend is True and replays is not True:
         runs += held * len(budget_ladder(steps)) * 2
-    served = len(set(serve_step_counts(serve_steps) or []) - {steps})  # as calibration keeps them
+    served = sorted(set(serve_step_counts(serve_steps) or []) - {steps})  # as calibration keeps them
     if served:
-        runs += (0 if replays is True else feedback) + served
+        runs += 0 if replays is True else feedback
+        runs += (sum(prompts + REPLAY_PROBE_RUNS * len(probe_steps(n)) for n in served) if serve_recorded is True
+                 else len(served))
     return runs
 
 
@@ -258,7 +261,7 @@ for _m in (
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
                                              "propagation", "replays", "trend_caps", "adapt_trend",
-                                             "serve_steps"),
+                                             "serve_steps", "serve_recorded"),
            recorders=_probe_recorders, extra_runs=_probe_runs, replays=True,
            choose=(("propagation", "corrections"), ETC_PLUS_CHOICES), refine=_etc_plus_refine,
            plan_variant={"last_step": True}, per_budget=True),

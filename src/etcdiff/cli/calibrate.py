@@ -203,9 +203,14 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     served = profile.get("served_steps") if isinstance(profile, dict) else None
     if served:
         runs = sum(int(one["cost"]["surrogate_runs"] or 0) for one in served.values())
+        real = sum(int(one["cost"].get("generations") or 0) for one in served.values())
         counts = ", ".join(sorted(served, key=int))
-        print(f"also serves {counts} steps: calibrated again on a surrogate of the recorded runs ({runs} surrogate "
-              "runs, no model call)")
+        if profile.get("served_recorded"):
+            print(f"also serves {counts} steps: calibrated again on a surrogate of real full runs at each ({real} "
+                  f"generations there, in the cost above; {runs} surrogate runs)")
+        else:
+            print(f"also serves {counts} steps: calibrated again on a surrogate of the recorded runs ({runs} "
+                  "surrogate runs, no model call)")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
