@@ -235,7 +235,10 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
         solver = solver_at(n) if own is None else preset_scheduler(own[0].solver)
         fitted_n, run_n = _calibrate_denoiser(info, target, solver, latents, n, decode, {**fit_args, **run_args}, own)
         one = resolve_policy(info.name, None, **{**fitted_n, **run_n}).calibrated
-        one["cost"] = {"generations": run.count - before, "surrogate_runs": one.get("cost", {}).get("generations"),
+        surrogate_runs = one.get("cost", {}).get("generations")
+        if own is not None and surrogate_runs is not None:  # the real runs it was given are counted above
+            surrogate_runs -= len(own) + _probe_count(own)
+        one["cost"] = {"generations": run.count - before, "surrogate_runs": surrogate_runs,
                        "surrogate_calls": target.calls - calls, "seconds": round(time.perf_counter() - start, 2)}
         served[str(n)] = one
     profile["served_steps"] = served
