@@ -238,7 +238,9 @@ def test_etcdiff_calibrate_serves_a_pipeline_at_other_step_counts(tmp_path, caps
     prompts.write_text("0\n1\n2\n3\n4\n")
     assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "serve_steps=6"]) == 0
-    assert "also serves 6 steps: calibrated again on a surrogate of the recorded runs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "also serves 6 steps: calibrated again on a surrogate of the recorded runs" in out
+    assert "1 full run(s) there for the pipeline's schedule)" in out  # the one real run that gave the schedule
     path = next(tmp_path.glob("*etc-plus.json"))
     profile = json.loads(path.read_text())["settings"]["profile"]
     served = profile["served_steps"]["6"]

@@ -209,8 +209,9 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             print(f"also serves {counts} steps: calibrated again on a surrogate of real full runs at each ({real} "
                   f"generations there, in the cost above; {runs} surrogate runs)")
         else:
+            calls = f"{real} full run(s) there for the pipeline's schedule" if real else "no model call"
             print(f"also serves {counts} steps: calibrated again on a surrogate of the recorded runs ({runs} "
-                  "surrogate runs, no model call)")
+                  f"surrogate runs, {calls})")
     found = path.parent.resolve() in [d.resolve() for d in search_dirs()]
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
