@@ -220,13 +220,13 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
     else:
         _, build, plain = _fitters(info, decode, fit_args, run_args)
         feedback, _, _ = fit_feedback(records, run, plain, build, scales)
-    model = SurrogateDenoiser(records, feedback, scales)
+    model = SurrogateDenoiser(records, feedback, scales) if record_at is None else None  # of the recorded runs
     latents = torch.cat([r.inputs[0] for r in records])
     served = {}
     for n in serve:
         start, before = time.perf_counter(), run.count
         target, own = model, None
-        if record_at is not None:
+        if record_at is not None:  # of real runs at n steps instead
             own, runner = record_at(n)
             _probe_one(own, runner)
             target = SurrogateDenoiser(own, feedback_at(feedback, records[0].solver.timesteps,
@@ -248,7 +248,8 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
 
 
 def _probe_one(records: list[Any], run: PolicyRunner) -> None:
-    """Probe the first of ``records`` for real (as a replayed calibration does: one run's probes)."""
+    """Probe the first of ``records`` for real (a replayed calibration's and a recorded served step count's
+    probes)."""
     from .calibration.etc_plus.propagation import PROBES, probe_runs, probe_steps
     from .calibration.etc_plus.replay import REPLAY_PROBE_RUNS
 
@@ -326,22 +327,21 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
     if not (info.replays and replays):
         return run, None, None
     from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
-    from .calibration.etc_plus.replay import (REPLAY_FEEDBACK_RUNS, REPLAY_FEEDBACK_SPEEDUPS, REPLAY_PROBE_RUNS,
-                                              Replay, fit_feedback, noise_scales, replayable)
+    from .calibration.etc_plus.replay import (REPLAY_FEEDBACK_RUNS, REPLAY_FEEDBACK_SPEEDUPS, Replay, fit_feedback,
+                                              noise_scales, replayable)
 
-    steps = probe_steps(records[0].num_steps, PROBES)
     if not replayable(records):
         why = ("the runs cannot be replayed (no copyable scheduler, a pipeline that changes the latents between "
                "steps, or a replay that misses the recorded result): held-out runs and probes were run for real")
         warnings.warn(f"{info.name}: replays=True was not used: {why}; the calibration costs its usual generations.",
                       stacklevel=3)
-        probe_runs(records[:PROBE_RUNS], run, steps)
+        probe_runs(records[:PROBE_RUNS], run, probe_steps(records[0].num_steps, PROBES))
         return run, {"used": False, "why": why}, None
     scales = noise_scales(records)
     feedback, record, finals = fit_feedback(records, run, plain, build, scales, REPLAY_FEEDBACK_RUNS,
                                             REPLAY_FEEDBACK_SPEEDUPS)
     if record.get("runs"):  # runs held out: one recorded run probed for real (so no longer held out: held_out_runs)
-        probe_runs(records[:REPLAY_PROBE_RUNS], run, steps)
+        _probe_one(records, run)
     curve = [round(float(v), 6) for v in feedback]
     return Replay(records, feedback, scales), {"used": True, **record, "curve": curve}, RealRuns(run, finals)
 
