@@ -160,3 +160,21 @@ def test_registry_errors():
         etcdiff.Method("x", "layer", "", "", "", schema=lambda: object)
     with pytest.raises(ValueError, match="unknown setting 'intervall' for method 'fixed'. Did you mean 'interval'"):
         etcdiff.get_method("fixed").check_settings({"intervall": 2})
+
+
+def test_a_warning_during_a_progress_bar_gets_its_own_line():
+    """The CLI prints warnings as one line; one raised while a bar is drawing (a generation's first step) starts
+    its own line instead of being glued after the bar's text."""
+    import io
+
+    from tqdm import tqdm
+
+    from etcdiff.cli import _one_line_warning
+
+    out = io.StringIO()
+    with tqdm(total=3, file=out) as bar:
+        bar.update(1)
+        _one_line_warning(UserWarning("the profile was resampled"), UserWarning, "x.py", 1, file=out)
+        bar.update(2)
+    shown = [line.split("\r")[-1] for line in out.getvalue().split("\n")]
+    assert "etcdiff: warning: the profile was resampled" in shown

@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"etcdiff: warning: {message}", file=file or sys.stderr)
+    """A warning as one line of its own, above any progress bar that is drawing (not glued to its end)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"etcdiff: warning: {message}", file=file or sys.stderr)
 
 
 def _message(e: BaseException) -> str:
