@@ -134,8 +134,9 @@ def test_a_calibration_serves_the_step_counts_asked_for_from_its_surrogate():
 
 
 def test_serve_recorded_draws_each_served_surrogate_from_real_full_runs_at_that_step_count():
-    """With ``serve_recorded``, each served step count costs one real full run per noise and one run's probes,
-    counted in the profile's cost and the method's bound on it; the served calibration is made on those runs."""
+    """With ``serve_recorded``, each served step count costs one real full run per noise, one run's probes and the
+    real runs that fit its feedback there (none at the calibration's step count), counted in the profile's cost
+    and the method's bound on it; the served calibration is made on those runs."""
     from etcdiff.calibration.etc_plus.propagation import PROBES, probe_steps
     from etcdiff.catalog import _probe_runs
 
@@ -151,14 +152,18 @@ def test_serve_recorded_draws_each_served_surrogate_from_real_full_runs_at_that_
     served_at.set_timesteps(8)
     eight = {float(t) for t in served_at.timesteps}
     plain = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 12, serve_steps=[8]).calibrated
+    alone = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 12).calibrated
     seen.clear()
     profile = etcdiff.calibrate_policy("etc-plus", model, sched, noises, 12, serve_steps=[8],
                                        serve_recorded=True).calibrated
     one = profile["served_steps"]["8"]
     probes = len(probe_steps(8, PROBES))
     assert profile["served_recorded"] is True and "served_recorded" not in plain
-    assert one["cost"]["generations"] == len(noises) + probes
-    assert profile["cost"]["generations"] == plain["cost"]["generations"] + len(noises) + probes
+    pull = one["served_feedback"]
+    assert pull["runs"] > 0 and len(pull["curve"]) == 8 and "served_feedback" not in profile
+    assert one["cost"]["generations"] == len(noises) + probes + pull["runs"]
+    assert profile["cost"]["generations"] == alone["cost"]["generations"] + one["cost"]["generations"]
+    assert plain["cost"]["generations"] > alone["cost"]["generations"]  # its feedback, fitted at 12 steps
     assert sum(t in eight for t in seen) >= len(noises) * 8  # the model itself ran the 8-step schedule
     assert profile["cost"]["generations"] - len(noises) <= _probe_runs(len(noises), 12, serve_steps=[8],
                                                                        serve_recorded=True)
@@ -269,12 +274,12 @@ def test_etcdiff_calibrate_serves_a_pipeline_from_real_runs_at_the_served_step_c
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "serve_steps=6",
                  "--set", "serve_recorded=true"]) == 0
     out = capsys.readouterr().out
-    real = 5 + len(probe_steps(6, PROBES))
-    assert f"also serves 6 steps: calibrated again on a surrogate of real full runs at each ({real} generations" in out
     profile = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]
     served = profile["served_steps"]["6"]
+    real = 5 + len(probe_steps(6, PROBES)) + served["served_feedback"]["runs"]
+    assert f"also serves 6 steps: calibrated again on a surrogate of real full runs at each ({real} generations" in out
     assert profile["served_recorded"] is True and served["num_steps"] == 6
-    assert served["cost"]["generations"] == real
+    assert served["cost"]["generations"] == real and served["served_feedback"]["runs"] > 0
     assert served["scheduler"]["class"] == profile["scheduler"]["class"]
 
 

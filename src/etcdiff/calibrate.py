@@ -208,29 +208,31 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
     (:mod:`etcdiff.calibration.etc_plus.surrogate`), kept in the profile as ``served_steps``. The surrogate's
     feedback is the replays' where the calibration replayed, else fitted on a few real runs (``run``). With
     ``record_at`` (``serve_recorded``), each step count's surrogate is drawn from real full runs at that step count
-    instead, one of them probed for real, with the same feedback read at its timesteps."""
+    instead, one of them probed for real, and its feedback is fitted on a few real runs there."""
     from .calibration.etc_plus.replay import fit_feedback, noise_scales
-    from .calibration.etc_plus.surrogate import SurrogateDenoiser, feedback_at
+    from .calibration.etc_plus.surrogate import SurrogateDenoiser
 
     profile = fitted["profile"]
     replay = profile.get("replay") or {}
-    scales = noise_scales(records)
-    if replay.get("used") and "curve" in replay:
-        feedback = replay["curve"]
-    else:
-        _, build, plain = _fitters(info, decode, fit_args, run_args)
-        feedback, _, _ = fit_feedback(records, run, plain, build, scales)
-    model = SurrogateDenoiser(records, feedback, scales) if record_at is None else None  # of the recorded runs
+    _, build, plain = _fitters(info, decode, fit_args, run_args)
+    model, feedback = None, None
+    if record_at is None:  # one surrogate, of the recorded runs
+        scales = noise_scales(records)
+        feedback = replay["curve"] if replay.get("used") and "curve" in replay else fit_feedback(
+            records, run, plain, build, scales)[0]
+        model = SurrogateDenoiser(records, feedback, scales)
     latents = torch.cat([r.inputs[0] for r in records])
     served = {}
     for n in serve:
         start, before = time.perf_counter(), run.count
-        target, own = model, None
-        if record_at is not None:  # of real runs at n steps instead
+        target, own, pull = model, None, None
+        if record_at is not None:  # of real runs at n steps instead, with the pull measured there
             own, runner = record_at(n)
             _probe_one(own, runner)
-            target = SurrogateDenoiser(own, feedback_at(feedback, records[0].solver.timesteps,
-                                                        own[0].solver.timesteps), noise_scales(own))
+            scales = noise_scales(own)
+            curve, pull, _ = fit_feedback(own, runner, plain, build, scales)
+            pull = {"curve": [round(float(v), 6) for v in curve], **pull}
+            target = SurrogateDenoiser(own, curve, scales)
         calls = target.calls
         solver = solver_at(n) if own is None else preset_scheduler(own[0].solver)
         fitted_n, run_n = _calibrate_denoiser(info, target, solver, latents, n, decode, {**fit_args, **run_args}, own)
@@ -240,11 +242,14 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
             surrogate_runs -= len(own) + _probe_count(own)
         one["cost"] = {"generations": run.count - before, "surrogate_runs": surrogate_runs,
                        "surrogate_calls": target.calls - calls, "seconds": round(time.perf_counter() - start, 2)}
+        if pull is not None:
+            one["served_feedback"] = pull
         served[str(n)] = one
     profile["served_steps"] = served
     if record_at is not None:
         profile["served_recorded"] = True
-    profile["served_feedback"] = [round(float(v), 6) for v in feedback]
+    else:
+        profile["served_feedback"] = [round(float(v), 6) for v in feedback]
 
 
 def _probe_one(records: list[Any], run: PolicyRunner) -> None:

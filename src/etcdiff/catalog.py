@@ -144,8 +144,9 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
     ``replays``, one run's probes and the real runs that fit the feedback and check the tolerance instead (20
     with 10 prompts at 50 steps); the capped plans of ``trend_caps``; the plans of ``adapt_trend`` (free and
     computing the last step); and for ``serve_steps``, the real runs that fit the surrogate's feedback and, on a
-    pipeline, one full run per step count served, or with ``serve_recorded`` a full run per prompt and one run's
-    probes per step count served (the settings as ``--set`` gives them: booleans, or "20,28")."""
+    pipeline, one full run per step count served, or with ``serve_recorded`` a full run per prompt, one run's
+    probes and the feedback's runs per step count served (the settings as ``--set`` gives them: booleans, or
+    "20,28")."""
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
     from .calibration.etc_plus.refine import REAL_ROUNDS, TREND_CAP_CANDIDATES, budget_ladder, refine_generations
     from .calibration.etc_plus.replay import (FEEDBACK_RUNS, FEEDBACK_SPEEDUPS, REPLAY_FEEDBACK_RUNS,
@@ -169,10 +170,10 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
     if adapt_trend is True and replays is not True:
         runs += held * len(budget_ladder(steps)) * 2
     served = sorted(set(serve_step_counts(serve_steps) or []) - {steps})  # as calibration keeps them
-    if served:
-        runs += 0 if replays is True else feedback
-        runs += (sum(prompts + REPLAY_PROBE_RUNS * len(probe_steps(n)) for n in served) if serve_recorded is True
-                 else len(served))
+    if served and serve_recorded is True:  # each: its full runs, one run's probes, the runs that fit its feedback
+        runs += sum(prompts + REPLAY_PROBE_RUNS * len(probe_steps(n)) + feedback for n in served)
+    elif served:  # the feedback's runs once (none where replays fitted it), and one full run per step count
+        runs += (0 if replays is True else feedback) + len(served)
     return runs
 
 

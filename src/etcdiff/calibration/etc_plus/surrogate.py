@@ -20,8 +20,9 @@ scaling. Each sample of a batch is answered from the recorded run whose latents 
 calibration is then run again at the other step count on the surrogate: full runs, probes, the choice, the
 budget ladder and the tolerance passes, each a surrogate run that makes no model call. With ``serve_recorded``
 the surrogate is drawn instead from real full runs at the served step count (one of them probed for real), so it
-is exact on that step count's own path, and the feedback is the calibration's read at its timesteps
-(:func:`feedback_at`).
+is exact on that step count's own path, and its feedback is fitted on real runs there: the pull a stray meets
+depends on the step count's own steps, and one read from the calibration's step count judged the served plans
+wrongly (on the held-out UNet, 7 of 18 points within 1 dB of native calibrations against 12 with their own).
 
 A cubic spline is linear in the values it passes through, so the surrogate keeps the recorded runs once, in
 their own precision, and the spline of the unit vectors: at each timestep, one weight per recorded step. (A
@@ -121,15 +122,6 @@ class SurrogateDenoiser:
         return result.to(dtype=x.dtype, device=x.device)
 
 
-def feedback_at(feedback: Sequence[float], times: Any, at: Any) -> list[float]:
-    """A per-step ``feedback`` of runs over the timesteps ``times``, read at the timesteps ``at`` (linear in the
-    timestep, flat past the ends): the pull of a calibration's step count at a served one."""
-    times = np.asarray([float(t) for t in times], dtype=np.float64)
-    order = np.argsort(times)
-    values = np.asarray([float(v) for v in feedback], dtype=np.float64)[order]
-    return [float(v) for v in np.interp([float(t) for t in at], times[order], values)]
-
-
 def serve_step_counts(value: Any) -> list[int] | None:
     """The step counts of a ``serve_steps`` setting as given (an int, a list, or ``--set``'s "20,28"), in order;
     ``[]`` for none, ``None`` where it is not a list of whole numbers (the caller says what it needs)."""
@@ -160,4 +152,4 @@ def preset_scheduler(solver: Any) -> Any:
     return preset
 
 
-__all__ = ["SurrogateDenoiser", "feedback_at", "preset_scheduler", "serve_step_counts"]
+__all__ = ["SurrogateDenoiser", "preset_scheduler", "serve_step_counts"]
