@@ -298,3 +298,10 @@ def test_the_memory_script_compares_the_surrogate_with_a_spline_of_the_data(tmp_
     assert all(r["recorded_mb"] > 0 and r["build_s"] >= 0 for r in rows)
     a, b = (torch.load(tmp_path / f"{kind}.pt") for kind in ("weights", "data"))
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
+
+
+def test_serving_the_calibrations_own_step_count_is_said_not_dropped_in_silence():
+    with pytest.warns(UserWarning, match=r"serve_steps 10 is the calibration's own step count.*nothing is served"):
+        profile = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                           _noises(4), 10, serve_steps=[10, 8]).calibrated
+    assert sorted(profile["served_steps"]) == ["8"]

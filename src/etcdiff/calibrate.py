@@ -180,6 +180,9 @@ def _serve_steps(info: Method, fit_args: dict[str, Any], steps: int) -> tuple[li
     values = serve_step_counts(value)
     if not values or any(v < 3 for v in values):
         raise ValueError(f"{info.name}: serve_steps must be step counts of at least 3 (such as 20,28), got {value!r}.")
+    if int(steps) in values:  # said, not dropped in silence
+        warnings.warn(f"{info.name}: serve_steps {steps} is the calibration's own step count, which the profile "
+                      "plans from its own fit: nothing is served there.", UserWarning, stacklevel=3)
     above = sorted(v for v in set(values) if v > steps)
     if above and not recorded:
         listed = ", ".join(map(str, above))

@@ -20,9 +20,10 @@ scaling. Each sample of a batch is answered from the recorded run whose latents 
 calibration is then run again at the other step count on the surrogate: full runs, probes, the choice, the
 budget ladder and the tolerance passes, each a surrogate run that makes no model call. With ``serve_recorded``
 the surrogate is drawn instead from real full runs at the served step count (one of them probed for real), so it
-is exact on that step count's own path, and its feedback is fitted on real runs there: the pull a stray meets
-depends on the step count's own steps, and one read from the calibration's step count judged the served plans
-wrongly (on the held-out UNet, 7 of 18 points within 1 dB of native calibrations against 12 with their own).
+is exact on that step count's own path, and its feedback is fitted on real runs there: a pull is fitted to how
+replays of one step count's plans miss the real runs, and one read from the calibration's step count judged the
+served plans wrongly (on the held-out UNet, 7 of 18 points within 1 dB of native calibrations against 12 with
+their own).
 
 A cubic spline is linear in the values it passes through, so the surrogate keeps the recorded runs once, in
 their own precision, and the spline of the unit vectors: at each timestep, one weight per recorded step. (A
