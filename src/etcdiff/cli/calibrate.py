@@ -207,7 +207,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         counts = ", ".join(sorted(served, key=int))
         if profile.get("served_recorded"):
             print(f"also serves {counts} steps: calibrated again on a surrogate of real full runs at each ({real} "
-                  f"generations there, in the cost above; {runs} surrogate runs)")
+                  "generations there, in the cost above: a full run per prompt, one run's probes and the runs that "
+                  f"fit the model's pull there; {runs} surrogate runs)")
         else:
             calls = f"{real} full run(s) there for the pipeline's schedule" if real else "no model call"
             print(f"also serves {counts} steps: calibrated again on a surrogate of the recorded runs ({runs} "
