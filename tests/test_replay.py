@@ -1,5 +1,7 @@
 """Replays (etcdiff.calibration.etc_plus.replay): exact for the solver, first order for the model."""
 
+import warnings
+
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
@@ -116,6 +118,9 @@ def test_a_replayed_calibration_probes_one_run_for_real_and_makes_at_most_30_gen
                                       propagation=True, corrections="auto")  # no choice to replay: a quicker test
     cost, replay = policy.profile["cost"], policy.profile["replay"]
     assert replay["used"] and replay["held_out_runs"] == [8, 9] and replay["runs"] == 2 * 3
+    real, replayed = replay["real_log_errors"], replay["replayed_log_errors"]  # what the miss is measured on
+    assert len(real) == len(replayed) == 6 and replay["rms_log_miss"] == pytest.approx(
+        (sum((a - b) ** 2 for a, b in zip(real, replayed)) / 6) ** 0.5, abs=1e-3)
     assert cost["recorded"] == 10 and cost["probes"] == len(probe_steps(50)) == 10
     assert cost["generations"] == 10 + cost["probes"] + cost["real_runs"] <= 10 + _probe_runs(10, 50, replays=True) == 30
 
@@ -168,3 +173,38 @@ def test_the_fitted_feedback_fades_with_the_noise_where_the_model_does():
     signal, noise = noise_fit(record_denoiser_runs(_gaussian_flow(), sched, noises[:3], 16))
     fading = feedback_candidates(signal, noise)[replay["feedback"]]
     assert fading == sorted(fading, reverse=True) and fading[-1] < 0.1 * fading[0]  # the pull fades as noise falls
+
+
+def _saturating_model(x, t):
+    """An output that saturates in x (``3·tanh(5x)``): a first-order replay cannot follow how it answers a stray."""
+    return 3 * torch.tanh(5 * x) + float(t) / 1000
+
+
+def test_replays_that_miss_the_real_runs_by_far_are_said_and_close_ones_are_not():
+    from etcdiff.calibration.etc_plus.replay import TRUSTED_MISS, untrusted
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    assert untrusted({"rms_log_miss": TRUSTED_MISS}, "x") is None and untrusted({"runs": 0}, "x") is None
+    assert untrusted({"rms_log_miss": 0.7}, "the replays").startswith(
+        "the replays missed the real runs' errors by 0.70 in log error (rms: 2.0 times the error)")
+    noises = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+
+    def calibrate(model, **extra):
+        with pytest.warns() as seen:
+            warnings.warn("marker", UserWarning)  # pytest.warns needs one: the calibration may add none
+            policy = etcdiff.calibrate_policy("etc-plus", model, FlowMatchEulerDiscreteScheduler(), noises, 12,
+                                              propagation=True, corrections="auto", **extra)
+        return policy, [str(w.message) for w in seen if "missed the real runs" in str(w.message)]
+
+    policy, said = calibrate(_saturating_model, replays=True)
+    assert policy.profile["replay"]["rms_log_miss"] > TRUSTED_MISS
+    assert len(said) == 1 and said[0].startswith("etc-plus: the replays missed") and said[0].endswith(
+        "calibrate without replays=true to choose on real held-out runs.")
+    policy, said = calibrate(_gaussian_flow(), replays=True)
+    assert policy.profile["replay"]["rms_log_miss"] < TRUSTED_MISS and said == []
+    # a served step count's surrogate is judged the same way, and the fix named is a calibration at that count
+    policy, said = calibrate(_saturating_model, serve_steps=[8])
+    assert len(said) == 1 and said[0].startswith("etc-plus: the surrogate of the recorded runs missed")
+    assert said[0].endswith("calibrate at 8 steps instead (--steps N) for a profile chosen on real runs there.")
+    policy, said = calibrate(_saturating_model, serve_steps=[8], serve_recorded=True)
+    assert len(said) == 1 and said[0].startswith("etc-plus: the surrogate of the real runs at 8 steps missed")

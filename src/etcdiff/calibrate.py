@@ -221,8 +221,11 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
     model, feedback = None, None
     if record_at is None:  # one surrogate, of the recorded runs
         scales = noise_scales(records)
-        feedback = replay["curve"] if replay.get("used") and "curve" in replay else fit_feedback(
-            records, run, plain, build, scales)[0]
+        if replay.get("used") and "curve" in replay:  # the replays' (said already where they missed)
+            feedback = replay["curve"]
+        else:
+            feedback, pull, _ = fit_feedback(records, run, plain, build, scales)
+            _say_untrusted(info, pull, "the surrogate of the recorded runs", serve)
         model = SurrogateDenoiser(records, feedback, scales)
     latents = torch.cat([r.inputs[0] for r in records])
     served = {}
@@ -234,6 +237,7 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
             _probe_one(own, runner)
             scales = noise_scales(own)
             curve, pull, _ = fit_feedback(own, runner, plain, build, scales)
+            _say_untrusted(info, pull, f"the surrogate of the real runs at {n} steps", [n])
             pull = {"curve": [round(float(v), 6) for v in curve], **pull}
             target = SurrogateDenoiser(own, curve, scales)
         calls = target.calls
@@ -253,6 +257,17 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
         profile["served_recorded"] = True
     else:
         profile["served_feedback"] = [round(float(v), 6) for v in feedback]
+
+
+def _say_untrusted(info: Method, record: dict[str, Any], what: str, steps: Sequence[int]) -> None:
+    """Warn where a served step count's surrogate missed the real runs by more than replays can be trusted with."""
+    from .calibration.etc_plus.replay import untrusted
+
+    note = untrusted(record, what)
+    if note:
+        counts = ", ".join(map(str, steps))
+        warnings.warn(f"{info.name}: {note}; calibrate at {counts} steps instead (--steps N) for a profile chosen on "
+                      "real runs there.", UserWarning, stacklevel=4)
 
 
 def _probe_one(records: list[Any], run: PolicyRunner) -> None:
@@ -336,7 +351,7 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
         return run, None, None
     from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
     from .calibration.etc_plus.replay import (REPLAY_FEEDBACK_RUNS, REPLAY_FEEDBACK_SPEEDUPS, Replay, fit_feedback,
-                                              noise_scales, replayable)
+                                              noise_scales, replayable, untrusted)
 
     if not replayable(records):
         why = ("the runs cannot be replayed (no copyable scheduler, a pipeline that changes the latents between "
@@ -350,6 +365,10 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
                                             REPLAY_FEEDBACK_SPEEDUPS)
     if record.get("runs"):  # runs held out: one recorded run probed for real (so no longer held out: held_out_runs)
         _probe_one(records, run)
+    note = untrusted(record, "the replays")
+    if note:
+        warnings.warn(f"{info.name}: {note}; calibrate without replays=true to choose on real held-out runs.",
+                      UserWarning, stacklevel=3)
     curve = [round(float(v), 6) for v in feedback]
     return Replay(records, feedback, scales), {"used": True, **record, "curve": curve}, RealRuns(run, finals)
 
