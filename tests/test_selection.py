@@ -230,7 +230,13 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
             f"{cost['real_runs']} real held-out checks) in ") in out
-    assert "trend caps:" not in out  # not asked for
+    assert "trend caps:" not in out and "replays:" not in out  # not asked for
+    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
+                 "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "replays=true"]) == 0
+    replay = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]["replay"]
+    assert (f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
+            f"replays miss by {replay['rms_log_miss']:.2f} in log error (rms; above 0.4 they are not trusted)"
+            ) in capsys.readouterr().out
     assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "trend_caps=true"]) == 0
     profile = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]

@@ -200,6 +200,13 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         how = "held-out runs; the others were replays" if replayed else "held-out checks"
         print(f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
               f"{cost['real_runs']} real {how}) in {cost['seconds']:.1f} s")
+        replay = profile.get("replay") or {}
+        if replayed and replay.get("rms_log_miss") is not None:
+            from ..calibration.etc_plus.replay import TRUSTED_MISS
+
+            print(f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
+                  f"replays miss by {replay['rms_log_miss']:.2f} in log error (rms; above {TRUSTED_MISS:g} they are "
+                  "not trusted)")
     served = profile.get("served_steps") if isinstance(profile, dict) else None
     if served:
         runs = sum(int(one["cost"]["surrogate_runs"] or 0) for one in served.values())
