@@ -208,3 +208,21 @@ def test_replays_that_miss_the_real_runs_by_far_are_said_and_close_ones_are_not(
     assert said[0].endswith("calibrate at 8 steps instead (--steps N) for a profile chosen on real runs there.")
     policy, said = calibrate(_saturating_model, serve_steps=[8], serve_recorded=True)
     assert len(said) == 1 and said[0].startswith("etc-plus: the surrogate of the real runs at 8 steps missed")
+
+
+def test_a_model_that_pushes_a_stray_further_is_fitted_a_push():
+    """A flow model whose velocity grows against the sample (``-x``) drives a strayed sample further at each Euler
+    step: the fitted feedback is a push (below 0), and it replays the real runs far closer than no pull."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    def pushing(x, t):
+        return torch.sin(torch.full_like(x, 3 * float(t) / 1000)) - x
+
+    noises = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        policy = etcdiff.calibrate_policy("etc-plus", pushing, FlowMatchEulerDiscreteScheduler(), noises, 12,
+                                          replays=True, propagation=True, corrections="auto")
+    replay = policy.profile["replay"]
+    assert float(replay["feedback"]) < 0
+    assert replay["rms_log_miss"] < 0.5 * replay["rms_log_miss_constant"]["0"]

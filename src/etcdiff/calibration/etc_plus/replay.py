@@ -9,7 +9,8 @@ for how far the replayed latents have strayed from the recorded ones::
 
 - ``s_t`` is the noise scale of step t, fitted on the recorded runs as ``x_t ~ a_t * x_final + s_t * eps_t``.
 - ``lam_t`` (the *feedback*) says how strongly the model pulls a strayed sample back at step t. 0 means not at
-  all (only the solver acts). 1 means the model's denoised estimate does not move with x.
+  all (only the solver acts). 1 means the model's denoised estimate does not move with x. Below 0 the model
+  pushes the stray further (the scenes pipeline, under classifier-free guidance, fits -0.1).
 
 A replay is exact for the solver: multistep history, predictor-corrector, shifted sigmas, the last step. It is
 first order for the model. The feedback is one curve per model and scheduler, chosen by :func:`fit_feedback`
@@ -44,6 +45,7 @@ REPLAY_FEEDBACK_RUNS = 2  # a replayed calibration's: fewer, so that it makes at
 REPLAY_FEEDBACK_SPEEDUPS = (2, 3, 4)  # prompts at 50 steps, its probes on one run made for real
 REPLAY_PROBE_RUNS = 1  # recorded runs a replayed calibration probes for real
 FEEDBACK_GRID = tuple(round(0.1 * k, 1) for k in range(10))  # lam in 0.0 .. 0.9
+FEEDBACK_PUSH = (-0.05, -0.1, -0.2, -0.3)  # a model that pushes a stray further (after the pulls: 0 wins a tie)
 FEEDBACK_VARIANCES = tuple(10.0 ** (k / 4) for k in range(-16, 9))  # v in 1e-4 .. 1e2
 FEEDBACK_TOPS = (0.6, 0.8, 1.0)
 EXACT = 2e-2  # a replay of the recorded outputs must land this close to the recorded final latents (relative)
@@ -75,10 +77,10 @@ def noise_scales(records: Sequence[Any]) -> list[float]:
 
 def feedback_candidates(signal: Sequence[float], noise: Sequence[float]) -> dict[str, list[float]]:
     """The per-step feedbacks :func:`fit_feedback` chooses among, by name: a constant pull ``lam`` at every step
-    (:data:`FEEDBACK_GRID`), and a pull that fades with the signal-to-noise ratio,
+    (:data:`FEEDBACK_GRID`) or push (:data:`FEEDBACK_PUSH`), and a pull that fades with the signal-to-noise ratio,
     ``lam_t = top · s_t² / (s_t² + v·a_t²)``: a model whose denoised estimate does not follow a strayed sample
     at high noise (full pull) and does at low noise (none), as a Gaussian of variance ``v`` would."""
-    out = {f"{lam:g}": [lam] * len(noise) for lam in FEEDBACK_GRID}
+    out = {f"{lam:g}": [lam] * len(noise) for lam in FEEDBACK_GRID + FEEDBACK_PUSH}
     for v in FEEDBACK_VARIANCES:
         for top in FEEDBACK_TOPS:
             out[f"{top:g}*snr:{v:g}"] = [top * s * s / (s * s + v * a * a) for a, s in zip(signal, noise)]
@@ -227,7 +229,7 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
                               }, finals
 
 
-__all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS", "FEEDBACK_VARIANCES",
+__all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_PUSH", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS", "FEEDBACK_VARIANCES",
            "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit", "noise_scales",
            "REPLAY_FEEDBACK_RUNS", "REPLAY_FEEDBACK_SPEEDUPS", "REPLAY_PROBE_RUNS", "TRUSTED_MISS", "replayable",
            "untrusted"]
