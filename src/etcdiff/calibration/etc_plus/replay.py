@@ -179,9 +179,9 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
     plan that computes the last step, where the policy has that setting) and in replays under every candidate of
     :func:`feedback_candidates`; the one whose log errors come closest (least squares). Returns it, a
     record (``"feedback"`` names it; ``"real_log_errors"`` and ``"replayed_log_errors"``, budget by budget and run
-    by run, and their ``"rms_log_miss"``: see :func:`untrusted`), and the real full-step results of those runs (the recorded final latents,
-    or a real full run where ``run`` returns something else, such as a pipeline's decoded output). ``scales``:
-    the runs' :func:`noise_scales` where the caller has them."""
+    by run, and their ``"rms_log_miss"``: see :func:`untrusted`), and the real full-step results of those runs
+    (the recorded final latents, or a real full run where ``run`` returns something else, such as a pipeline's
+    decoded output). ``scales``: the runs' :func:`noise_scales` where the caller has them."""
     n = records[0].num_steps
     held = list(range(max(2, len(records) - runs), len(records)))
     if not held or len(records) - len(held) < 2:
@@ -230,7 +230,7 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
                               }, finals
 
 
-__all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_PUSH", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS", "FEEDBACK_VARIANCES",
-           "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit", "noise_scales",
-           "REPLAY_FEEDBACK_RUNS", "REPLAY_FEEDBACK_SPEEDUPS", "REPLAY_PROBE_RUNS", "TRUSTED_MISS", "replayable",
-           "untrusted"]
+__all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_PUSH", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS",
+           "FEEDBACK_VARIANCES", "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit",
+           "noise_scales", "REPLAY_FEEDBACK_RUNS", "REPLAY_FEEDBACK_SPEEDUPS", "REPLAY_PROBE_RUNS", "TRUSTED_MISS",
+           "replayable", "untrusted"]
