@@ -225,7 +225,7 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
             feedback = replay["curve"]
         else:
             feedback, pull, _ = fit_feedback(records, run, plain, build, scales)
-            _say_untrusted(info, pull, "the surrogate of the recorded runs", serve)
+            _say_untrusted(info, pull, "the surrogate of the recorded runs", _served_fix(serve))
         model = SurrogateDenoiser(records, feedback, scales)
     latents = torch.cat([r.inputs[0] for r in records])
     served = {}
@@ -237,7 +237,7 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
             _probe_one(own, runner)
             scales = noise_scales(own)
             curve, pull, _ = fit_feedback(own, runner, plain, build, scales)
-            _say_untrusted(info, pull, f"the surrogate of the real runs at {n} steps", [n])
+            _say_untrusted(info, pull, f"the surrogate of the real runs at {n} steps", _served_fix([n]))
             pull = {"curve": [round(float(v), 6) for v in curve], **pull}
             target = SurrogateDenoiser(own, curve, scales)
         calls = target.calls
@@ -259,15 +259,20 @@ def _serve(info: Method, fitted: dict[str, Any], records: list[Any], serve: list
         profile["served_feedback"] = [round(float(v), 6) for v in feedback]
 
 
-def _say_untrusted(info: Method, record: dict[str, Any], what: str, steps: Sequence[int]) -> None:
-    """Warn where a served step count's surrogate missed the real runs by more than replays can be trusted with."""
+def _say_untrusted(info: Method, record: dict[str, Any], what: str, fix: str) -> None:
+    """Warn where a fitted pull (``record``, :func:`~etcdiff.calibration.etc_plus.replay.fit_feedback`'s) left the
+    replays or a surrogate further from the real runs than they can be trusted with, naming ``fix``."""
     from .calibration.etc_plus.replay import untrusted
 
     note = untrusted(record, what)
     if note:
-        counts = ", ".join(map(str, steps))
-        warnings.warn(f"{info.name}: {note}; calibrate at {counts} steps instead (--steps N) for a profile chosen on "
-                      "real runs there.", UserWarning, stacklevel=4)
+        warnings.warn(f"{info.name}: {note}; {fix}.", UserWarning, stacklevel=4)
+
+
+def _served_fix(steps: Sequence[int]) -> str:
+    """What to do where a served step count's surrogate cannot be trusted: calibrate at that step count."""
+    counts = ", ".join(map(str, steps))
+    return f"calibrate at {counts} steps instead (--steps N) for a profile chosen on real runs there"
 
 
 def _probe_one(records: list[Any], run: PolicyRunner) -> None:
@@ -351,7 +356,7 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
         return run, None, None
     from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
     from .calibration.etc_plus.replay import (REPLAY_FEEDBACK_RUNS, REPLAY_FEEDBACK_SPEEDUPS, Replay, fit_feedback,
-                                              noise_scales, replayable, untrusted)
+                                              noise_scales, replayable)
 
     if not replayable(records):
         why = ("the runs cannot be replayed (no copyable scheduler, a pipeline that changes the latents between "
@@ -365,10 +370,7 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
                                             REPLAY_FEEDBACK_SPEEDUPS)
     if record.get("runs"):  # runs held out: one recorded run probed for real (so no longer held out: held_out_runs)
         _probe_one(records, run)
-    note = untrusted(record, "the replays")
-    if note:
-        warnings.warn(f"{info.name}: {note}; calibrate without replays=true to choose on real held-out runs.",
-                      UserWarning, stacklevel=3)
+    _say_untrusted(info, record, "the replays", "calibrate without replays=true to choose on real held-out runs")
     curve = [round(float(v), 6) for v in feedback]
     return Replay(records, feedback, scales), {"used": True, **record, "curve": curve}, RealRuns(run, finals)
 
