@@ -226,3 +226,27 @@ def test_a_model_that_pushes_a_stray_further_is_fitted_a_push():
     replay = policy.profile["replay"]
     assert float(replay["feedback"]) < 0
     assert replay["rms_log_miss"] < 0.5 * replay["rms_log_miss_constant"]["0"]
+
+
+def test_untrusted_replays_choose_from_the_replay_default_and_trusted_ones_as_real_runs_do(monkeypatch):
+    """Replays that miss their real runs by more than ``TRUSTED_MISS`` start the choice from the method's replay
+    default (no probes, gains only where they held out) and leave it only beyond that miss; trusted ones choose
+    in the order and by the bar of a choice on real runs."""
+    import etcdiff.calibration.etc_plus.replay as replay_module
+
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    noises = torch.randn(7, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+
+    def selection(bar):
+        monkeypatch.setattr(replay_module, "TRUSTED_MISS", bar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the untrusted warning (its own test)
+            policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 10, replays=True)
+        return policy.profile["selection"], policy.profile["replay"]
+
+    sel, replay = selection(-1.0)  # every miss untrusted
+    assert replay["rms_log_miss"] > 0
+    assert list(sel["mean_log_rel_error"])[0] == "propagation=False,corrections=auto"
+    assert sel["slack"] == pytest.approx(replay["rms_log_miss"], abs=1e-4)
+    sel, replay = selection(1e9)  # every miss trusted
+    assert list(sel["mean_log_rel_error"])[0] == "propagation=True,corrections=auto" and "slack" not in sel

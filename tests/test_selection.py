@@ -5,8 +5,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 import etcdiff
-from etcdiff.calibration.selection import (choose_fit, clearly_lower, held_out_runs, validation_budgets,
-                                           validation_generations)
+from etcdiff.calibration.selection import (budget_choice, choose_fit, clearly_lower, held_out_runs,
+                                           validation_budgets, validation_generations)
 from etcdiff.policies import ETCPlus, NoCache
 from etcdiff.policies.trajectory import Trajectory
 
@@ -287,6 +287,59 @@ def test_an_option_must_beat_the_default_by_more_than_the_runs_noise():
     assert not clearly_lower([-3.0, -1.0, -3.0], [-2.0, -2.0, -2.0])  # lower on average, not beyond the noise
     assert not clearly_lower([-3.0, -3.0], [-2.0, -2.0])  # too few runs to tell
     assert not clearly_lower([-3.0, -3.0, -3.0], [-2.0, -2.0])  # not paired
+    # replays: it must also beat the default by more than the replays miss real runs by
+    assert clearly_lower([-3.0, -3.1, -2.9], [-2.0, -2.1, -1.9], slack=0.5)
+    assert not clearly_lower([-3.0, -3.1, -2.9], [-2.0, -2.1, -1.9], slack=1.5)
+
+
+def test_a_replayed_choice_moves_off_the_default_only_beyond_the_replays_miss():
+    """With ``slack`` (a replayed choice: how far the replays miss real runs, in log error), a candidate lower than
+    the default on every run by less than that keeps the default, overall and per budget, and the record says
+    why."""
+    records = [_record(False) for _ in range(5)]
+    off = {"a": [0.1] * 5, "b": [0.08] * 5}  # b lower on every run by log(0.8) = -0.22
+
+    def run(policy, i):
+        return torch.ones(1, 4) + (off[policy.error][i] if isinstance(policy, _Policy) else 0.0)
+
+    def choose(slack):
+        return choose_fit(records, lambda runs, v: {"profile": {"v": v}}, lambda f, calls: _Policy(f["profile"]["v"]),
+                          run, "v", ("a", "b"), per_budget=True, slack=slack)["profile"]
+
+    assert choose(0.0)["selection"]["chosen"] == "b" and "slack" not in choose(0.0)["selection"]
+    kept = choose(0.3)
+    sel = kept["selection"]
+    assert sel["chosen"] == "a" and sel["slack"] == 0.3 and "per_budget" not in sel
+    assert sel["note"] == ("kept the default: b scored lower, but not beyond the held-out runs' noise and the "
+                           "replays' miss of real runs (0.30)")
+    assert choose(0.2)["selection"]["chosen"] == "b"  # beyond the miss: it moves
+    judged = {"a": [[-2.0, -2.1, -1.9]], "b": [[-3.0, -3.1, -2.9]]}
+    assert budget_choice("a", [10], judged) == {10: "b"}
+    assert budget_choice("a", [10], judged, slack=1.5) == {}
+
+
+def test_a_replayed_choice_starts_from_the_methods_replay_default_among_the_open_settings():
+    from etcdiff.calibrate import _replay_first, open_choice
+    from etcdiff.registry import get_method
+
+    info = get_method("etc-plus")
+    names, values = open_choice(info, {})
+    assert _replay_first(info, names, values)[0] == (False, "auto") and len(_replay_first(info, names, values)) == 6
+    names, values = open_choice(info, {"corrections": "auto"})
+    assert names == ("propagation",) and _replay_first(info, names, values) == [False, True]
+    names, values = open_choice(info, {"propagation": True})
+    assert _replay_first(info, names, values)[0] == "auto"
+    assert _replay_first(get_method("etc"), (), []) == []
+
+
+def test_only_replays_that_miss_real_runs_beyond_the_trusted_bar_set_a_slack():
+    from etcdiff.calibrate import _untrusted_miss
+    from etcdiff.calibration.etc_plus.replay import TRUSTED_MISS
+
+    assert _untrusted_miss({"used": True, "runs": 6, "rms_log_miss": TRUSTED_MISS + 0.15}) == TRUSTED_MISS + 0.15
+    assert _untrusted_miss({"used": True, "runs": 6, "rms_log_miss": TRUSTED_MISS - 0.05}) == 0.0
+    assert _untrusted_miss({"used": True, "runs": 0, "rms_log_miss": 0.9}) == 0.0  # no real runs: nothing measured
+    assert _untrusted_miss({"used": False, "why": "..."}) == 0.0 and _untrusted_miss(None) == 0.0
 
 
 def test_a_candidate_clearly_closer_at_one_budget_serves_that_budget_alone():

@@ -327,18 +327,23 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
          run_args: dict[str, Any], run: PolicyRunner, replays: bool = False) -> dict[str, Any]:
     """The method's fit; where it declares a choice (``Method.choose``) the user left open, the choice made on
     held-out calibration runs (:func:`~etcdiff.calibration.selection.choose_fit`): replayed where the method
-    replays (``replays``, ``Method.replays``) and the runs allow it, else run for real."""
+    replays (``replays``, ``Method.replays``) and the runs allow it, else run for real. Where the replays miss the
+    real runs by more than they are trusted with, the choice starts from ``Method.replay_default`` and leaves it
+    only beyond that miss (``slack``)."""
     fit, build, plain = _fitters(info, decode, fit_args, run_args)
     names, values = open_choice(info, fit_args)
     refine = info.refine() if info.refine is not None else None
     if not names and refine is None:
         return fit(records)
     held, replayed, real = _held_out_runner(info, records, plain, build, run, replays)
+    slack = _untrusted_miss(replayed)
+    if slack:
+        values = _replay_first(info, names, values)
     if not names:  # every choice given by the user: only the method's own checks
         fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)
     else:
         fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real,
-                            info.plan_variant, info.per_budget)
+                            info.plan_variant, info.per_budget, slack)
     if replayed is not None and isinstance(fitted.get("profile"), dict):
         fitted["profile"]["replay"] = replayed
     return fitted
@@ -373,6 +378,29 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
     _say_untrusted(info, record, "the replays", "calibrate without replays=true to choose on real held-out runs")
     curve = [round(float(v), 6) for v in feedback]
     return Replay(records, feedback, scales), {"used": True, **record, "curve": curve}, RealRuns(run, finals)
+
+
+def _untrusted_miss(replayed: dict[str, Any] | None) -> float:
+    """The rms log miss of a replayed choice's pull where it is above
+    :data:`~etcdiff.calibration.etc_plus.replay.TRUSTED_MISS` (the replays do not stand for the model), else 0."""
+    from .calibration.etc_plus.replay import TRUSTED_MISS
+
+    if not replayed or not replayed.get("used") or not replayed.get("runs"):
+        return 0.0
+    miss = float(replayed.get("rms_log_miss") or 0.0)
+    return miss if miss > TRUSTED_MISS else 0.0
+
+
+def _replay_first(info: Method, names: tuple[str, ...], values: list[Any]) -> list[Any]:
+    """``values`` with the method's replay default (``Method.replay_default``, restricted to the settings left
+    open) first: the candidate a replayed choice keeps unless another clearly beats it."""
+    if info.replay_default is None or info.choose is None:
+        return values
+    setting = info.choose[0]
+    every = (setting,) if isinstance(setting, str) else tuple(setting)
+    default = dict(zip(every, (info.replay_default,) if isinstance(setting, str) else info.replay_default))
+    first = default[names[0]] if len(names) == 1 else tuple(default[n] for n in names)
+    return [first] + [v for v in values if v != first] if first in values else values
 
 
 def open_choice(info: Method, fit_args: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:

@@ -64,6 +64,9 @@ class Method:
             feedback fitted on a few real runs, and one recorded run is probed for real
             (:mod:`etcdiff.calibration.etc_plus.replay`; real runs where the recorded runs cannot be replayed).
             Without it, the probes and held-out runs are real.
+        replay_default: the candidate of ``choose`` that a replayed choice keeps, where the replays miss real runs
+            by more than they are trusted with, unless another beats it by more than that miss (etc-plus: no
+            probes, gains only where they held out of sample); elsewhere the first candidate is the default.
     """
 
     name: str
@@ -89,6 +92,7 @@ class Method:
     plan_variant: dict[str, Any] | None = None
     per_budget: bool = False
     replays: bool = False
+    replay_default: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

@@ -27,6 +27,14 @@ calibration runs with:
    everywhere won over all budgets, while at 10 calls (2x) the default gains were 4.0 dB closer on the held-out
    runs (7 standard errors).
 
+Where the held-out runs are replays (``replays=True``) that miss the real runs the model's pull was fitted on by
+more than they are trusted with (:data:`~etcdiff.calibration.etc_plus.replay.TRUSTED_MISS`), their noise is not the
+doubt: they are nearly deterministic, and what they miss is how the model answers a strayed sample. Then the choice
+starts from the candidate the method names as the one replays judge best (``Method.replay_default``; ETC+: no
+probes, gains only where they held out of sample), and a candidate must beat it, overall and per budget, by its
+noise plus ``slack``, that miss (rms log error). On the scenes pipeline under Euler the replays ranked gains on
+every step first by 0.25 in log error while missing real runs by 0.55; the real held-out runs ranked them last.
+
 The choice and its scores are stored in the profile (``"selection"``), so a saved calibration says what it chose,
 with each candidate's log error per held-out run averaged over the budgets (``"run_log_rel_error"``) and per budget
 (``"budget_run_log_rel_error"``): a rule that chooses per budget can be judged from the profile alone.
@@ -161,7 +169,8 @@ Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs,
 
 def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str | Sequence[str],
                values: Sequence[Any], refine: Refine | None = None, real: RealRuns | None = None,
-               variant: dict[str, Any] | None = None, per_budget: bool = False) -> dict[str, Any]:
+               variant: dict[str, Any] | None = None, per_budget: bool = False, slack: float = 0.0
+               ) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
     held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs
     to hold any out. ``setting`` may name several settings at once: then each value is a tuple, one entry per
@@ -169,7 +178,9 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     from what calibration measured (ETC+'s ``last_step``); each candidate is also run with them, and judged per
     budget by the variant where it is :func:`clearly_lower` (a run whose ``planned_steps`` do not change is not run
     again). ``per_budget``: at each compared budget, a candidate clearly lower than the chosen one there by
-    :data:`BUDGET_MARGIN` standard errors serves that budget (:func:`budget_choice`).
+    :data:`BUDGET_MARGIN` standard errors serves that budget (:func:`budget_choice`). ``slack``: a log error by
+    which a candidate must also beat the first value, overall and per budget (where the held-out runs are replays:
+    how far they miss real runs, :func:`~etcdiff.calibration.etc_plus.replay.fit_feedback`).
     ``refine``, when given, runs after the choice with what it measured (a method's own checks on the same
     held-out runs)."""
     names = (setting,) if isinstance(setting, str) else tuple(setting)
@@ -207,7 +218,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                       for c in budgets] for value in values}
     scores = {value: _mean([_mean(got) for got in judged[value]]) for value in values}
     per_run = {value: _per_run(judged[value]) for value in values}
-    best = _kept_choice(list(values), scores, per_run)
+    best = _kept_choice(list(values), scores, per_run, slack)
     fitted = fit(list(records), **kwargs(best))
     profile = fitted.get("profile")
     if isinstance(profile, dict) and len(values) > 1:
@@ -222,10 +233,12 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                                     candidate_label(names, v): {str(c): [round(e, 4) for e in got]
                                                                 for c, got in zip(budgets, judged[v])}
                                     for v in values}}
-        note = _kept_note(list(values), best, scores, per_run, names)
+        if slack:
+            profile["selection"]["slack"] = round(slack, 4)
+        note = _kept_note(list(values), best, scores, per_run, names, slack)
         if note:
             profile["selection"]["note"] = note
-    served = budget_choice(best, budgets, judged) if per_budget and isinstance(profile, dict) else {}
+    served = budget_choice(best, budgets, judged, slack=slack) if per_budget and isinstance(profile, dict) else {}
     if served:
         others = {v: fit(list(records), **kwargs(v)).get("profile") or {} for v in set(served.values())}
         profile[BUDGET_FITS] = {
@@ -247,16 +260,17 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
 
 
 def budget_choice(best: Any, budgets: Sequence[int], judged: dict[Any, list[list[float]]],
-                  margin: float = BUDGET_MARGIN) -> dict[int, Any]:
+                  margin: float = BUDGET_MARGIN, slack: float = 0.0) -> dict[int, Any]:
     """Per compared budget, the candidate that serves it in place of ``best``: the lowest-scored of those
     :func:`clearly_lower` than ``best`` there, run by run, by ``margin`` standard errors (by default
     :data:`BUDGET_MARGIN`, a stricter bar than the overall choice's: each budget is judged on its own runs, and a
     candidate compared at four budgets gets four chances to look lower by chance). ``judged[value][i]``: the log
-    errors of ``value`` at ``budgets[i]``, per held-out run. Budgets where none is are left out."""
+    errors of ``value`` at ``budgets[i]``, per held-out run; ``slack`` as :func:`choose_fit`'s. Budgets where none
+    is are left out."""
     served = {}
     for i, calls in enumerate(budgets):
         base = judged[best][i]
-        beaters = [v for v in judged if v != best and clearly_lower(judged[v][i], base, margin)]
+        beaters = [v for v in judged if v != best and clearly_lower(judged[v][i], base, margin, slack)]
         if beaters:
             served[calls] = min(beaters, key=lambda v: _mean(judged[v][i]))
     return served
@@ -269,19 +283,20 @@ def _per_run(judged: list[list[float]]) -> list[float]:
     return [sum(got[i] for got in judged) / len(judged) for i in range(len(judged[0]))]
 
 
-def _kept_choice(values: list[Any], scores: dict[Any, float], per_run: dict[Any, list[float]]) -> Any:
+def _kept_choice(values: list[Any], scores: dict[Any, float], per_run: dict[Any, list[float]],
+                 slack: float = 0.0) -> Any:
     """The first value, unless others are :func:`clearly_lower` than it run by run: then the best-scored of those.
     With fewer than three held-out runs, too few to weigh a difference against their noise, the best-scored value
     (the first of equal ones), as :func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan` does without them."""
     first = values[0]
     if len(per_run[first]) < 3:
         return min(values, key=lambda v: scores[v])
-    beaters = [v for v in values[1:] if clearly_lower(per_run[v], per_run[first])]
+    beaters = [v for v in values[1:] if clearly_lower(per_run[v], per_run[first], slack=slack)]
     return min(beaters, key=lambda v: scores[v]) if beaters else first
 
 
 def _kept_note(values: list[Any], best: Any, scores: dict[Any, float], per_run: dict[Any, list[float]],
-               names: Sequence[str]) -> str | None:
+               names: Sequence[str], slack: float = 0.0) -> str | None:
     """Why the default was kept although another candidate scored lower (None when none did)."""
     runs = len(per_run[best])
     if runs < 3 and len(values) > 1:
@@ -291,7 +306,8 @@ def _kept_note(values: list[Any], best: Any, scores: dict[Any, float], per_run: 
     if best != values[0] or not lower:
         return None
     other = candidate_label(names, min(lower, key=lambda v: scores[v]))
-    return f"kept the default: {other} scored lower, but not beyond the held-out runs' noise"
+    beyond = f" and the replays' miss of real runs ({slack:.2f})" if slack else ""
+    return f"kept the default: {other} scored lower, but not beyond the held-out runs' noise{beyond}"
 
 
 def _plan(policy: StepPolicy, steps: int) -> list[int] | None:

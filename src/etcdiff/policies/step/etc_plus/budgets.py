@@ -25,14 +25,15 @@ ADAPT = "budget_adapt_trend"  # per budget and plan kind, whether it weighs its 
 LOGS = {FREE: "budget_logs", LAST: "budget_logs_last"}  # the same, per held-out run (paired across plans)
 
 
-def clearly_lower(errors: Sequence[float], base: Sequence[float], margin: float = 1.0) -> bool:
+def clearly_lower(errors: Sequence[float], base: Sequence[float], margin: float = 1.0, slack: float = 0.0) -> bool:
     """Whether ``errors`` (log errors, paired run by run with ``base``) are lower than ``base`` by more than
-    ``margin`` standard errors of their paired differences (at least 3 runs): an option chosen on a few held-out
-    runs must beat the one it replaces by more than their noise."""
+    ``margin`` standard errors of their paired differences (at least 3 runs) plus ``slack``: an option chosen on a
+    few held-out runs must beat the one it replaces by more than their noise (and, where the runs are replays, by
+    more than the replays are known to miss real runs by)."""
     if len(errors) != len(base) or len(errors) < 3:
         return False
     diff = torch.tensor([a - b for a, b in zip(errors, base)], dtype=torch.float64)
-    return bool(diff.mean() + margin * diff.std() / math.sqrt(len(diff)) < 0)
+    return bool(diff.mean() + margin * diff.std() / math.sqrt(len(diff)) + slack < 0)
 
 
 def budget_profile(profile: dict[str, Any], calls: int | None) -> dict[str, Any]:
