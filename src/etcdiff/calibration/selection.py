@@ -179,8 +179,8 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     budget by the variant where it is :func:`clearly_lower` (a run whose ``planned_steps`` do not change is not run
     again). ``per_budget``: at each compared budget, a candidate clearly lower than the chosen one there by
     :data:`BUDGET_MARGIN` standard errors serves that budget (:func:`budget_choice`). ``slack``: a log error by
-    which a candidate must also beat the first value, overall and per budget (where the held-out runs are replays:
-    how far they miss real runs, :func:`~etcdiff.calibration.etc_plus.replay.fit_feedback`).
+    which a candidate must also beat the first value (and, per budget, the chosen one), where the held-out runs are
+    replays: how far they miss real runs (:func:`~etcdiff.calibration.etc_plus.replay.fit_feedback`).
     ``refine``, when given, runs after the choice with what it measured (a method's own checks on the same
     held-out runs)."""
     names = (setting,) if isinstance(setting, str) else tuple(setting)
