@@ -381,14 +381,13 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
 
 
 def _untrusted_miss(replayed: dict[str, Any] | None) -> float:
-    """The rms log miss of a replayed choice's pull where it is above
-    :data:`~etcdiff.calibration.etc_plus.replay.TRUSTED_MISS` (the replays do not stand for the model), else 0."""
-    from .calibration.etc_plus.replay import TRUSTED_MISS
+    """The rms log miss of a replayed choice's pull where the replays cannot be trusted
+    (:func:`~etcdiff.calibration.etc_plus.replay.untrusted_miss`), else 0 (no replays, or no real runs)."""
+    from .calibration.etc_plus.replay import untrusted_miss
 
     if not replayed or not replayed.get("used") or not replayed.get("runs"):
         return 0.0
-    miss = float(replayed.get("rms_log_miss") or 0.0)
-    return miss if miss > TRUSTED_MISS else 0.0
+    return untrusted_miss(replayed)
 
 
 def _replay_first(info: Method, names: tuple[str, ...], values: list[Any]) -> list[Any]:

@@ -147,6 +147,13 @@ def replayable(records: Sequence[Any]) -> bool:
     return bool(final.shape == ref.shape) and float(item_rms(final - ref).max()) <= EXACT * float(item_rms(ref).max())
 
 
+def untrusted_miss(record: dict[str, Any]) -> float:
+    """The fitted feedback's rms log miss of the real runs (``record``, :func:`fit_feedback`'s) where it is above
+    :data:`TRUSTED_MISS`, else 0: how far the replays are known not to stand for the model."""
+    miss = record.get("rms_log_miss")
+    return float(miss) if miss is not None and miss > TRUSTED_MISS else 0.0
+
+
 def untrusted(record: dict[str, Any], what: str) -> str | None:
     """A sentence for the user where a fitted feedback's replays missed the real runs' log errors by more than
     :data:`TRUSTED_MISS` (rms; about 1.5 times the error), else None. Measured at 50 steps: 0.05-0.29 on the gmm
@@ -154,8 +161,8 @@ def untrusted(record: dict[str, Any], what: str) -> str | None:
     in the UNet's served pulls; on the scenes pipeline 0.43 and 0.55 under DPM-Solver++ and Euler, where the
     replayed front came out 2.1 and 2.9 dB below the default's, and 0.35 under UniPC, where it is level. A bar
     for a replay model that does not fit, not for every loss. ``what``: the runs' subject, for the sentence."""
-    miss = record.get("rms_log_miss")
-    if miss is None or miss <= TRUSTED_MISS:
+    miss = untrusted_miss(record)
+    if not miss:
         return None
     return (f"{what} missed the real runs' errors by {miss:.2f} in log error (rms: {math.exp(miss):.1f} times the "
             f"error), more than {TRUSTED_MISS:g}: the model does not answer a strayed sample as a replay assumes, so "
@@ -233,4 +240,4 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
 __all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_PUSH", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS",
            "FEEDBACK_VARIANCES", "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit",
            "noise_scales", "REPLAY_FEEDBACK_RUNS", "REPLAY_FEEDBACK_SPEEDUPS", "REPLAY_PROBE_RUNS", "TRUSTED_MISS",
-           "replayable", "untrusted"]
+           "replayable", "untrusted", "untrusted_miss"]
