@@ -566,6 +566,28 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     scale, record = tolerance_scale(held)
     assert scale == pytest.approx(0.45) and record["met"]
     assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0}]
+    assert "replay_miss" not in record  # no real runs beside replays: nothing to compare
+
+
+def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_plans_real_runs():
+    """Where the held-out runs are replays, the real runs of the tolerance check are compared run by run with
+    their replays: ``replay_miss`` is the rms log ratio of the real to the replayed error (here 3 times)."""
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.selection import HeldOut, RealRuns
+
+    def build(fitted, calls):  # the tolerance mode lands at a tenth of the target in replays
+        return _Off(0.1 * fitted["profile"]["tolerance"] * fitted["profile"].get("tolerance_scale", 1.0))
+
+    fits = [{"profile": {"tolerance": 1.0}}, {"profile": {"tolerance": 1.0}}]
+    refs = {i: torch.ones(1, 4) for i in range(4)}
+    replay = lambda p, i: refs[i] + p.error  # noqa: E731
+    real_runs = []
+    real = RealRuns(lambda p, i: real_runs.append(i) or refs[i] + 3.0 * p.error, {3: refs[3]})
+    held = HeldOut([[0, 1], [2, 3]], refs, replay, build, fits, {}, real=real)
+    scale, record = tolerance_scale(held)
+    assert scale == 1.0 and record["met"] and real_runs == [3]  # only the run held for real, once
+    assert record["passes"] == [{"scale": 1.0, "within": 1.0, "within_real": 1.0}]
+    assert record["replay_miss"] == pytest.approx(math.log(3.0), abs=1e-4)
 
 
 def test_a_trend_cap_is_kept_where_it_is_as_close_on_average_and_closer_in_the_worst_runs():

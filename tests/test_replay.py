@@ -210,6 +210,51 @@ def test_replays_that_miss_the_real_runs_by_far_are_said_and_close_ones_are_not(
     assert len(said) == 1 and said[0].startswith("etc-plus: the surrogate of the real runs at 8 steps missed")
 
 
+def test_replays_that_miss_the_chosen_plans_real_runs_are_said_where_the_pull_fitted_well():
+    """The pull is fitted on one candidate's real runs; the tolerance check runs the chosen fit's own plans for real.
+    Where those miss their replays beyond the bar while the pull did not, calibration says so; the record keeps the
+    chosen plans' miss either way, and a pull that missed already is said once (by its own warning)."""
+    from etcdiff.calibration.etc_plus.replay import keep_chosen_miss
+
+    def said(chosen, pull):
+        record = {"used": True, "runs": 6, "rms_log_miss": pull}
+        note = keep_chosen_miss(record, {"met": True, "replay_miss": chosen})
+        assert record["chosen_miss"] == chosen
+        return note
+
+    assert said(0.3, 0.1) is None and said(0.4, 0.1) is None and said(1.27, 0.5) is None
+    assert said(1.27, 0.12) == ("the replays missed the real runs of the chosen plans by 1.27 in log error (rms: 3.6 "
+                                "times the error), more than 0.4 (the pull, fitted on another candidate's runs, "
+                                "missed those by 0.12): the plans chosen on them may not be this model's")
+    record = {"used": True, "runs": 6, "rms_log_miss": 0.1}
+    assert keep_chosen_miss(record, {"met": True}) is None and keep_chosen_miss(record, None) is None
+    assert "chosen_miss" not in record  # no real pass: nothing to say or keep
+
+
+def test_calibration_warns_once_where_the_chosen_plans_replays_miss_their_real_runs(monkeypatch):
+    """End to end: with the bar lowered under what the chosen plans miss by (the exact Gaussian flow's pull fits),
+    calibration warns in one line with the fix; with it at its value, not."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from etcdiff.calibration.etc_plus import replay
+
+    noises = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+
+    def warned():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), FlowMatchEulerDiscreteScheduler(), noises,
+                                              12, propagation=True, corrections="auto", replays=True)
+        return policy.profile["replay"], [str(w.message) for w in seen if "chosen plans" in str(w.message)]
+
+    record, said = warned()  # here the pull misses by 0.025, the chosen plans by 0.039
+    assert said == [] and record["rms_log_miss"] < record["chosen_miss"] <= replay.TRUSTED_MISS
+    monkeypatch.setattr(replay, "TRUSTED_MISS", (record["rms_log_miss"] + record["chosen_miss"]) / 2)
+    again, said = warned()  # a bar between the two: only the chosen plans' miss is said
+    assert again["chosen_miss"] == record["chosen_miss"] and len(said) == 1
+    assert said[0].startswith("etc-plus: the replays missed the real runs of the chosen plans")
+    assert said[0].endswith("calibrate without replays=true to choose on real held-out runs.")
+
+
 def test_a_model_that_pushes_a_stray_further_is_fitted_a_push():
     """A flow model whose velocity grows against the sample (``-x``) drives a strayed sample further at each Euler
     step: the fitted feedback is a push (below 0), and it replays the real runs far closer than no pull."""

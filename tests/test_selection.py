@@ -234,9 +234,10 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "replays=true"]) == 0
     replay = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]["replay"]
+    chosen = f"; the chosen plans' real runs by {replay['chosen_miss']:.2f}" if "chosen_miss" in replay else ""
     assert (f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
-            f"replays miss by {replay['rms_log_miss']:.2f} in log error (rms; above 0.4 they are not trusted)"
-            ) in capsys.readouterr().out
+            f"replays miss by {replay['rms_log_miss']:.2f} in log error{chosen} (rms; above 0.4 they are not "
+            "trusted)") in capsys.readouterr().out
     assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "trend_caps=true"]) == 0
     profile = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]
@@ -276,6 +277,8 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     assert cost["recorded"] == 5 and cost["probes"] == len(probe_steps(8))
     assert cost["real_runs"] == 2 * len(replay["budgets"]) + 2 * real_passes
     assert cost["generations"] == 5 + cost["probes"] + cost["real_runs"]
+    if real_passes:  # the chosen fit's own plans, replayed and run for real on the same runs
+        assert replay["chosen_miss"] == profile["tolerance_check"]["replay_miss"] >= 0.0
     with pytest.raises(ValueError, match="replays must be true or false"):
         calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replays="yes")
 

@@ -346,6 +346,12 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
                             info.plan_variant, info.per_budget, slack)
     if replayed is not None and isinstance(fitted.get("profile"), dict):
         fitted["profile"]["replay"] = replayed
+        from .calibration.etc_plus.replay import keep_chosen_miss
+
+        note = keep_chosen_miss(replayed, fitted["profile"].get("tolerance_check"))
+        if note:
+            warnings.warn(f"{info.name}: {note}; calibrate without replays=true to choose on real held-out runs.",
+                          UserWarning, stacklevel=3)
     return fitted
 
 

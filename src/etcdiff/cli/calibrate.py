@@ -204,9 +204,11 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
         if replayed and replay.get("rms_log_miss") is not None:
             from ..calibration.etc_plus.replay import TRUSTED_MISS
 
+            chosen = replay.get("chosen_miss")
+            mine = f"; the chosen plans' real runs by {chosen:.2f}" if chosen is not None else ""
             print(f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
-                  f"replays miss by {replay['rms_log_miss']:.2f} in log error (rms; above {TRUSTED_MISS:g} they are "
-                  "not trusted)")
+                  f"replays miss by {replay['rms_log_miss']:.2f} in log error{mine} (rms; above {TRUSTED_MISS:g} they "
+                  "are not trusted)")
     served = profile.get("served_steps") if isinstance(profile, dict) else None
     if served:
         runs = sum(int(one["cost"]["surrogate_runs"] or 0) for one in served.values())

@@ -161,20 +161,25 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within
     the profile's default tolerance, and a record of the passes (``share`` within per pass). Where the held-out
     runs are replays, the share must hold on the replays and then, run for real, on the runs of ``held.real``
-    (which are run only in passes where the replays already hold: at most :data:`REAL_ROUNDS` times)."""
-    scale, passes, real_rounds = 1.0, [], 0
+    (which are run only in passes where the replays already hold: at most :data:`REAL_ROUNDS` times). There the
+    record also keeps ``"replay_miss"``: the rms of log(real / replayed error) over those runs, how far the replays
+    are from the real runs for the chosen fit's own plans (the pull is fitted on another candidate's)."""
+    scale, passes, real_rounds, ratios = 1.0, [], 0, []
     targets = {i: float(fit["profile"]["tolerance"]) for fold, fit in zip(held.folds, held.fold_fits) for i in fold}
     for _ in range(TOLERANCE_ROUNDS):
         def with_scale(fit: dict[str, Any], s: float = scale) -> dict[str, Any]:
             return {**fit, "profile": {**fit["profile"], "tolerance_scale": s}}
 
-        share, worst = _share(held.measure(None, with_scale), targets)
+        replayed = held.measure(None, with_scale)
+        share, worst = _share(replayed, targets)
         record = {"scale": round(scale, 5), "within": round(share, 4)}
         if share >= TOLERANCE_SHARE and held.real is not None and real_rounds < REAL_ROUNDS:
             real_rounds += 1
-            real_share, real_worst = _share(held.measure(None, with_scale, real=True), targets)
+            real = held.measure(None, with_scale, real=True)
+            real_share, real_worst = _share(real, targets)
             record["within_real"] = round(real_share, 4)
             share, worst = min(share, real_share), max(worst, real_worst)
+            ratios += _log_ratios(real, replayed)
         passes.append(record)
         if share >= TOLERANCE_SHARE:
             break
@@ -182,7 +187,16 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     met = passes[-1]["within"] >= TOLERANCE_SHARE and passes[-1].get("within_real", 1.0) >= TOLERANCE_SHARE
     if held.real is not None and "within_real" not in passes[-1]:
         met = False  # the replays held but the real runs were not checked at this scale
-    return scale, {"share": TOLERANCE_SHARE, "passes": passes, "met": met}
+    check = {"share": TOLERANCE_SHARE, "passes": passes, "met": met}
+    if ratios:  # the chosen fit's own plans, replayed and run for real on the same runs
+        check["replay_miss"] = round(math.sqrt(sum(r * r for r in ratios) / len(ratios)), 4)
+    return scale, check
+
+
+def _log_ratios(real: list[tuple[int, float]], replayed: list[tuple[int, float]]) -> list[float]:
+    """log(real error / replayed error) of each run that was both run for real and replayed."""
+    again = dict(replayed)
+    return [math.log(max(err, 1e-30) / max(again[i], 1e-30)) for i, err in real if i in again]
 
 
 def _share(errors: list[tuple[int, float]], targets: dict[int, float]) -> tuple[float, float]:

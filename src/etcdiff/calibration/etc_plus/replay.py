@@ -169,6 +169,24 @@ def untrusted(record: dict[str, Any], what: str) -> str | None:
             "the plans chosen on them may not be this model's")
 
 
+def keep_chosen_miss(record: dict[str, Any], check: dict[str, Any] | None) -> str | None:
+    """Keep in ``record`` (:func:`fit_feedback`'s) how far the replays missed the real runs of the chosen fit's own
+    plans (``"chosen_miss"``: the tolerance check's ``"replay_miss"``, where it ran them for real), and return a
+    sentence for the user where that is above :data:`TRUSTED_MISS` while the pull's own miss is not (that one is
+    said by :func:`untrusted`), else None. The pull is fitted on another candidate's runs: it can fit them and
+    still not stand for the plans chosen (on the UNet model 0.02-0.20 against 0.27-1.54)."""
+    miss = (check or {}).get("replay_miss")
+    if miss is None:
+        return None
+    record["chosen_miss"] = miss
+    if miss <= TRUSTED_MISS or untrusted_miss(record):
+        return None
+    return (f"the replays missed the real runs of the chosen plans by {miss:.2f} in log error (rms: "
+            f"{math.exp(miss):.1f} times the error), more than {TRUSTED_MISS:g} (the pull, fitted on another "
+            f"candidate's runs, missed those by {record['rms_log_miss']:.2f}): the plans chosen on them may not be "
+            "this model's")
+
+
 def log_error(result: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean over samples of log(RMS(result - reference) / RMS(reference))."""
     error = item_rms(result.detach().double() - reference.double())
@@ -240,4 +258,4 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
 __all__ = ["EXACT", "FEEDBACK_GRID", "FEEDBACK_PUSH", "FEEDBACK_RUNS", "FEEDBACK_SPEEDUPS", "FEEDBACK_TOPS",
            "FEEDBACK_VARIANCES", "Replay", "feedback_candidates", "fit_feedback", "log_error", "noise_fit",
            "noise_scales", "REPLAY_FEEDBACK_RUNS", "REPLAY_FEEDBACK_SPEEDUPS", "REPLAY_PROBE_RUNS", "TRUSTED_MISS",
-           "replayable", "untrusted", "untrusted_miss"]
+           "keep_chosen_miss", "replayable", "untrusted", "untrusted_miss"]
