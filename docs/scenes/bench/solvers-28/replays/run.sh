@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# ETC+'s replayed calibration (`--set replays=true`: at most 30 generations) on the scenes model at 28 steps, benched
+# beside the default calibration's profile on the same 16 held-out images (the 8 evaluation captions at seeds 0-1) at
+# 14, 9 and 7 calls. Calibrated as the default was (the calibration captions at seed 42, 28 steps), with nothing set
+# but replays. Default profiles: ../../adherence-28/profiles (FlowMatch Euler) and ../profiles/SCHEDULER (UniPC,
+# DPM-Solver++).
+# Usage: bash docs/scenes/bench/solvers-28/replays/run.sh [SCHEDULER ...]   (default: euler unipc dpm); outputs in
+# SCHEDULER/, profiles and calibration logs in profiles/.
+set -euo pipefail
+cd "$(dirname "$0")/../../../../.."
+D=docs/scenes/bench
+O=$D/solvers-28/replays
+mkdir -p "$O/profiles"
+for S in ${@:-euler unipc dpm}; do
+  F=$O/profiles/scenes_28steps_${S}_etc-plus.json
+  [ -f "$F" ] || etcdiff calibrate --model demo --scheduler "$S" --prompts $D/calibration_prompts.txt --seed 42 \
+    --steps 28 --out "$O/profiles" --no-plot --quiet --method etc-plus --set replays=true 2>&1 | tee "$O/profiles/$S.log"
+  DEFAULT=$D/solvers-28/profiles/$S/scenes_28steps_etc-plus.json
+  [ "$S" = euler ] && DEFAULT=$D/adherence-28/profiles/scenes_28steps_etc-plus.json
+  SET="etc-plus:profile=$DEFAULT calls=14,9,7;etc-plus:profile=$F calls=14,9,7"
+  etcdiff bench --model demo --scheduler "$S" --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps 28 \
+    --repeats 1 --threads 1 --no-progress --out "$O/$S" --settings "$SET"
+done
