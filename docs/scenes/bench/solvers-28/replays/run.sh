@@ -6,18 +6,23 @@
 # DPM-Solver++).
 # Usage: bash docs/scenes/bench/solvers-28/replays/run.sh [SCHEDULER ...]   (default: euler unipc dpm); outputs in
 # SCHEDULER/, profiles and calibration logs in profiles/.
+#        STEPS=20 bash docs/scenes/bench/solvers-28/replays/run.sh ...   (another step count: into
+# ../../solvers-20/replays, against ../../solvers-20/profiles, at 10, 6 and 5 calls)
 set -euo pipefail
 cd "$(dirname "$0")/../../../../.."
 D=docs/scenes/bench
-O=$D/solvers-28/replays
+STEPS=${STEPS:-28}
+O=$D/solvers-$STEPS/replays
+CALLS="calls=$((STEPS / 2)),$((STEPS / 3)),$((STEPS / 4))"
 mkdir -p "$O/profiles"
 for S in ${@:-euler unipc dpm}; do
-  F=$O/profiles/scenes_28steps_${S}_etc-plus.json
+  F=$O/profiles/scenes_${STEPS}steps_${S}_etc-plus.json
   [ -f "$F" ] || etcdiff calibrate --model demo --scheduler "$S" --prompts $D/calibration_prompts.txt --seed 42 \
-    --steps 28 --out "$O/profiles" --no-plot --quiet --method etc-plus --set replays=true 2>&1 | tee "$O/profiles/$S.log"
-  DEFAULT=$D/solvers-28/profiles/$S/scenes_28steps_etc-plus.json
-  [ "$S" = euler ] && DEFAULT=$D/adherence-28/profiles/scenes_28steps_etc-plus.json
-  SET="etc-plus:profile=$DEFAULT calls=14,9,7;etc-plus:profile=$F calls=14,9,7"
-  etcdiff bench --model demo --scheduler "$S" --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps 28 \
+    --steps "$STEPS" --out "$O/profiles" --no-plot --quiet --method etc-plus --set replays=true 2>&1 \
+    | tee "$O/profiles/$S.log"
+  DEFAULT=$D/solvers-$STEPS/profiles/$S/scenes_${STEPS}steps_etc-plus.json
+  [ "$S" = euler ] && [ "$STEPS" = 28 ] && DEFAULT=$D/adherence-28/profiles/scenes_28steps_etc-plus.json
+  SET="etc-plus:profile=$DEFAULT $CALLS;etc-plus:profile=$F $CALLS"
+  etcdiff bench --model demo --scheduler "$S" --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps "$STEPS" \
     --repeats 1 --threads 1 --no-progress --out "$O/$S" --settings "$SET"
 done
