@@ -1,5 +1,6 @@
 """Replays (etcdiff.calibration.etc_plus.replay): exact for the solver, first order for the model."""
 
+import math
 import warnings
 
 import pytest
@@ -224,7 +225,7 @@ def test_replays_that_miss_the_chosen_plans_real_runs_are_said_where_the_pull_fi
 
     assert said(0.3, 0.1) is None and said(0.4, 0.1) is None and said(1.27, 0.5) is None
     assert said(1.27, 0.12) == ("the replays missed the real runs of the chosen plans by 1.27 in log error (rms: 3.6 "
-                                "times the error), more than 0.4 (the pull, fitted on another candidate's runs, "
+                                "times the error), more than 0.4 (the pull, fitted on other plans' runs, "
                                 "missed those by 0.12): the plans chosen on them may not be this model's")
     record = {"used": True, "runs": 6, "rms_log_miss": 0.1}
     assert keep_chosen_miss(record, {"met": True}) is None and keep_chosen_miss(record, None) is None
@@ -292,6 +293,24 @@ def test_untrusted_replays_choose_from_the_replay_default_and_trusted_ones_as_re
     sel, replay = selection(-1.0)  # every miss untrusted
     assert replay["rms_log_miss"] > 0
     assert list(sel["mean_log_rel_error"])[0] == "propagation=False,corrections=auto"
-    assert sel["slack"] == pytest.approx(replay["rms_log_miss"], abs=1e-4)
+    assert sel["slack"] == pytest.approx(replay["rms_log_miss_offset"], abs=1e-4)  # the miss once shifted
     sel, replay = selection(1e9)  # every miss trusted
     assert list(sel["mean_log_rel_error"])[0] == "propagation=True,corrections=auto" and "slack" not in sel
+
+
+def test_several_candidates_share_the_pulls_real_runs_and_each_keeps_its_offset():
+    """With several candidates the pull's real runs are spread over them, each on the same runs at the same
+    budgets (paired), no more runs than with one; each keeps the mean of real minus replayed log error, and the
+    miss left is what the other runs' offset leaves of each run."""
+    from etcdiff.calibration.etc_plus.replay import _cells, candidate_offsets
+
+    assert _cells(["x"], [2, 3, 4], [8, 9]) == [("x", 0, 2, [8, 9]), ("x", 1, 3, [8, 9]), ("x", 2, 4, [8, 9])]
+    cells = _cells(["a", "b", "c"], [2, 3, 4], [8, 9])
+    assert cells == [("a", 0, 2, [8]), ("a", 2, 4, [9]), ("b", 0, 2, [8]), ("b", 2, 4, [9]),
+                     ("c", 0, 2, [8]), ("c", 2, 4, [9])]
+    assert sum(len(runs) for *_, runs in cells) == 6  # as many as one candidate at three budgets on two runs
+    got = candidate_offsets(["a", "a", "b", "b"], [-3.0, -4.0, -2.0, -2.5], [-3.5, -4.1, -3.0, -3.0])
+    assert got["offsets"] == {"a": pytest.approx(0.3), "b": pytest.approx(0.75)}
+    # a: gaps 0.5, 0.1 -> each misses the other's by 0.4; b: 1.0, 0.5 -> by 0.5
+    assert got["rms_log_miss_offset"] == pytest.approx(math.sqrt((2 * 0.4 ** 2 + 2 * 0.5 ** 2) / 4), abs=1e-4)
+    assert "rms_log_miss_offset" not in candidate_offsets(["a", "b"], [0.0, 0.0], [1.0, 2.0])  # one run each

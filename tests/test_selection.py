@@ -1,5 +1,7 @@
 """Choosing a fit's variant on held-out calibration runs (etcdiff.calibration.selection)."""
 
+import math
+
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
@@ -235,6 +237,8 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "replays=true"]) == 0
     replay = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]["replay"]
     chosen = f"; the chosen plans' real runs by {replay['chosen_miss']:.2f}" if "chosen_miss" in replay else ""
+    each = ", ".join(f"{k} {v:+.2f}" for k, v in replay["offsets"].items())  # corrections auto, False, True
+    chosen = f", {replay['rms_log_miss_offset']:.2f} once each candidate's are shifted by its offset ({each}){chosen}"
     assert (f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
             f"replays miss by {replay['rms_log_miss']:.2f} in log error{chosen} (rms; above 0.4 they are not "
             "trusted)") in capsys.readouterr().out
@@ -273,9 +277,15 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     assert 1 <= len(passes) <= TOLERANCE_ROUNDS
     real_passes = sum("within_real" in p for p in passes)  # run for real only where the replays already hold
     assert real_passes == min(REAL_ROUNDS, sum(p["within"] >= 0.95 for p in passes))
-    cost = profile["cost"]  # one run's probes, 2 runs per budget for the feedback, 2 per real tolerance pass
+    cost = profile["cost"]  # one run's probes, 2 runs per corrections candidate for the feedback, 2 per real pass
     assert cost["recorded"] == 5 and cost["probes"] == len(probe_steps(8))
-    assert cost["real_runs"] == 2 * len(replay["budgets"]) + 2 * real_passes
+    assert len(replay["real_log_errors"]) == 2 * 3 and set(replay["offsets"]) == {"auto", "False", "True"}
+    assert cost["real_runs"] == 2 * 3 + 2 * real_passes
+    # every candidate's replays are shifted by the offset of its corrections, probes or not
+    shifts = profile["selection"]["offsets"]
+    for label, shift in shifts.items():
+        assert shift == replay["offsets"][label.split("corrections=")[1]]
+    assert len(shifts) == 6
     assert cost["generations"] == 5 + cost["probes"] + cost["real_runs"]
     assert real_passes  # the chosen fit's own plans, replayed and run for real on the same runs: their miss kept
     assert replay["chosen_miss"] == profile["tolerance_check"]["replay_miss"] >= 0.0
@@ -321,6 +331,54 @@ def test_a_replayed_choice_moves_off_the_default_only_beyond_the_replays_miss():
     assert budget_choice("a", [10], judged, slack=1.5) == {}
 
 
+def test_a_replayed_choice_shifts_each_candidates_replays_by_its_offset_in_the_choice_and_the_checks():
+    """``offsets`` (how far replays miss each candidate's real runs) are added to its log errors: a candidate the
+    replays flatter loses its lead, the record keeps them, and the chosen one's checks see the same shift."""
+    from etcdiff.calibration.selection import HeldOut
+
+    records = [_record(False) for _ in range(5)]
+    off = {"a": [0.1] * 5, "b": [0.08] * 5}  # b lower on every run by log(0.8) = -0.22
+    seen: list[HeldOut] = []
+
+    def run(policy, i):
+        return torch.ones(1, 4) + (off[policy.error][i] if isinstance(policy, _Policy) else 0.0)
+
+    def choose(offsets):
+        return choose_fit(records, lambda runs, v: {"profile": {"v": v}}, lambda f, calls: _Policy(f["profile"]["v"]),
+                          run, "v", ("a", "b"), lambda fitted, held: seen.append(held), offsets=offsets)["profile"]
+
+    assert choose(None)["selection"]["chosen"] == "b" and "offsets" not in choose(None)["selection"]
+    sel = choose({"a": -0.1, "b": 0.3})["selection"]  # real runs: b's replays flatter it by 0.4 more than a's
+    assert sel["chosen"] == "a" and sel["offsets"] == {"a": -0.1, "b": 0.3}
+    assert sel["mean_log_rel_error"]["a"] == pytest.approx(math.log(0.1) - 0.1, abs=1e-4)
+    held = seen[-1]
+    assert held.offset == -0.1 and held.label == "a"
+    plans = [_Policy("a")] * len(held.folds)
+    assert held.log_errors(plans) == pytest.approx([math.log(0.1) - 0.1] * 5)
+    assert [e for _, e in held.measure(2)] == pytest.approx([0.1 * math.exp(-0.1)] * 5)
+
+
+def test_the_candidates_one_setting_apart_and_their_offsets():
+    from etcdiff.calibrate import open_choice
+    from etcdiff.calibration.selection import offsets_by_value, one_setting_apart
+    from etcdiff.registry import get_method
+
+    info = get_method("etc-plus")
+    names, values = open_choice(info, {})
+    group = one_setting_apart(names, values, "corrections")  # the last candidate is (no probes, gains everywhere)
+    assert group == {v: {"propagation": False, "corrections": c} for v, c in
+                     (("auto", "auto"), ("False", False), ("True", True))}
+    shifts = offsets_by_value(names, values, "corrections", {"auto": -0.2, "True": 0.4})
+    assert shifts[(True, "auto")] == shifts[(False, "auto")] == -0.2 and shifts[(True, True)] == 0.4
+    assert shifts[(False, False)] == 0.0  # none measured: unshifted
+    assert offsets_by_value(names, values, "corrections", None) is None
+    names, values = open_choice(info, {"corrections": "auto"})  # corrections given: nothing to spread the runs over
+    assert one_setting_apart(names, values, "corrections") == {}
+    assert offsets_by_value(names, values, "corrections", {"auto": 0.3}) is None
+    names, values = open_choice(info, {"propagation": False})
+    assert list(one_setting_apart(names, values, "corrections")) == ["auto", "False", "True"]
+
+
 def test_a_replayed_choice_starts_from_the_methods_replay_default_among_the_open_settings():
     from etcdiff.calibrate import _replay_first, open_choice
     from etcdiff.registry import get_method
@@ -336,13 +394,16 @@ def test_a_replayed_choice_starts_from_the_methods_replay_default_among_the_open
 
 
 def test_only_replays_that_miss_real_runs_beyond_the_trusted_bar_set_a_slack():
-    from etcdiff.calibrate import _untrusted_miss
-    from etcdiff.calibration.etc_plus.replay import TRUSTED_MISS
+    from etcdiff.calibration.etc_plus.replay import TRUSTED_MISS, untrusted_miss
 
-    assert _untrusted_miss({"used": True, "runs": 6, "rms_log_miss": TRUSTED_MISS + 0.15}) == TRUSTED_MISS + 0.15
-    assert _untrusted_miss({"used": True, "runs": 6, "rms_log_miss": TRUSTED_MISS - 0.05}) == 0.0
-    assert _untrusted_miss({"used": True, "runs": 0, "rms_log_miss": 0.9}) == 0.0  # no real runs: nothing measured
-    assert _untrusted_miss({"used": False, "why": "..."}) == 0.0 and _untrusted_miss(None) == 0.0
+    assert untrusted_miss({"used": True, "runs": 6, "rms_log_miss": TRUSTED_MISS + 0.15}) == TRUSTED_MISS + 0.15
+    assert untrusted_miss({"used": True, "runs": 6, "rms_log_miss": TRUSTED_MISS - 0.05}) == 0.0
+    assert untrusted_miss({"used": True, "runs": 0, "rms_log_miss": 0.9}) == 0.0  # no real runs: nothing measured
+    assert untrusted_miss({"used": False, "why": "..."}) == 0.0 and untrusted_miss(None) == 0.0
+    # with candidates' offsets, the miss left once each run is shifted by its candidate's offset decides
+    shifted = {"used": True, "runs": 6, "rms_log_miss": 0.9, "rms_log_miss_offset": TRUSTED_MISS - 0.1}
+    assert untrusted_miss(shifted) == 0.0
+    assert untrusted_miss({**shifted, "rms_log_miss": 0.1, "rms_log_miss_offset": 0.7}) == 0.7
 
 
 def test_a_candidate_clearly_closer_at_one_budget_serves_that_budget_alone():

@@ -25,7 +25,7 @@ from .calibration.decode import Decode
 from .calibration.etc_plus.surrogate import preset_scheduler, serve_step_counts
 from .calibration.runs import record_denoiser_runs, record_pipeline_runs
 from .calibration.policy_runs import PolicyRunner, denoiser_runner, pipeline_runner
-from .calibration.selection import RealRuns, candidate_settings, choose_fit
+from .calibration.selection import RealRuns, candidate_settings, choose_fit, offsets_by_value, one_setting_apart
 from .policies.step.base import StepPolicy
 from .registry import Method, get_method
 
@@ -335,15 +335,18 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     refine = info.refine() if info.refine is not None else None
     if not names and refine is None:
         return fit(records)
-    held, replayed, real = _held_out_runner(info, records, plain, build, run, replays)
-    slack = _untrusted_miss(replayed)
+    held, replayed, real = _held_out_runner(info, records, fit, plain, build, run, replays, names, values)
+    from .calibration.etc_plus.replay import untrusted_miss
+
+    slack = untrusted_miss(replayed)
     if slack:
         values = _replay_first(info, names, values)
     if not names:  # every choice given by the user: only the method's own checks
         fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)
     else:
+        offsets = offsets_by_value(names, values, info.replay_offsets, (replayed or {}).get("offsets"))
         fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real,
-                            info.plan_variant, info.per_budget, slack)
+                            info.plan_variant, info.per_budget, slack, offsets)
     if replayed is not None and isinstance(fitted.get("profile"), dict):
         fitted["profile"]["replay"] = replayed
         from .calibration.etc_plus.replay import keep_chosen_miss
@@ -355,14 +358,17 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     return fitted
 
 
-def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any]], dict[str, Any]],
+def _held_out_runner(info: Method, records: list[Any], fit: Callable[..., dict[str, Any]],
+                     plain: Callable[[list[Any]], dict[str, Any]],
                      build: Callable[[dict[str, Any], int | None], StepPolicy], run: PolicyRunner,
-                     replays: bool) -> tuple[PolicyRunner, dict[str, Any] | None, RealRuns | None]:
+                     replays: bool, names: tuple[str, ...] = (), values: Sequence[Any] = ()
+                     ) -> tuple[PolicyRunner, dict[str, Any] | None, RealRuns | None]:
     """What judges the candidates on held-out runs, a record of it, and the real runs a method's checks may use:
     replays with a fitted feedback (:mod:`etcdiff.calibration.etc_plus.replay`) and the runs the feedback was
     fitted on, where asked (``replays``) and the runs can be replayed, with real probes on one recorded run; else
     real runs (without ``replays``, the method's recorders probed the runs while recording; where the runs cannot
-    be replayed, they are probed here, for real)."""
+    be replayed, they are probed here, for real). The feedback's real runs are spread over the candidates of
+    ``Method.replay_offsets`` left open (``names``, ``values``), each kept with its offset."""
     if not (info.replays and replays):
         return run, None, None
     from .calibration.etc_plus.propagation import PROBE_RUNS, PROBES, probe_runs, probe_steps
@@ -377,23 +383,15 @@ def _held_out_runner(info: Method, records: list[Any], plain: Callable[[list[Any
         probe_runs(records[:PROBE_RUNS], run, probe_steps(records[0].num_steps, PROBES))
         return run, {"used": False, "why": why}, None
     scales = noise_scales(records)
+    group = one_setting_apart(names, values, info.replay_offsets)
+    fits = {label: (lambda runs, v=settings: fit(runs, **v)) for label, settings in group.items()}
     feedback, record, finals = fit_feedback(records, run, plain, build, scales, REPLAY_FEEDBACK_RUNS,
-                                            REPLAY_FEEDBACK_SPEEDUPS)
+                                            REPLAY_FEEDBACK_SPEEDUPS, fits if len(fits) > 1 else None)
     if record.get("runs"):  # runs held out: one recorded run probed for real (so no longer held out: held_out_runs)
         _probe_one(records, run)
     _say_untrusted(info, record, "the replays", "calibrate without replays=true to choose on real held-out runs")
     curve = [round(float(v), 6) for v in feedback]
     return Replay(records, feedback, scales), {"used": True, **record, "curve": curve}, RealRuns(run, finals)
-
-
-def _untrusted_miss(replayed: dict[str, Any] | None) -> float:
-    """The rms log miss of a replayed choice's pull where the replays cannot be trusted
-    (:func:`~etcdiff.calibration.etc_plus.replay.untrusted_miss`), else 0 (no replays, or no real runs)."""
-    from .calibration.etc_plus.replay import untrusted_miss
-
-    if not replayed or not replayed.get("used") or not replayed.get("runs"):
-        return 0.0
-    return untrusted_miss(replayed)
 
 
 def _replay_first(info: Method, names: tuple[str, ...], values: list[Any]) -> list[Any]:

@@ -67,6 +67,9 @@ class Method:
         replay_default: the candidate of ``choose`` that a replayed choice keeps, where the replays miss real runs
             by more than they are trusted with, unless another beats it by more than that miss (etc-plus: no
             probes, gains only where they held out of sample); elsewhere the first candidate is the default.
+        replay_offsets: a setting of ``choose`` whose candidates the replays' pull is fitted on together (its real
+            runs spread over them), each candidate's replays then shifted by how far they missed its real runs
+            (etc-plus: ``corrections``; :func:`~etcdiff.calibration.etc_plus.replay.candidate_offsets`).
     """
 
     name: str
@@ -93,6 +96,7 @@ class Method:
     per_budget: bool = False
     replays: bool = False
     replay_default: Any = None
+    replay_offsets: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_NAMES:

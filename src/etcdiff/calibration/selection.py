@@ -93,6 +93,26 @@ def candidate_settings(names: Sequence[str], value: Any) -> dict[str, Any]:
     return {names[0]: value} if len(names) == 1 else dict(zip(names, value))
 
 
+def one_setting_apart(names: Sequence[str], values: Sequence[Any], setting: str | None) -> dict[str, dict[str, Any]]:
+    """The candidates that differ from the last one (the one that needs no probes) in ``setting`` alone, the last
+    one included, as keyword settings by their value of ``setting`` (``str``); empty where ``setting`` is not left
+    open or there is one candidate."""
+    if setting not in names or len(values) < 2:
+        return {}
+    last = candidate_settings(names, values[-1])
+    group = [candidate_settings(names, v) for v in values]
+    return {str(c[setting]): c for c in group if all(n == setting or c[n] == last[n] for n in names)}
+
+
+def offsets_by_value(names: Sequence[str], values: Sequence[Any], setting: str | None,
+                     offsets: dict[str, float] | None) -> dict[Any, float] | None:
+    """Each candidate's offset (``offsets``: by its value of ``setting``, as :func:`one_setting_apart` labels
+    them; 0 where it has none), or None where none were measured."""
+    if not offsets or setting not in names:
+        return None
+    return {v: float(offsets.get(str(candidate_settings(names, v)[setting]), 0.0)) for v in values}
+
+
 def candidate_label(names: Sequence[str], value: Any) -> str:
     """How a candidate is named in the selection record: its value (one setting) or ``a=x,b=y`` (several)."""
     if len(names) == 1:
@@ -137,6 +157,7 @@ class HeldOut:
     variant_logs: dict[int, list[float]] = field(default_factory=dict)  # the same with ``variant`` (choose_fit)
     label: str | None = None  # the candidate these fits are of, where another budget serves another one
     by_budget: dict[int, "HeldOut"] = field(default_factory=dict)  # compared budget -> the candidate chosen there
+    offset: float = 0.0  # added to every log error of a held-out run that is a replay (choose_fit's ``offsets``)
 
     def for_calls(self, calls: int) -> "HeldOut":
         """What serves a plan of ``calls`` calls: the candidate chosen per budget at the compared budget nearest
@@ -159,9 +180,16 @@ class HeldOut:
                 continue
             policy = self.build(fitted_for(fitted), calls)
             run, references = (self.run, self.references) if checked is None else (checked.run, checked.references)
+            shift = math.exp(self.offset) if checked is None else 1.0
             for i in runs:
-                out.append((i, float(item_rms(run(policy, i).detach().double() - references[i].double()).max())))
+                error = item_rms(run(policy, i).detach().double() - references[i].double()).max()
+                out.append((i, shift * float(error)))
         return out
+
+    def log_errors(self, policies: Sequence[StepPolicy]) -> list[float]:
+        """The log relative errors of each fold's policy on the fold's held-out runs (with :attr:`offset`)."""
+        return [v + self.offset for fold, policy in zip(self.folds, policies)
+                for v in fold_log_errors(self.run, policy, fold, self.references)]
 
 
 Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs, what the choice measured)
@@ -169,8 +197,8 @@ Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs,
 
 def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner, setting: str | Sequence[str],
                values: Sequence[Any], refine: Refine | None = None, real: RealRuns | None = None,
-               variant: dict[str, Any] | None = None, per_budget: bool = False, slack: float = 0.0
-               ) -> dict[str, Any]:
+               variant: dict[str, Any] | None = None, per_budget: bool = False, slack: float = 0.0,
+               offsets: dict[Any, float] | None = None) -> dict[str, Any]:
     """Fit with the value of ``setting`` among ``values`` whose policies come closest to the full runs on the
     held-out calibration runs (every fold of :func:`held_out_runs`); the first value when there are too few runs
     to hold any out. ``setting`` may name several settings at once: then each value is a tuple, one entry per
@@ -181,6 +209,8 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     :data:`BUDGET_MARGIN` standard errors serves that budget (:func:`budget_choice`). ``slack``: a log error by
     which a candidate must also beat the first value (and, per budget, the chosen one), where the held-out runs are
     replays: how far they miss real runs (:func:`~etcdiff.calibration.etc_plus.replay.fit_feedback`).
+    ``offsets``: value -> log error added to each of its held-out runs, where they are replays that miss that
+    candidate's real runs by a known amount (:func:`~etcdiff.calibration.etc_plus.replay.candidate_offsets`).
     ``refine``, when given, runs after the choice with what it measured (a method's own checks on the same
     held-out runs)."""
     names = (setting,) if isinstance(setting, str) else tuple(setting)
@@ -193,7 +223,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
     logs: dict[Any, dict[int, list[float]]] = {value: {calls: [] for calls in budgets} for value in values}
     alt: dict[Any, dict[int, list[float]]] = {value: {calls: [] for calls in budgets} for value in values}
     fold_fits: dict[Any, list[dict[str, Any]]] = {value: [] for value in values}
-    steps, infeasible = records[0].num_steps, set()
+    steps, infeasible, shift = records[0].num_steps, set(), offsets or {}
     for fold in folds:
         rest = [r for i, r in enumerate(records) if i not in fold]
         for value in values:
@@ -201,7 +231,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
             fold_fits[value].append(fitted)
             for calls in budgets if len(values) > 1 else ():
                 policy = build(fitted, calls)
-                got = fold_log_errors(run, policy, fold, references)
+                got = [v + shift.get(value, 0.0) for v in fold_log_errors(run, policy, fold, references)]
                 logs[value][calls].extend(got)
                 if variant and (value, calls) not in infeasible:
                     try:
@@ -211,7 +241,8 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                         infeasible.add((value, calls))
                         continue
                     same = planned is not None and planned == _plan(policy, steps)
-                    alt[value][calls].extend(got if same else fold_log_errors(run, other, fold, references))
+                    alt[value][calls].extend(got if same else [v + shift.get(value, 0.0) for v in
+                                                                fold_log_errors(run, other, fold, references)])
     for value, calls in infeasible:
         alt[value][calls] = []
     judged = {value: [alt[value][c] if clearly_lower(alt[value][c], logs[value][c]) else logs[value][c]
@@ -235,6 +266,8 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                                     for v in values}}
         if slack:
             profile["selection"]["slack"] = round(slack, 4)
+        if shift:
+            profile["selection"]["offsets"] = {candidate_label(names, v): round(shift.get(v, 0.0), 4) for v in values}
         note = _kept_note(list(values), best, scores, per_run, names, slack)
         if note:
             profile["selection"]["note"] = note
@@ -251,7 +284,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
         def view(value: Any) -> HeldOut:
             return HeldOut(folds, references, run, build, fold_fits[value], logs[value] if len(values) > 1 else {},
                            real, {c: v for c, v in alt[value].items() if v} if len(values) > 1 else {},
-                           candidate_label(names, value))
+                           candidate_label(names, value), offset=shift.get(value, 0.0))
 
         held = view(best)
         held.by_budget = {c: view(served.get(c, best)) for c in budgets} if served else {}
@@ -322,4 +355,4 @@ def _mean(values: list[float]) -> float:
 
 __all__ = ["BUDGET_MARGIN", "SPEEDUPS", "VALIDATION_RUNS", "HeldOut", "RealRuns", "Refine", "budget_choice",
            "candidate_label", "candidate_settings", "choose_fit", "clearly_lower", "fold_log_errors", "held_out_runs",
-           "log_rel_errors", "validation_budgets", "validation_generations"]
+           "log_rel_errors", "offsets_by_value", "one_setting_apart", "validation_budgets", "validation_generations"]

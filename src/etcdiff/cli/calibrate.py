@@ -206,6 +206,11 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
 
             chosen = replay.get("chosen_miss")
             mine = f"; the chosen plans' real runs by {chosen:.2f}" if chosen is not None else ""
+            offsets = replay.get("offsets") or {}
+            if offsets and "rms_log_miss_offset" in replay:
+                each = ", ".join(f"{k} {v:+.2f}" for k, v in offsets.items())
+                mine = (f", {replay['rms_log_miss_offset']:.2f} once each candidate's are shifted by its offset "
+                        f"({each}){mine}")
             print(f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
                   f"replays miss by {replay['rms_log_miss']:.2f} in log error{mine} (rms; above {TRUSTED_MISS:g} they "
                   "are not trusted)")

@@ -37,7 +37,7 @@ import math
 from typing import Any
 
 from ...policies.step.etc_plus.budgets import ADAPT, BUDGET_FITS, FREE, LAST, LOGS, TREND_CAPS, clearly_lower
-from ..selection import HeldOut, fold_log_errors
+from ..selection import HeldOut
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
@@ -153,8 +153,7 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
 
 def _logs(held: HeldOut, policies: list[Any]) -> list[float]:
     """The log relative errors of each fold's policy on the fold's held-out runs."""
-    return [v for fold, policy in zip(held.folds, policies)
-            for v in fold_log_errors(held.run, policy, fold, held.references)]
+    return held.log_errors(policies)
 
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
