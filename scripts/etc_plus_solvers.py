@@ -49,6 +49,7 @@ FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
 NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
 BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan reads
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs replayed, one run probed for real)
+REPLAY_OFFSETS = False  # --replay-offsets: and replay_offsets=True (each fitted-gains setting's replays shifted)
 TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
@@ -78,6 +79,11 @@ def scheduler(model: str, kind: str) -> Any:
     if kind == "unipc":
         return UniPCMultistepScheduler(**betas)
     return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **betas)
+
+
+def _replay_settings() -> dict[str, Any]:
+    """etc-plus's calibration settings of --replays and --replay-offsets."""
+    return ({"replays": True, **({"replay_offsets": True} if REPLAY_OFFSETS else {})} if REPLAYS else {})
 
 
 def budgets(steps: int) -> list[int]:
@@ -137,7 +143,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
     for method in methods:
         if method in ("etc-plus", "etc-plus-old"):
             ours = method == "etc-plus"  # the variants and opt-in calibrations apply to the current ETC+ only
-            kw = {"corrections": "auto"} if method == "etc-plus-old" else ({"replays": True} if REPLAYS else {})
+            kw = {"corrections": "auto"} if method == "etc-plus-old" else _replay_settings()
             if TREND_CAPS and ours:
                 kw["trend_caps"] = True
             if CHOOSE_ADAPT and ours:
@@ -233,7 +239,7 @@ def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[di
     m["sched"] = scheduler(model, kind)
     cal_model, noises = ev.calibration_set(m, source)
     t0 = time.time()
-    kw = {"replays": True} if REPLAYS else {}
+    kw = _replay_settings()
     if SERVE_RECORDED:
         kw["serve_recorded"] = True
     profile = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, source, decode=m["decode"],
@@ -276,6 +282,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
     ap.add_argument("--no-ladder", action="store_true")
     ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
+    ap.add_argument("--replay-offsets", action="store_true", help="with --replays: and replay_offsets=True")
     ap.add_argument("--trend-caps", action="store_true", help="calibrate etc-plus with trend_caps=True")
     ap.add_argument("--choose-adapt-trend", action="store_true",
                     help="calibrate etc-plus with adapt_trend=True (its choice per plan); rows etc-plus-off without")
@@ -299,8 +306,9 @@ def main() -> None:
                     help="only merge these saved JSON files (cases run one at a time; a .log: the rows a run "
                          "printed) into --out/--tag")
     args = ap.parse_args()
-    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS, SERVE_RECORDED
+    global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS, SERVE_RECORDED, REPLAY_OFFSETS
     REPLAYS, TREND_CAPS, ADAPT_TREND = args.replays, args.trend_caps, args.adapt_trend
+    REPLAY_OFFSETS = args.replay_offsets
     CALIBRATION_SEEDS = args.calibration_seeds
     CHOOSE_ADAPT = args.choose_adapt_trend
     RAW_LADDER = args.raw_ladder

@@ -283,16 +283,18 @@ def test_untrusted_replays_choose_from_the_replay_default_and_trusted_ones_as_re
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     noises = torch.randn(7, 1, 4, 4, generator=torch.Generator().manual_seed(5))
 
-    def selection(bar):
+    def selection(bar, **offsets):
         monkeypatch.setattr(replay_module, "TRUSTED_MISS", bar)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the untrusted warning (its own test)
-            policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 10, replays=True)
+            policy = etcdiff.calibrate_policy("etc-plus", _gaussian_flow(), sched, noises, 10, replays=True, **offsets)
         return policy.profile["selection"], policy.profile["replay"]
 
     sel, replay = selection(-1.0)  # every miss untrusted
     assert replay["rms_log_miss"] > 0
     assert list(sel["mean_log_rel_error"])[0] == "propagation=False,corrections=auto"
+    assert sel["slack"] == pytest.approx(replay["rms_log_miss"], abs=1e-4)
+    sel, replay = selection(-1.0, replay_offsets=True)
     assert sel["slack"] == pytest.approx(replay["rms_log_miss_offset"], abs=1e-4)  # the miss once shifted
     sel, replay = selection(1e9)  # every miss trusted
     assert list(sel["mean_log_rel_error"])[0] == "propagation=True,corrections=auto" and "slack" not in sel

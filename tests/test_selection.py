@@ -233,15 +233,19 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
             f"{cost['real_runs']} real held-out checks) in ") in out
     assert "trend caps:" not in out and "replays:" not in out  # not asked for
-    assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
-                 "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "replays=true"]) == 0
-    replay = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]["replay"]
-    chosen = f"; the chosen plans' real runs by {replay['chosen_miss']:.2f}" if "chosen_miss" in replay else ""
-    each = ", ".join(f"{k} {v:+.2f}" for k, v in replay["offsets"].items())  # corrections auto, False, True
-    chosen = f", {replay['rms_log_miss_offset']:.2f} once each candidate's are shifted by its offset ({each}){chosen}"
-    assert (f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
-            f"replays miss by {replay['rms_log_miss']:.2f} in log error{chosen} (rms; above 0.4 they are not "
-            "trusted)") in capsys.readouterr().out
+    for offsets in (False, True):
+        assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts",
+                     str(prompts), "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "replays=true",
+                     "--set", f"replay_offsets={str(offsets).lower()}"]) == 0
+        replay = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]["replay"]
+        chosen = f"; the chosen plans' real runs by {replay['chosen_miss']:.2f}" if "chosen_miss" in replay else ""
+        if offsets:
+            each = ", ".join(f"{k} {v:+.2f}" for k, v in replay["offsets"].items())  # corrections auto, False, True
+            chosen = (f", {replay['rms_log_miss_offset']:.2f} once each candidate's are shifted by its offset "
+                      f"({each}){chosen}")
+        assert (f"replays: the model's pull ({replay['feedback']}) fitted on {replay['runs']} real runs, which the "
+                f"replays miss by {replay['rms_log_miss']:.2f} in log error{chosen} (rms; above 0.4 they are not "
+                "trusted)") in capsys.readouterr().out
     assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts", str(prompts),
                  "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "trend_caps=true"]) == 0
     profile = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())["settings"]["profile"]
@@ -268,7 +272,11 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
 
     pipe = load_pipeline("digits")
     pipe.set_progress_bar_config(disable=True)
-    fitted = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, replays=True)
+    plain = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, replays=True)["profile"]
+    assert "offsets" not in plain["replay"] and "offsets" not in plain["selection"]  # one candidate's pull runs
+    assert len(plain["replay"]["real_log_errors"]) == 2 * len(plain["replay"]["budgets"])
+    fitted = calibrate_method(pipe, "etc-plus", ["0", "1", "2", "3", "4"], 8, seed=3, replays=True,
+                              replay_offsets=True)
     profile = fitted["profile"]
     replay = profile["replay"]
     assert replay["used"] and isinstance(replay["feedback"], str) and replay["held_out_runs"] == [3, 4]
@@ -291,6 +299,8 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     assert replay["chosen_miss"] == profile["tolerance_check"]["replay_miss"] >= 0.0
     with pytest.raises(ValueError, match="replays must be true or false"):
         calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replays="yes")
+    with pytest.raises(ValueError, match="replay_offsets=true shifts the replays of replays=true, which was not given"):
+        calibrate_method(pipe, "etc-plus", ["0", "1", "2"], 8, seed=3, replay_offsets=True)
 
 
 def test_an_option_must_beat_the_default_by_more_than_the_runs_noise():

@@ -330,12 +330,17 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     replays (``replays``, ``Method.replays``) and the runs allow it, else run for real. Where the replays miss the
     real runs by more than they are trusted with, the choice starts from ``Method.replay_default`` and leaves it
     only beyond that miss (``slack``)."""
+    offsets = _flag(info, fit_args, "replay_offsets")  # opt-in: the replays shifted per candidate (replay.py)
+    if offsets and not replays:
+        raise ValueError(f"{info.name}: replay_offsets=true shifts the replays of replays=true, which was not "
+                         "given: add --set replays=true.")
     fit, build, plain = _fitters(info, decode, fit_args, run_args)
     names, values = open_choice(info, fit_args)
     refine = info.refine() if info.refine is not None else None
     if not names and refine is None:
         return fit(records)
-    held, replayed, real = _held_out_runner(info, records, fit, plain, build, run, replays, names, values)
+    held, replayed, real = _held_out_runner(info, records, fit, plain, build, run, replays, names if offsets else (),
+                                            values)
     from .calibration.etc_plus.replay import untrusted_miss
 
     slack = untrusted_miss(replayed)

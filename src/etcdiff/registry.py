@@ -67,9 +67,10 @@ class Method:
         replay_default: the candidate of ``choose`` that a replayed choice keeps, where the replays miss real runs
             by more than they are trusted with, unless another beats it by more than that miss (etc-plus: no
             probes, gains only where they held out of sample); elsewhere the first candidate is the default.
-        replay_offsets: a setting of ``choose`` whose candidates the replays' pull is fitted on together (its real
-            runs spread over them), each candidate's replays then shifted by how far they missed its real runs
-            (etc-plus: ``corrections``; :func:`~etcdiff.calibration.etc_plus.replay.candidate_offsets`).
+        replay_offsets: a setting of ``choose`` whose candidates, with ``replay_offsets=True`` (opt-in, on top of
+            ``replays``), the replays' pull is fitted on together (its real runs spread over them), each
+            candidate's replays then shifted by how far they missed its real runs (etc-plus: ``corrections``;
+            :func:`~etcdiff.calibration.etc_plus.replay.candidate_offsets`).
     """
 
     name: str

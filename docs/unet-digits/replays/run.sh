@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 D=docs/unet-digits
-O=$D/replays
+O=${OUT:-$D/replays}  # OUT: another output folder (offsets/run.sh writes there)
 mkdir -p "$O/profiles"
 for RUN in ${1:-unet-digits:ddim unet-digits-dpm:dpm unet-digits:unipc}; do
   MODEL=${RUN%%:*}; SOLVER=${RUN##*:}
