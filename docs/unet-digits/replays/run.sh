@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 D=docs/unet-digits
-O=${OUT:-$D/replays}  # OUT: another output folder (offsets/run.sh writes there)
+O=${OUT:-$D/replays}  # OUT, EXTRA: another output folder and more --set options (offsets/run.sh)
 mkdir -p "$O/profiles"
 for RUN in ${1:-unet-digits:ddim unet-digits-dpm:dpm unet-digits:unipc}; do
   MODEL=${RUN%%:*}; SOLVER=${RUN##*:}
@@ -16,7 +16,7 @@ for RUN in ${1:-unet-digits:ddim unet-digits-dpm:dpm unet-digits:unipc}; do
   for S in ${2:-20 28 50}; do
     F=$O/profiles/${MODEL}_${S}steps${TAG}_etc-plus.json
     [ -f "$F" ] || etcdiff calibrate --model "$MODEL" $SCHED --prompts $D/calibration_prompts.txt --seed 42 \
-      --steps "$S" --quiet --no-plot --out "$O/profiles" --method etc-plus --set replays=true 2>&1 \
+      --steps "$S" --quiet --no-plot --out "$O/profiles" --method etc-plus --set replays=true ${EXTRA:-} 2>&1 \
       | tee "$O/profiles/${MODEL}_${S}steps${TAG}.log"
     CALLS="calls=$((S / 2)),$((S / 3)),$((S / 4))"
     SET="etc-plus:profile=$D/profiles/${MODEL}_${S}steps${TAG}_etc-plus.json $CALLS;etc-plus:profile=$F $CALLS"
