@@ -24,6 +24,10 @@ within 0.03 (rms), the best constant within 0.13.
 Replays do not stand in for probe runs (how an output error at step t reaches the end): a replay's pull is the same
 in every direction, a model's is not, and replayed probes cost the front most of what replays lost. A replayed
 calibration probes :data:`REPLAY_PROBE_RUNS` recorded run for real instead.
+
+The pull's miss also depends on the plan (on the scenes pipeline replays flatter fitted gains on every step). With
+``replay_offsets=True`` the pull's real runs are spread over the fitted-gains settings and each one's replays are
+shifted by how far they missed its runs (:func:`candidate_offsets`).
 """
 
 from __future__ import annotations
@@ -268,9 +272,9 @@ def fit_feedback(records: Sequence[Any], run: PolicyRunner, fit: Callable[[list[
 
 def _cells(labels: list[Any], budgets: list[int], held: list[int]) -> list[tuple[Any, int, int, list[int]]]:
     """``(label, budget index, budget, runs)`` to run for real: one candidate on every held-out run at every
-    budget; several share ``len(held)`` cells, held-out run ``j`` at the budget ``j`` of ``budgets`` spread from the
-    smallest to the largest, so that each candidate is run on the same runs at the same budgets (their real runs
-    are paired) and no more runs are made than with one at most budgets of ``budgets``."""
+    budget; several share ``len(held)`` cells instead (held-out run ``j`` at the ``j``-th of ``budgets`` spread from
+    the smallest to the largest), so that each candidate runs on the same runs at the same budgets (their real runs
+    are paired) and, with no more candidates than budgets, no more runs are made than for one."""
     if len(labels) == 1:
         return [(labels[0], k, calls, held) for k, calls in enumerate(budgets)]
     picks = [round(j * (len(budgets) - 1) / max(1, len(held) - 1)) for j in range(len(held))]
