@@ -8,17 +8,18 @@
 # SCHEDULER/, profiles and calibration logs in profiles/.
 #        STEPS=20 bash docs/scenes/bench/solvers-28/replays/run.sh ...   (another step count: into
 # ../../solvers-20/replays, against ../../solvers-20/profiles, at 10, 6 and 5 calls)
+#        OUT=docs/scenes/bench/solvers-28/replays/offsets EXTRA="--set replay_offsets=true" bash ...   (the option)
 set -euo pipefail
 cd "$(dirname "$0")/../../../../.."
 D=docs/scenes/bench
 STEPS=${STEPS:-28}
-O=$D/solvers-$STEPS/replays
+O=${OUT:-$D/solvers-$STEPS/replays}  # OUT, EXTRA: another output folder and more --set options
 CALLS="calls=$((STEPS / 2)),$((STEPS / 3)),$((STEPS / 4))"
 mkdir -p "$O/profiles"
 for S in ${@:-euler unipc dpm}; do
   F=$O/profiles/scenes_${STEPS}steps_${S}_etc-plus.json
   [ -f "$F" ] || etcdiff calibrate --model demo --scheduler "$S" --prompts $D/calibration_prompts.txt --seed 42 \
-    --steps "$STEPS" --out "$O/profiles" --no-plot --quiet --method etc-plus --set replays=true 2>&1 \
+    --steps "$STEPS" --out "$O/profiles" --no-plot --quiet --method etc-plus --set replays=true ${EXTRA:-} 2>&1 \
     | tee "$O/profiles/$S.log"
   DEFAULT=$D/solvers-$STEPS/profiles/$S/scenes_${STEPS}steps_etc-plus.json
   [ "$S" = euler ] && [ "$STEPS" = 28 ] && DEFAULT=$D/adherence-28/profiles/scenes_28steps_etc-plus.json
