@@ -341,7 +341,7 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
         return fit(records)
     held, replayed, real = _held_out_runner(info, records, fit, plain, build, run, replays, names if offsets else (),
                                             values)
-    from .calibration.etc_plus.replay import untrusted_miss
+    from .calibration.etc_plus.replay import keep_chosen_miss, untrusted_miss
 
     slack = untrusted_miss(replayed)
     if slack:
@@ -349,13 +349,11 @@ def _fit(info: Method, records: list[Any], decode: Decode | None, fit_args: dict
     if not names:  # every choice given by the user: only the method's own checks
         fitted = choose_fit(records, lambda runs, **_: fit(runs), build, held, "_", (None,), refine, real)
     else:
-        offsets = offsets_by_value(names, values, info.replay_offsets, (replayed or {}).get("offsets"))
+        shifts = offsets_by_value(names, values, info.replay_offsets, (replayed or {}).get("offsets"))
         fitted = choose_fit(records, fit, build, held, names[0] if len(names) == 1 else names, values, refine, real,
-                            info.plan_variant, info.per_budget, slack, offsets)
+                            info.plan_variant, info.per_budget, slack, shifts)
     if replayed is not None and isinstance(fitted.get("profile"), dict):
         fitted["profile"]["replay"] = replayed
-        from .calibration.etc_plus.replay import keep_chosen_miss
-
         note = keep_chosen_miss(replayed, fitted["profile"].get("tolerance_check"))
         if note:
             warnings.warn(f"{info.name}: {note}; calibrate without replays=true to choose on real held-out runs.",

@@ -128,9 +128,10 @@ def log_rel_errors(result: torch.Tensor, reference: torch.Tensor) -> list[float]
 
 
 def fold_log_errors(run: PolicyRunner, policy: StepPolicy, fold: Sequence[int],
-                    references: dict[int, torch.Tensor]) -> list[float]:
-    """:func:`log_rel_errors` of ``policy`` on each held-out run of ``fold``, in order (paired across policies)."""
-    return [v for i in fold for v in log_rel_errors(run(policy, i), references[i])]
+                    references: dict[int, torch.Tensor], offset: float = 0.0) -> list[float]:
+    """:func:`log_rel_errors` of ``policy`` on each held-out run of ``fold``, in order (paired across policies),
+    plus ``offset`` (a candidate's replays shifted by their measured miss: :func:`choose_fit`'s ``offsets``)."""
+    return [v + offset for i in fold for v in log_rel_errors(run(policy, i), references[i])]
 
 
 @dataclass
@@ -188,8 +189,8 @@ class HeldOut:
 
     def log_errors(self, policies: Sequence[StepPolicy]) -> list[float]:
         """The log relative errors of each fold's policy on the fold's held-out runs (with :attr:`offset`)."""
-        return [v + self.offset for fold, policy in zip(self.folds, policies)
-                for v in fold_log_errors(self.run, policy, fold, self.references)]
+        return [v for fold, policy in zip(self.folds, policies)
+                for v in fold_log_errors(self.run, policy, fold, self.references, self.offset)]
 
 
 Refine = Callable[[dict[str, Any], HeldOut], None]  # refine(fitted on all runs, what the choice measured)
@@ -231,7 +232,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
             fold_fits[value].append(fitted)
             for calls in budgets if len(values) > 1 else ():
                 policy = build(fitted, calls)
-                got = [v + shift.get(value, 0.0) for v in fold_log_errors(run, policy, fold, references)]
+                got = fold_log_errors(run, policy, fold, references, shift.get(value, 0.0))
                 logs[value][calls].extend(got)
                 if variant and (value, calls) not in infeasible:
                     try:
@@ -241,8 +242,8 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
                         infeasible.add((value, calls))
                         continue
                     same = planned is not None and planned == _plan(policy, steps)
-                    alt[value][calls].extend(got if same else [v + shift.get(value, 0.0) for v in
-                                                                fold_log_errors(run, other, fold, references)])
+                    alt[value][calls].extend(got if same else fold_log_errors(run, other, fold, references,
+                                                                              shift.get(value, 0.0)))
     for value, calls in infeasible:
         alt[value][calls] = []
     judged = {value: [alt[value][c] if clearly_lower(alt[value][c], logs[value][c]) else logs[value][c]
