@@ -590,6 +590,58 @@ def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_pl
     assert record["replay_miss"] == pytest.approx(math.log(3.0), abs=1e-4)
 
 
+def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
+    """The choice's folds leave the probed runs out; the tolerance's share is checked on them too, each with a fit
+    on the other runs (here run 2 lands at 3 times the target at the first scale, so the scale comes down)."""
+    from types import SimpleNamespace
+
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.selection import HeldOut, probed_held_out
+
+    records = [SimpleNamespace(index=i, probes={1: [1.0]} if i < 3 else None) for i in range(5)]
+    fitted_on = []
+
+    def fit(runs):
+        fitted_on.append([r.index for r in runs])
+        return {"profile": {"tolerance": 1.0}}
+
+    def build(fitted, calls):
+        return _Off(fitted["profile"]["tolerance"] * fitted["profile"].get("tolerance_scale", 1.0))
+
+    refs = {i: torch.ones(1, 4) for i in range(5)}
+    made = []
+    run = lambda p, i: made.append(i) or refs[i] + getattr(p, "error", 0.0) * (3.0 if i == 2 else 0.5)  # noqa: E731
+    probed = probed_held_out(records, [[3, 4]], fit, build, run)
+    assert probed.folds == [[0], [1], [2]] and fitted_on == [[1, 2, 3, 4], [0, 2, 3, 4], [0, 1, 3, 4]]
+    assert made == [0, 1, 2]  # one full run each, for its reference
+    held = HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}], probed=lambda: probed)
+    scale, record = tolerance_scale(held)
+    assert record["runs"] == 5 and record["met"]
+    assert record["passes"][0] == {"scale": 1.0, "within": 0.8} and scale == pytest.approx(0.3)
+    alone = [SimpleNamespace(index=i, probes={1: [1.0]} if i == 0 else None) for i in range(5)]
+    assert probed_held_out(alone, [[1, 2], [3, 4]], fit, build, run) is None  # its fit would have no probes left
+    assert tolerance_scale(HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}]))[1]["runs"] == 2
+
+
+def test_a_tolerance_share_that_never_held_is_said():
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale, unmet_tolerance
+    from etcdiff.calibration.selection import HeldOut
+
+    def build(fitted, calls):  # run 1 ends at 5 times the target whatever the scale
+        return _Off(fitted["profile"].get("tolerance_scale", 1.0))
+
+    refs = {i: torch.ones(1, 4) for i in range(2)}
+    run = lambda p, i: refs[i] + (5.0 if i == 1 else 0.5 * getattr(p, "error", 0.0))  # noqa: E731
+    scale, check = tolerance_scale(HeldOut([[0, 1]], refs, run, build, [{"profile": {"tolerance": 1.0}}]))
+    assert not check["met"] and len(check["passes"]) == 4 and check["runs"] == 2
+    note = unmet_tolerance(check)
+    assert note.startswith("the tolerance mode ended within its target on 50 % of the 2 held-out calibration runs")
+    assert "calibrate on more prompts" in note
+    assert unmet_tolerance({"share": 0.95, "passes": [{"scale": 1.0, "within": 1.0}], "met": True}) is None
+    replays = {"share": 0.95, "passes": [{"scale": 0.5, "within": 1.0}], "met": False}  # real runs not checked there
+    assert "which no real run checked" in unmet_tolerance(replays)
+
+
 def test_a_trend_cap_is_kept_where_it_is_as_close_on_average_and_closer_in_the_worst_runs():
     from etcdiff.calibration.etc_plus.refine import measured_budgets, robust_choice
     from etcdiff.calibration.selection import HeldOut

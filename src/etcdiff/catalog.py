@@ -163,8 +163,9 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
             REPLAY_PROBE_RUNS * len(probe_steps(steps)) if held_back else 0)
     else:
         choice = validation_generations(prompts, probed, 2 * len(ETC_PLUS_CHOICES), steps)  # each also computing
+        alone = probed if held and probed > 1 else 0  # the probed runs the tolerance check holds out one by one
         runs = (probed * len(probe_steps(steps)) + choice  # the last step
-                + refine_generations(held, steps, len(validation_budgets(steps))))
+                + refine_generations(held, steps, len(validation_budgets(steps)), alone))
     if trend_caps is True and replays is not True:
         runs += held * len(budget_ladder(steps)) * len(TREND_CAP_CANDIDATES)
     if adapt_trend is True and replays is not True:

@@ -22,8 +22,10 @@ checked here the empirical way, on the same held-out calibration runs and fold f
   ties: a run without spikes is the same either way), in ``"budget_adapt_trend"``, with its errors as the plan's.
   Weighing the trend after spikes helped the scenes model's samples that lost small objects and cost up to 1.6 dB
   on the UNet under DPM-Solver++, so it is chosen per model and scheduler like every fitted variant;
-- **tolerance**: the tolerance mode runs on the held-out runs and the planning tolerance is scaled down
-  (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of them end within the target. Where the
+- **tolerance**: the tolerance mode runs on the held-out runs, and on the probed runs each held out alone with a
+  fit on the others (the choice cannot hold them out; with 5 prompts it holds out 2 runs, too few for a share),
+  and the planning tolerance is scaled down (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of
+  them end within the target. Where the
   held-out runs are replays, the share must hold on the replays and also, run for real, on the runs the
   replays' feedback was fitted on: a replay's model pulls a strayed sample back linearly, which can flatter the
   long windows a loose tolerance plans, and three real runs alone are too few to bound a share of 95 %.
@@ -34,6 +36,7 @@ The generations it makes are counted by :func:`refine_generations`.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from ...policies.step.etc_plus.budgets import ADAPT, BUDGET_FITS, FREE, LAST, LOGS, TREND_CAPS, clearly_lower
@@ -51,12 +54,13 @@ def budget_ladder(num_steps: int) -> list[int]:
     return list(range(max(2, -(-num_steps // 5)), max(2, num_steps // 2) + 1))
 
 
-def refine_generations(held_out: int, num_steps: int, measured: int) -> int:
+def refine_generations(held_out: int, num_steps: int, measured: int, probed: int = 0) -> int:
     """Generations the checks make at most: the unmeasured budgets of the ladder, the ladder's plans computing the
-    last step, and the tolerance passes (not the plans of the opt-in ``trend_caps`` and ``adapt_trend``, which the
-    progress bar counts from the settings; the profile's ``cost`` counts every run made)."""
+    last step, and the tolerance passes, over the ``held_out`` runs and, with a full run each for its reference,
+    the ``probed`` ones (not the plans of the opt-in ``trend_caps`` and ``adapt_trend``, which the progress bar
+    counts from the settings; the profile's ``cost`` counts every run made)."""
     ladder = len(budget_ladder(num_steps))
-    return held_out * (2 * max(0, ladder - measured) + TOLERANCE_ROUNDS)
+    return held_out * (2 * max(0, ladder - measured) + TOLERANCE_ROUNDS) + probed * (1 + TOLERANCE_ROUNDS)
 
 
 def robust_choice(options: dict[Any, list[float]]) -> Any:
@@ -91,6 +95,9 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
         profile[kind] = {k: round(sum(v) / len(v), 4) for k, v in measured.items()}
         profile[LOGS[kind]] = {k: [round(x, 4) for x in v] for k, v in measured.items()}
     profile["tolerance_scale"], profile["tolerance_check"] = tolerance_scale(held)
+    note = unmet_tolerance(profile["tolerance_check"])
+    if note:
+        warnings.warn(f"etc-plus: {note}", UserWarning, stacklevel=2)
 
 
 def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = (), adapt: bool = False
@@ -158,18 +165,23 @@ def _logs(held: HeldOut, policies: list[Any]) -> list[float]:
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within
-    the profile's default tolerance, and a record of the passes (``share`` within per pass). Where the held-out
+    the profile's default tolerance, and a record of the passes (``share`` within per pass) and of how many runs
+    were checked (``runs``: the choice's held-out runs and, where ``held.probed`` gives them, the probed runs,
+    each held out alone: :func:`~etcdiff.calibration.selection.probed_held_out`). Where the held-out
     runs are replays, the share must hold on the replays and then, run for real, on the runs of ``held.real``
     (which are run only in passes where the replays already hold: at most :data:`REAL_ROUNDS` times). There the
     record also keeps ``"replay_miss"``: the rms of log(real / replayed error) over those runs, how far the replays
     are from the real runs for the chosen fit's own plans (the pull is fitted on another candidate's)."""
     scale, passes, real_rounds, ratios = 1.0, [], 0, []
-    targets = {i: float(fit["profile"]["tolerance"]) for fold, fit in zip(held.folds, held.fold_fits) for i in fold}
+    probed = held.probed() if held.probed is not None else None
+    checked = [held] + ([probed] if probed is not None else [])
+    targets = {i: float(fit["profile"]["tolerance"]) for one in checked
+               for fold, fit in zip(one.folds, one.fold_fits) for i in fold}
     for _ in range(TOLERANCE_ROUNDS):
         def with_scale(fit: dict[str, Any], s: float = scale) -> dict[str, Any]:
             return {**fit, "profile": {**fit["profile"], "tolerance_scale": s}}
 
-        replayed = held.measure(None, with_scale)
+        replayed = [got for one in checked for got in one.measure(None, with_scale)]
         share, worst = _share(replayed, targets)
         record = {"scale": round(scale, 5), "within": round(share, 4)}
         if share >= TOLERANCE_SHARE and held.real is not None and real_rounds < REAL_ROUNDS:
@@ -186,10 +198,25 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     met = passes[-1]["within"] >= TOLERANCE_SHARE and passes[-1].get("within_real", 1.0) >= TOLERANCE_SHARE
     if held.real is not None and "within_real" not in passes[-1]:
         met = False  # the replays held but the real runs were not checked at this scale
-    check = {"share": TOLERANCE_SHARE, "passes": passes, "met": met}
+    check = {"share": TOLERANCE_SHARE, "runs": len(targets), "passes": passes, "met": met}
     if ratios:  # the chosen fit's own plans, replayed and run for real on the same runs
         check["replay_miss"] = round(math.sqrt(sum(r * r for r in ratios) / len(ratios)), 4)
     return scale, check
+
+
+def unmet_tolerance(check: dict[str, Any]) -> str | None:
+    """A sentence for the user where :func:`tolerance_scale` found no scale under which the share held, else None."""
+    if check.get("met", True):
+        return None
+    last = check["passes"][-1]
+    within = min(last["within"], last.get("within_real", 1.0))
+    if within >= check["share"]:  # replays held where no real run was left to check them
+        seen = f"held on the replays at its last scale ({last['scale']:g}), which no real run checked"
+    else:
+        seen = (f"ended within its target on {100 * within:.0f} % of the {check.get('runs', '?')} held-out "
+                f"calibration runs at its last checked scale ({last['scale']:g})")
+    return (f"the tolerance mode {seen} (asked: {100 * check['share']:.0f} %, {len(check['passes'])} passes), so "
+            "more images than that may exceed the tolerance: calibrate on more prompts, or run with calls=N.")
 
 
 def _log_ratios(real: list[tuple[int, float]], replayed: list[tuple[int, float]]) -> list[float]:
