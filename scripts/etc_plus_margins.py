@@ -3,7 +3,11 @@ scheduler and step count measured: the solver grid of ``scripts/etc_plus_solvers
 and the ``etcdiff bench`` runs of the scenes model and of the held-out UNet model.
 
 Fronts are PSNR (dB) against the full-step output of the same noise, interpolated between Pareto points
-(:func:`etcdiff.bench.front.front_at`). A source that is not there is listed as not measured, never left out.
+(:func:`etcdiff.bench.front.front_at`). Beside them, items 2 and 3 of issue 25: the share of held-out images whose
+tolerance-mode run ends within the profile's target (at least 90 %), and the most PSNR a budget loses when given one
+more call (at most 1 dB; 0: the ladder kept the smaller plan; negative: every extra call gained), from the grid and,
+for the pipeline models, from ``scripts/etc_plus_ladder_tolerance.py``. A source that is not there is listed as not
+measured, never left out.
 
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--out docs/etc-plus]
 """
@@ -21,6 +25,7 @@ import front_table  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 OURS = "etc-plus"
+LADDER = "docs/etc-plus/etc_plus_ladder_tolerance.json"  # items 2 and 3 on the pipeline models
 #: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
 BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
@@ -58,24 +63,44 @@ def margins(fronts: dict[str, dict[str, float | None]]) -> list[str]:
     return out
 
 
-def rows(grid: str) -> list[list[str]]:
+def checks(within: float | None, drop: float | None) -> list[str]:
+    """Items 2 and 3: the share of held-out images within the tolerance target, the worst drop with one more call."""
+    return ["not measured" if within is None else f"{100 * within:.0f} %",
+            "not measured" if drop is None else f"{drop:.1f} dB"]
+
+
+def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
+    """(model, scheduler class, steps) -> :func:`checks` from ``scripts/etc_plus_ladder_tolerance.py``'s JSON."""
+    if not os.path.exists(path):
+        return {}
+    models = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
+    return {(models.get(c["model"], c["model"]), c["scheduler"], c["steps"]): checks(c["within"], c["worst_drop"])
+            for c in json.load(open(path))}
+
+
+def rows(grid: str, ladder: str = LADDER) -> list[list[str]]:
     table = []
     for case in json.load(open(grid)) if os.path.exists(grid) else []:
         fronts = {m: f for m, f in case["fronts"].items() if m != "etc-plus-old"}
+        tol = next((r for r in case["rows"] if r["method"] == "etc-plus-tol"), {})
         table.append([case["model"], case["scheduler_class"], str(case["steps"]), *margins(fronts),
+                      *checks(tol.get("within"), case["extra"].get(OURS, {}).get("worst_drop")),
                       os.path.basename(grid)])
+    measured = pipeline_checks(ladder)
     for model, sched, steps, path in BENCHES:
         name = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler",
                 "dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler"}[sched]
+        more = measured.get((model, name, steps), checks(None, None))
         if os.path.exists(path):
-            table.append([model, name, str(steps), *margins(bench_fronts(path)), path])
+            table.append([model, name, str(steps), *margins(bench_fronts(path)), *more, path])
         else:
-            table.append([model, name, str(steps), "not measured", "", "", f"{path} (missing)"])
+            table.append([model, name, str(steps), "not measured", "", "", *more, f"{path} (missing)"])
     return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
 
 
 def markdown(table: list[list[str]]) -> str:
-    head = "| model | scheduler | steps | 2x margin (best other) | 3x | 4x | source |\n|---|---|---|---|---|---|---|\n"
+    head = ("| model | scheduler | steps | 2x margin (best other) | 3x | 4x | tolerance: images within target | "
+            "worst drop +1 call | source |\n|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join("| " + " | ".join(r) + " |\n" for r in table)
 
 

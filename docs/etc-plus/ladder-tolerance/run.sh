@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Items 2 and 3 of issue 25 on the two pipeline models, with the committed default ETC+ profiles (the ones the margin
+# table's benches use): ETC+ at every budget from N/5 to N/2 calls (does one more call ever cost over 1 dB?) and in
+# tolerance mode (does each held-out image end within the profile's target?), on the held-out images: the scenes
+# model's 8 evaluation captions and the UNet's digits 5-9, at seeds 0 and 1. Then the table:
+# python scripts/etc_plus_ladder_tolerance.py --out docs/etc-plus docs/etc-plus/ladder-tolerance/*/
+# Usage: bash docs/etc-plus/ladder-tolerance/run.sh [scenes|unet] [STEPS ...]   (default: both models; 20, 28 and 50)
+#        SCHEDULERS="euler" bash docs/etc-plus/ladder-tolerance/run.sh scenes 28   (the scenes model's schedulers)
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+O=docs/etc-plus/ladder-tolerance
+S=docs/scenes/bench
+U=docs/unet-digits
+ladder() { local n=$1 a=$(( ($1 + 4) / 5 )) b=$(( $1 / 2 )); seq -s, "$a" "$b"; }
+bench() {  # OUT MODEL SCHEDULER_ARGS PROMPTS STEPS PROFILE
+  etcdiff bench --model "$2" $3 --prompts "$4" --seeds 0,1 --steps "$5" --repeats 1 --threads 1 --no-progress \
+    --out "$O/$1" --settings "etc-plus:profile=$6 calls=$(ladder "$5");etc-plus:profile=$6"
+}
+STEPS=${*:2}; STEPS=${STEPS:-20 28 50}
+for N in $STEPS; do
+  if [ "${1:-all}" != unet ]; then
+    for SCHED in ${SCHEDULERS:-euler unipc dpm}; do
+      P=$S/solvers-$N/profiles/$SCHED/scenes_${N}steps_etc-plus.json
+      [ "$SCHED$N" = euler28 ] && P=$S/adherence-28/profiles/scenes_28steps_etc-plus.json
+      bench "scenes-$SCHED-$N" demo "--scheduler $SCHED" $S/evaluation_prompts.txt "$N" "$P"
+    done
+  fi
+  if [ "${1:-all}" != scenes ]; then
+    bench "unet-ddim-$N" unet-digits "" $U/evaluation_prompts.txt "$N" "$U/profiles/unet-digits_${N}steps_etc-plus.json"
+    bench "unet-dpm-$N" unet-digits-dpm "" $U/evaluation_prompts.txt "$N" "$U/profiles/unet-digits-dpm_${N}steps_etc-plus.json"
+    bench "unet-unipc-$N" unet-digits "--scheduler unipc" $U/evaluation_prompts.txt "$N" \
+      "$U/profiles/unet-digits_${N}steps_unipc_etc-plus.json"
+  fi
+done

@@ -1,0 +1,144 @@
+"""Items 2 and 3 of issue 25 on a pipeline model, from ``etcdiff bench`` folders (``docs/etc-plus/ladder-tolerance/
+run.sh``): each folder benched one ETC+ profile at every budget from N/5 to N/2 calls and in tolerance mode.
+
+- **Budget ladder:** mean PSNR (dB, against the full-step image; identical images count as 100 dB) at each budget,
+  and the worst drop when a budget is given one more call (item 2: at most 1 dB).
+- **Tolerance:** each image's final-latent error, RMS of (accelerated - full-step latents), against the profile's
+  target (``profile["tolerance"]``, an RMS in the same units); the share within it (item 3: at least 90 %), the
+  90th percentile of the errors, the calls made and the PSNR. The bench keeps each run's relative latent error
+  (``latent_rel_l2``) and the full-step latents (``reference/``), whose RMS turns it into that error. Beside them,
+  how many calibration runs the profile's tolerance check saw (``tolerance_check["runs"]``; "held-out only" for a
+  profile made before the probed runs were checked too) and the scale it kept.
+
+Writes ``etc_plus_ladder_tolerance.json`` and ``.md`` into ``--out`` (default: print only).
+
+Usage: python scripts/etc_plus_ladder_tolerance.py [--out docs/etc-plus] docs/etc-plus/ladder-tolerance/*/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_DROP_DB = 1.0  # item 2
+MIN_WITHIN = 0.9  # item 3
+CAP_DB = 100.0  # PSNR of an identical image, as scripts/etc_plus_solvers.py counts it
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    runs = folder / "runs"
+    if not runs.is_dir():
+        raise SystemExit(f"{folder}: no runs/ folder (the bench's per-run records): run the bench there first.")
+    out = []
+    for path in sorted(runs.glob("rank*.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+def _reference_rms(folder: Path) -> dict[tuple[str, int], float]:
+    """(prompt, seed) -> RMS of the full-step final latents."""
+    out = {}
+    for path in sorted((folder / "reference").glob("*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if "latents" in z.files:
+                out[(str(meta["prompt"]), int(meta["seed"]))] = float(np.sqrt(np.mean(
+                    z["latents"].astype(np.float64) ** 2)))
+    if not out:
+        raise SystemExit(f"{folder}: no full-step latents under reference/: run the bench there first.")
+    return out
+
+
+def check(folder: Path) -> dict[str, Any]:
+    """The ladder and the tolerance of the one ETC+ profile benched in ``folder``."""
+    config = json.loads((folder / "results.json").read_text())["config"]
+    runs = [r for r in _records(folder) if r.get("kind") == "run" and r.get("method") == "etc-plus"]
+    profiles = {r["setting"].get("profile") for r in runs}
+    if len(profiles) != 1:
+        raise SystemExit(f"{folder}: expected one ETC+ profile, found {sorted(map(str, profiles))}.")
+    profile_path = profiles.pop()
+    profile = json.loads(Path(profile_path).read_text())["settings"]["profile"]
+    ladder: dict[int, list[float]] = defaultdict(list)
+    made: dict[int, list[int]] = defaultdict(list)
+    tol = []
+    for r in runs:
+        calls = r["setting"].get("calls")
+        if calls is None:
+            tol.append(r)
+        else:
+            ladder[int(calls)].append(min(float(r["psnr"]), CAP_DB))
+            made[int(calls)].append(int(r["report"]["num_computed"]))
+    psnr = {b: statistics.mean(v) for b, v in sorted(ladder.items())}
+    drops = {b: psnr[b] - psnr[b + 1] for b in psnr if b + 1 in psnr}
+    worst = max(drops, key=lambda b: drops[b]) if drops else None
+    rms = _reference_rms(folder)
+    target = float(profile["tolerance"])
+    errors = [float(r["latent_rel_l2"]) * rms[(str(r["prompt"]), int(r["seed"]))] for r in tol]
+    return {
+        "folder": str(folder), "model": config["model"], "scheduler": (profile.get("scheduler") or {}).get("class"),
+        "steps": int(config["steps"]), "profile": profile_path, "images": len(tol),
+        "ladder_psnr": {str(b): round(v, 2) for b, v in psnr.items()},
+        "ladder_calls_made": {str(b): round(statistics.mean(made[b]), 2) for b in psnr},
+        "worst_drop": None if worst is None else round(drops[worst], 2),
+        "worst_drop_at": worst,
+        "tolerance_target": target,
+        "check_runs": (profile.get("tolerance_check") or {}).get("runs"),  # absent: a profile of before the probed
+        "tolerance_scale": profile.get("tolerance_scale"),  # runs were checked (the choice's held-out runs only)
+        "tolerance_target_relative": (round(target / float(profile["final_rms"]), 4) if profile.get("final_rms")
+                                      else None),
+        "within": sum(e <= target for e in errors) / len(errors) if errors else None,
+        "achieved_p90": float(np.quantile(errors, 0.9)) if errors else None,
+        "achieved_median": float(np.median(errors)) if errors else None,
+        "tolerance_calls": statistics.mean(int(r["report"]["num_computed"]) for r in tol) if tol else None,
+        "tolerance_psnr": statistics.mean(min(float(r["psnr"]), CAP_DB) for r in tol) if tol else None,
+    }
+
+
+def markdown(cases: list[dict[str, Any]]) -> str:
+    lines = ["| model | scheduler | steps | images | calibration's check: runs, scale | tolerance: target / p90 "
+             "achieved (RMS) | within target | calls, PSNR in tolerance mode | worst drop +1 call (at calls) | "
+             "PSNR from N/5 to N/2 calls |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        within = "n/a" if c["within"] is None else f"{100 * c['within']:.0f} %"
+        flag = "" if c["within"] is None or c["within"] >= MIN_WITHIN else " (under 90 %)"
+        drop = "n/a" if c["worst_drop"] is None else f"{c['worst_drop']:.2f} dB ({c['worst_drop_at']} -> " \
+            f"{c['worst_drop_at'] + 1})" + (" (over 1 dB)" if c["worst_drop"] > MAX_DROP_DB else "")
+        ladder = " ".join(f"{b}:{v:.1f}" for b, v in c["ladder_psnr"].items())
+        runs = "held-out only" if c.get("check_runs") is None else f"{c['check_runs']}"
+        scale = "" if c.get("tolerance_scale") is None else f", {c['tolerance_scale']:.2f}"
+        lines.append(f"| {c['model']} | {c['scheduler']} | {c['steps']} | {c['images']} | {runs}{scale} | "
+                     f"{c['tolerance_target']:.4g}"
+                     f" / {c['achieved_p90']:.4g} | {within}{flag} | {c['tolerance_calls']:.1f}, "
+                     f"{c['tolerance_psnr']:.1f} dB | {drop} | {ladder} |")
+    held = [c for c in cases if c["within"] is not None]
+    dropped = [c for c in cases if c["worst_drop"] is not None]
+    over = sum(c["worst_drop"] > MAX_DROP_DB for c in dropped)
+    lines += ["", f"Tolerance held (at least 90 % within) in {sum(c['within'] >= MIN_WITHIN for c in held)} of "
+              f"{len(held)} cases; one more call cost over 1 dB in {over} of {len(dropped)}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="bench output folders (one ETC+ profile each)")
+    ap.add_argument("--out", default="", help="folder for etc_plus_ladder_tolerance.json/.md (default: print only)")
+    args = ap.parse_args()
+    cases = sorted((check(f) for f in args.folders), key=lambda c: (c["model"], str(c["scheduler"]), c["steps"]))
+    text = markdown(cases)
+    print(text)
+    if args.out:
+        Path(args.out, "etc_plus_ladder_tolerance.json").write_text(json.dumps(cases, indent=1) + "\n")
+        head = ("ETC+'s budget ladder and tolerance mode on the pipeline models' held-out images; made by "
+                "`bash docs/etc-plus/ladder-tolerance/run.sh` and `python scripts/etc_plus_ladder_tolerance.py --out "
+                "docs/etc-plus docs/etc-plus/ladder-tolerance/*/`.\n\n")
+        Path(args.out, "etc_plus_ladder_tolerance.md").write_text(head + text)
+
+
+if __name__ == "__main__":
+    main()
