@@ -26,30 +26,27 @@ from typing import Any
 
 import numpy as np
 
+from etcdiff.bench.records import load_reference, read_records, reference_path, runs_dir
+
 MAX_DROP_DB = 1.0  # item 2
 MIN_WITHIN = 0.9  # item 3
 CAP_DB = 100.0  # PSNR of an identical image, as scripts/etc_plus_solvers.py counts it
 
 
 def _records(folder: Path) -> list[dict[str, Any]]:
-    runs = folder / "runs"
-    if not runs.is_dir():
+    """The bench's per-run records (:func:`etcdiff.bench.records.read_records`)."""
+    if not runs_dir(folder).is_dir():
         raise SystemExit(f"{folder}: no runs/ folder (the bench's per-run records): run the bench there first.")
-    out = []
-    for path in sorted(runs.glob("rank*.jsonl")):
-        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return out
+    return read_records(folder)
 
 
 def _reference_rms(folder: Path) -> dict[tuple[str, int], float]:
-    """(prompt, seed) -> RMS of the full-step final latents."""
+    """(prompt, seed) -> RMS of the full-step final latents (:func:`etcdiff.bench.records.load_reference`)."""
     out = {}
-    for path in sorted((folder / "reference").glob("*.npz")):
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if "latents" in z.files:
-                out[(str(meta["prompt"]), int(meta["seed"]))] = float(np.sqrt(np.mean(
-                    z["latents"].astype(np.float64) ** 2)))
+    for path in sorted(reference_path(folder, "*").parent.glob("*.npz")):
+        ref = load_reference(folder, path.stem)
+        if ref is not None and ref["latents"] is not None:
+            out[(str(ref["prompt"]), int(ref["seed"]))] = float(ref["latents"].double().pow(2).mean().sqrt())
     if not out:
         raise SystemExit(f"{folder}: no full-step latents under reference/: run the bench there first.")
     return out
