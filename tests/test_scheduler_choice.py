@@ -93,6 +93,8 @@ def test_calibrate_with_a_scheduler_saves_a_profile_that_runs_with_that_schedule
                  "--prompts", str(prompts), "--quiet", "--no-plot"]) == 0
     saved = json.loads(next(tmp_path.glob("*etc-plus.json")).read_text())
     assert saved["scheduler"] == "DPMSolverMultistepScheduler" and saved["steps"] == 8
+    assert not saved["settings"]["profile"]["tolerance_check"]["met"]  # 8 steps, 5 prompts: no scale held, and
+    assert "etc-plus: the tolerance mode ended within its target on" in capsys.readouterr().err  # the CLI says so
     pipe = load_pipeline("digits", scheduler="dpm")
     etcdiff.enable(pipe, "etc-plus", calls=5)  # a budget: at 8 steps on 5 prompts the tolerance's share may not
     pipe([3], num_inference_steps=8, generator=torch.Generator().manual_seed(0), output_type="latent")  # hold
