@@ -590,6 +590,29 @@ def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_pl
     assert record["replay_miss"] == pytest.approx(math.log(3.0), abs=1e-4)
 
 
+def test_runs_that_computed_every_step_do_not_count_as_a_replay_that_matched():
+    """A plan that computes every step replays exactly, so those runs say nothing of how far replays miss: with
+    only such runs there is no ``replay_miss`` (a 0.00 read as a perfect match before); beside one that skipped,
+    only that one counts."""
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.selection import HeldOut, RealRuns
+
+    refs = {i: torch.ones(1, 4) for i in range(4)}
+    fits = [{"profile": {"tolerance": 1.0}}, {"profile": {"tolerance": 1.0}}]
+
+    def check(errors):  # the tolerance mode's error on each run, replayed; for real 3 times that
+        build = lambda fitted, calls: _Off(0.0)  # noqa: E731
+        replay = lambda p, i: refs[i] + errors[i]  # noqa: E731
+        real = RealRuns(lambda p, i: refs[i] + 3.0 * errors[i], {2: refs[2], 3: refs[3]})
+        return tolerance_scale(HeldOut([[0, 1], [2, 3]], refs, replay, build, fits, {}, real=real))[1]
+
+    everything = check({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0})
+    assert everything["met"] and everything["passes"][0]["within_real"] == 1.0
+    assert "replay_miss" not in everything
+    one = check({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.1})
+    assert one["replay_miss"] == pytest.approx(math.log(3.0), abs=1e-4)
+
+
 def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
     """The choice's folds leave the probed runs out; the tolerance's share is checked on them too, each with a fit
     on the other runs (here run 2 lands at 3 times the target at the first scale, so the scale comes down)."""

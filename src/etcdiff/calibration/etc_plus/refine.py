@@ -46,6 +46,7 @@ TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end w
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
 REAL_ROUNDS = 2  # of which at most this many also run for real, where the held-out runs are replays
 TREND_CAP_CANDIDATES = (0.5, 0.25, 0.0)  # the caps on the trend a budget's plan is also run with (opt-in)
+NIL = 1e-4  # an error below this share of the target: a run that computed every step (float noise)
 ADAPT_FIT = "adapt_trend"  # the fit setting (opt-in) under which each budget's plans also run with adapt_trend
 
 
@@ -171,7 +172,8 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     runs are replays, the share must hold on the replays and then, run for real, on the runs of ``held.real``
     (which are run only in passes where the replays already hold: at most :data:`REAL_ROUNDS` times). There the
     record also keeps ``"replay_miss"``: the rms of log(real / replayed error) over those runs, how far the replays
-    are from the real runs for the chosen fit's own plans (the pull is fitted on another candidate's)."""
+    are from the real runs for the chosen fit's own plans (the pull is fitted on another candidate's), left out
+    where no run skipped a step (both errors nil: a replay of computed steps is exact, so it tests nothing)."""
     scale, passes, real_rounds, ratios = 1.0, [], 0, []
     probed = held.probed() if held.probed is not None else None
     checked = [held] + ([probed] if probed is not None else [])
@@ -190,7 +192,7 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
             real_share, real_worst = _share(real, targets)
             record["within_real"] = round(real_share, 4)
             share, worst = min(share, real_share), max(worst, real_worst)
-            ratios += _log_ratios(real, replayed)
+            ratios += _log_ratios(real, replayed, targets)
         passes.append(record)
         if share >= TOLERANCE_SHARE:
             break
@@ -219,10 +221,13 @@ def unmet_tolerance(check: dict[str, Any]) -> str | None:
             "more images than that may exceed the tolerance: calibrate on more prompts, or run with calls=N.")
 
 
-def _log_ratios(real: list[tuple[int, float]], replayed: list[tuple[int, float]]) -> list[float]:
-    """log(real error / replayed error) of each run that was both run for real and replayed."""
+def _log_ratios(real: list[tuple[int, float]], replayed: list[tuple[int, float]], targets: dict[int, float]
+                ) -> list[float]:
+    """log(real error / replayed error) of each run that was both run for real and replayed, but for runs where
+    both errors are nil (below :data:`NIL` of the target): a plan that computed every step."""
     again = dict(replayed)
-    return [math.log(max(err, 1e-30) / max(again[i], 1e-30)) for i, err in real if i in again]
+    return [math.log(max(err, 1e-30) / max(again[i], 1e-30)) for i, err in real
+            if i in again and max(err, again[i]) > NIL * targets[i]]
 
 
 def _share(errors: list[tuple[int, float]], targets: dict[int, float]) -> tuple[float, float]:
