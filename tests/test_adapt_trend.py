@@ -151,7 +151,10 @@ def test_the_calibration_choice_keeps_adapt_trend_per_plan_where_the_held_out_ru
             return [-2.0, -2.0, -2.0]
         return plain  # the plan without it, and adapt_trend on calls 3: the same runs, a tie
 
-    monkeypatch.setattr(refine, "_logs", logs)
+    class Scripted(HeldOut):
+        def log_errors(self, policies):
+            return logs(self, policies)
+
     monkeypatch.setattr(refine, "budget_ladder", lambda n: [3, 4, 5])
     built = []
 
@@ -159,7 +162,7 @@ def test_the_calibration_choice_keeps_adapt_trend_per_plan_where_the_held_out_ru
         built.append({k: v for k, v in fit.items() if k != "profile"})
         return ETCPlus(fit["profile"], calls=calls, **{k: v for k, v in fit.items() if k != "profile"})
 
-    held = HeldOut(folds=[[0, 1, 2]], references={}, run=None, build=build, fold_fits=[{"profile": linear}])
+    held = Scripted(folds=[[0, 1, 2]], references={}, run=None, build=build, fold_fits=[{"profile": linear}])
     free, last, _, adapted = refine.measured_budgets(held, 5, adapt=True)
     assert adapted["free"] == {"3": False, "4": True, "5": False}
     assert free["4"] == [-2.0, -2.0, -1.6] and free["5"] == plain

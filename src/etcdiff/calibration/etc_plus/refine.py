@@ -119,10 +119,10 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
             ends = all(p.planned_steps(num_steps)[-1] == num_steps - 1 for p in plans)
         except ValueError:  # too few calls for the plan's longest window
             continue
-        logs = held.logs.get(calls) or _logs(held, plans)
+        logs = held.logs.get(calls) or held.log_errors(plans)
         free[str(calls)] = list(logs)
         if caps:
-            options = {None: list(logs), **{cap: _logs(held, [held.build({**fit, "trend_cap": cap}, calls)
+            options = {None: list(logs), **{cap: held.log_errors([held.build({**fit, "trend_cap": cap}, calls)
                                                               for fit in held.fold_fits]) for cap in caps}}
             cap = robust_choice(options)
             if cap is not None:
@@ -130,8 +130,8 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
         key = str(calls)
         if adapt:  # under a cap of 0 there is no trend to weigh: the same runs, so not measured
             kept_cap = {} if key not in chosen else {"trend_cap": chosen[key]}
-            on = (_logs(held, [held.build({**fit, **kept_cap, "adapt_trend": True}, calls) for fit in held.fold_fits])
-                  if chosen.get(key) != 0 else free[key])
+            adapting = [held.build({**fit, **kept_cap, "adapt_trend": True}, calls) for fit in held.fold_fits]
+            on = held.log_errors(adapting) if chosen.get(key) != 0 else free[key]
             adapted["free"][key] = robust_choice({False: free[key], True: on})
             free[key] = on if adapted["free"][key] else free[key]
         if ends and adapt and key not in chosen:  # the same plans, so the free plan's choice
@@ -148,20 +148,15 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
                     policy.planned_steps(num_steps)
             except ValueError:  # no plan of this budget can compute the last step
                 continue
-            forced = _logs(held, policies)
+            forced = held.log_errors(policies)
         if adapt:
-            on = _logs(held, [held.build({**fit, "last_step": True, "adapt_trend": True}, calls)
+            on = held.log_errors([held.build({**fit, "last_step": True, "adapt_trend": True}, calls)
                               for fit in held.fold_fits])
             adapted["last"][key] = robust_choice({False: forced, True: on})
             forced = on if adapted["last"][key] else forced
         if ends or clearly_lower(forced, free[key]):  # only where it beats the free plan (as kept) beyond the noise
             last[key] = list(forced)
     return free, last, chosen, adapted
-
-
-def _logs(held: HeldOut, policies: list[Any]) -> list[float]:
-    """The log relative errors of each fold's policy on the fold's held-out runs."""
-    return held.log_errors(policies)
 
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
