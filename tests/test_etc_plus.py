@@ -564,9 +564,26 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     assert last["8"] == errors["8"]  # reused: every free plan computes it
     assert len(runs) == 4 * (5 + 3)  # the free plans at 5-9 calls, the forced ones at 5-7
     scale, record = tolerance_scale(held)
-    assert scale == pytest.approx(0.45) and record["met"]
-    assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0}]
+    assert scale == pytest.approx(0.45) and record["met"]  # the loosest scale that held
+    assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0},  # 2x the target at 1
+                                {"scale": 0.67082, "within": 0.0}, {"scale": 0.54943, "within": 0.0}]  # halfway: > 0.5
     assert "replay_miss" not in record  # no real runs beside replays: nothing to compare
+
+
+def test_once_a_tolerance_scale_holds_the_passes_left_try_looser_ones_halfway_to_the_one_that_failed():
+    """The first scale that holds (0.9 over the worst ratio) can be tighter than needed; the passes left bisect
+    (geometrically) towards the scale that failed and keep the loosest that held. Here the tolerance mode lands at
+    1.25 times its planned tolerance, so every scale up to 0.8 holds."""
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.selection import HeldOut
+
+    refs = {i: torch.ones(1, 4) for i in range(4)}
+    build = lambda fitted, calls: _Off(1.25 * fitted["profile"].get("tolerance_scale", 1.0))  # noqa: E731
+    held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build, [{"profile": {"tolerance": 1.0}}] * 2)
+    scale, record = tolerance_scale(held)
+    assert [p["scale"] for p in record["passes"]] == [1.0, 0.72, 0.84853, 0.78163]
+    assert [p["within"] for p in record["passes"]] == [0.0, 1.0, 0.0, 1.0]
+    assert scale == pytest.approx(math.sqrt(0.72 * math.sqrt(0.72))) and record["met"]
 
 
 def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_plans_real_runs():

@@ -45,6 +45,7 @@ from ..selection import HeldOut
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
 REAL_ROUNDS = 2  # of which at most this many also run for real, where the held-out runs are replays
+BISECT_UNTIL = 1.15  # once a scale holds, passes left try looser ones until the one that failed is this close
 TREND_CAP_CANDIDATES = (0.5, 0.25, 0.0)  # the caps on the trend a budget's plan is also run with (opt-in)
 NIL = 1e-4  # an error below this share of the target: a run that computed every step (float noise)
 ADAPT_FIT = "adapt_trend"  # the fit setting (opt-in) under which each budget's plans also run with adapt_trend
@@ -163,13 +164,18 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within
     the profile's default tolerance, and a record of the passes (``share`` within per pass) and of how many runs
     were checked (``runs``: the choice's held-out runs and, where ``held.probed`` gives them, the probed runs,
-    each held out alone: :func:`~etcdiff.calibration.selection.probed_held_out`). Where the held-out
-    runs are replays, the share must hold on the replays and then, run for real, on the runs of ``held.real``
-    (which are run only in passes where the replays already hold: at most :data:`REAL_ROUNDS` times). There the
-    record also keeps ``"replay_miss"``: the rms of log(real / replayed error) over those runs, how far the replays
-    are from the real runs for the chosen fit's own plans (the pull is fitted on another candidate's), left out
-    where no run skipped a step (both errors nil: a replay of computed steps is exact, so it tests nothing)."""
+    each held out alone: :func:`~etcdiff.calibration.selection.probed_held_out`). Each failed pass scales the
+    tolerance by 0.9 over the worst ratio to the target at that share; once a pass holds, the passes left try the
+    scale halfway (geometrically) to the smallest one that failed, and the loosest scale that held is kept (the
+    first scale that holds can be far tighter than needed: one stubborn run sets it). Where no pass held, the last
+    scale, tightened after the last pass, is kept unchecked. Where the held-out runs are replays, the share must
+    hold on the replays and then, run for real, on the runs of ``held.real`` (which are run only in passes where
+    the replays already hold: at most :data:`REAL_ROUNDS` times). There the record also keeps ``"replay_miss"``:
+    the rms of log(real / replayed error) over those runs, how far the replays are from the real runs for the
+    chosen fit's own plans (the pull is fitted on another candidate's), left out where no run skipped a step (both
+    errors nil: a replay of computed steps is exact, so it tests nothing)."""
     scale, passes, real_rounds, ratios = 1.0, [], 0, []
+    held_at, failed_at = None, None
     probed = held.probed() if held.probed is not None else None
     checked = [held] + ([probed] if probed is not None else [])
     targets = {i: float(fit["profile"]["tolerance"]) for one in checked
@@ -181,7 +187,10 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
         replayed = [got for one in checked for got in one.measure(None, with_scale)]
         share, worst = _share(replayed, targets)
         record = {"scale": round(scale, 5), "within": round(share, 4)}
-        if share >= TOLERANCE_SHARE and held.real is not None and real_rounds < REAL_ROUNDS:
+        if share >= TOLERANCE_SHARE and held.real is not None:
+            if real_rounds >= REAL_ROUNDS:  # the replays held where no real run is left to check them
+                passes.append(record)
+                break
             real_rounds += 1
             real = held.measure(None, with_scale, real=True)
             real_share, real_worst = _share(real, targets)
@@ -190,15 +199,22 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
             ratios += _log_ratios(real, replayed, targets)
         passes.append(record)
         if share >= TOLERANCE_SHARE:
-            break
-        scale *= 0.9 / worst
-    met = passes[-1]["within"] >= TOLERANCE_SHARE and passes[-1].get("within_real", 1.0) >= TOLERANCE_SHARE
-    if held.real is not None and "within_real" not in passes[-1]:
-        met = False  # the replays held but the real runs were not checked at this scale
+            held_at = scale
+        else:
+            failed_at = scale if failed_at is None else min(failed_at, scale)
+        if held_at is None:
+            scale *= 0.9 / worst
+            continue
+        if failed_at is None or failed_at / held_at < BISECT_UNTIL:
+            break  # held at the default, or already close to the scale that failed
+        if held.real is not None and real_rounds >= REAL_ROUNDS:
+            break  # a looser scale could not be checked for real
+        scale = math.sqrt(held_at * failed_at)
+    met = held_at is not None
     check = {"share": TOLERANCE_SHARE, "runs": len(targets), "passes": passes, "met": met}
     if ratios:  # the chosen fit's own plans, replayed and run for real on the same runs
         check["replay_miss"] = round(math.sqrt(sum(r * r for r in ratios) / len(ratios)), 4)
-    return scale, check
+    return (held_at if met else scale), check
 
 
 def unmet_tolerance(check: dict[str, Any]) -> str | None:
