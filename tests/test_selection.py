@@ -218,6 +218,22 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     assert cost["generations"] == 5 + cost["probes"] + cost["real_runs"] and cost["probes"] == 3 * 7
 
 
+def test_calibrate_says_under_which_scale_the_tolerance_held():
+    from etcdiff.cli.calibrate import _tolerance_held
+
+    check = {"share": 0.95, "runs": 10, "met": True, "passes": [
+        {"scale": 1.0, "within": 0.3}, {"scale": 0.27285, "within": 1.0}, {"scale": 0.52234, "within": 0.9}]}
+    profile = {"tolerance": 0.0211, "tolerance_scale": 0.27285, "tolerance_check": check}
+    assert _tolerance_held(profile) == ("tolerance mode: planned at 0.27 times the tolerance, under which 100 % of "
+                                        "10 held-out calibration runs ended within the target (RMS 0.021; 3 passes)")
+    assert _tolerance_held({**profile, "tolerance_check": {**check, "met": False}}) is None  # warned instead
+    replayed = {**check, "passes": [{"scale": 0.5, "within": 1.0, "within_real": 0.5}, {"scale": 0.3, "within": 1.0,
+                                                                                         "within_real": 1.0}]}
+    del replayed["runs"]
+    assert "100 % of the held-out" in _tolerance_held({**profile, "tolerance_scale": 0.3, "tolerance_check": replayed})
+    assert _tolerance_held({"tolerance": 0.1}) is None  # a profile of before the check
+
+
 def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     import json
 
@@ -233,6 +249,8 @@ def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):
     assert (f"cost: {cost['generations']} generations ({cost['recorded']} full runs, {cost['probes']} probe runs, "
             f"{cost['real_runs']} real held-out checks) in ") in out
     assert "trend caps:" not in out and "replays:" not in out  # not asked for
+    check = saved["settings"]["profile"]["tolerance_check"]
+    assert ("tolerance mode: planned at" in out) == check["met"]  # where none held, calibration warned instead
     for offsets in (False, True):
         assert main(["calibrate", "--model", "digits", "--method", "etc-plus", "--steps", "8", "--prompts",
                      str(prompts), "--quiet", "--no-plot", "--out", str(tmp_path), "--set", "replays=true",
