@@ -10,9 +10,11 @@ run.sh``): each folder benched one ETC+ profile at every budget from N/5 to N/2 
   how many calibration runs the profile's tolerance check saw (``tolerance_check["runs"]``; "held-out only" for a
   profile made before the probed runs were checked too) and the scale it kept.
 
-Writes ``etc_plus_ladder_tolerance.json`` and ``.md`` into ``--out`` (default: print only).
+Writes ``etc_plus_ladder_tolerance.json`` and ``.md`` into ``--out`` (default: print only). With ``--previous
+JSON`` (a table this script wrote), the cases no folder measured again are carried from it and marked so (the
+bench's per-run records are not committed, so a table made again from some folders keeps the others this way).
 
-Usage: python scripts/etc_plus_ladder_tolerance.py [--out docs/etc-plus] docs/etc-plus/ladder-tolerance/*/
+Usage: python scripts/etc_plus_ladder_tolerance.py [--out docs/etc-plus] [--previous JSON] FOLDER ...
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -97,11 +100,17 @@ def check(folder: Path) -> dict[str, Any]:
     }
 
 
+def _case(c: dict[str, Any]) -> tuple[str, str, int]:
+    """A table row's key: model, scheduler, steps."""
+    return c["model"], str(c["scheduler"]), int(c["steps"])
+
+
 def markdown(cases: list[dict[str, Any]]) -> str:
     lines = ["| model | scheduler | steps | images | calibration's check: runs, scale | tolerance: target / p90 "
              "achieved (RMS) | within target | calls, PSNR in tolerance mode | worst drop +1 call (at calls) | "
              "PSNR from N/5 to N/2 calls |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
+        carried = " (carried)" if c.get("carried") else ""
         within = "n/a" if c["within"] is None else f"{100 * c['within']:.0f} %"
         flag = "" if c["within"] is None or c["within"] >= MIN_WITHIN else " (under 90 %)"
         drop = "n/a" if c["worst_drop"] is None else f"{c['worst_drop']:.2f} dB ({c['worst_drop_at']} -> " \
@@ -109,7 +118,7 @@ def markdown(cases: list[dict[str, Any]]) -> str:
         ladder = " ".join(f"{b}:{v:.1f}" for b, v in c["ladder_psnr"].items())
         runs = "held-out only" if c.get("check_runs") is None else f"{c['check_runs']}"
         scale = "" if c.get("tolerance_scale") is None else f", {c['tolerance_scale']:.2f}"
-        lines.append(f"| {c['model']} | {c['scheduler']} | {c['steps']} | {c['images']} | {runs}{scale} | "
+        lines.append(f"| {c['model']} | {c['scheduler']} | {c['steps']}{carried} | {c['images']} | {runs}{scale} | "
                      f"{c['tolerance_target']:.4g}"
                      f" / {c['achieved_p90']:.4g} | {within}{flag} | {c['tolerance_calls']:.1f}, "
                      f"{c['tolerance_psnr']:.1f} dB | {drop} | {ladder} |")
@@ -118,6 +127,9 @@ def markdown(cases: list[dict[str, Any]]) -> str:
     over = sum(c["worst_drop"] > MAX_DROP_DB for c in dropped)
     lines += ["", f"Tolerance held (at least 90 % within) in {sum(c['within'] >= MIN_WITHIN for c in held)} of "
               f"{len(held)} cases; one more call cost over 1 dB in {over} of {len(dropped)}."]
+    if any(c.get("carried") for c in cases):
+        lines += ["", "(carried): not measured again here; the row of the previous table, made from its own bench "
+                  "folder and profile."]
     return "\n".join(lines) + "\n"
 
 
@@ -125,15 +137,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=Path, help="bench output folders (one ETC+ profile each)")
     ap.add_argument("--out", default="", help="folder for etc_plus_ladder_tolerance.json/.md (default: print only)")
+    ap.add_argument("--previous", type=Path, help="a JSON this script wrote: carry the cases not measured again")
     args = ap.parse_args()
-    cases = sorted((check(f) for f in args.folders), key=lambda c: (c["model"], str(c["scheduler"]), c["steps"]))
+    cases = [check(f) for f in args.folders]
+    if args.previous:
+        measured = {_case(c) for c in cases}
+        cases += [{**c, "carried": True} for c in json.loads(args.previous.read_text()) if _case(c) not in measured]
+    cases.sort(key=_case)
     text = markdown(cases)
     print(text)
     if args.out:
         Path(args.out, "etc_plus_ladder_tolerance.json").write_text(json.dumps(cases, indent=1) + "\n")
+        made = " ".join(["python", "scripts/etc_plus_ladder_tolerance.py", *sys.argv[1:]])
         head = ("ETC+'s budget ladder and tolerance mode on the pipeline models' held-out images; made by "
-                "`bash docs/etc-plus/ladder-tolerance/run.sh` and `python scripts/etc_plus_ladder_tolerance.py --out "
-                "docs/etc-plus docs/etc-plus/ladder-tolerance/*/`.\n\n")
+                f"`bash docs/etc-plus/ladder-tolerance/run.sh` and `{made}`.\n\n")
         Path(args.out, "etc_plus_ladder_tolerance.md").write_text(head + text)
 
 
