@@ -219,7 +219,7 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
 
 
 def test_calibrate_says_under_which_scale_the_tolerance_held():
-    from etcdiff.cli.calibrate import _tolerance_held
+    from etcdiff.calibration.etc_plus.refine import held_tolerance as _tolerance_held
 
     check = {"share": 0.95, "runs": 10, "met": True, "passes": [
         {"scale": 1.0, "within": 0.3}, {"scale": 0.27285, "within": 1.0}, {"scale": 0.52234, "within": 0.9}]}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
 
 from .common import add_scheduler_argument, guidance_value, key_value, prepare_output_dir
 
@@ -195,9 +194,12 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             print(f"trend caps: {kept or none}")
         if profile.get("adapt_trend"):
             print(f"adapt_trend: {_adapt_kept(profile.get('budget_adapt_trend') or {})}")
-    held = _tolerance_held(profile) if isinstance(profile, dict) else None
-    if held:
-        print(held)
+    if isinstance(profile, dict) and profile.get("tolerance_check"):
+        from ..calibration.etc_plus.refine import held_tolerance
+
+        held = held_tolerance(profile)
+        if held:
+            print(held)
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")
@@ -235,22 +237,6 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
     return 0
-
-
-def _tolerance_held(profile: dict[str, Any]) -> str | None:
-    """The tolerance check's result in words where a scale held (where none did, calibration warned), e.g.
-    ``tolerance mode: planned at 0.43 times the tolerance, under which 100 % of 10 held-out calibration runs ended
-    within the target (RMS 0.021; 3 passes)``."""
-    check, scale = profile.get("tolerance_check"), profile.get("tolerance_scale")
-    if not check or not check.get("met") or scale is None:
-        return None
-    kept = min(check["passes"], key=lambda p: abs(p["scale"] - scale))
-    within = min(kept["within"], kept.get("within_real", 1.0))
-    runs = f" of {check['runs']}" if check.get("runs") else " of the"
-    passes = len(check["passes"])
-    return (f"tolerance mode: planned at {scale:.2g} times the tolerance, under which {100 * within:.0f} %{runs} "
-            f"held-out calibration runs ended within the target (RMS {profile['tolerance']:.2g}; {passes} "
-            f"pass{'es' * (passes != 1)})")
 
 
 def _adapt_kept(chosen: dict[str, dict[str, bool]]) -> str:
