@@ -153,6 +153,24 @@ def test_calibrate_says_when_the_change_point_falls_inside_the_warmup(tmp_path, 
     assert "falls inside the warm-up of 11 steps" in out and "consider --warmup" in out
 
 
+def test_calibrate_runs_on_the_threads_it_is_given(tmp_path, capsys):
+    assert torch.get_num_threads() == 1  # the tests' own setting, so that 2 below is the flag's
+    assert main(["calibrate", "--model", "digits", "--steps", "12", "--quiet", "--no-plot", "--threads", "2",
+                 "--out", str(tmp_path)]) == 0
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("command", ["calibrate", "bench"])
+@pytest.mark.parametrize("value, expected", [("0", "must be at least 1, got '0'"),
+                                             ("two", "expected a whole number of threads, got 'two'")])
+def test_bad_thread_counts_are_usage_errors(command, value, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--model", "digits", "--threads", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --threads: {expected}" in err and "Traceback" not in err
+
+
 def test_registry_errors():
     with pytest.raises(TypeError, match="register takes a Method, got str"):
         etcdiff.register("etc")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .common import add_scheduler_argument, guidance_value
+from .common import add_scheduler_argument, add_threads_argument, guidance_value
 
 EPILOG = """\
 examples:
@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flops", choices=("per-call", "direct"), default="per-call",
                    help="per-call: count one denoiser forward per input shape and multiply by the calls made (default); "
                    "direct: count every call")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    add_threads_argument(p, "every core, shared among the processes of a launch")
     p.add_argument("--out", type=Path, default=Path("etcdiff-out/bench"), help="output folder (default etcdiff-out/bench)")
     p.add_argument("--merge", type=Path, default=None, metavar="DIR",
                    help="only merge the finished runs of the sweep in DIR into its outputs, run nothing")

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import add_scheduler_argument, guidance_value, key_value, prepare_output_dir
+from .common import add_scheduler_argument, add_threads_argument, guidance_value, key_value, prepare_output_dir
 
 
 def _calibrated_names() -> list[str]:
@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jump", type=int, default=5,
                    help="change-point grid of ruptures BottomUp (default 5, ruptures' own and the reference; 1 = every step)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_threads_argument(p)
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="folder (or .json file) for the profile (default $ETCDIFF_PROFILE_DIR or ~/.cache/etcdiff/profiles)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the PNG of the curves")
@@ -89,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
         _check_writable(prepare_output_dir(profile_dir(), flag=f"${ENV_DIR}" if os.environ.get(ENV_DIR) else "--out"))
     prompts = load_prompts(str(args.prompts)) if args.prompts is not None else None
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model, device=args.device, scheduler=args.scheduler)
     if args.method != "etc":
         return _run_peer(args, pipe, prompts)

@@ -27,6 +27,24 @@ def add_scheduler_argument(parser: argparse.ArgumentParser) -> None:
                              "(default: the pipeline's own)")
 
 
+def thread_count(text: str) -> int:
+    """``--threads``: a whole number >= 1 (argparse's one-line usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: str = "torch's own, every core") -> None:
+    """``--threads``: torch's CPU threads (intra-op) per process; ``default`` says what runs without it."""
+    parser.add_argument("--threads", type=thread_count, default=None, metavar="N",
+                        help=f"torch CPU threads per process (default: {default}); 1 runs two jobs side by side "
+                             "on a small machine without contending for its cores")
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a JSON value where it parses (numbers, true/false/null), else the string."""
     if "=" not in text:
