@@ -2,7 +2,8 @@
 run.sh``): each folder benched one ETC+ profile at every budget from N/5 to N/2 calls and in tolerance mode.
 
 - **Budget ladder:** mean PSNR (dB, against the full-step image; identical images count as 100 dB) at each budget,
-  and the worst drop when a budget is given one more call (item 2: at most 1 dB).
+  and the worst drop when a budget is given one more call (item 2: at most 1 dB), with its standard error over the
+  images (paired image by image: how much of the drop the images' own spread could make).
 - **Tolerance:** each image's final-latent error, RMS of (accelerated - full-step latents), against the profile's
   target (``profile["tolerance"]``, an RMS in the same units); the share within it (item 3: at least 90 %), the
   90th percentile of the errors, the calls made and the PSNR. The bench keeps each run's relative latent error
@@ -64,7 +65,7 @@ def check(folder: Path) -> dict[str, Any]:
         raise SystemExit(f"{folder}: expected one ETC+ profile, found {sorted(map(str, profiles))}.")
     profile_path = profiles.pop()
     profile = json.loads(Path(profile_path).read_text())["settings"]["profile"]
-    ladder: dict[int, list[float]] = defaultdict(list)
+    ladder: dict[int, dict[tuple[str, int], float]] = defaultdict(dict)  # budget -> (prompt, seed) -> PSNR
     made: dict[int, list[int]] = defaultdict(list)
     tol = []
     for r in runs:
@@ -72,11 +73,12 @@ def check(folder: Path) -> dict[str, Any]:
         if calls is None:
             tol.append(r)
         else:
-            ladder[int(calls)].append(min(float(r["psnr"]), CAP_DB))
+            ladder[int(calls)][(str(r["prompt"]), int(r["seed"]))] = min(float(r["psnr"]), CAP_DB)
             made[int(calls)].append(int(r["report"]["num_computed"]))
-    psnr = {b: statistics.mean(v) for b, v in sorted(ladder.items())}
+    psnr = {b: statistics.mean(v.values()) for b, v in sorted(ladder.items())}
     drops = {b: psnr[b] - psnr[b + 1] for b in psnr if b + 1 in psnr}
     worst = max(drops, key=lambda b: drops[b]) if drops else None
+    paired = [] if worst is None else [ladder[worst][k] - ladder[worst + 1][k] for k in ladder[worst]]
     rms = _reference_rms(folder)
     target = float(profile["tolerance"])
     errors = [float(r["latent_rel_l2"]) * rms[(str(r["prompt"]), int(r["seed"]))] for r in tol]
@@ -87,6 +89,8 @@ def check(folder: Path) -> dict[str, Any]:
         "ladder_calls_made": {str(b): round(statistics.mean(made[b]), 2) for b in psnr},
         "worst_drop": None if worst is None else round(drops[worst], 2),
         "worst_drop_at": worst,
+        # the standard error of that drop over the images, paired image by image (the images' own spread)
+        "worst_drop_se": round(statistics.stdev(paired) / len(paired) ** 0.5, 2) if len(paired) >= 2 else None,
         "tolerance_target": target,
         "check_runs": (profile.get("tolerance_check") or {}).get("runs"),  # absent: a profile of before the probed
         "tolerance_scale": profile.get("tolerance_scale"),  # runs were checked (the choice's held-out runs only)
@@ -107,13 +111,15 @@ def _case(c: dict[str, Any]) -> tuple[str, str, int]:
 
 def markdown(cases: list[dict[str, Any]]) -> str:
     lines = ["| model | scheduler | steps | images | calibration's check: runs, scale | tolerance: target / p90 "
-             "achieved (RMS) | within target | calls, PSNR in tolerance mode | worst drop +1 call (at calls) | "
+             "achieved (RMS) | within target | calls, PSNR in tolerance mode | worst drop +1 call ± its standard error "
+             "over the images (at calls) | "
              "PSNR from N/5 to N/2 calls |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         carried = " (carried)" if c.get("carried") else ""
         within = "n/a" if c["within"] is None else f"{100 * c['within']:.0f} %"
         flag = "" if c["within"] is None or c["within"] >= MIN_WITHIN else " (under 90 %)"
-        drop = "n/a" if c["worst_drop"] is None else f"{c['worst_drop']:.2f} dB ({c['worst_drop_at']} -> " \
+        se = "" if c.get("worst_drop_se") is None else f" ± {c['worst_drop_se']:.2f}"
+        drop = "n/a" if c["worst_drop"] is None else f"{c['worst_drop']:.2f}{se} dB ({c['worst_drop_at']} -> " \
             f"{c['worst_drop_at'] + 1})" + (" (over 1 dB)" if c["worst_drop"] > MAX_DROP_DB else "")
         ladder = " ".join(f"{b}:{v:.1f}" for b, v in c["ladder_psnr"].items())
         runs = "held-out only" if c.get("check_runs") is None else f"{c['check_runs']}"
