@@ -565,25 +565,45 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     assert len(runs) == 4 * (5 + 3)  # the free plans at 5-9 calls, the forced ones at 5-7
     scale, record = tolerance_scale(held)
     assert scale == pytest.approx(0.45) and record["met"]  # the loosest scale that held
-    assert record["passes"] == [{"scale": 1.0, "within": 0.0}, {"scale": 0.45, "within": 1.0},  # 2x the target at 1
-                                {"scale": 0.67082, "within": 0.0}, {"scale": 0.54943, "within": 0.0}]  # halfway: > 0.5
+    assert record["passes"] == [{"scale": 1.0, "within": 0.0, "edge": 2.0},  # 2x the target at 1
+                                {"scale": 0.45, "within": 1.0, "edge": 0.9},
+                                {"scale": 0.67082, "within": 0.0, "edge": 1.3416},  # halfway: > 0.5
+                                {"scale": 0.54943, "within": 0.0, "edge": 1.0989}]
     assert "replay_miss" not in record  # no real runs beside replays: nothing to compare
 
 
-def test_once_a_tolerance_scale_holds_the_passes_left_try_looser_ones_halfway_to_the_one_that_failed():
-    """The first scale that holds (0.9 over the worst ratio) can be tighter than needed; the passes left bisect
-    (geometrically) towards the scale that failed and keep the loosest that held. Here the tolerance mode lands at
-    1.25 times its planned tolerance, so every scale up to 0.8 holds."""
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+def _scaled_tolerance_mode(ratio):
+    """Held-out runs whose tolerance mode ends at ``ratio(scale)`` times the target (1.0) under a planning scale."""
     from etcdiff.calibration.selection import HeldOut
 
     refs = {i: torch.ones(1, 4) for i in range(4)}
-    build = lambda fitted, calls: _Off(1.25 * fitted["profile"].get("tolerance_scale", 1.0))  # noqa: E731
-    held = HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build, [{"profile": {"tolerance": 1.0}}] * 2)
-    scale, record = tolerance_scale(held)
+    build = lambda fitted, calls: _Off(ratio(fitted["profile"].get("tolerance_scale", 1.0)))  # noqa: E731
+    return HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build, [{"profile": {"tolerance": 1.0}}] * 2)
+
+
+def test_once_a_tolerance_scale_holds_the_passes_left_try_looser_ones_halfway_to_the_one_that_failed():
+    """The first scale that holds (0.9 over the ratio at the share's edge) can be tighter than needed; the passes
+    left bisect (geometrically) towards the scale that failed and keep the loosest that held. Here the tolerance
+    mode ends at half the target up to a scale of 0.8, and at twice it above."""
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+
+    scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 0.5 if s <= 0.8 else 2.0))
+    assert [p["scale"] for p in record["passes"]] == [1.0, 0.45, 0.67082, 0.81904]
+    assert [p["edge"] for p in record["passes"]] == [2.0, 0.5, 0.5, 2.0]
+    assert scale == pytest.approx(math.sqrt(0.45)) and record["met"]
+
+
+def test_a_looser_tolerance_scale_is_kept_only_with_the_margin_the_search_aims_for():
+    """A halfway scale under which the runs end just within the target is not kept: the search aims the run at
+    the share's edge at 0.9 of it, and on a few runs one that ends at 0.98 says little of the next images. Here the
+    tolerance mode ends at 1.25 times its planned tolerance: 0.72 holds at 0.9, 0.78 at 0.98 is not kept."""
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+
+    scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 1.25 * s))
     assert [p["scale"] for p in record["passes"]] == [1.0, 0.72, 0.84853, 0.78163]
-    assert [p["within"] for p in record["passes"]] == [0.0, 1.0, 0.0, 1.0]
-    assert scale == pytest.approx(math.sqrt(0.72 * math.sqrt(0.72))) and record["met"]
+    assert [p["within"] for p in record["passes"]] == [0.0, 1.0, 0.0, 1.0]  # the last within the target, ...
+    assert record["passes"][-1]["edge"] == pytest.approx(0.977, abs=1e-3)  # ... but not by the margin
+    assert scale == pytest.approx(0.72) and record["met"]
 
 
 def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_plans_real_runs():
@@ -603,7 +623,7 @@ def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_pl
     held = HeldOut([[0, 1], [2, 3]], refs, replay, build, fits, {}, real=real)
     scale, record = tolerance_scale(held)
     assert scale == 1.0 and record["met"] and real_runs == [3]  # only the run held for real, once
-    assert record["passes"] == [{"scale": 1.0, "within": 1.0, "within_real": 1.0}]
+    assert record["passes"] == [{"scale": 1.0, "within": 1.0, "within_real": 1.0, "edge": 0.3}]  # the real runs'
     assert record["replay_miss"] == pytest.approx(math.log(3.0), abs=1e-4)
 
 
@@ -657,7 +677,7 @@ def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
     held = HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}], probed=lambda: probed)
     scale, record = tolerance_scale(held)
     assert record["runs"] == 5 and record["met"]
-    assert record["passes"][0] == {"scale": 1.0, "within": 0.8} and scale == pytest.approx(0.3)
+    assert record["passes"][0] == {"scale": 1.0, "within": 0.8, "edge": 3.0} and scale == pytest.approx(0.3)
     alone = [SimpleNamespace(index=i, probes={1: [1.0]} if i == 0 else None) for i in range(5)]
     assert probed_held_out(alone, [[1, 2], [3, 4]], fit, build, run) is None  # its fit would have no probes left
     assert tolerance_scale(HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}]))[1]["runs"] == 2
