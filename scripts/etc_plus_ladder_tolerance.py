@@ -112,7 +112,8 @@ def _case(c: dict[str, Any]) -> tuple[str, str, int]:
 def markdown(cases: list[dict[str, Any]]) -> str:
     lines = ["| model | scheduler | steps | images | calibration's check: runs, scale | tolerance: target / p90 "
              "achieved (RMS) | within target | calls, PSNR in tolerance mode | worst drop +1 call ± its standard "
-             "error over the images (at calls) | PSNR from N/5 to N/2 calls |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "error over the images (at calls) | PSNR from N/5 to N/2 calls |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         carried = " (carried)" if c.get("carried") else ""
         within = "n/a" if c["within"] is None else f"{100 * c['within']:.0f} %"

@@ -199,12 +199,11 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             print(f"trend caps: {kept or none}")
         if profile.get("adapt_trend"):
             print(f"adapt_trend: {_adapt_kept(profile.get('budget_adapt_trend') or {})}")
-    if isinstance(profile, dict) and profile.get("tolerance_check"):
-        from ..calibration.etc_plus.refine import held_tolerance
+    from ..calibration.etc_plus.refine import held_tolerance
 
-        held = held_tolerance(profile)
-        if held:
-            print(held)
+    held = held_tolerance(profile) if isinstance(profile, dict) else None  # None: no check, or none held
+    if held:
+        print(held)
     cost = profile.get("cost") if isinstance(profile, dict) else None
     if isinstance(cost, dict) and "generations" in cost:  # a calibration that counts its generations (etc-plus)
         replayed = (profile.get("replay") or {}).get("used")

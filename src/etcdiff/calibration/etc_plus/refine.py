@@ -173,10 +173,10 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     stubborn run sets it). A halfway scale holds only with the margin the search aims for (the edge within
     :data:`MARGIN`): on a few runs, one that ends just within the target says little of the next images (the UNet
     under DPM-Solver++ at 50 steps: 5 of 5 calibration runs within at 0.40, 6 of 10 evaluation images; at 0.30,
-    10 of 10). Where no pass held, the last
-    scale, tightened after the last pass, is kept unchecked. Where the held-out runs are replays, the share must
-    hold on the replays and then, run for real, on the runs of ``held.real`` (which are run only in passes where
-    the replays already hold: at most :data:`REAL_ROUNDS` times). There the record also keeps ``"replay_miss"``:
+    10 of 10). Where no pass held, the last scale, tightened after the last pass, is kept unchecked. Where the
+    held-out runs are replays, the share must hold on the replays and then, run for real, on the runs of
+    ``held.real`` (which are run only in passes where the replays already hold: at most :data:`REAL_ROUNDS` times).
+    There the record also keeps ``"replay_miss"``:
     the rms of log(real / replayed error) over those runs, how far the replays are from the real runs for the
     chosen fit's own plans (the pull is fitted on another candidate's), left out where no run skipped a step (both
     errors nil: a replay of computed steps is exact, so it tests nothing)."""
