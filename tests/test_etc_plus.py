@@ -565,10 +565,13 @@ def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
     assert len(runs) == 4 * (5 + 3)  # the free plans at 5-9 calls, the forced ones at 5-7
     scale, record = tolerance_scale(held)
     assert scale == pytest.approx(0.45) and record["met"]  # the loosest scale that held
-    assert record["passes"] == [{"scale": 1.0, "within": 0.0, "edge": 2.0},  # 2x the target at 1
-                                {"scale": 0.45, "within": 1.0, "edge": 0.9},
-                                {"scale": 0.67082, "within": 0.0, "edge": 1.3416},  # halfway: > 0.5
-                                {"scale": 0.54943, "within": 0.0, "edge": 1.0989}]
+    assert [{k: p[k] for k in ("scale", "within", "edge")} for p in record["passes"]] == [
+        {"scale": 1.0, "within": 0.0, "edge": 2.0},  # 2x the target at 1
+        {"scale": 0.45, "within": 1.0, "edge": 0.9},
+        {"scale": 0.67082, "within": 0.0, "edge": 1.3416},  # halfway: > 0.5
+        {"scale": 0.54943, "within": 0.0, "edge": 1.0989}]
+    assert record["passes"][0]["over"] == [[i, 2.0] for i in range(4)]  # every run beyond, at its ratio
+    assert "over" not in record["passes"][1] and "probed" not in record  # none beyond; no probed runs
     assert "replay_miss" not in record  # no real runs beside replays: nothing to compare
 
 
@@ -677,7 +680,8 @@ def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
     held = HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}], probed=lambda: probed)
     scale, record = tolerance_scale(held)
     assert record["runs"] == 5 and record["met"]
-    assert record["passes"][0] == {"scale": 1.0, "within": 0.8, "edge": 3.0} and scale == pytest.approx(0.3)
+    assert record["passes"][0] == {"scale": 1.0, "within": 0.8, "edge": 3.0, "over": [[2, 3.0]]}
+    assert scale == pytest.approx(0.3) and record["probed"] == [0, 1, 2]  # the run beyond is a probed one
     alone = [SimpleNamespace(index=i, probes={1: [1.0]} if i == 0 else None) for i in range(5)]
     assert probed_held_out(alone, [[1, 2], [3, 4]], fit, build, run) is None  # its fit would have no probes left
     assert tolerance_scale(HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}]))[1]["runs"] == 2

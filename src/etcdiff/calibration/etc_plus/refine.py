@@ -164,9 +164,10 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
     """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within
-    the profile's default tolerance, and a record of the passes (``share`` within per pass) and of how many runs
-    were checked (``runs``: the choice's held-out runs and, where ``held.probed`` gives them, the probed runs,
-    each held out alone: :func:`~etcdiff.calibration.selection.probed_held_out`). Each failed pass scales the
+    the profile's default tolerance, and a record of the passes (``share`` within per pass; ``over``: the runs
+    beyond the target, each with its ratio to it) and of how many runs were checked (``runs``: the choice's
+    held-out runs and, where ``held.probed`` gives them, the probed runs, each held out alone, listed in
+    ``probed``: :func:`~etcdiff.calibration.selection.probed_held_out`). Each failed pass scales the
     tolerance by :data:`MARGIN` over the ratio to the target of the run at the share's edge (each pass records it:
     ``edge``); once a pass holds, the passes left try the scale halfway (geometrically) to the smallest one that
     failed, and the loosest scale that held is kept (the first scale that holds can be far tighter than needed: one
@@ -192,7 +193,8 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
 
         replayed = [got for one in checked for got in one.measure(None, with_scale)]
         share, worst = _share(replayed, targets)
-        record = {"scale": round(scale, 5), "within": round(share, 4), "edge": round(worst, 4)}
+        record = {"scale": round(scale, 5), "within": round(share, 4), "edge": round(worst, 4),
+                  **_over(replayed, targets)}
         if share >= TOLERANCE_SHARE and held.real is not None:
             if real_rounds >= REAL_ROUNDS:  # the replays held where no real run is left to check them
                 passes.append(record)
@@ -201,6 +203,7 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
             real = held.measure(None, with_scale, real=True)
             real_share, real_worst = _share(real, targets)
             record["within_real"] = round(real_share, 4)
+            record.update(_over(real, targets, "over_real"))
             share, worst = min(share, real_share), max(worst, real_worst)
             record["edge"] = round(worst, 4)
             ratios += _log_ratios(real, replayed, targets)
@@ -219,6 +222,8 @@ def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
         scale = math.sqrt(held_at * failed_at)
     met = held_at is not None
     check = {"share": TOLERANCE_SHARE, "runs": len(targets), "passes": passes, "met": met}
+    if probed is not None:
+        check["probed"] = sorted(i for fold in probed.folds for i in fold)
     if ratios:  # the chosen fit's own plans, replayed and run for real on the same runs
         check["replay_miss"] = round(math.sqrt(sum(r * r for r in ratios) / len(ratios)), 4)
     return (held_at if met else scale), check
@@ -266,6 +271,12 @@ def _log_ratios(real: list[tuple[int, float]], replayed: list[tuple[int, float]]
     again = dict(replayed)
     return [math.log(max(err, 1e-30) / max(again[i], 1e-30)) for i, err in real
             if i in again and max(err, again[i]) > NIL * targets[i]]
+
+
+def _over(errors: list[tuple[int, float]], targets: dict[int, float], key: str = "over") -> dict[str, Any]:
+    """``{key: [[run, ratio to its target], ...]}`` for the runs that ended beyond their target; empty where none."""
+    over = sorted([i, round(err / max(targets[i], 1e-30), 4)] for i, err in errors if err > targets[i])
+    return {key: over} if over else {}
 
 
 def _share(errors: list[tuple[int, float]], targets: dict[int, float]) -> tuple[float, float]:
