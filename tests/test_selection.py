@@ -232,6 +232,19 @@ def test_calibrate_says_under_which_scale_the_tolerance_held():
     del replayed["runs"]
     assert "100 % of the held-out" in _tolerance_held({**profile, "tolerance_scale": 0.3, "tolerance_check": replayed})
     assert _tolerance_held({"tolerance": 0.1}) is None  # a profile of before the check
+    one = {**check, "probed": [0, 1, 2], "passes": [
+        {"scale": 1.0, "within": 0.4, "over": [[0, 2.9], [4, 1.3], [5, 1.3], [6, 1.7]]},
+        {"scale": 0.31, "within": 0.9, "over": [[0, 1.64]]}, {"scale": 0.17, "within": 0.9, "over": [[0, 1.63]]},
+        {"scale": 0.095, "within": 1.0}]}
+    said = _tolerance_held({**profile, "tolerance_scale": 0.095, "tolerance_check": one})
+    assert said.endswith("(RMS 0.021; 4 passes); one run alone (calibration prompt 1, a probed run held out with the "
+                         "other probed runs' probes) held the scale below 0.17, where the other 9 ended within")
+    unprobed = {**one, "probed": []}
+    assert _tolerance_held({**profile, "tolerance_scale": 0.095, "tolerance_check": unprobed}).endswith(
+        "one run alone (calibration prompt 1) held the scale below 0.17, where the other 9 ended within")
+    two = {**one, "passes": [one["passes"][0], {"scale": 0.2, "within": 0.8, "over": [[0, 1.6], [3, 1.1]]},
+                             one["passes"][-1]]}
+    assert _tolerance_held({**profile, "tolerance_scale": 0.095, "tolerance_check": two}).endswith("3 passes)")
 
 
 def test_etcdiff_calibrate_reports_the_calibrations_cost(tmp_path, capsys):

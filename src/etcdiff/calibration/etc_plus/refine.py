@@ -256,7 +256,24 @@ def held_tolerance(profile: dict[str, Any]) -> str | None:
     passes = len(check["passes"])
     return (f"tolerance mode: planned at {scale:.2g} times the tolerance, under which {100 * _within(kept):.0f} %"
             f"{runs} held-out calibration runs ended within the target (RMS {profile['tolerance']:.2g}; {passes} "
-            f"pass{'es' * (passes != 1)})")
+            f"pass{'es' * (passes != 1)}){_set_by(check, scale)}")
+
+
+def _set_by(check: dict[str, Any], scale: float) -> str:
+    """Where one calibration run alone failed the tightest pass looser than ``scale``, a clause that names it
+    (and whether it was a probed run, held out with the other probed runs' probes only); else empty."""
+    failed = [p for p in check["passes"] if p["scale"] > scale and _within(p) < check["share"]]
+    if not failed:
+        return ""
+    tightest = min(failed, key=lambda p: p["scale"])
+    runs = {i for i, _ in tightest.get("over", []) + tightest.get("over_real", [])}
+    if len(runs) != 1:
+        return ""
+    run = runs.pop()
+    probed = ", a probed run held out with the other probed runs' probes" if run in check.get("probed", []) else ""
+    others = f"the other {check['runs'] - 1}" if check.get("runs") else "the others"
+    return (f"; one run alone (calibration prompt {run + 1}{probed}) held the scale below {tightest['scale']:.2g}, "
+            f"where {others} ended within")
 
 
 def _within(record: dict[str, Any]) -> float:
