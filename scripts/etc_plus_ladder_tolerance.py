@@ -3,7 +3,8 @@ run.sh``): each folder benched one ETC+ profile at every budget from N/5 to N/2 
 
 - **Budget ladder:** mean PSNR (dB, against the full-step image; identical images count as 100 dB) at each budget,
   and the worst drop when a budget is given one more call (item 2: at most 1 dB), with its standard error over the
-  images (paired image by image: how much of the drop the images' own spread could make).
+  images (paired image by image: how much of the drop the images' own spread could make). Each drop is taken
+  over the images both budgets ran; budgets that lack some image (a failed run) are said and recorded.
 - **Tolerance:** each image's final-latent error, RMS of (accelerated - full-step latents), against the profile's
   target (``profile["tolerance"]``, an RMS in the same units); the share within it (item 3: at least 90 %), the
   90th percentile of the errors, the calls made and the PSNR. The bench keeps each run's relative latent error
@@ -76,9 +77,15 @@ def check(folder: Path) -> dict[str, Any]:
             ladder[int(calls)][(str(r["prompt"]), int(r["seed"]))] = min(float(r["psnr"]), CAP_DB)
             made[int(calls)].append(int(r["report"]["num_computed"]))
     psnr = {b: statistics.mean(v.values()) for b, v in sorted(ladder.items())}
-    drops = {b: psnr[b] - psnr[b + 1] for b in psnr if b + 1 in psnr}
+    images = {k for v in ladder.values() for k in v}
+    incomplete = sorted(b for b, v in ladder.items() if v.keys() != images)  # a run failed or is still missing
+    if incomplete:
+        print(f"{folder}: budgets {incomplete} lack some of the {len(images)} images; each drop for one more call "
+              "is taken over the images both budgets ran", file=sys.stderr)
+    pairs = {b: [ladder[b][k] - ladder[b + 1][k] for k in ladder[b] if k in ladder[b + 1]] for b in psnr}
+    drops = {b: statistics.mean(d) for b, d in pairs.items() if d}  # equal to psnr[b] - psnr[b + 1] when complete
     worst = max(drops, key=lambda b: drops[b]) if drops else None
-    paired = [] if worst is None else [ladder[worst][k] - ladder[worst + 1][k] for k in ladder[worst]]
+    paired = [] if worst is None else pairs[worst]
     rms = _reference_rms(folder)
     target = float(profile["tolerance"])
     errors = [float(r["latent_rel_l2"]) * rms[(str(r["prompt"]), int(r["seed"]))] for r in tol]
@@ -89,6 +96,7 @@ def check(folder: Path) -> dict[str, Any]:
         "ladder_calls_made": {str(b): round(statistics.mean(made[b]), 2) for b in psnr},
         "worst_drop": None if worst is None else round(drops[worst], 2),
         "worst_drop_at": worst,
+        "incomplete_budgets": incomplete,
         # the standard error of that drop over the images, paired image by image (the images' own spread)
         "worst_drop_se": round(statistics.stdev(paired) / len(paired) ** 0.5, 2) if len(paired) >= 2 else None,
         "tolerance_target": target,
