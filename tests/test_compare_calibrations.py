@@ -1,17 +1,8 @@
 """scripts/compare_calibrations.py: two calibrations of one grid side by side (front differences, cost, checks)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_calibrations.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("compare_calibrations", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from repo_scripts import load_script
 
 
 def _case(steps, fronts, generations, within=None, drop=None):
@@ -27,7 +18,7 @@ def _compare(tmp_path, capsys, first, second, *options):
     for name, data in (("a", first), ("b", second)):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(data))
-    _script().main([str(p) for p in paths] + list(options))
+    load_script("compare_calibrations").main([str(p) for p in paths] + list(options))
     return capsys.readouterr().out
 
 

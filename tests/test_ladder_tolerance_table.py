@@ -1,25 +1,15 @@
 """scripts/etc_plus_ladder_tolerance.py: items 2 and 3 of a benched ETC+ profile, from the bench's per-run records."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "etc_plus_ladder_tolerance.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("etc_plus_ladder_tolerance", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from repo_scripts import load_script
 
 
 def _check(tmp_path, monkeypatch, psnr):
     """The script's check of a folder whose ladder ran ``psnr[calls][image]`` (an image left out: its run failed),
     and whose tolerance mode ran every image at half the target."""
-    module = _script()
+    module = load_script("etc_plus_ladder_tolerance")
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"settings": {"profile": {"tolerance": 0.02, "tolerance_scale": 0.5}}}))
     (tmp_path / "results.json").write_text(json.dumps({"config": {"model": "m", "steps": 10}}))

@@ -286,13 +286,10 @@ def test_etcdiff_calibrate_serves_a_pipeline_from_real_runs_at_the_served_step_c
 def test_the_memory_script_compares_the_surrogate_with_a_spline_of_the_data(tmp_path, monkeypatch):
     """scripts/surrogate_memory.py at a tiny size, both sides in this process: the same final latents."""
     import argparse
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "surrogate_memory.py"
-    spec = importlib.util.spec_from_file_location("surrogate_memory", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from repo_scripts import load_script
+
+    script = load_script("surrogate_memory")
     args = argparse.Namespace(shape=[1, 4, 4], runs=3, steps=12, at=8, repeats=1)
     rows = [script.measure(kind, args, str(tmp_path / f"{kind}.pt")) for kind in ("weights", "data")]
     assert all(r["recorded_mb"] > 0 and r["build_s"] >= 0 for r in rows)
