@@ -290,15 +290,20 @@ def _log_ratios(real: list[tuple[int, float]], replayed: list[tuple[int, float]]
             if i in again and max(err, again[i]) > NIL * targets[i]]
 
 
+def _ratios(errors: list[tuple[int, float]], targets: dict[int, float]) -> list[tuple[int, float]]:
+    """``(run, error / the run's target)``: within the target where at most 1."""
+    return [(i, err / max(targets[i], 1e-30)) for i, err in errors]
+
+
 def _over(errors: list[tuple[int, float]], targets: dict[int, float], key: str = "over") -> dict[str, Any]:
     """``{key: [[run, ratio to its target], ...]}`` for the runs that ended beyond their target; empty where none."""
-    over = sorted([i, round(err / max(targets[i], 1e-30), 4)] for i, err in errors if err > targets[i])
+    over = sorted([i, round(r, 4)] for i, r in _ratios(errors, targets) if r > 1.0)
     return {key: over} if over else {}
 
 
 def _share(errors: list[tuple[int, float]], targets: dict[int, float]) -> tuple[float, float]:
     """The share of ``(run, error)`` within the run's target, and the ratio to the target at that share."""
-    ratios = sorted(err / max(targets[i], 1e-30) for i, err in errors)
+    ratios = sorted(r for _, r in _ratios(errors, targets))
     worst = ratios[min(len(ratios) - 1, math.ceil(TOLERANCE_SHARE * len(ratios)) - 1)]
     return sum(r <= 1.0 for r in ratios) / len(ratios), worst
 
