@@ -12,9 +12,10 @@ run.sh``): each folder benched one ETC+ profile at every budget from N/5 to N/2 
   how many calibration runs the profile's tolerance check saw (``tolerance_check["runs"]``; "held-out only" for a
   profile made before the probed runs were checked too) and the scale it kept.
 
-Writes ``etc_plus_ladder_tolerance.json`` and ``.md`` into ``--out`` (default: print only). With ``--previous
-JSON`` (a table this script wrote), the cases no folder measured again are carried from it and marked so (the
-bench's per-run records are not committed, so a table made again from some folders keeps the others this way).
+Writes ``etc_plus_ladder_tolerance.json`` and ``.md`` (other names: ``--name``) into ``--out`` (default: print
+only). With ``--previous JSON`` (a table this script wrote), the cases no folder measured again are carried from it
+and marked so (the bench's per-run records are not committed, so a table made again from some folders keeps the
+others this way).
 
 Usage: python scripts/etc_plus_ladder_tolerance.py [--out docs/etc-plus] [--previous JSON] FOLDER ...
 """
@@ -152,6 +153,7 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path, help="bench output folders (one ETC+ profile each)")
     ap.add_argument("--out", default="", help="folder for etc_plus_ladder_tolerance.json/.md (default: print only)")
     ap.add_argument("--previous", type=Path, help="a JSON this script wrote: carry the cases not measured again")
+    ap.add_argument("--name", default="etc_plus_ladder_tolerance", help="the file names written into --out")
     args = ap.parse_args()
     cases = [check(f) for f in args.folders]
     if args.previous:
@@ -161,11 +163,11 @@ def main() -> None:
     text = markdown(cases)
     print(text)
     if args.out:
-        Path(args.out, "etc_plus_ladder_tolerance.json").write_text(json.dumps(cases, indent=1) + "\n")
+        Path(args.out, f"{args.name}.json").write_text(json.dumps(cases, indent=1) + "\n")
         made = " ".join(["python", "scripts/etc_plus_ladder_tolerance.py", *sys.argv[1:]])
         head = ("ETC+'s budget ladder and tolerance mode on the pipeline models' held-out images; made by "
                 f"`bash docs/etc-plus/ladder-tolerance/run.sh` and `{made}`.\n\n")
-        Path(args.out, "etc_plus_ladder_tolerance.md").write_text(head + text)
+        Path(args.out, f"{args.name}.md").write_text(head + text)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,18 @@
 # python scripts/etc_plus_ladder_tolerance.py --out docs/etc-plus docs/etc-plus/ladder-tolerance/*/
 # Usage: bash docs/etc-plus/ladder-tolerance/run.sh [scenes|unet] [STEPS ...]   (default: both models; 20, 28 and 50)
 #        SCHEDULERS="euler" bash docs/etc-plus/ladder-tolerance/run.sh scenes 28   (the scenes model's schedulers)
+#        SEEDS=2,3 bash docs/etc-plus/ladder-tolerance/run.sh   (other draws of the noise, each case into CASE-seeds-2-3)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 O=docs/etc-plus/ladder-tolerance
 S=docs/scenes/bench
 U=docs/unet-digits
+SEEDS=${SEEDS:-0,1}
+SUFFIX=$([ "$SEEDS" = 0,1 ] && echo "" || echo "-seeds-${SEEDS//,/-}")
 ladder() { local n=$1 a=$(( ($1 + 4) / 5 )) b=$(( $1 / 2 )); seq -s, "$a" "$b"; }
 bench() {  # OUT MODEL SCHEDULER_ARGS PROMPTS STEPS PROFILE
-  etcdiff bench --model "$2" $3 --prompts "$4" --seeds 0,1 --steps "$5" --repeats 1 --threads 1 --no-progress \
-    --out "$O/$1" --settings "etc-plus:profile=$6 calls=$(ladder "$5");etc-plus:profile=$6"
+  etcdiff bench --model "$2" $3 --prompts "$4" --seeds "$SEEDS" --steps "$5" --repeats 1 --threads 1 \
+    --no-progress --out "$O/$1$SUFFIX" --settings "etc-plus:profile=$6 calls=$(ladder "$5");etc-plus:profile=$6"
 }
 STEPS=${*:2}; STEPS=${STEPS:-20 28 50}
 for N in $STEPS; do
