@@ -6,10 +6,11 @@ Fronts are PSNR (dB) against the full-step output of the same noise, interpolate
 (:func:`etcdiff.bench.front.front_at`). Beside them, items 2 and 3 of issue 25: the share of held-out images whose
 tolerance-mode run ends within the profile's target (at least 90 %), and the most PSNR a budget loses when given one
 more call (at most 1 dB; 0: the ladder kept the smaller plan; negative: every extra call gained), from the grid and,
-for the pipeline models, from ``scripts/etc_plus_ladder_tolerance.py``. A source that is not there is listed as not
+for the pipeline models, from ``scripts/etc_plus_ladder_tolerance.py`` (``--ladder``: another JSON of it or of
+``scripts/etc_plus_ladder_seeds.py``, the same pooled over more seeds). A source that is not there is listed as not
 measured, never left out.
 
-Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--out docs/etc-plus]
+Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def checks(within: float | None, drop: float | None) -> list[str]:
 
 
 def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
-    """(model, scheduler class, steps) -> :func:`checks` from ``scripts/etc_plus_ladder_tolerance.py``'s JSON."""
+    """(model, scheduler class, steps) -> :func:`checks` from a JSON of ``scripts/etc_plus_ladder_seeds.py`` or
+    ``scripts/etc_plus_ladder_tolerance.py``."""
     if not os.path.exists(path):
         return {}
     models = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
@@ -107,14 +109,15 @@ def markdown(table: list[list[str]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default="docs/etc-plus/etc_plus_solvers.json")
+    ap.add_argument("--ladder", default=LADDER, help="items 2 and 3 on the pipeline models (default: %(default)s)")
     ap.add_argument("--out", default="", help="folder for etc_plus_margins.md (default: print only)")
     args = ap.parse_args()
-    text = markdown(rows(args.grid))
+    text = markdown(rows(args.grid, args.ladder))
     print(text)
     if args.out:
         with open(os.path.join(args.out, "etc_plus_margins.md"), "w") as f:
             f.write("ETC+'s front minus the best other step method's front (dB) at the same speedup; "
-                    "made by `python scripts/etc_plus_margins.py --out docs/etc-plus`.\n\n" + text)
+                    f"made by `{' '.join(['python', 'scripts/etc_plus_margins.py', *sys.argv[1:]])}`.\n\n" + text)
 
 
 if __name__ == "__main__":
