@@ -83,3 +83,4 @@ def test_the_table_is_written_with_every_case_and_its_verdicts(tmp_path, profile
     assert "Tolerance held (at least 90 % within) in 0 of 1 cases; one more call cost over 1 dB on average in 1 of " \
            "1." in text
     assert json.loads((tmp_path / "etc_plus_ladder_seeds.json").read_text())[0]["worst_drop"] == 2.5
+
