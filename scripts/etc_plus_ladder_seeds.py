@@ -1,7 +1,7 @@
 """Items 2 and 3 of issue 25 pooled over several draws of the noise: the bench folders of one ETC+ profile run at
 different seeds (``SEEDS=2,3 bash docs/etc-plus/ladder-tolerance/run.sh`` beside the seeds 0-1 folders).
 
-On the scenes model every image of one seed starts from the same noise, so the images of a seed are not
+On both pipeline models every image of one seed starts from the same noise, so the images of a seed are not
 independent draws: a plan can gain several dB on every caption at one seed and lose as much at the next. The
 standard error over the images (``etc_plus_ladder_tolerance.py``) then understates how much of a drop the draw of
 the noise can make. Here each drop for one more call is the mean over all images of the folders given, with its
@@ -106,7 +106,7 @@ def markdown(cases: list[dict[str, Any]]) -> str:
     held = sum(c["within"] >= MIN_WITHIN for c in cases)
     lines += ["", f"Tolerance held (at least 90 % within) in {held} of {len(cases)} cases; one more call cost over "
               f"1 dB on average in {over} of {len(cases)}. A drop's standard error over the seeds takes each seed's "
-              "mean drop as one draw (the images of a seed share its noise on the scenes model)."]
+              "mean drop as one draw (on both pipeline models the images of one seed start from the same noise)."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,8 @@ Fronts are PSNR (dB) against the full-step output of the same noise, interpolate
 (:func:`etcdiff.bench.front.front_at`). Beside them, items 2 and 3 of issue 25: the share of held-out images whose
 tolerance-mode run ends within the profile's target (at least 90 %), and the most PSNR a budget loses when given one
 more call (at most 1 dB; 0: the ladder kept the smaller plan; negative: every extra call gained), from the grid and,
-for the pipeline models, from ``scripts/etc_plus_ladder_tolerance.py`` (``--ladder``: another JSON of it or of
-``scripts/etc_plus_ladder_seeds.py``, the same pooled over more seeds). A source that is not there is listed as not
+for the pipeline models, from ``scripts/etc_plus_ladder_seeds.py`` (pooled over every seed benched; ``--ladder``:
+another JSON of it or of ``scripts/etc_plus_ladder_tolerance.py``). A source that is not there is listed as not
 measured, never left out.
 
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
@@ -26,7 +26,7 @@ import front_table  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 OURS = "etc-plus"
-LADDER = "docs/etc-plus/etc_plus_ladder_tolerance.json"  # items 2 and 3 on the pipeline models
+LADDER = "docs/etc-plus/etc_plus_ladder_seeds.json"  # items 2 and 3 on the pipeline models, every seed benched
 #: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
 BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
