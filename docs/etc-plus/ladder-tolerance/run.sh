@@ -3,10 +3,10 @@
 # table's benches use): ETC+ at every budget from N/5 to N/2 calls (does one more call ever cost over 1 dB?) and in
 # tolerance mode (does each held-out image end within the profile's target?), on the held-out images: the scenes
 # model's 8 evaluation captions and the UNet's digits 5-9, at seeds 0 and 1. Then the table:
-# python scripts/etc_plus_ladder_tolerance.py --out docs/etc-plus docs/etc-plus/ladder-tolerance/*-[0-9][0-9]/   (seeds 0-1)
+# python scripts/etc_plus_ladder_tolerance.py --out docs/etc-plus docs/etc-plus/ladder-tolerance/*-[0-9][0-9]/ (0-1)
 # Usage: bash docs/etc-plus/ladder-tolerance/run.sh [scenes|unet] [STEPS ...]   (default: both models; 20, 28 and 50)
 #        SCHEDULERS="euler" bash docs/etc-plus/ladder-tolerance/run.sh scenes 28   (the scenes model's schedulers)
-#        SEEDS=2,3 bash docs/etc-plus/ladder-tolerance/run.sh   (other draws of the noise, each case into CASE-seeds-2-3)
+#        SEEDS=2,3 bash docs/etc-plus/ladder-tolerance/run.sh   (other noises: each case into CASE-seeds-2-3)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 O=docs/etc-plus/ladder-tolerance
