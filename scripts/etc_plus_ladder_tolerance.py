@@ -165,8 +165,11 @@ def main() -> None:
     if args.out:
         Path(args.out, f"{args.name}.json").write_text(json.dumps(cases, indent=1) + "\n")
         made = " ".join(["python", "scripts/etc_plus_ladder_tolerance.py", *sys.argv[1:]])
+        seeds = sorted({int(x) for f in args.folders
+                        for x in json.loads((f / "results.json").read_text())["config"].get("seeds", [])})
+        env = "" if seeds in ([], [0, 1]) else f"SEEDS={','.join(map(str, seeds))} "  # run.sh's default: 0,1
         head = ("ETC+'s budget ladder and tolerance mode on the pipeline models' held-out images; made by "
-                f"`bash docs/etc-plus/ladder-tolerance/run.sh` and `{made}`.\n\n")
+                f"`{env}bash docs/etc-plus/ladder-tolerance/run.sh` and `{made}`.\n\n")
         Path(args.out, f"{args.name}.md").write_text(head + text)
 
 

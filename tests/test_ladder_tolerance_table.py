@@ -42,3 +42,19 @@ def test_a_budget_an_image_did_not_run_at_is_said_and_its_drops_are_taken_over_t
     assert got["incomplete_budgets"] == [3]  # image c failed at 3 calls
     assert got["worst_drop"] == pytest.approx(1.0) and got["worst_drop_at"] == 2  # over a and b: 32 -> 31 dB
     assert "budgets [3] lack some of the 3 images" in capsys.readouterr().err
+
+
+def test_the_table_says_the_seeds_the_benches_ran_at(tmp_path, monkeypatch):
+    module = load_script("etc_plus_ladder_tolerance")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"config": {"seeds": [2, 3]}}))
+    row = {"model": "m", "scheduler": "s", "steps": 10, "within": 1.0, "worst_drop": 0.0}
+    monkeypatch.setattr(module, "check", lambda f: row)
+    monkeypatch.setattr(module, "markdown", lambda cases: "table\n")
+    monkeypatch.setattr("sys.argv", ["x", str(folder), "--out", str(tmp_path), "--name", "t23"])
+    module.main()
+    assert "made by `SEEDS=2,3 bash docs/etc-plus/ladder-tolerance/run.sh`" in (tmp_path / "t23.md").read_text()
+    (folder / "results.json").write_text(json.dumps({"config": {"seeds": [0, 1]}}))
+    module.main()
+    assert "made by `bash docs/etc-plus/ladder-tolerance/run.sh`" in (tmp_path / "t23.md").read_text()
