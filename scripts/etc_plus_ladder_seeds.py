@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-MAX_DROP_DB = 1.0  # item 2
-MIN_WITHIN = 0.9  # item 3
-CAP_DB = 100.0  # PSNR of an identical image, as the other scripts count it
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from etc_plus_ladder_tolerance import CAP_DB, MAX_DROP_DB, MIN_WITHIN, paired_drops  # noqa: E402
 
 
 def ladder_runs(folder: Path) -> tuple[tuple[str, str, int], dict[int, dict[tuple[str, int], float]]]:
@@ -58,9 +59,7 @@ def pooled(ladders: list[dict[int, dict[tuple[str, int], float]]]) -> dict[str, 
             if overlap:
                 raise SystemExit(f"images {sorted(overlap)[:3]} are in two folders: pool folders of other seeds.")
             ladder[budget].update(images)
-    ladder = dict(ladder)
-    pairs = {b: {k: ladder[b][k] - ladder[b + 1][k] for k in ladder[b] if k in ladder.get(b + 1, {})}
-             for b in ladder}
+    pairs = paired_drops(dict(ladder))
     drops = {b: statistics.mean(d.values()) for b, d in pairs.items() if d}
     worst = max(drops, key=lambda b: drops[b])
     by_seed: dict[int, list[float]] = defaultdict(list)

@@ -58,6 +58,12 @@ def _reference_rms(folder: Path) -> dict[tuple[str, int], float]:
     return out
 
 
+def paired_drops(ladder: dict[int, dict[Any, float]]) -> dict[int, dict[Any, float]]:
+    """budget -> image -> PSNR lost when that budget gets one more call, over the images both budgets ran."""
+    return {b: {k: v - ladder[b + 1][k] for k, v in images.items() if k in ladder.get(b + 1, {})}
+            for b, images in ladder.items()}
+
+
 def check(folder: Path) -> dict[str, Any]:
     """The ladder and the tolerance of the one ETC+ profile benched in ``folder``."""
     config = json.loads((folder / "results.json").read_text())["config"]
@@ -83,15 +89,16 @@ def check(folder: Path) -> dict[str, Any]:
     if incomplete:
         print(f"{folder}: budgets {incomplete} lack some of the {len(images)} images; each drop for one more call "
               "is taken over the images both budgets ran", file=sys.stderr)
-    pairs = {b: [ladder[b][k] - ladder[b + 1][k] for k in ladder[b] if k in ladder[b + 1]] for b in psnr}
-    drops = {b: statistics.mean(d) for b, d in pairs.items() if d}  # equal to psnr[b] - psnr[b + 1] when complete
+    pairs = paired_drops(dict(ladder))
+    drops = {b: statistics.mean(d.values()) for b, d in pairs.items() if d}  # psnr[b] - psnr[b + 1] when complete
     worst = max(drops, key=lambda b: drops[b]) if drops else None
-    paired = [] if worst is None else pairs[worst]
+    paired = [] if worst is None else list(pairs[worst].values())
     rms = _reference_rms(folder)
     target = float(profile["tolerance"])
     errors = [float(r["latent_rel_l2"]) * rms[(str(r["prompt"]), int(r["seed"]))] for r in tol]
     return {
-        "folder": str(folder), "model": config["model"], "scheduler": (profile.get("scheduler") or {}).get("class"),
+        "folder": str(folder), "seeds": sorted(int(x) for x in config.get("seeds", [])),
+        "model": config["model"], "scheduler": (profile.get("scheduler") or {}).get("class"),
         "steps": int(config["steps"]), "profile": profile_path, "images": len(tol),
         "ladder_psnr": {str(b): round(v, 2) for b, v in psnr.items()},
         "ladder_calls_made": {str(b): round(statistics.mean(made[b]), 2) for b in psnr},
@@ -165,8 +172,7 @@ def main() -> None:
     if args.out:
         Path(args.out, f"{args.name}.json").write_text(json.dumps(cases, indent=1) + "\n")
         made = " ".join(["python", "scripts/etc_plus_ladder_tolerance.py", *sys.argv[1:]])
-        seeds = sorted({int(x) for f in args.folders
-                        for x in json.loads((f / "results.json").read_text())["config"].get("seeds", [])})
+        seeds = sorted({x for c in cases if not c.get("carried") for x in c.get("seeds", [])})
         env = "" if seeds in ([], [0, 1]) else f"SEEDS={','.join(map(str, seeds))} "  # run.sh's default: 0,1
         head = ("ETC+'s budget ladder and tolerance mode on the pipeline models' held-out images; made by "
                 f"`{env}bash docs/etc-plus/ladder-tolerance/run.sh` and `{made}`.\n\n")

@@ -50,7 +50,8 @@ def test_the_table_says_the_seeds_the_benches_ran_at(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({"config": {"seeds": [2, 3]}}))
     row = {"model": "m", "scheduler": "s", "steps": 10, "within": 1.0, "worst_drop": 0.0}
-    monkeypatch.setattr(module, "check", lambda f: row)
+    monkeypatch.setattr(module, "check", lambda f: {**row, "seeds": json.loads((f / "results.json").read_text())[
+        "config"]["seeds"]})  # as check reads them from the bench's config
     monkeypatch.setattr(module, "markdown", lambda cases: "table\n")
     monkeypatch.setattr("sys.argv", ["x", str(folder), "--out", str(tmp_path), "--name", "t23"])
     module.main()
