@@ -51,6 +51,7 @@ BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan read
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs replayed, one run probed for real)
 REPLAY_OFFSETS = False  # --replay-offsets: and replay_offsets=True (each fitted-gains setting's replays shifted)
 TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
+FINAL_PLANS = False  # --final-plans: etc-plus calibrates with final_plans=True (budgets ranked on its own plans)
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
 # its rows run what calibration chose, "etc-plus-off" the same profile with adapt_trend=False
@@ -148,6 +149,8 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                 kw["trend_caps"] = True
             if CHOOSE_ADAPT and ours:
                 kw["adapt_trend"] = True
+            if FINAL_PLANS and ours:
+                kw["final_plans"] = True
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
                                            calls=budgets(steps)[0], **kw)
@@ -284,6 +287,7 @@ def main() -> None:
     ap.add_argument("--replays", action="store_true", help="calibrate etc-plus with replays=True")
     ap.add_argument("--replay-offsets", action="store_true", help="with --replays: and replay_offsets=True")
     ap.add_argument("--trend-caps", action="store_true", help="calibrate etc-plus with trend_caps=True")
+    ap.add_argument("--final-plans", action="store_true", help="calibrate etc-plus with final_plans=True")
     ap.add_argument("--choose-adapt-trend", action="store_true",
                     help="calibrate etc-plus with adapt_trend=True (its choice per plan); rows etc-plus-off without")
     ap.add_argument("--adapt-trend", action="store_true",
@@ -307,7 +311,8 @@ def main() -> None:
                          "printed) into --out/--tag")
     args = ap.parse_args()
     global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS, SERVE_RECORDED, REPLAY_OFFSETS
-    REPLAYS, TREND_CAPS, ADAPT_TREND = args.replays, args.trend_caps, args.adapt_trend
+    global FINAL_PLANS
+    REPLAYS, TREND_CAPS, ADAPT_TREND, FINAL_PLANS = args.replays, args.trend_caps, args.adapt_trend, args.final_plans
     REPLAY_OFFSETS = args.replay_offsets
     CALIBRATION_SEEDS = args.calibration_seeds
     CHOOSE_ADAPT = args.choose_adapt_trend

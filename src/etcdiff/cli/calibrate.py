@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from .common import add_scheduler_argument, add_threads_argument, guidance_value, key_value, prepare_output_dir
 
@@ -199,6 +200,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             print(f"trend caps: {kept or none}")
         if profile.get("adapt_trend"):
             print(f"adapt_trend: {_adapt_kept(profile.get('budget_adapt_trend') or {})}")
+    if isinstance(profile, dict) and profile.get("budget_errors"):
+        print(_ladder_line(profile))
     from ..calibration.etc_plus.refine import held_tolerance
 
     held = held_tolerance(profile) if isinstance(profile, dict) else None  # None: no check, or none held
@@ -241,6 +244,17 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
     print(f"use: --method {args.method}" + ("  (found by etcdiff.enable and the CLI)" if found else
           f" after copying it into {search_dirs()[0]} (or set ETCDIFF_PROFILE_DIR)"))
     return 0
+
+
+def _ladder_line(profile: dict[str, Any]) -> str:
+    """The budgets that run a plan of fewer calls, in words (``ETCPlus(calls=B)`` never runs more than B)."""
+    from ..policies.step.etc_plus.budgets import budgets_served, smaller_plans
+
+    own = "the profile's own plans" if profile.get("final_plans") else "the fold fits' plans"
+    smaller = smaller_plans(profile)
+    spans = budgets_served({str(b): f"the {k}-call plan" for b, k in smaller.items()})
+    runs = f"{spans} (no plan with more calls came out clearly closer)" if spans else "every budget its own plan"
+    return f"budget ladder (measured on {own}): {runs}"
 
 
 def _adapt_kept(chosen: dict[str, dict[str, bool]]) -> str:

@@ -22,6 +22,9 @@ checked here the empirical way, on the same held-out calibration runs and fold f
   ties: a run without spikes is the same either way), in ``"budget_adapt_trend"``, with its errors as the plan's.
   Weighing the trend after spikes helped the scenes model's samples that lost small objects and cost up to 1.6 dB
   on the UNet under DPM-Solver++, so it is chosen per model and scheduler like every fitted variant;
+- **the profile's own plans** (opt-in: the fit's ``final_plans``): each fold fit runs the real steps of the plan
+  the fit on all runs makes for the budget (:func:`final_plans`), instead of the plan it would make itself, so the
+  ladder ranks the plans users run;
 - **tolerance**: the tolerance mode runs on the held-out runs, and on the probed runs each held out alone with a
   fit on the others (the choice cannot hold them out; with 5 prompts it holds out 2 runs, too few for a share),
   and the planning tolerance is scaled down (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of
@@ -40,6 +43,7 @@ import warnings
 from typing import Any
 
 from ...policies.step.etc_plus.budgets import ADAPT, BUDGET_FITS, FREE, LAST, LOGS, TREND_CAPS, clearly_lower
+from ...policies.step.etc_plus.plan import PINNED
 from ..selection import HeldOut
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
@@ -51,6 +55,7 @@ MARGIN = 0.9  # where the scale search aims the run at the share's edge (its rat
 TREND_CAP_CANDIDATES = (0.5, 0.25, 0.0)  # the caps on the trend a budget's plan is also run with (opt-in)
 NIL = 1e-4  # an error below this share of the target: a run that computed every step (float noise)
 ADAPT_FIT = "adapt_trend"  # the fit setting (opt-in) under which each budget's plans also run with adapt_trend
+FINAL_PLANS_FIT = "final_plans"  # the fit setting (opt-in) under which the budgets rank the final fit's plans
 
 
 def budget_ladder(num_steps: int) -> list[int]:
@@ -83,7 +88,8 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     profile = fitted["profile"]
     caps = TREND_CAP_CANDIDATES if profile.get("trend_caps") else ()
     offer_adapt = bool(profile.get(ADAPT_FIT))
-    free, last, chosen, adapted = measured_budgets(held, int(profile["num_steps"]), caps, offer_adapt)
+    final = fitted if profile.get(FINAL_PLANS_FIT) else None
+    free, last, chosen, adapted = measured_budgets(held, int(profile["num_steps"]), caps, offer_adapt, final)
     if chosen:
         profile[TREND_CAPS] = chosen
     if offer_adapt:
@@ -104,49 +110,58 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
         warnings.warn(f"etc-plus: {note}", UserWarning, stacklevel=2)
 
 
-def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = (), adapt: bool = False
+def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = (), adapt: bool = False,
+                     final: dict[str, Any] | None = None
                      ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float], dict[str, dict]]:
     """Log relative errors on the held-out runs per budget of :func:`budget_ladder`, of the plans as they
     choose and of the plans that compute the last step (budgets no plan can cover are left out), each budget with
     the candidate that serves it (:meth:`HeldOut.for_calls`); with ``caps``, the trend cap each budget's free
     plan keeps (:func:`robust_choice`; its errors are then the free plan's); with ``adapt``, whether each plan
-    keeps ``adapt_trend`` (``{"free": {calls: bool}, "last": {...}}``; its errors are then the plan's). Runs
-    already made are reused: the choice's (both kinds), and the free plans' where every fold's free plan computes
-    the last step anyway."""
+    keeps ``adapt_trend`` (``{"free": {calls: bool}, "last": {...}}``; its errors are then the plan's); with
+    ``final`` (the fit on all runs), each fold fit runs the real steps of the plan ``final`` makes
+    (:func:`final_plans`), so that the budgets rank the plans the profile will run. Runs already made are reused:
+    the choice's (both kinds) where the plans are the same, and the free plans' where every fold's free plan
+    computes the last step anyway."""
     free, last, chosen, whole = {}, {}, {}, held
     adapted: dict[str, dict[str, bool]] = {"free": {}, "last": {}}
     for calls in budget_ladder(num_steps):
         held = whole.for_calls(calls)  # the candidate that serves this budget (selection's per-budget choice)
         try:
-            plans = [held.build(fit, calls) for fit in held.fold_fits]
+            fits = final_plans(final, whole, held, calls, num_steps) if final is not None else held.fold_fits
+            plans = [held.build(fit, calls) for fit in fits]
             ends = all(p.planned_steps(num_steps)[-1] == num_steps - 1 for p in plans)
+            same = final is None or all(held.build(fit, calls).planned_steps(num_steps) == p.planned_steps(num_steps)
+                                        for fit, p in zip(held.fold_fits, plans))  # the choice's plans
         except ValueError:  # too few calls for the plan's longest window
             continue
-        logs = held.logs.get(calls) or held.log_errors(plans)
+        logs = (held.logs.get(calls) if same else None) or held.log_errors(plans)
         free[str(calls)] = list(logs)
         if caps:
             options = {None: list(logs), **{cap: held.log_errors([held.build({**fit, "trend_cap": cap}, calls)
-                                                              for fit in held.fold_fits]) for cap in caps}}
+                                                              for fit in fits]) for cap in caps}}
             cap = robust_choice(options)
             if cap is not None:
                 chosen[str(calls)], free[str(calls)] = cap, options[cap]
         key = str(calls)
         if adapt:  # under a cap of 0 there is no trend to weigh: the same runs, so not measured
             kept_cap = {} if key not in chosen else {"trend_cap": chosen[key]}
-            adapting = [held.build({**fit, **kept_cap, "adapt_trend": True}, calls) for fit in held.fold_fits]
+            adapting = [held.build({**fit, **kept_cap, "adapt_trend": True}, calls) for fit in fits]
             on = held.log_errors(adapting) if chosen.get(key) != 0 else free[key]
             adapted["free"][key] = robust_choice({False: free[key], True: on})
             free[key] = on if adapted["free"][key] else free[key]
         if ends and adapt and key not in chosen:  # the same plans, so the free plan's choice
             last[key], adapted["last"][key] = list(free[key]), adapted["free"][key]
             continue
+        lasts = fits  # the fold fits of the plans that compute the last step
         if ends:  # the same plans, uncapped where they compute the last step
             forced = list(logs)
         else:
-            forced = held.variant_logs.get(calls)
+            forced = held.variant_logs.get(calls) if final is None else None
         if not forced:
             try:
-                policies = [held.build({**fit, "last_step": True}, calls) for fit in held.fold_fits]
+                lasts = (final_plans(final, whole, held, calls, num_steps, True) if final is not None
+                         else held.fold_fits)
+                policies = [held.build({**fit, "last_step": True}, calls) for fit in lasts]
                 for policy in policies:
                     policy.planned_steps(num_steps)
             except ValueError:  # no plan of this budget can compute the last step
@@ -154,12 +169,28 @@ def measured_budgets(held: HeldOut, num_steps: int, caps: tuple[float, ...] = ()
             forced = held.log_errors(policies)
         if adapt:
             on = held.log_errors([held.build({**fit, "last_step": True, "adapt_trend": True}, calls)
-                              for fit in held.fold_fits])
+                                  for fit in lasts])
             adapted["last"][key] = robust_choice({False: forced, True: on})
             forced = on if adapted["last"][key] else forced
         if ends or clearly_lower(forced, free[key]):  # only where it beats the free plan (as kept) beyond the noise
             last[key] = list(forced)
     return free, last, chosen, adapted
+
+
+def final_plans(final: dict[str, Any], whole: HeldOut, held: HeldOut, calls: int, num_steps: int,
+                last_step: bool = False) -> list[dict[str, Any]]:
+    """The fold fits of ``held`` (the candidate serving ``calls``), each pinned to the real steps of the plan of
+    ``calls`` calls (computing the last step with ``last_step``) that ``final``, the fit on all runs, makes with
+    that candidate (``whole``: the view of the chosen one). A fold fit's own plan of the same budget can differ from
+    the profile's (other runs, other window costs), and then the budgets would be ranked on plans no user runs:
+    on the scenes model at 50 UniPC steps the fold plans ranked 16 calls ahead of 15, and the profile's own plan of
+    16 lost 1.6 dB to its plan of 15 on every held-out run."""
+    profile = final["profile"]
+    if held.label != whole.label:  # another candidate serves this budget (selection's per-budget choice)
+        profile = {**profile, **(profile.get(BUDGET_FITS) or {}).get("fits", {}).get(held.label, {})}
+    steps = held.build({**final, "profile": profile, **({"last_step": True} if last_step else {})},
+                       calls).planned_steps(num_steps)
+    return [{**fit, "profile": {**fit["profile"], PINNED: steps}} for fit in held.fold_fits]
 
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:

@@ -107,5 +107,12 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     return k, last
 
 
+def smaller_plans(profile: dict[str, Any]) -> dict[int, int]:
+    """The measured budgets whose call budget runs a plan of fewer calls (:func:`ranked_plan`): ``{calls: plan's
+    calls}``, e.g. ``{16: 15}`` where the 16-call plan came out no clearly closer than the 15-call one."""
+    budgets = sorted({int(k) for kind in (FREE, LAST) for k in (profile.get(kind) or {})})
+    return {b: k for b in budgets if (k := ranked_plan(profile, b)[0]) is not None and k < b}
+
+
 __all__ = ["ADAPT", "BUDGET_FITS", "FREE", "LAST", "LOGS", "TREND_CAPS", "budget_adapt_trend", "budget_profile",
-           "budget_trend_cap", "budgets_served", "clearly_lower", "ranked_plan"]
+           "budget_trend_cap", "budgets_served", "clearly_lower", "ranked_plan", "smaller_plans"]

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 INF = math.inf
+PINNED = "pinned_steps"  # profile key (calibration's, never saved): the real steps a plan of this fit must run
 
 
 def window_costs(profile: dict[str, Any], gains: dict[tuple[int, int, int], tuple[float, float, float]],
@@ -46,6 +47,25 @@ def window_costs(profile: dict[str, Any], gains: dict[tuple[int, int, int], tupl
     return seg
 
 
+def pinned_costs(seg: torch.Tensor, steps: list[int]) -> torch.Tensor:
+    """``seg`` where each state on the path of ``steps`` (real steps from 0, ascending) may only take the window to
+    its next real step (or to the run's end), so that the plan of ``len(steps)`` calls runs those steps; states off
+    the path are as they were (what a spike's forced step plans from). A window longer than ``seg`` allows is left
+    free (the plan then leaves the path there)."""
+    n, w = seg.shape[0], seg.shape[1] - 1
+    if not steps or steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] >= n:
+        raise ValueError(f"pinned steps must ascend from 0 within {n} steps, got {steps!r}")
+    seg = seg.clone()
+    ends = list(steps) + ([n] if steps[-1] < n - 1 else [])
+    for i, (c, m) in enumerate(zip(ends, ends[1:])):
+        j = c - steps[i - 1] if i > 0 else 0
+        if m - c <= w and j <= w:
+            kept = float(seg[c, j, m - c])
+            seg[c, j, 1:] = INF
+            seg[c, j, m - c] = kept
+    return seg
+
+
 def plan_table(seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(value, nxt)`` over ``seg`` (``[n, w + 1, w + 1]``): ``value[k, c, j]``, the least cost of the rest of the
     run with at most k more real steps, and ``nxt[k, c, j]``, the next real step (``n``: none)."""
@@ -74,4 +94,4 @@ def plan_table(seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(values), torch.stack(nxts)
 
 
-__all__ = ["INF", "plan_table", "window_costs"]
+__all__ = ["INF", "PINNED", "pinned_costs", "plan_table", "window_costs"]

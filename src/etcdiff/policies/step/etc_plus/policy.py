@@ -54,7 +54,7 @@ import torch
 from ..base import StepPolicy, is_finite
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
 from .budgets import budget_adapt_trend, budget_profile, budget_trend_cap, ranked_plan
-from .plan import INF, plan_table, window_costs
+from .plan import INF, PINNED, pinned_costs, plan_table, window_costs
 from .stream import ETCPlusStream
 from .step_counts import profile_for_steps
 from ...scheduler_family import scheduler_mismatch
@@ -173,7 +173,9 @@ class ETCPlus(StepPolicy):
     def _build_plan(self) -> None:
         """The plan of this profile and budget rule (:func:`~etcdiff.policies.step.etc_plus.plan.plan_table`)."""
         self._seg = window_costs(self.profile, self._gains, self.num_steps, self.max_window, self.compute_last)
-        self._plan = plan_table(self._seg)
+        pinned = self.profile.get(PINNED)  # calibration's fold fits, made to run the final fit's plan
+        on_path = pinned is not None and int(self.profile["num_steps"]) == self.num_steps
+        self._plan = plan_table(pinned_costs(self._seg, list(pinned)) if on_path else self._seg)
 
     def _segment(self, state: tuple[int, int], m: int) -> float:
         """Calibrated cost of skipping the steps between real steps c (state (c', c)) and m."""
