@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from etc_plus_ladder_seeds import ladder_runs, pooled  # noqa: E402
+from etc_plus_ladder_seeds import ladder_runs, pooled, publish  # noqa: E402
 
 from etcdiff.policies.step.etc_plus import ETCPlus  # noqa: E402
 
@@ -138,15 +138,8 @@ def main() -> None:
         if not folders:
             raise SystemExit(f"--case {new}: give the bench folders of the profile it stands beside after it.")
         cases.append(read_off(Path(new), [Path(f) for f in folders]))
-    cases.sort(key=lambda c: (c["model"], str(c["scheduler"]), c["steps"]))
-    text = markdown(cases)
-    print(text)
-    if args.out:
-        Path(args.out, "etc_plus_final_plans.json").write_text(json.dumps(cases, indent=1) + "\n")
-        made = " ".join(["python", "scripts/etc_plus_final_plans.py", *sys.argv[1:]])
-        Path(args.out, "etc_plus_final_plans.md").write_text(
-            f"ETC+ profiles calibrated with `final_plans=true`, their ladders read off the benches of the profiles "
-            f"they stand beside; made by `{made}`.\n\n" + text)
+    publish(cases, "etc_plus_final_plans", args.out, "ETC+ profiles calibrated with `final_plans=true`, their "
+            "ladders read off the benches of the profiles they stand beside", markdown)
 
 
 if __name__ == "__main__":

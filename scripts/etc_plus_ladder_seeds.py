@@ -26,7 +26,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,15 +127,21 @@ def main() -> None:
         cases.append({"model": model, "scheduler": scheduler.get("class"), "steps": steps, "profile": profile_path,
                       "folders": [str(f) for f, _ in members], **pooled([ladder for _, ladder in members]),
                       **tolerance([f for f, _ in members], rows)})
+    publish(cases, "etc_plus_ladder_seeds", args.out, "ETC+'s budget ladder and tolerance mode on the pipeline "
+            "models' held-out images, pooled over the seeds of several bench folders", markdown)
+
+
+def publish(cases: list[dict[str, Any]], name: str, out: str, what: str,
+            markdown: Callable[[list[dict[str, Any]]], str]) -> None:
+    """Sort ``cases`` by model, scheduler and steps, print their table and, with ``out``, write ``name``.json and
+    .md there, the table headed by ``what`` and the command that made it."""
     cases.sort(key=lambda c: (c["model"], str(c["scheduler"]), c["steps"]))
     text = markdown(cases)
     print(text)
-    if args.out:
-        Path(args.out, "etc_plus_ladder_seeds.json").write_text(json.dumps(cases, indent=1) + "\n")
-        made = " ".join(["python", "scripts/etc_plus_ladder_seeds.py", *sys.argv[1:]])
-        head = ("ETC+'s budget ladder and tolerance mode on the pipeline models' held-out images, pooled over the "
-                f"seeds of several bench folders; made by `{made}`.\n\n")
-        Path(args.out, "etc_plus_ladder_seeds.md").write_text(head + text)
+    if out:
+        Path(out, f"{name}.json").write_text(json.dumps(cases, indent=1) + "\n")
+        made = " ".join(["python", f"scripts/{name}.py", *sys.argv[1:]])
+        Path(out, f"{name}.md").write_text(f"{what}; made by `{made}`.\n\n" + text)
 
 
 if __name__ == "__main__":
