@@ -11,13 +11,16 @@ budget of the old profile, and its ladder can be read off those images:
   the candidate serving it) and the budget of the old profile that ran the same plan, if any;
 - the ladder those images give, pooled over the folders' seeds as ``etc_plus_ladder_seeds.py`` pools it (PSNR
   against the full-step image, identical images at 100 dB), beside the old profile's;
-- the budgets whose plan no benched budget ran (the ladder is then incomplete there: bench the new profile).
+- the budgets whose plan no benched budget ran: read from the folders given that benched the new profile itself
+  on the same images (``benched anew``), else left out (the ladder is then incomplete there). Where such a folder
+  also ran budgets that were read off, the two are compared image by image (``read_off_gap_db``).
 
 Where the two fits differ (another candidate chosen, or window costs more than :data:`COST_TOLERANCE` apart) the
 case is listed without a ladder. Reading the old benches is only as good as the claim that the same plan of
 nearly the same fit gives the same image; a bench of the new profile is the check.
 
 Usage: python scripts/etc_plus_final_plans.py --case NEW_PROFILE FOLDER [FOLDER ...] [--case ...] [--out DIR]
+       (FOLDER: benches of the profile it stands beside, and of NEW_PROFILE itself on the same images)
 """
 
 from __future__ import annotations
@@ -69,11 +72,14 @@ def fit_difference(new: dict[str, Any], old: dict[str, Any]) -> str | None:
 
 
 def read_off(new_path: Path, folders: list[Path]) -> dict[str, Any]:
-    """The new profile's ladder read off the old profile's bench ``folders`` (module docstring)."""
+    """The new profile's ladder read off the old profile's bench ``folders`` (module docstring); folders that
+    benched the new profile itself fill the budgets no old plan ran, on the same images, and check the rest."""
     runs = [ladder_runs(f) for f in folders]
+    own_runs = [ladder for (_, path, _), ladder in runs if Path(path).resolve() == new_path.resolve()]
+    runs = [(case, ladder) for case, ladder in runs if Path(case[1]).resolve() != new_path.resolve()]
     cases = {case for case, _ in runs}
     if len(cases) != 1:
-        raise SystemExit(f"{folders}: the folders bench more than one profile or step count: {sorted(cases)}.")
+        raise SystemExit(f"{folders}: give the benches of one other profile at one step count: {sorted(cases)}.")
     (model, old_path, steps), = cases
     old, new = profile_of(old_path), profile_of(new_path)
     budgets = sorted({b for _, ladder in runs for b in ladder})
@@ -83,17 +89,26 @@ def read_off(new_path: Path, folders: list[Path]) -> dict[str, Any]:
     differs = fit_difference(new, old)
     if differs:
         return {**out, "fits_differ": differs}
+    own: dict[int, dict[tuple[str, int], float]] = {}
+    for ladder in own_runs:
+        for b, images in ladder.items():
+            own.setdefault(b, {}).update(images)
     old_keys = {b: plan_key(old, b, steps) for b in budgets}
     plans: dict[str, dict[str, Any]] = {}
     for b in budgets:
         key = plan_key(new, b, steps)
         same = sorted((c for c in budgets if key is not None and old_keys[c] == key), key=lambda c: c != b)
         plans[str(b)] = {"calls": len(key[0]) if key else None, "last_step": bool(key and key[1]),
-                         "benched_as": same[0] if same else None}
+                         "benched_as": same[0] if same else ("own" if b in own else None)}
     matched = {b: plans[str(b)]["benched_as"] for b in budgets if plans[str(b)]["benched_as"] is not None}
-    ladders = [{b: ladder[c] for b, c in matched.items() if c in ladder} for _, ladder in runs]
+    ladders = [{b: ({k: v for k, v in own[b].items() if k in ladder[min(ladder)]} if c == "own" else ladder[c])
+                for b, c in matched.items() if c == "own" or c in ladder} for _, ladder in runs]
+    gaps = [abs(own[b][k] - ladder[c][k]) for b, c in matched.items() if c != "own" and b in own
+            for _, ladder in runs if c in ladder for k in ladder[c] if k in own[b]]
     return {**out, "plans": plans, "changed": [b for b, c in matched.items() if c != b],
             "unbenched": [b for b in budgets if b not in matched], "new": pooled(ladders),
+            "benched_new": sorted(own), "read_off_gap_db": None if not gaps else
+            {"images": len(gaps), "mean": round(sum(gaps) / len(gaps), 3), "max": round(max(gaps), 3)},
             "tolerance_scale": [new.get("tolerance_scale"), old.get("tolerance_scale")]}
 
 
@@ -109,7 +124,9 @@ def markdown(cases: list[dict[str, Any]]) -> str:
             continue
         new = c["new"]
         smaller = ", ".join(f"{b} -> {p['benched_as']}" for b, p in c["plans"].items()
-                            if p["benched_as"] is not None and p["benched_as"] != int(b)) or "none"
+                            if p["benched_as"] not in (None, "own", int(b))) or "none"
+        benched = [b for b, p in c["plans"].items() if p["benched_as"] == "own"]
+        smaller += f"; benched anew: {', '.join(benched)}" if benched else ""
         psnr = " ".join(f"{b}:{v:.1f}" + (f" ({old['ladder_psnr'][b]:.1f})" if old["ladder_psnr"].get(b) != v else "")
                         for b, v in new["ladder_psnr"].items())
         lines.append(
@@ -118,19 +135,24 @@ def markdown(cases: list[dict[str, Any]]) -> str:
             f"{old['worst_drop_at'] + 1}) | {new['worst_drop']:.2f} ± {new['worst_drop_se_seeds']} "
             f"({new['worst_drop_at']} -> {new['worst_drop_at'] + 1}) | {psnr} | "
             f"{', '.join(map(str, c['unbenched'])) or 'none'} |")
+    gaps = [c["read_off_gap_db"] for c in cases if c.get("read_off_gap_db")]
     read = [c for c in cases if "new" in c]
     over = [sum(c[k]["worst_drop"] > 1.0 for c in read) for k in ("old", "new")]
     lines += ["", f"Read off in {len(read)} of {len(cases)} cases; one more call cost over 1 dB on average in "
               f"{over[0]} of them with the benched profiles and {over[1]} with the new ones. ± is the standard error "
               "over the seeds. A budget the new profile serves with a smaller plan is read off the benched budget "
-              "that ran the same plan."]
+              "that ran the same plan; \"benched anew\": a plan no benched budget ran, benched on the same images."]
+    if gaps:
+        lines += ["", "Read off against benched anew, where both exist: " + "; ".join(
+            f"{c['model']} {c['scheduler']} {c['steps']}: {g['images']} images, mean |difference| {g['mean']} dB, "
+            f"max {g['max']} dB" for c in cases if (g := c.get("read_off_gap_db")))]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", action="append", nargs="+", required=True, metavar="PATH",
-                    help="a new profile, then the bench folders of the profile it stands beside")
+                    help="a new profile, then the bench folders of the profile it stands beside (and of itself)")
     ap.add_argument("--out", default="", help="folder for etc_plus_final_plans.json/.md (default: print only)")
     args = ap.parse_args()
     cases = []

@@ -24,11 +24,11 @@ def _save(path, profile):
     return path
 
 
-def _bench(path, profile_path, seeds):
-    """A bench folder of ``profile_path`` at budgets 5-8: PSNR 40 + calls, + 0.5 at seed 1."""
+def _bench(path, profile_path, seeds, budgets=range(5, 9), shift=0.0):
+    """A bench folder of ``profile_path``: PSNR 40 + calls (+ ``shift``), + 0.5 at seed 1."""
     path.mkdir()
     runs = [{"kind": "run", "method": "etc-plus", "setting": {"profile": str(profile_path), "calls": c},
-             "prompt": p, "seed": s, "psnr": 40.0 + c + 0.5 * s} for c in range(5, 9) for p in "xy" for s in seeds]
+             "prompt": p, "seed": s, "psnr": 40.0 + c + shift + 0.5 * s} for c in budgets for p in "xy" for s in seeds]
     (path / "results.json").write_text(json.dumps({"config": {"model": "m", "steps": 20}, "runs": runs}))
     return path
 
@@ -50,6 +50,13 @@ def test_a_budget_that_runs_a_smaller_plan_is_read_off_the_budget_that_ran_it(tm
     assert case["old"]["ladder_psnr"]["7"] == 47.75 and case["new"]["worst_drop"] == 0.0
     text = module.markdown([case])
     assert "| 7 -> 6 |" in text and "| 8 |" in text and "47.75" not in text and "7:46.8 (47.8)" in text
+    # a bench of the new profile itself on the same images fills budget 8 and checks what was read off at 6
+    anew = _bench(tmp_path / "c", new, [0, 1, 2, 3], budgets=(6, 8), shift=0.25)
+    filled = module.read_off(new, folders + [anew])
+    assert filled["plans"]["8"]["benched_as"] == "own" and filled["unbenched"] == [] and filled["benched_new"] == [6, 8]
+    assert filled["new"]["ladder_psnr"]["8"] == 48.75 + 0.25 and filled["new"]["ladder_psnr"]["6"] == 46.75
+    assert filled["read_off_gap_db"] == {"images": 8, "mean": 0.25, "max": 0.25}
+    assert "benched anew: 8" in module.markdown([filled]) and "mean |difference| 0.25 dB" in module.markdown([filled])
 
 
 def test_profiles_of_different_fits_are_not_read_off(tmp_path, fitted):
