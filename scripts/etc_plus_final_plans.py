@@ -103,6 +103,10 @@ def read_off(new_path: Path, folders: list[Path]) -> dict[str, Any]:
     matched = {b: plans[str(b)]["benched_as"] for b in budgets if plans[str(b)]["benched_as"] is not None}
     ladders = [{b: ({k: v for k, v in own[b].items() if k in ladder[min(ladder)]} if c == "own" else ladder[c])
                 for b, c in matched.items() if c == "own" or c in ladder} for _, ladder in runs]
+    every = {k for _, ladder in runs for k in ladder[min(ladder)]}
+    for b, c in matched.items():
+        if c == "own":
+            plans[str(b)]["images"] = [len(every & own[b].keys()), len(every)]
     gaps = [abs(own[b][k] - ladder[c][k]) for b, c in matched.items() if c != "own" and b in own
             for _, ladder in runs if c in ladder for k in ladder[c] if k in own[b]]
     return {**out, "plans": plans, "changed": [b for b, c in matched.items() if c != b],
@@ -125,7 +129,8 @@ def markdown(cases: list[dict[str, Any]]) -> str:
         new = c["new"]
         smaller = ", ".join(f"{b} -> {p['benched_as']}" for b, p in c["plans"].items()
                             if p["benched_as"] not in (None, "own", int(b))) or "none"
-        benched = [b for b, p in c["plans"].items() if p["benched_as"] == "own"]
+        benched = [b + ("" if p["images"][0] == p["images"][1] else f" ({p['images'][0]} of {p['images'][1]} images)")
+                   for b, p in c["plans"].items() if p["benched_as"] == "own"]
         smaller += f"; benched anew: {', '.join(benched)}" if benched else ""
         psnr = " ".join(f"{b}:{v:.1f}" + (f" ({old['ladder_psnr'][b]:.1f})" if old["ladder_psnr"].get(b) != v else "")
                         for b, v in new["ladder_psnr"].items())

@@ -56,6 +56,9 @@ def test_a_budget_that_runs_a_smaller_plan_is_read_off_the_budget_that_ran_it(tm
     assert filled["plans"]["8"]["benched_as"] == "own" and filled["unbenched"] == [] and filled["benched_new"] == [6, 8]
     assert filled["new"]["ladder_psnr"]["8"] == 48.75 + 0.25 and filled["new"]["ladder_psnr"]["6"] == 46.75
     assert filled["read_off_gap_db"] == {"images": 8, "mean": 0.25, "max": 0.25}
+    assert filled["plans"]["8"]["images"] == [8, 8]
+    part = module.read_off(new, folders + [_bench(tmp_path / "d", new, [0, 1], budgets=(8,))])
+    assert part["plans"]["8"]["images"] == [4, 8] and "benched anew: 8 (4 of 8 images)" in module.markdown([part])
     assert "benched anew: 8" in module.markdown([filled]) and "mean |difference| 0.25 dB" in module.markdown([filled])
 
 
