@@ -72,3 +72,15 @@ def test_profiles_of_different_fits_are_not_read_off(tmp_path, fitted):
     other = _save(tmp_path / "other.json", {**fitted, "segments": moved, "selection": {"chosen": [True, "auto"]}})
     assert "5.0 % apart" in module.read_off(other, [tmp_path / "a"])["fits_differ"]
     assert "not read off" in module.markdown([case])
+
+
+def test_a_case_without_folders_or_with_two_benched_profiles_is_refused(tmp_path, fitted, monkeypatch):
+    module = load_script("etc_plus_final_plans")
+    one = _save(tmp_path / "one.json", {**fitted, "selection": {"chosen": [True, "auto"]}})
+    two = _save(tmp_path / "two.json", {**fitted, "selection": {"chosen": [True, "auto"]}})
+    new = _save(tmp_path / "new.json", {**fitted, "selection": {"chosen": [True, "auto"]}})
+    with pytest.raises(SystemExit, match="benches of one other profile at one step count"):
+        module.read_off(new, [_bench(tmp_path / "a", one, [0]), _bench(tmp_path / "b", two, [1])])
+    monkeypatch.setattr("sys.argv", ["etc_plus_final_plans.py", "--case", str(new)])
+    with pytest.raises(SystemExit, match="give the bench folders of the profile it stands beside"):
+        module.main()
