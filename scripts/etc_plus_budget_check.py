@@ -29,7 +29,7 @@ import torch
 
 import etcdiff
 from etcdiff.bench.fidelity import psnr_ssim
-from etcdiff.bench.measure import _FinalLatents, _images
+from etcdiff.bench.measure import FinalLatents, pipeline_images
 from etcdiff.calibrate import held_out_seeds
 from etcdiff.integration.step.recording import call_kwargs
 from etcdiff.models import load_pipeline
@@ -37,8 +37,8 @@ from etcdiff.models import load_pipeline
 
 def generate(pipe: Any, prompt: str, steps: int, seed: int) -> tuple[Any, torch.Tensor]:
     """Images and final latents of one generation."""
-    with _FinalLatents(pipe) as fin:
-        images = _images(pipe(**call_kwargs(pipe, prompt, steps, seed), output_type="np"))
+    with FinalLatents(pipe) as fin:
+        images = pipeline_images(pipe(**call_kwargs(pipe, prompt, steps, seed), output_type="np"))
     return images, fin.latents
 
 

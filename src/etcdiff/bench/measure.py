@@ -31,7 +31,7 @@ from .sweep import REFERENCE_METHOD, BenchConfig, MethodSetting, pair_key
 Generation = dict[str, Any]
 
 
-class _FinalLatents:
+class FinalLatents:
     """Keeps the output of the last ``scheduler.step`` of a generation (the final latents)."""
 
     def __init__(self, pipe: Any) -> None:
@@ -40,7 +40,7 @@ class _FinalLatents:
         self._had = False
         self._old: Any = None
 
-    def __enter__(self) -> "_FinalLatents":
+    def __enter__(self) -> "FinalLatents":
         sch = self.scheduler
         if sch is None or not callable(getattr(sch, "step", None)):
             return self
@@ -71,7 +71,7 @@ class _FinalLatents:
             self.latents = self.latents.detach().float().cpu().clone()
 
 
-def _images(result: Any) -> np.ndarray:
+def pipeline_images(result: Any) -> np.ndarray:
     """The images of a pipeline's output as one float array ``[N, H, W, C]`` (video frames count as images)."""
     out = getattr(result, "images", None)
     if out is None:
@@ -86,6 +86,7 @@ def _images(result: Any) -> np.ndarray:
     if arr.ndim == 5:  # video [B, F, H, W, C]: every frame is an image
         arr = arr.reshape(-1, *arr.shape[2:])
     return arr
+
 
 class Measurer:
     """Generates and measures runs on one pipeline for the sweep ``config``; process ``rank`` signs its records."""
@@ -132,9 +133,10 @@ class Measurer:
         """One generation: images, final latents, the run report, NFE and FLOPs."""
         with enabled(self.pipe, self.setting(ms)) as on:
             direct = self.config.flops == "direct" or not isinstance(on.policy, StepPolicy)
-            with DenoiserCalls(self.denoisers, direct=direct, keep_samples=not direct) as calls, _FinalLatents(self.pipe) as fin:
+            with DenoiserCalls(self.denoisers, direct=direct, keep_samples=not direct) as calls, \
+                    FinalLatents(self.pipe) as fin:
                 t0 = time.perf_counter()
-                images = _images(self.pipe(**self._kwargs(prompt, seed)))
+                images = pipeline_images(self.pipe(**self._kwargs(prompt, seed)))
                 first_latency = time.perf_counter() - t0
             report = on.report()
         nfe = effective_nfe(report)
