@@ -84,3 +84,45 @@ def test_a_case_without_folders_or_with_two_benched_profiles_is_refused(tmp_path
     monkeypatch.setattr("sys.argv", ["etc_plus_final_plans.py", "--case", str(new)])
     with pytest.raises(SystemExit, match="give the bench folders of the profile it stands beside"):
         module.main()
+
+
+def _runs(path, rows, steps=20):
+    """A bench folder whose runs are ``(method, setting, prompt, seed, calls, psnr)``."""
+    path.mkdir()
+    runs = [{"kind": "run", "method": m, "setting": setting, "setting_label": json.dumps(setting), "prompt": p,
+             "seed": s, "nfe": n, "ref_nfe": steps, "psnr": v} for m, setting, p, s, n, v in rows]
+    (path / "results.json").write_text(json.dumps({"config": {"model": "m", "steps": steps}, "runs": runs}))
+    return path
+
+
+def test_the_final_plans_margins_read_both_ladders_and_the_other_methods_on_the_same_images(tmp_path, monkeypatch):
+    """Each budget of the new profile is read where its plan ran (a smaller budget of the old profile, or a bench of
+    its own); the other methods come from the case's bench, on the images it shares with the ladder folders."""
+    module = load_script("etc_plus_final_plans_margins")
+    old, new = str(tmp_path / "old.json"), str(tmp_path / "new.json")
+    images = [(p, s) for p in "xy" for s in (0, 1)]
+    ladder = _runs(tmp_path / "ladder", [("etc-plus", {"profile": old, "calls": c}, p, s, c, 20.0 + 2 * c)
+                                         for c in range(5, 11) for p, s in images])
+    own = _runs(tmp_path / "own", [("etc-plus", {"profile": new, "calls": 10}, p, s, 10, 45.0) for p, s in images])
+    others = [("fixed", {"interval": i}, p, s, 20 // i, 45.0 - 5 * i) for i in (2, 4) for p, s in images]
+    others += [("fixed", {"interval": 2}, "z", 0, 10, 0.0),
+               ("etc-plus", {"profile": old, "calls": 10}, "x", 0, 10, 99.0)]
+    bench = _runs(tmp_path / "bench", others)
+    monkeypatch.setattr(module, "BENCHES", [("scenes", "unipc", 20, str(bench / "results.json"))])
+    plans = {str(c): {"benched_as": c} for c in range(5, 10)}
+    case = {"model": "demo", "scheduler": "UniPCMultistepScheduler", "steps": 20, "folders": [str(ladder), str(own)],
+            "benched_profile": old, "profile": new,
+            "plans": {**plans, "7": {"benched_as": 6}, "10": {"benched_as": "own"}}}
+    got = module.case_margins(case)
+    assert got["images"] == 4 and got["seeds"] == [0, 1]  # the bench's image "z" is not in the ladder folders
+    assert got["old"]["2x"] == 40.0 and got["new"]["2x"] == 45.0  # 10 calls: the old bench, the new one's own
+    assert got["old"]["4x"] == got["new"]["4x"] == 30.0
+    assert got["best_other"]["2x"] == {"psnr": 35.0, "method": "fixed"}  # etc-plus rows of the bench left out
+    assert got["best_other"]["4x"] == {"psnr": 25.0, "method": "fixed"} and got["missing"] == {"old": [], "new": []}
+    assert module.cell(got, "2x") == "+5.0 / +10.0 (fixed; +5.0)"
+    case["plans"]["8"] = {"benched_as": None}  # a plan no bench ran is left out and listed
+    assert module.case_margins(case)["missing"] == {"old": [], "new": [8]}
+    assert "new: 8" in module.markdown([module.case_margins(case)])
+    monkeypatch.setattr(module, "BENCHES", [("scenes", "unipc", 20, str(tmp_path / "none" / "results.json"))])
+    with pytest.raises(SystemExit, match="no bench"):
+        module.case_margins(case)

@@ -10,7 +10,8 @@
 #        SEEDS=0,1,2,3 CALLS=19,20 bash docs/etc-plus/final-plans/run.sh bench scenes unipc 50   (only these budgets:
 #            the plans no bench of the default profile ran)
 #        bash docs/etc-plus/final-plans/run.sh table   (every profile here read off the default's benches, with its
-#            own benches here: python scripts/etc_plus_final_plans.py, into docs/etc-plus)
+#            own benches here: python scripts/etc_plus_final_plans.py, into docs/etc-plus; then both profiles'
+#            fronts at 2x-4x beside the other methods': scripts/etc_plus_final_plans_margins.py, into this folder)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 F=docs/etc-plus/final-plans
@@ -66,7 +67,8 @@ case "${1:-}" in
         [ -f "$(unet_profile $C $N)" ] && CASES+=(--case "$(unet_profile $C $N)" $(folders unet-$C-$N))
       done
     done
-    python scripts/etc_plus_final_plans.py "${CASES[@]}" --out docs/etc-plus ;;
+    python scripts/etc_plus_final_plans.py "${CASES[@]}" --out docs/etc-plus
+    python scripts/etc_plus_final_plans_margins.py --out $F ;;  # item 1 with both profiles, off the same benches
   *) echo "usage: bash docs/etc-plus/final-plans/run.sh calibrate|bench|table ... (see the head of this file)" >&2
      exit 2 ;;
 esac

@@ -7,8 +7,10 @@ def front_at(points: list[tuple[float, float]], speedup: float) -> float | None:
     """PSNR of a method's front at ``speedup``x fewer calls: the best of its points at ``speedup``x or more, or the
     straight line between its two Pareto points around it, whichever is higher; None when no point reaches it.
 
-    Dominated points (another point is at least as fast and better) are left out of the lines, so measuring one
-    more setting can only raise a method's front.
+    Dominated points (another point is at least as fast and better) are left out of the lines. A point between two
+    others that lies below the line joining them replaces that line by two lower ones, so a front read off a few
+    settings can stand above the one a denser sweep of the same method gives (scenes, DPM-Solver++ at 50 steps, 4x:
+    ETC+'s settings of 16 and 12 calls give 45.6 dB, its whole budget ladder 45.1: 13 calls lie below the line).
     """
     reach = [p for sp, p in points if sp >= speedup - 1e-9]
     if not reach:
