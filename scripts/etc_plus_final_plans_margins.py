@@ -6,9 +6,9 @@ Each case of ``etc_plus_final_plans.json`` (``scripts/etc_plus_final_plans.py``)
 ladder, which benched budget ran the plan the new profile runs (or that the new profile was benched itself there).
 So both profiles' ladders are points of (calls made, PSNR) on the bench folders' images, and their fronts follow
 as the margin table's do (:func:`etcdiff.bench.front.front_at`: speedup in denoiser calls against the full run,
-PSNR against the full-step image, identical images at 100 dB). The other methods' fronts come from the bench of
-``scripts/etc_plus_margins.py`` for the case (:data:`etc_plus_margins.BENCHES`), on the images it shares with the
-ladder folders, so every front of a row is taken on the same images. A budget whose images are not all there is
+PSNR against the full-step image, identical images at 100 dB). The other methods' fronts come from the benches
+of ``scripts/etc_plus_margins.py`` for the case (``BENCHES`` and ``MORE`` there), on the images they share with
+the ladder folders, so every front of a row is taken on the same images. A budget whose images are not all there is
 left out of that profile's front and listed.
 
 Usage: python scripts/etc_plus_final_plans_margins.py [--cases docs/etc-plus/etc_plus_final_plans.json] [--out DIR]
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from etc_plus_ladder_seeds import publish  # noqa: E402
 from etc_plus_ladder_tolerance import CAP_DB  # noqa: E402
-from etc_plus_margins import BENCHES, SPEEDUPS  # noqa: E402
+from etc_plus_margins import BENCHES, MORE, SPEEDUPS  # noqa: E402
 
 from etcdiff.bench.front import front_at  # noqa: E402
 
@@ -78,7 +78,11 @@ def case_margins(case: dict[str, Any]) -> dict[str, Any]:
         for key, runs in bench_runs(folder).items():
             ours[key].update(runs)
     old, new = (str(Path(case[k]).resolve()) for k in ("benched_profile", "profile"))
-    others = {k: v for k, v in bench_runs(Path(bench).parent).items() if k[0] != "etc-plus"}
+    others: dict[tuple[str, str, Any], Runs] = defaultdict(dict)
+    for path in (bench, *MORE.get((model, sched, case["steps"]), [])):
+        for key, runs in bench_runs(Path(path).parent).items():
+            if key[0] != "etc-plus":
+                others[key].update(runs)
     images = set().union(*(ours[k] for k in ours if k[1] == old)) & set().union(*others.values())
     out = {"model": model, "scheduler": case["scheduler"], "steps": case["steps"], "bench": bench,
            "images": len(images), "seeds": sorted({s for _, s in images}), "missing": {"old": [], "new": []}}

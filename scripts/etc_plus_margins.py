@@ -39,11 +39,14 @@ BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"
            ("scenes", "euler", 50, "docs/scenes/bench/solvers-50/euler/results.json")]
 BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}steps/results.json")
             for solver in ("ddim", "dpm", "unipc") for steps in (20, 28, 50)]
+#: benches of more settings of the other methods on a case's images, read with its bench
+MORE = {("scenes", "dpm", 50): ["docs/scenes/bench/solvers-50/dpm-ertacache-dense/results.json"]}
 
 
-def bench_fronts(path: str) -> dict[str, dict[str, float | None]]:
-    """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` (:func:`front_table.fronts`)."""
-    table = front_table.fronts(json.load(open(path))["summary"], SPEEDUPS)
+def bench_fronts(path: str, more: list[str] = ()) -> dict[str, dict[str, float | None]]:
+    """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` and the ``more`` benches of other
+    settings on the same images (:func:`front_table.fronts`)."""
+    table = front_table.fronts([row for p in (path, *more) for row in json.load(open(p))["summary"]], SPEEDUPS)
     return {m: {f"{s:g}x": v for s, v in zip(SPEEDUPS, values)} for m, values in table.items()}
 
 
@@ -94,7 +97,9 @@ def rows(grid: str, ladder: str = LADDER) -> list[list[str]]:
                 "dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler"}[sched]
         more = measured.get((model, name, steps), checks(None, None))
         if os.path.exists(path):
-            table.append([model, name, str(steps), *margins(bench_fronts(path)), *more, path])
+            extra = MORE.get((model, sched, steps), [])
+            table.append([model, name, str(steps), *margins(bench_fronts(path, extra)), *more,
+                          " + ".join([path, *extra])])
         else:
             table.append([model, name, str(steps), "not measured", "", "", *more, f"{path} (missing)"])
     return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
