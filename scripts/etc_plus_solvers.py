@@ -160,7 +160,9 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                     profile.pop(key, None)
             replay = {k: v for k, v in (profile.get("replay") or {}).items() if k != "curve"} or None
             extra[method] = {"calibration_seconds": time.time() - t1, "selection": profile.get("selection"),
-                             "cost": profile.get("cost"), "replay": replay}
+                             "cost": profile.get("cost"), "replay": replay,
+                             "tolerance_scale": profile.get("tolerance_scale"),
+                             "tolerance_check": profile.get("tolerance_check")}
             variants = [(method, {})]
             variants += [(method + "-adapt", {"adapt_trend": True})] if ADAPT_TREND and ours else []
             variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and ours else []

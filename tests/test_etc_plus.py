@@ -609,6 +609,24 @@ def test_a_looser_tolerance_scale_is_kept_only_with_the_margin_the_search_aims_f
     assert scale == pytest.approx(0.72) and record["met"]
 
 
+def test_a_tolerance_pass_that_moved_nothing_doubles_the_next_step():
+    """Where tightening the scale changes no plan at the share's edge (here the tolerance mode ends at 1.2 times
+    the target for every scale above 0.3), the edge's ratio says nothing of how far to go: each pass that moved
+    nothing doubles the last step in log scale, so the fourth pass reaches a scale that holds (stepping by the
+    ratio alone: 1, 0.75, 0.5625, 0.4219, none held). An edge that moved at all, even a little, keeps the
+    ratio's step."""
+    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+
+    scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 0.5 if s <= 0.3 else 1.2))
+    assert [p["scale"] for p in record["passes"]] == pytest.approx([1.0, 0.75, 0.75 ** 3, 0.75 ** 7], abs=1e-5)
+    assert [p["within"] for p in record["passes"]] == [0.0, 0.0, 0.0, 1.0]
+    assert scale == pytest.approx(0.75 ** 7) and record["met"]
+    scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 0.5 if s <= 0.3 else 1.2 + 0.01 * s))
+    second = 0.9 / 1.21  # the first edge: 1.21
+    third = second * 0.9 / (1.2 + 0.01 * second)
+    assert [p["scale"] for p in record["passes"]][:3] == pytest.approx([1.0, second, third], abs=1e-5)
+
+
 def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_plans_real_runs():
     """Where the held-out runs are replays, the real runs of the tolerance check are compared run by run with
     their replays: ``replay_miss`` is the rms log ratio of the real to the replayed error (here 3 times)."""
