@@ -58,11 +58,12 @@ def point(runs: Runs, images: set[Image]) -> tuple[float, float] | None:
     """(speedup in calls, mean PSNR) over ``images``, or None where a run of them is missing."""
     if not images <= runs.keys():
         return None
-    got = [runs[i] for i in images]
+    got = [runs[i] for i in sorted(images)]  # a fixed order: the same sums to the last digit
     return sum(g[2] for g in got) / sum(g[1] for g in got), sum(g[0] for g in got) / len(got)
 
 
 def fronts(points: list[tuple[float, float]]) -> dict[str, float | None]:
+    """The front of ``(speedup, PSNR)`` points at each of :data:`SPEEDUPS`."""
     return {f"{s:g}x": front_at(points, s) for s in SPEEDUPS}
 
 
@@ -92,7 +93,10 @@ def case_margins(case: dict[str, Any]) -> dict[str, Any]:
         for name, key in (("old", (old, b)), ("new", (new, b) if plan["benched_as"] == "own"
                                                else (old, plan["benched_as"]))):
             got = None if key[1] is None else point(ours.get(("etc-plus", *key), {}), images)
-            (ladders[name].append(got) if got else out["missing"][name].append(b))
+            if got:
+                ladders[name].append(got)
+            else:
+                out["missing"][name].append(b)
     best: dict[str, tuple[float, str]] = {}
     for method in {k[0] for k in others}:
         pts = [p for k, runs in others.items() if k[0] == method and (p := point(runs, images))]
@@ -105,6 +109,7 @@ def case_margins(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def cell(c: dict[str, Any], s: str) -> str:
+    """Both margins at speedup ``s`` over the best other method, or the fronts where no margin can be taken."""
     other = c["best_other"].get(s)
     old, new = c["old"][s], c["new"][s]
     if other is None or old is None or new is None:
