@@ -40,7 +40,8 @@ BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"
 BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}steps/results.json")
             for solver in ("ddim", "dpm", "unipc") for steps in (20, 28, 50)]
 #: benches of more settings of the other methods on a case's images, read with its bench
-MORE = {("scenes", "dpm", 50): ["docs/scenes/bench/solvers-50/dpm-ertacache-dense/results.json"]}
+MORE = {("scenes", sched, 50): [f"docs/scenes/bench/solvers-50/{sched}-ertacache-dense/results.json"]
+        for sched in ("euler", "unipc", "dpm")}
 
 
 def bench_fronts(path: str, more: list[str] = ()) -> dict[str, dict[str, float | None]]:
