@@ -28,13 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from etc_plus_ladder_seeds import publish  # noqa: E402
 from etc_plus_ladder_tolerance import CAP_DB  # noqa: E402
-from etc_plus_margins import BENCHES, MORE, SPEEDUPS  # noqa: E402
+from etc_plus_margins import BENCHES, MODELS, MORE, SCHEDULER_CLASSES, SPEEDUPS  # noqa: E402
 
 from etcdiff.bench.front import front_at  # noqa: E402
 
-SHORT = {"FlowMatchEulerDiscreteScheduler": "euler", "UniPCMultistepScheduler": "unipc",
-         "DPMSolverMultistepScheduler": "dpm", "DDIMScheduler": "ddim"}
-MODELS = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
+SHORT = {name: short for short, name in SCHEDULER_CLASSES.items()}
 
 Image = tuple[str, int]
 Runs = dict[Image, tuple[float, float, float]]  # image -> (PSNR, calls, calls of the full run)

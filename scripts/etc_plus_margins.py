@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,9 +43,13 @@ BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}st
 #: benches of more settings of the other methods on a case's images, read with its bench
 MORE = {("scenes", sched, 50): [f"docs/scenes/bench/solvers-50/{sched}-ertacache-dense/results.json"]
         for sched in ("euler", "unipc", "dpm")}
+#: the scheduler class behind each short name of :data:`BENCHES`, and the model name a bench records for each
+SCHEDULER_CLASSES = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler",
+                     "dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler"}
+MODELS = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
 
 
-def bench_fronts(path: str, more: list[str] = ()) -> dict[str, dict[str, float | None]]:
+def bench_fronts(path: str, more: Sequence[str] = ()) -> dict[str, dict[str, float | None]]:
     """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` and the ``more`` benches of other
     settings on the same images (:func:`front_table.fronts`)."""
     table = front_table.fronts([row for p in (path, *more) for row in json.load(open(p))["summary"]], SPEEDUPS)
@@ -79,8 +84,7 @@ def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
     ``scripts/etc_plus_ladder_tolerance.py``."""
     if not os.path.exists(path):
         return {}
-    models = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
-    return {(models.get(c["model"], c["model"]), c["scheduler"], c["steps"]): checks(c["within"], c["worst_drop"])
+    return {(MODELS.get(c["model"], c["model"]), c["scheduler"], c["steps"]): checks(c["within"], c["worst_drop"])
             for c in json.load(open(path))}
 
 
@@ -94,8 +98,7 @@ def rows(grid: str, ladder: str = LADDER) -> list[list[str]]:
                       os.path.basename(grid)])
     measured = pipeline_checks(ladder)
     for model, sched, steps, path in BENCHES:
-        name = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler",
-                "dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler"}[sched]
+        name = SCHEDULER_CLASSES[sched]
         more = measured.get((model, name, steps), checks(None, None))
         if os.path.exists(path):
             extra = MORE.get((model, sched, steps), [])
