@@ -8,7 +8,9 @@ final image against the full-step output of the same noise) at 2x, 3x and 4x few
 Methods: ``etc-plus`` (this branch: corrections and probes chosen jointly on held-out calibration runs, budgets
 ranked by measured error, the calibrated tolerance scale), ``etc-plus-old`` (the etc-plus of before: probes
 chosen with ``corrections="auto"``, the new profile keys removed), ``ertacache`` (thresholds 0.1/0.2/0.3/0.5),
-``fixed`` (interval 2-5), ``meancache`` (flow-matching Euler only; budgets N/2, N/3, N/4). Also: etc-plus's
+``fixed`` (interval 2-5), ``meancache`` (flow-matching Euler only; budgets N/2, N/3, N/4), ``peers`` (every other
+step method at the settings of ``scripts/peer_grid.py``: reference ETC, LeMiCa, SenCache, linear extrapolation,
+EasyCache, LazyCache, PreciseCache, AdaptiveDiffusion, SADA). Also: etc-plus's
 tolerance mode (fraction of images within the target) and the budget ladder (PSNR at every calls from N/5 to N/2:
 the largest drop when one more call is given).
 
@@ -37,6 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import etc_plus_eval as ev  # noqa: E402
+import peer_grid  # noqa: E402
+from peer_grid import budgets  # noqa: E402
 from solver_grid_report import (combined, fronts, from_log, markdown, served_markdown, with_previous,  # noqa: E402
                                 write)
 
@@ -85,10 +89,6 @@ def scheduler(model: str, kind: str) -> Any:
 def _replay_settings() -> dict[str, Any]:
     """etc-plus's calibration settings of --replays and --replay-offsets."""
     return ({"replays": True, **({"replay_offsets": True} if REPLAY_OFFSETS else {})} if REPLAYS else {})
-
-
-def budgets(steps: int) -> list[int]:
-    return sorted({max(2, round(steps / s)) for s in (2.0, 2.5, 3.0, 3.5, 4.0, 4.5)}, reverse=True)
 
 
 def ladder(steps: int) -> list[int]:
@@ -200,6 +200,12 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                 except ValueError as e:  # a scheduler it refuses (a multistep solver on epsilon prediction)
                     print(f"  ertacache skipped: {e}", flush=True)
                     break
+        elif method == "peers":  # every other step method of the registry (scripts/peer_grid.py)
+            for name, setting, pol in peer_grid.policies(cal_model, m["sched"], noises, steps, m["decode"]):
+                if isinstance(pol, str):
+                    print(f"  {name} skipped: {pol}", flush=True)
+                else:
+                    add(name, setting, pol)
         elif method == "fixed":
             for n in (2, 3, 4, 5):
                 add(method, f"interval={n}", FixedInterval(interval=n))
