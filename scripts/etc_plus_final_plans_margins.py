@@ -7,7 +7,7 @@ ladder, which benched budget ran the plan the new profile runs (or that the new 
 So both profiles' ladders are points of (calls made, PSNR) on the bench folders' images, and their fronts follow
 as the margin table's do (:func:`etcdiff.bench.front.front_at`: speedup in denoiser calls against the full run,
 PSNR against the full-step image, identical images at 100 dB). The other methods' fronts come from the benches
-of ``scripts/etc_plus_margins.py`` for the case (``BENCHES`` and ``MORE`` there), on the images they share with
+of ``scripts/etc_plus_margins.py`` for the case (``BENCHES`` and ``extra_benches`` there), on the images they share with
 the ladder folders, so every front of a row is taken on the same images. A budget whose images are not all there is
 left out of that profile's front and listed.
 
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from etc_plus_ladder_seeds import publish  # noqa: E402
 from etc_plus_ladder_tolerance import CAP_DB  # noqa: E402
-from etc_plus_margins import BENCHES, MODELS, MORE, SCHEDULER_CLASSES, SPEEDUPS  # noqa: E402
+from etc_plus_margins import BENCHES, MODELS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches  # noqa: E402
 
 from etcdiff.bench.front import front_at  # noqa: E402
 
@@ -78,7 +78,7 @@ def case_margins(case: dict[str, Any]) -> dict[str, Any]:
             ours[key].update(runs)
     old, new = (str(Path(case[k]).resolve()) for k in ("benched_profile", "profile"))
     others: dict[tuple[str, str, Any], Runs] = defaultdict(dict)
-    for path in (bench, *MORE.get((model, sched, case["steps"]), [])):
+    for path in (bench, *extra_benches(model, sched, case["steps"], bench)):
         for key, runs in bench_runs(Path(path).parent).items():
             if key[0] != "etc-plus":
                 others[key].update(runs)

@@ -43,6 +43,15 @@ BENCHES += [("unet-digits", solver, steps, f"docs/unet-digits/{solver}-{steps}st
 #: benches of more settings of the other methods on a case's images, read with its bench
 MORE = {("scenes", sched, 50): [f"docs/scenes/bench/solvers-50/{sched}-ertacache-dense/results.json"]
         for sched in ("euler", "unipc", "dpm")}
+
+
+def extra_benches(model: str, sched: str, steps: int, bench: str) -> list[str]:
+    """The other benches read with a case's bench, those that exist: :data:`MORE`'s, and the other step methods of
+    ``scripts/etc_plus_peer_benches.py`` in the folder beside the bench's (``<bench folder>-peers``)."""
+    peers = os.path.join(os.path.dirname(bench) + "-peers", "results.json")
+    return [p for p in (*MORE.get((model, sched, steps), []), peers) if os.path.exists(p)]
+
+
 #: the scheduler class behind each short name of :data:`BENCHES`, and the model name a bench records for each
 SCHEDULER_CLASSES = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler",
                      "dpm": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler"}
@@ -101,7 +110,7 @@ def rows(grid: str, ladder: str = LADDER) -> list[list[str]]:
         name = SCHEDULER_CLASSES[sched]
         more = measured.get((model, name, steps), checks(None, None))
         if os.path.exists(path):
-            extra = MORE.get((model, sched, steps), [])
+            extra = extra_benches(model, sched, steps, path)
             table.append([model, name, str(steps), *margins(bench_fronts(path, extra)), *more,
                           " + ".join([path, *extra])])
         else:

@@ -1,0 +1,90 @@
+"""scripts/peer_grid.py and etc_plus_peer_benches.py: every other step method at its declared settings, on a bare
+denoiser and as the bench's settings, and the margin table reading a case's peers beside its bench."""
+
+import json
+
+import torch
+from repo_scripts import load_script
+
+from etcdiff import closed_form as hm
+from etcdiff.bench.sweep import build_grid
+from etcdiff.registry import get_method, methods_of_kind
+
+OWN = {"etc-plus", "none", "fixed", "ertacache", "meancache"}  # ETC+ itself and the methods every bench runs
+
+
+def test_the_peers_are_every_other_step_method_of_the_registry_with_settings_it_takes():
+    grid = load_script("peer_grid")
+    declared = grid.all_settings(28)
+    assert {m for m, _ in declared} == set(methods_of_kind("step")) - OWN
+    for method, settings in declared:
+        get_method(method).check_settings(settings)
+    assert [s["calls"] for m, s in declared if m == "lemica" and s["predictor"] == "etc"] == [14, 11, 9, 8, 7, 6]
+    runs = build_grid(None, grid.bench_settings(28))
+    assert [(r.method, dict(r.setting)) for r in runs] == declared
+
+
+def test_the_peers_run_on_a_bare_denoiser_and_a_refusal_is_said_not_dropped(monkeypatch):
+    import etcdiff
+
+    grid = load_script("peer_grid")
+    model, sched, _ = hm.gmm_ddim()
+    noises = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(100))
+    make = etcdiff.make_policy
+
+    def refuse(method, **settings):
+        if method == "precisecache":
+            raise ValueError("precisecache: not here")
+        return make(method, **settings)
+
+    monkeypatch.setattr(etcdiff, "make_policy", refuse)
+    out = list(grid.policies(model, sched, noises, 12, lambda z: z))
+    assert {m for m, _, _ in out} == {m for m, _ in grid.all_settings(12)}
+    # one line for the method, and its other three settings not tried
+    assert [(label, why) for m, label, why in out if m == "precisecache"] == [("refused", "precisecache: not here")]
+    ran = [(m, label, pol) for m, label, pol in out if label != "refused"]
+    assert len(ran) == len(grid.all_settings(12)) - 4
+    lemica = [pol for m, _, pol in ran if m == "lemica"]
+    assert [pol.calls for pol in lemica[:len(grid.budgets(12))]] == grid.budgets(12)
+    etc = next(label for m, label, _ in ran if m == "etc")
+    assert etc.endswith("(calibrated)")
+
+
+def test_the_margin_table_reads_a_cases_peers_beside_its_bench(tmp_path, monkeypatch):
+    margins = load_script("etc_plus_margins")
+    bench, peers = tmp_path / "unipc", tmp_path / "unipc-peers"
+
+    def write(folder, rows):
+        folder.mkdir()
+        summary = [{"kind": "run", "method": m, "setting_label": lab, "speedup_nfe": s, "psnr": p}
+                   for m, lab, s, p in rows]
+        (folder / "results.json").write_text(json.dumps({"summary": summary}))
+
+    write(bench, [("etc-plus", "calls=10", 2.0, 50.0), ("ertacache", "t=0.2", 2.0, 45.0)])
+    monkeypatch.setattr(margins, "BENCHES", [("scenes", "unipc", 20, str(bench / "results.json"))])
+    monkeypatch.setattr(margins, "MORE", {})
+    assert margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0][3] == "+5.0 (ertacache)"
+    write(peers, [("lemica", "calls=10 predictor=etc", 2.0, 51.0)])
+    row = margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0]
+    assert row[3] == "-1.0 (lemica)"
+    assert row[-1].endswith(str(peers / "results.json"))
+
+
+def test_the_peer_benches_run_on_the_benchs_own_images_and_refuse_others(tmp_path):
+    script = load_script("etc_plus_peer_benches")
+    bench = tmp_path / "ddim-20steps" / "results.json"
+    bench.parent.mkdir()
+    prompts = [line.strip() for line in open("docs/unet-digits/evaluation_prompts.txt") if line.strip()]
+    bench.write_text(json.dumps({"config": {"prompts": prompts, "seeds": [0, 1], "steps": 20}}))
+    cmds = script.commands("unet-digits", "ddim", 20, str(bench))
+    assert [c[1] for c in cmds] == ["calibrate"] * 3 + ["bench"]
+    assert cmds[-1][cmds[-1].index("--seeds") + 1] == "0,1"
+    assert cmds[-1][cmds[-1].index("--out") + 1] == str(tmp_path / "ddim-20steps-peers")
+    assert "--scheduler" not in cmds[-1]
+    bench.write_text(json.dumps({"config": {"prompts": prompts[:2], "seeds": [0], "steps": 20}}))
+    try:
+        script.commands("unet-digits", "ddim", 20, str(bench))
+    except SystemExit as e:
+        assert "own images" in str(e)
+    else:
+        raise AssertionError("a bench on other prompts was not refused")
