@@ -1,4 +1,5 @@
-"""The other step methods of ``scripts/peer_grid.py`` on the images of each pipeline bench of the margin table.
+"""The other step methods of ``scripts/peer_grid.py`` (``pipeline_settings``) on the images of each pipeline bench
+of the margin table.
 
 For each case of ``etc_plus_margins.BENCHES`` (the scenes model and the held-out UNet, every scheduler and step
 count), this calibrates reference ETC, LeMiCa and SenCache with ``etcdiff calibrate`` on the model's calibration
@@ -56,7 +57,7 @@ def commands(model: str, sched: str, steps: int, bench: str) -> list[list[str]]:
             for m, args in CALIBRATED.items()]
     cmds.append(["etcdiff", "bench", *pipe, "--prompts", os.path.join(prompts_dir, "evaluation_prompts.txt"),
                  "--seeds", ",".join(str(s) for s in config["seeds"]), "--steps", str(steps), "--repeats", "1",
-                 "--threads", "1", "--no-progress", "--out", out, "--settings", peer_grid.bench_settings(steps)])
+                 "--threads", "1", "--no-progress", "--out", out, "--settings", peer_grid.bench_settings(peer_grid.pipeline_settings(steps))])
     return cmds
 
 

@@ -20,8 +20,11 @@ def test_the_peers_are_every_other_step_method_of_the_registry_with_settings_it_
     for method, settings in declared:
         get_method(method).check_settings(settings)
     assert [s["calls"] for m, s in declared if m == "lemica" and s["predictor"] == "etc"] == [14, 11, 9, 8, 7, 6]
-    runs = build_grid(None, grid.bench_settings(28))
+    runs = build_grid(None, grid.bench_settings(declared))
     assert [(r.method, dict(r.setting)) for r in runs] == declared
+    piped = grid.pipeline_settings(50)
+    assert {m for m, _ in piped} == {"etc", "lemica", "sencache"}
+    assert sorted({s["calls"] for m, s in piped if m == "lemica"}) == [12, 17, 25]
 
 
 def test_the_peers_run_on_a_bare_denoiser_and_a_refusal_is_said_not_dropped(monkeypatch):
