@@ -102,7 +102,8 @@ def with_previous(results: list[dict[str, Any]], previous: list[dict[str, Any]])
 
 def combined(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One case per (model, scheduler, steps): where a case comes twice (a later run of some methods only), the
-    later one's methods replace the earlier one's rows, ladder and calibration record, and the rest is kept."""
+    later one's methods replace the earlier one's rows, ladder and calibration record, and the rest is kept, with
+    the fronts of methods that have no rows (an earlier run's etc-plus as ``etc-plus-old``: :func:`with_previous`)."""
     cases: dict[tuple, dict[str, Any]] = {}
     for res in results:
         key = (res["model"], res["scheduler"], res["steps"])
@@ -113,7 +114,8 @@ def combined(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         methods = {r["method"].removesuffix("-tol") for r in res["rows"]}
         rows = [r for r in old["rows"] if r["method"].removesuffix("-tol") not in methods] + res["rows"]
         extra = {**{k: v for k, v in old.get("extra", {}).items() if k not in methods}, **res.get("extra", {})}
-        cases[key] = {**old, **res, "rows": rows, "extra": extra, "fronts": fronts(rows)}
+        kept = {m: f for m, f in old.get("fronts", {}).items() if m not in {r["method"] for r in rows}}
+        cases[key] = {**old, **res, "rows": rows, "extra": extra, "fronts": {**kept, **fronts(rows)}}
     return list(cases.values())
 
 

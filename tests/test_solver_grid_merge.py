@@ -17,7 +17,9 @@ def test_a_later_run_of_some_methods_replaces_their_rows_and_keeps_the_others(mo
     sys.modules.pop("etc_plus_solvers", None)
     grid = importlib.import_module("etc_plus_solvers")
     tol = {**_row("etc-plus-tol", 9, 40.0), "within": 0.5}
-    first = {"model": "m", "scheduler": "euler", "steps": 20, "scheduler_class": "S", "fronts": {},
+    old_front = {"2x": 25.0, "3x": None, "4x": None}  # an earlier run's etc-plus: a front with no rows
+    first = {"model": "m", "scheduler": "euler", "steps": 20, "scheduler_class": "S",
+             "fronts": {"etc-plus-old": old_front},
              "rows": [_row("etc-plus", 10, 30.0), tol, _row("ertacache", 10, 35.0)],
              "extra": {"etc-plus": {"worst_drop": 3.0}, "ertacache": {}}}
     later = {"model": "m", "scheduler": "euler", "steps": 20, "scheduler_class": "S", "fronts": {},
@@ -31,6 +33,7 @@ def test_a_later_run_of_some_methods_replaces_their_rows_and_keeps_the_others(mo
     assert next(r for r in case["rows"] if r["method"] == "etc-plus-tol")["within"] == 1.0
     assert case["extra"] == {"ertacache": {}, "etc-plus": {"worst_drop": 0.0}}
     assert case["fronts"]["etc-plus"]["2x"] == 40.0 and case["fronts"]["ertacache"]["2x"] == 35.0
+    assert case["fronts"]["etc-plus-old"] == old_front
 
 
 def test_calibration_seeds_keep_one_seeds_noises_and_an_unknown_seed_is_refused(monkeypatch):
