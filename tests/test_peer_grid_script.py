@@ -70,6 +70,12 @@ def test_the_margin_table_reads_a_cases_peers_beside_its_bench(tmp_path, monkeyp
     write(peers, [("lemica", "calls=10 predictor=etc", 2.0, 51.0)])
     row = margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0]
     assert row[3] == "-1.0 (lemica)"
+    data = json.loads((peers / "results.json").read_text())  # a setting run on fewer images is left out
+    data["summary"] = [{**data["summary"][0], "pairs": 16},
+                       {**data["summary"][0], "setting_label": "calls=9", "psnr": 60.0, "pairs": 2}]
+    (peers / "results.json").write_text(json.dumps(data))
+    row = margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0]
+    assert row[3] == "-1.0 (lemica)"
     assert row[-1].endswith(str(peers / "results.json"))
 
 
