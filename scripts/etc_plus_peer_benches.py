@@ -57,7 +57,8 @@ def commands(model: str, sched: str, steps: int, bench: str) -> list[list[str]]:
             for m, args in CALIBRATED.items()]
     cmds.append(["etcdiff", "bench", *pipe, "--prompts", os.path.join(prompts_dir, "evaluation_prompts.txt"),
                  "--seeds", ",".join(str(s) for s in config["seeds"]), "--steps", str(steps), "--repeats", "1",
-                 "--threads", "1", "--no-progress", "--out", out, "--settings", peer_grid.bench_settings(peer_grid.pipeline_settings(steps))])
+                 "--threads", "1", "--no-progress", "--out", out,
+                 "--settings", peer_grid.bench_settings(peer_grid.pipeline_settings(steps))])
     return cmds
 
 
