@@ -32,11 +32,11 @@ from etcdiff.bench.front import front_at  # noqa: E402
 from etcdiff.metrics import psnr  # noqa: E402
 from etcdiff.policies import ETC, FixedInterval, LinearExtrapolation, NoCache, StepPolicy  # noqa: E402
 from etcdiff.policies.flow_solvers import flow_solver_problem  # noqa: E402
+from peer_grid import ETC_TAUS, SENCACHE  # noqa: E402  (eps_start, eps_main, K)
 
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
 BUDGETS = (25, 17, 13, 11, 10, 9)  # etc-plus calls=B
 MEANCACHE_BUDGETS = (25, 17, 13, 10, 8)
-SENCACHE = ((0.02, 0.1, 3), (0.05, 0.2, 4), (0.1, 0.5, 6), (0.2, 1.0, 8), (0.5, 2.0, 10))  # eps_start, eps_main, K
 
 
 def digits_model() -> tuple[Callable, Any, Callable]:
@@ -119,7 +119,7 @@ def settings(m: dict[str, Any], steps: int) -> tuple[list[tuple[str, str, Callab
     out += [("etc-plus", f"calls={b}", fitted("etc-plus", calls=b)) for b in BUDGETS]
     out.append(("etc-plus-tol", "tolerance (default)", fitted("etc-plus")))
     out.append(("etc", "tau calibrated", fitted("etc")))
-    out += [("etc", f"tau={tau:g}", lambda tau=tau: ETC(tau)) for tau in (0.03, 0.1)]
+    out += [("etc", f"tau={tau:g}", lambda tau=tau: ETC(tau)) for tau in ETC_TAUS]
     m["sched"].set_timesteps(steps)
     if getattr(m["sched"], "sigmas", None) is None:
         skipped["ertacache"] = f"{type(m['sched']).__name__} has no sigmas (its timestep correction needs them)"

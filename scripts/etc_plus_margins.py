@@ -45,10 +45,16 @@ MORE = {("scenes", sched, 50): [f"docs/scenes/bench/solvers-50/{sched}-ertacache
         for sched in ("euler", "unipc", "dpm")}
 
 
+def peers_folder(bench: str) -> str:
+    """Where ``scripts/etc_plus_peer_benches.py`` benches the other step methods of a case: beside its bench's
+    folder (``<bench folder>-peers``)."""
+    return os.path.dirname(bench).rstrip("/") + "-peers"
+
+
 def extra_benches(model: str, sched: str, steps: int, bench: str) -> list[str]:
     """The other benches read with a case's bench, those that exist: :data:`MORE`'s, and the other step methods of
-    ``scripts/etc_plus_peer_benches.py`` in the folder beside the bench's (``<bench folder>-peers``)."""
-    peers = os.path.join(os.path.dirname(bench) + "-peers", "results.json")
+    :func:`peers_folder`."""
+    peers = os.path.join(peers_folder(bench), "results.json")
     return [p for p in (*MORE.get((model, sched, steps), []), peers) if os.path.exists(p)]
 
 

@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peer_grid  # noqa: E402
-from etc_plus_margins import BENCHES  # noqa: E402
+from etc_plus_margins import BENCHES, peers_folder  # noqa: E402
 
 #: per model: the pipeline model name of each scheduler, the scheduler flag it takes, and its prompt files
 PIPELINES = {
@@ -31,11 +31,6 @@ PIPELINES = {
                     "flag": ("unipc",), "prompts": "docs/unet-digits"},
 }
 CALIBRATED = {"etc": [], "lemica": ["--set", "calls={third}"], "sencache": []}  # `etcdiff calibrate` per method
-
-
-def peers_folder(bench: str) -> str:
-    """The folder of a bench's peers: beside the bench's own folder."""
-    return os.path.dirname(bench).rstrip("/") + "-peers"
 
 
 def commands(model: str, sched: str, steps: int, bench: str) -> list[list[str]]:

@@ -34,9 +34,9 @@ UNCALIBRATED: tuple[tuple[str, dict[str, Any]], ...] = (
 CALIBRATED = ("etc", "lemica", "sencache")  # calibrated once per case on its calibration runs
 
 
-def budgets(steps: int) -> list[int]:
-    """ETC+'s budgets in the grid: the calls of 2x, 2.5x, ..., 4.5x fewer, largest first."""
-    return sorted({max(2, round(steps / s)) for s in (2.0, 2.5, 3.0, 3.5, 4.0, 4.5)}, reverse=True)
+def budgets(steps: int, speedups: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5)) -> list[int]:
+    """ETC+'s budgets in the grid: the calls of 2x, 2.5x, ..., 4.5x fewer (or of ``speedups``), largest first."""
+    return sorted({max(2, round(steps / s)) for s in speedups}, reverse=True)
 
 
 def label(settings: dict[str, Any]) -> str:
@@ -63,7 +63,7 @@ def pipeline_settings(steps: int) -> list[tuple[str, dict[str, Any]]]:
     best other method at 2x-4x was always ERTACache, MeanCache, the fixed interval or one of these, never
     EasyCache, LazyCache, PreciseCache, AdaptiveDiffusion, SADA or linear extrapolation, and on the scenes model
     at 50 Euler steps all five were below ERTACache (docs/scenes/bench/step-peers-2026)."""
-    kept = {max(2, round(steps / s)) for s in (2.0, 3.0, 4.0)}  # the calls of 2x, 3x and 4x fewer
+    kept = budgets(steps, (2.0, 3.0, 4.0))
     return [(m, s) for m, s in calibrated_settings(steps) if m != "lemica" or s["calls"] in kept]
 
 

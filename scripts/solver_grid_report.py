@@ -114,8 +114,7 @@ def combined(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         methods = {r["method"].removesuffix("-tol") for r in res["rows"]}
         rows = [r for r in old["rows"] if r["method"].removesuffix("-tol") not in methods] + res["rows"]
         extra = {**{k: v for k, v in old.get("extra", {}).items() if k not in methods}, **res.get("extra", {})}
-        kept = {m: f for m, f in old.get("fronts", {}).items() if m not in {r["method"] for r in rows}}
-        cases[key] = {**old, **res, "rows": rows, "extra": extra, "fronts": {**kept, **fronts(rows)}}
+        cases[key] = {**old, **res, "rows": rows, "extra": extra, "fronts": {**old.get("fronts", {}), **fronts(rows)}}
     return list(cases.values())
 
 
