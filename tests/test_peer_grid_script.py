@@ -97,3 +97,12 @@ def test_the_peer_benches_run_on_the_benchs_own_images_and_refuse_others(tmp_pat
         assert "own images" in str(e)
     else:
         raise AssertionError("a bench on other prompts was not refused")
+
+
+def test_an_unknown_case_is_refused_with_the_cases_there_are(monkeypatch):
+    import pytest
+
+    script = load_script("etc_plus_peer_benches")
+    monkeypatch.setattr("sys.argv", ["etc_plus_peer_benches.py", "--cases", "scenes:euler:33", "--dry-run"])
+    with pytest.raises(SystemExit, match=r"unknown case among \['scenes:euler:33'\]; the benches: .*scenes:euler:28"):
+        script.main()
