@@ -10,7 +10,13 @@ for the pipeline models, from ``scripts/etc_plus_ladder_seeds.py`` (pooled over 
 another JSON of it or of ``scripts/etc_plus_ladder_tolerance.py``). A source that is not there is listed as not
 measured, never left out.
 
+``--variant NAME`` reads ETC+'s front of each pipeline case from ``<bench folder>-NAME`` instead (a twin profile
+benched on the same images, e.g. ``docs/scenes/bench/schedules.sh`` for ``schedules``; the other methods' fronts
+stay the case's) and writes ``etc_plus_margins_NAME.md``; a case without that bench is listed as not measured, and
+so are the pipeline cases' items 2 and 3 (the ladder JSON is the benched profile's).
+
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
+       [--variant NAME]
 """
 
 from __future__ import annotations
@@ -109,7 +115,24 @@ def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
             for c in json.load(open(path))}
 
 
-def rows(grid: str, ladder: str = LADDER) -> list[list[str]]:
+def variant_folder(bench: str, variant: str) -> str:
+    """Where a twin profile of ETC+ is benched on a case's images: beside its bench's folder
+    (``<bench folder>-<variant>``)."""
+    return os.path.dirname(bench).rstrip("/") + f"-{variant}"
+
+
+def with_variant(fronts: dict[str, dict[str, float | None]], bench: str,
+                 variant: str) -> tuple[dict[str, dict[str, float | None]] | None, str]:
+    """``fronts`` with ETC+'s front read from the ``variant`` bench of ``bench`` (``None`` where it is missing),
+    and that bench's path."""
+    path = os.path.join(variant_folder(bench, variant), "results.json")
+    if not os.path.exists(path):
+        return None, path
+    ours = bench_fronts(path).get(OURS)
+    return {**{m: f for m, f in fronts.items() if m != OURS}, **({OURS: ours} if ours else {})}, path
+
+
+def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
     table = []
     for case in json.load(open(grid)) if os.path.exists(grid) else []:
         fronts = {m: f for m, f in case["fronts"].items() if m != "etc-plus-old"}
@@ -120,11 +143,18 @@ def rows(grid: str, ladder: str = LADDER) -> list[list[str]]:
     measured = pipeline_checks(ladder)
     for model, sched, steps, path in BENCHES:
         name = SCHEDULER_CLASSES[sched]
-        more = measured.get((model, name, steps), checks(None, None))
+        more = measured.get((model, name, steps), checks(None, None)) if not variant else checks(None, None)
         if os.path.exists(path):
             extra = extra_benches(model, sched, steps, path)
-            table.append([model, name, str(steps), *margins(bench_fronts(path, extra)), *more,
-                          " + ".join([path, *extra])])
+            fronts: dict[str, dict[str, float | None]] | None = bench_fronts(path, extra)
+            if variant:
+                fronts, ours = with_variant(fronts, path, variant)
+                if fronts is None:
+                    table.append([model, name, str(steps), f"not measured with {variant}", "", "", *more,
+                                  f"{ours} (missing)"])
+                    continue
+                extra = [*extra, ours]
+            table.append([model, name, str(steps), *margins(fronts), *more, " + ".join([path, *extra])])
         else:
             table.append([model, name, str(steps), "not measured", "", "", *more, f"{path} (missing)"])
     return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
@@ -141,11 +171,13 @@ def main() -> None:
     ap.add_argument("--grid", default="docs/etc-plus/etc_plus_solvers.json")
     ap.add_argument("--ladder", default=LADDER, help="items 2 and 3 on the pipeline models (default: %(default)s)")
     ap.add_argument("--out", default="", help="folder for etc_plus_margins.md (default: print only)")
+    ap.add_argument("--variant", default="", help="read ETC+'s pipeline fronts from <bench folder>-VARIANT")
     args = ap.parse_args()
-    text = markdown(rows(args.grid, args.ladder))
+    text = markdown(rows(args.grid, args.ladder, args.variant))
     print(text)
     if args.out:
-        with open(os.path.join(args.out, "etc_plus_margins.md"), "w") as f:
+        name = f"etc_plus_margins_{args.variant}.md" if args.variant else "etc_plus_margins.md"
+        with open(os.path.join(args.out, name), "w") as f:
             f.write("ETC+'s front minus the best other step method's front (dB) at the same speedup; "
                     f"made by `{' '.join(['python', 'scripts/etc_plus_margins.py', *sys.argv[1:]])}`.\n\n" + text)
 

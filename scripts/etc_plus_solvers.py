@@ -56,6 +56,7 @@ REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out ru
 REPLAY_OFFSETS = False  # --replay-offsets: and replay_offsets=True (each fitted-gains setting's replays shifted)
 TREND_CAPS = False  # --trend-caps: etc-plus calibrates with trend_caps=True (a trend cap chosen per budget)
 FINAL_PLANS = False  # --final-plans: etc-plus calibrates with final_plans=True (budgets ranked on its own plans)
+SEARCHED = False  # --searched-schedules: etc-plus calibrates with searched_schedules=True (a schedule per budget)
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
 # its rows run what calibration chose, "etc-plus-off" the same profile with adapt_trend=False
@@ -151,6 +152,8 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
                 kw["adapt_trend"] = True
             if FINAL_PLANS and ours:
                 kw["final_plans"] = True
+            if SEARCHED and ours:
+                kw["searched_schedules"] = True
             t1 = time.time()
             pol = etcdiff.calibrate_policy("etc-plus", cal_model, m["sched"], noises, steps, decode=m["decode"],
                                            calls=budgets(steps)[0], **kw)
@@ -162,7 +165,9 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             extra[method] = {"calibration_seconds": time.time() - t1, "selection": profile.get("selection"),
                              "cost": profile.get("cost"), "replay": replay,
                              "tolerance_scale": profile.get("tolerance_scale"),
-                             "tolerance_check": profile.get("tolerance_check")}
+                             "tolerance_check": profile.get("tolerance_check"),
+                             **({"schedule_check": profile.get("schedule_check"),
+                                 "budget_schedules": profile.get("budget_schedules")} if SEARCHED and ours else {})}
             variants = [(method, {})]
             variants += [(method + "-adapt", {"adapt_trend": True})] if ADAPT_TREND and ours else []
             variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and ours else []
@@ -296,6 +301,8 @@ def main() -> None:
     ap.add_argument("--replay-offsets", action="store_true", help="with --replays: and replay_offsets=True")
     ap.add_argument("--trend-caps", action="store_true", help="calibrate etc-plus with trend_caps=True")
     ap.add_argument("--final-plans", action="store_true", help="calibrate etc-plus with final_plans=True")
+    ap.add_argument("--searched-schedules", action="store_true",
+                    help="calibrate etc-plus with searched_schedules=True")
     ap.add_argument("--choose-adapt-trend", action="store_true",
                     help="calibrate etc-plus with adapt_trend=True (its choice per plan); rows etc-plus-off without")
     ap.add_argument("--adapt-trend", action="store_true",
@@ -319,8 +326,9 @@ def main() -> None:
                          "printed) into --out/--tag")
     args = ap.parse_args()
     global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS, SERVE_RECORDED, REPLAY_OFFSETS
-    global FINAL_PLANS
+    global FINAL_PLANS, SEARCHED
     REPLAYS, TREND_CAPS, ADAPT_TREND, FINAL_PLANS = args.replays, args.trend_caps, args.adapt_trend, args.final_plans
+    SEARCHED = args.searched_schedules
     REPLAY_OFFSETS = args.replay_offsets
     CALIBRATION_SEEDS = args.calibration_seeds
     CHOOSE_ADAPT = args.choose_adapt_trend

@@ -53,21 +53,22 @@ def test_the_peers_run_on_a_bare_denoiser_and_a_refusal_is_said_not_dropped(monk
     assert etc.endswith("(calibrated)")
 
 
+def _write_bench(folder, rows):
+    """A bench folder whose results.json summarises ``rows`` (method, setting, speedup, PSNR)."""
+    folder.mkdir()
+    summary = [{"kind": "run", "method": m, "setting_label": lab, "speedup_nfe": s, "psnr": p} for m, lab, s, p in rows]
+    (folder / "results.json").write_text(json.dumps({"summary": summary}))
+
+
 def test_the_margin_table_reads_a_cases_peers_beside_its_bench(tmp_path, monkeypatch):
     margins = load_script("etc_plus_margins")
     bench, peers = tmp_path / "unipc", tmp_path / "unipc-peers"
 
-    def write(folder, rows):
-        folder.mkdir()
-        summary = [{"kind": "run", "method": m, "setting_label": lab, "speedup_nfe": s, "psnr": p}
-                   for m, lab, s, p in rows]
-        (folder / "results.json").write_text(json.dumps({"summary": summary}))
-
-    write(bench, [("etc-plus", "calls=10", 2.0, 50.0), ("ertacache", "t=0.2", 2.0, 45.0)])
+    _write_bench(bench, [("etc-plus", "calls=10", 2.0, 50.0), ("ertacache", "t=0.2", 2.0, 45.0)])
     monkeypatch.setattr(margins, "BENCHES", [("scenes", "unipc", 20, str(bench / "results.json"))])
     monkeypatch.setattr(margins, "MORE", {})
     assert margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0][3] == "+5.0 (ertacache)"
-    write(peers, [("lemica", "calls=10 predictor=etc", 2.0, 51.0)])
+    _write_bench(peers, [("lemica", "calls=10 predictor=etc", 2.0, 51.0)])
     row = margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0]
     assert row[3] == "-1.0 (lemica)"
     data = json.loads((peers / "results.json").read_text())  # a setting run on fewer images is left out
@@ -106,3 +107,20 @@ def test_an_unknown_case_is_refused_with_the_cases_there_are(monkeypatch):
     monkeypatch.setattr("sys.argv", ["etc_plus_peer_benches.py", "--cases", "scenes:euler:33", "--dry-run"])
     with pytest.raises(SystemExit, match=r"unknown case among \['scenes:euler:33'\]; the benches: .*scenes:euler:28"):
         script.main()
+
+
+def test_the_margin_table_of_a_variant_reads_etc_plus_from_its_twin_bench(tmp_path, monkeypatch):
+    margins = load_script("etc_plus_margins")
+    bench, twin = tmp_path / "unipc", tmp_path / "unipc-schedules"
+
+    _write_bench(bench, [("etc-plus", "calls=10", 2.0, 50.0), ("lemica", "calls=10", 2.0, 52.0)])
+    monkeypatch.setattr(margins, "BENCHES", [("scenes", "unipc", 20, str(bench / "results.json"))])
+    monkeypatch.setattr(margins, "MORE", {})
+    args = (str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))
+    missing = margins.rows(*args, variant="schedules")[0]
+    assert missing[3] == "not measured with schedules" and missing[-1].endswith("unipc-schedules/results.json (missing)")
+    _write_bench(twin, [("etc-plus", "calls=10", 2.0, 53.5)])
+    row = margins.rows(*args, variant="schedules")[0]
+    assert row[3] == "+1.5 (lemica)" and row[-1].endswith(str(twin / "results.json"))
+    assert row[6:8] == ["not measured", "not measured"]  # the ladder's checks are the benched profile's
+    assert margins.rows(*args)[0][3] == "-2.0 (lemica)"  # without the variant: the case's own ETC+

@@ -139,11 +139,13 @@ ETC_PLUS_CHOICES = ((True, "auto"), (True, False), (True, True), (False, "auto")
 
 
 def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any = False, serve_steps: Any = None,
-                adapt_trend: Any = False, serve_recorded: Any = False, final_plans: Any = False, **_: Any) -> int:
+                adapt_trend: Any = False, serve_recorded: Any = False, final_plans: Any = False,
+                searched_schedules: Any = False, **_: Any) -> int:
     """Generations beyond one per prompt (at most): the probes, the joint choice and the checks after it; with
     ``replays``, one run's probes and the real runs that fit the feedback and check the tolerance instead (20
     with 10 prompts at 50 steps); the capped plans of ``trend_caps``; the plans of ``adapt_trend`` (free and
-    computing the last step); the compared budgets run again on the profile's own plans with ``final_plans``; and
+    computing the last step); the compared budgets run again on the profile's own plans with ``final_plans``; each
+    budget's searched schedules with ``searched_schedules``; and
     for ``serve_steps``, the real runs that fit the surrogate's feedback and, on a
     pipeline, one full run per step count served, or with ``serve_recorded`` a full run per prompt, one run's
     probes and the feedback's runs per step count served (the settings as ``--set`` gives them: booleans, or
@@ -154,6 +156,7 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
                                               REPLAY_FEEDBACK_SPEEDUPS, REPLAY_PROBE_RUNS)
     from .calibration.etc_plus.surrogate import serve_step_counts
     from .calibration.selection import validation_budgets, validation_generations
+    from .policies.step.etc_plus.schedules import SCHEDULE_PREDICTORS
 
     feedback = FEEDBACK_RUNS * len(FEEDBACK_SPEEDUPS)
     probed = min(prompts, PROBE_RUNS)
@@ -173,6 +176,8 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
         runs += held * len(budget_ladder(steps)) * 2
     if final_plans is True and replays is not True:  # the choice's runs reused only where the plans are the same
         runs += held * 2 * len(validation_budgets(steps))
+    if searched_schedules is True and replays is not True:
+        runs += held * len(budget_ladder(steps)) * len(SCHEDULE_PREDICTORS)
     served = sorted(set(serve_step_counts(serve_steps) or []) - {steps})  # as calibration keeps them
     if served and serve_recorded is True:  # each: its full runs, one run's probes, the runs that fit its feedback
         runs += sum(prompts + REPLAY_PROBE_RUNS * len(probe_steps(n)) + feedback for n in served)
@@ -266,7 +271,8 @@ for _m in (
            schema=_policy("ETCPlus"), saved={"profile": "profile"}, saved_required=True, threshold="tolerance",
            fit=_fit_etc_plus, fit_settings=("max_window", "corrections", "ridge", "rel_tolerance", "spread",
                                              "propagation", "replays", "replay_offsets", "trend_caps",
-                                             "adapt_trend", "serve_steps", "serve_recorded", "final_plans"),
+                                             "adapt_trend", "serve_steps", "serve_recorded", "final_plans",
+                                             "searched_schedules"),
            recorders=_probe_recorders, extra_runs=_probe_runs, replays=True, replay_default=(False, "auto"),
            replay_offsets="corrections", choose=(("propagation", "corrections"), ETC_PLUS_CHOICES),
            refine=_etc_plus_refine, plan_variant={"last_step": True}, per_budget=True),

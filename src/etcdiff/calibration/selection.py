@@ -160,6 +160,11 @@ class HeldOut:
     by_budget: dict[int, "HeldOut"] = field(default_factory=dict)  # compared budget -> the candidate chosen there
     offset: float = 0.0  # added to every log error of a held-out run that is a replay (choose_fit's ``offsets``)
     probed: Callable[[], "HeldOut | None"] | None = None  # the runs the folds leave out (:func:`probed_held_out`)
+    records: Sequence[Any] = ()  # the calibration runs (a fold's fit is on those its fold leaves out)
+
+    def fold_records(self) -> list[list[Any]]:
+        """Per fold, the calibration runs its fits were made on (every run but the fold's)."""
+        return [[r for i, r in enumerate(self.records) if i not in fold] for fold in self.folds]
 
     def for_calls(self, calls: int) -> "HeldOut":
         """What serves a plan of ``calls`` calls: the candidate chosen per budget at the compared budget nearest
@@ -286,7 +291,7 @@ def choose_fit(records: Sequence[Any], fit: Fit, build: Build, run: PolicyRunner
         def view(value: Any) -> HeldOut:
             return HeldOut(folds, references, run, build, fold_fits[value], logs[value] if len(values) > 1 else {},
                            real, {c: v for c, v in alt[value].items() if v} if len(values) > 1 else {},
-                           candidate_label(names, value), offset=shift.get(value, 0.0))
+                           candidate_label(names, value), offset=shift.get(value, 0.0), records=list(records))
 
         held = view(best)
         held.by_budget = {c: view(served.get(c, best)) for c in budgets} if served else {}

@@ -200,6 +200,8 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             print(f"trend caps: {kept or none}")
         if profile.get("adapt_trend"):
             print(f"adapt_trend: {_adapt_kept(profile.get('budget_adapt_trend') or {})}")
+        if profile.get("searched_schedules"):
+            print(f"searched schedules: {_schedules_kept(profile)}")
     if isinstance(profile, dict) and profile.get("budget_errors"):
         print(_ladder_line(profile))
     from ..calibration.etc_plus.refine import held_tolerance
@@ -255,6 +257,25 @@ def _ladder_line(profile: dict[str, Any]) -> str:
     spans = budgets_served({str(b): f"the {k}-call plan" for b, k in smaller.items()})
     runs = f"{spans} (no plan with more calls came out clearly closer)" if spans else "every budget its own plan"
     return f"budget ladder (measured on {own}): {runs}"
+
+
+def _schedules_kept(profile: dict[str, Any]) -> str:
+    """The budgets a searched schedule serves (``budget_schedules``), in words, with the held-out check behind
+    them: e.g. ``serve calls 9-14 with ETC's trend (the plan's mean log error -3.84, the schedule's -4.31 at 9)``."""
+    from ..policies.step.etc_plus.budgets import budgets_served
+
+    plans = (profile.get("budget_schedules") or {}).get("plans") or {}
+    names = {"etc": "ETC's trend", "linear": "the linear predictor"}
+    spans = budgets_served({k: names.get(v["predictor"], v["predictor"]) for k, v in plans.items()})
+    check = profile.get("schedule_check") or {}
+    if not spans:
+        return (f"none kept: at no budget of the {len(check)} measured did one come out clearly closer than ETC+'s "
+                "plan on the held-out runs (the profile's schedule_check has the figures)")
+    first = check.get(min(plans, key=int)) or {}
+    kept = first.get("kept")
+    figures = (f" (at {min(plans, key=int)} calls, mean log error {first['plan']:+.2f} with ETC+'s plan, "
+               f"{first[kept]:+.2f} with the schedule)") if kept in first else ""
+    return f"serve {spans}{figures}; ETC+'s plan serves the other budgets"
 
 
 def _adapt_kept(chosen: dict[str, dict[str, bool]]) -> str:

@@ -25,6 +25,10 @@ checked here the empirical way, on the same held-out calibration runs and fold f
 - **the profile's own plans** (opt-in: the fit's ``final_plans``): each fold fit runs the real steps of the plan
   the fit on all runs makes for the budget (:func:`final_plans`), instead of the plan it would make itself, so the
   ladder ranks the plans users run;
+- **searched schedules** (opt-in: the fit's ``searched_schedules``): each budget also runs a schedule searched
+  by lexicographic minimax with its own predictor, which serves the budget where it is clearly closer than the
+  plans above (:mod:`etcdiff.calibration.etc_plus.schedules`; the profile's ``budget_schedules`` and, for every
+  budget, what was measured: ``schedule_check``);
 - **tolerance**: the tolerance mode runs on the held-out runs, and on the probed runs each held out alone with a
   fit on the others (the choice cannot hold them out; with 5 prompts it holds out 2 runs, too few for a share),
   and the planning tolerance is scaled down (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of
@@ -44,7 +48,9 @@ from typing import Any
 
 from ...policies.step.etc_plus.budgets import ADAPT, BUDGET_FITS, FREE, LAST, LOGS, TREND_CAPS, clearly_lower
 from ...policies.step.etc_plus.plan import PINNED
+from ...policies.step.etc_plus.schedules import SCHEDULE_FIT
 from ..selection import HeldOut
+from .schedules import measure_schedules
 
 TOLERANCE_SHARE = 0.95  # the share of held-out calibration runs that must end within the target
 TOLERANCE_ROUNDS = 4  # at most this many tolerance-mode passes over the held-out runs
@@ -90,6 +96,8 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     offer_adapt = bool(profile.get(ADAPT_FIT))
     final = fitted if profile.get(FINAL_PLANS_FIT) else None
     free, last, chosen, adapted = measured_budgets(held, int(profile["num_steps"]), caps, offer_adapt, final)
+    if profile.get(SCHEDULE_FIT):  # opt-in: a searched schedule serves a budget where it is clearly closer
+        profile["schedule_check"] = measure_schedules(fitted, held, free, last)
     if chosen:
         profile[TREND_CAPS] = chosen
     if offer_adapt:

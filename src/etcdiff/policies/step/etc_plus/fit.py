@@ -75,7 +75,8 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
                  ridge: float = 0.01,
                  rel_tolerance: float = DEFAULT_REL_TOLERANCE, spread: float | None = None,
                  propagation: bool = True, reach: Sequence[float] | None = None,
-                 trend_caps: bool = False, adapt_trend: bool = False, final_plans: bool = False) -> dict[str, Any]:
+                 trend_caps: bool = False, adapt_trend: bool = False, final_plans: bool = False,
+                 searched_schedules: bool = False) -> dict[str, Any]:
     """Calibrate ETC+ on recorded full-step trajectories (``record_pipeline``; ``.outputs``, ``.inputs``,
     ``.final``); returns a JSON-serialisable profile for :class:`ETCPlus`.
 
@@ -99,7 +100,9 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     where it lands as close on average and closer in the worst runs (the profile's ``budget_adapt_trend``).
     ``final_plans`` (opt-in): calibration measures each budget with the fold fits made to run this fit's own plan
     of it, so the budgets are ranked on the plans the profile runs (:func:`~etcdiff.calibration.etc_plus.refine.
-    final_plans`).
+    final_plans`). ``searched_schedules`` (opt-in): calibration also runs, per budget, a schedule searched by
+    lexicographic minimax over the gaps' errors with its own predictor, and keeps it where it lands clearly closer
+    (:mod:`etcdiff.policies.step.etc_plus.schedules`; the profile's ``budget_schedules``).
     """
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_etc_plus: give a non-empty list of recorded full-step trajectories (record_pipeline).")
@@ -109,7 +112,8 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         raise ValueError(f"fit_etc_plus: max_window must be an integer >= 2, got {max_window!r}.")
     if not isinstance(propagation, bool):
         raise ValueError(f"fit_etc_plus: propagation must be true or false, got {propagation!r}.")
-    for name, value in (("trend_caps", trend_caps), ("adapt_trend", adapt_trend), ("final_plans", final_plans)):
+    for name, value in (("trend_caps", trend_caps), ("adapt_trend", adapt_trend), ("final_plans", final_plans),
+                        ("searched_schedules", searched_schedules)):
         if not isinstance(value, bool):
             raise ValueError(f"fit_etc_plus: {name} must be true or false, got {value!r}.")
     check_number("ridge", ridge, 0.0, allow_none=False)
@@ -180,6 +184,7 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
         "reach": "solver" if reach is not None else "one-step fit",
         "plain_segments": plain, "trend_caps": trend_caps, "adapt_trend": adapt_trend,
         **({"final_plans": True} if final_plans else {}),
+        **({"searched_schedules": True} if searched_schedules else {}),
     }
 
 

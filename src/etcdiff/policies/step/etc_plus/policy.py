@@ -51,10 +51,12 @@ from typing import Any
 
 import torch
 
-from ..base import StepPolicy, is_finite
+from ..base import OutputStream, StepPolicy, is_finite
+from ..lemica import ScheduleStream
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
 from .budgets import budget_adapt_trend, budget_profile, budget_trend_cap, ranked_plan
 from .plan import INF, PINNED, pinned_costs, plan_table, window_costs
+from .schedules import budget_schedule, gaps
 from .stream import ETCPlusStream
 from .step_counts import profile_for_steps
 from ...scheduler_family import scheduler_mismatch
@@ -74,7 +76,9 @@ class ETCPlus(StepPolicy):
         calls: a call budget B: at most B real steps per generation (each runs every CFG branch once). Where
             calibration measured the budgets on held-out runs (``budget_errors``), the measured plan of <= B
             calls that came clearly closest runs (:func:`~etcdiff.policies.step.etc_plus.budgets.ranked_plan`),
-            with the fit calibration chose for that budget where it chose one (``budget_fits``).
+            with the fit calibration chose for that budget where it chose one (``budget_fits``), or the searched
+            schedule it kept for that budget (``budget_schedules``, :mod:`.schedules`; only where ``tolerance``,
+            ``spike``, ``trend_cap`` and ``adapt_trend`` are left unset, which set ETC+'s own plan).
         tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
             default when neither ``calls`` nor ``tolerance`` is given; planned with the calibrated
             ``tolerance_scale``). With both, both hold.
@@ -123,7 +127,8 @@ class ETCPlus(StepPolicy):
             raise ValueError(f"etc-plus: adapt_trend must be true, false or unset, got {adapt_trend!r}.")
         self.requested_adapt_trend, self.trend_weight = adapt_trend, 1.0
         self._trend_settings(self.profile)
-        self.spike = check_number("spike", spike, 1.0) or float(self.profile["spike"])
+        self.requested_spike = check_number("spike", spike, 1.0)
+        self.spike = self.requested_spike or float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
             (int(cp), int(c), int(t)): (float(g), float(k), float(e)) for cp, c, t, g, k, e in self.profile["triplets"]
@@ -133,6 +138,7 @@ class ETCPlus(StepPolicy):
         self._other_steps: dict[tuple, dict[str, Any]] = {}  # served or resampled profiles, by step count
         self._run_sigmas: list[float] | None = None
         self._kept: dict[int, tuple] = {}
+        self.schedule: tuple[list[int], str] | None = None  # (steps, predictor) where a searched schedule serves
 
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
@@ -198,6 +204,8 @@ class ETCPlus(StepPolicy):
         if self.calls is None:
             raise ValueError("etc-plus: planned_steps needs a call budget (calls=...); a tolerance plans online.")
         self.begin(num_steps)
+        if self.schedule is not None:
+            return list(self.schedule[0])
         steps, state, left = [0], (-1, 0), self.calls - 1
         while left > 0 and state[1] + 1 < num_steps:
             m = self._next(left, state) if self._value(left, state) < INF else state[1] + 1
@@ -210,11 +218,14 @@ class ETCPlus(StepPolicy):
         if isinstance(num_steps, int) and not isinstance(num_steps, bool):
             self._switch(profile_for_steps(self.calibrated, self._fitted, num_steps, self._run_sigmas,
                                            self.requested_calls, self.last_step, self._other_steps))
+            own = (self.tolerance, self.requested_trend_cap, self.requested_adapt_trend, self.requested_spike)
+            self.schedule = None if any(v is not None for v in own) else budget_schedule(
+                self.profile, self.calls, self.compute_last, num_steps)  # settings of ETC+'s own plan run it
         super().begin(num_steps)
         if self._plan is None:
             self._build_plan()
             self._kept[id(self.profile)] = (self._gains, self._plan, self._seg)  # for this configuration's next runs
-        if self.calls is not None and self._value(self.calls - 1, (-1, 0)) == INF:
+        if self.schedule is None and self.calls is not None and self._value(self.calls - 1, (-1, 0)) == INF:
             least = next((k + 1 for k in range(len(self._plan[0])) if self._value(k, (-1, 0)) < INF), num_steps)
             raise ValueError(
                 f"etc-plus: calls={self.calls} cannot cover {num_steps} steps with windows of at most "
@@ -270,7 +281,9 @@ class ETCPlus(StepPolicy):
                       "this run. Calibrate with this scheduler.", RuntimeWarning, stacklevel=3)
 
     # -- the run --------------------------------------------------------------------------------------------
-    def new_stream(self) -> ETCPlusStream:
+    def new_stream(self) -> OutputStream:
+        if self.schedule is not None:  # a searched schedule's predictor (:mod:`.schedules`)
+            return ScheduleStream(self.schedule[1], lambda step: self._gaps[step])
         return ETCPlusStream(self)
 
     def reset_state(self) -> None:
@@ -282,6 +295,8 @@ class ETCPlus(StepPolicy):
         self.trend_weight = 1.0  # adapt_trend: how much of the trend this sample's estimates carry
         self._poisoned = False
         self._state = (-1, 0)
+        if self.schedule is not None:
+            self._scheduled, self._gaps = set(self.schedule[0]), gaps(self.schedule[0], self.num_steps)
 
     def budget_refusal(self, step: int) -> str | None:
         if self.calls is not None and self.real_count >= self.calls:
@@ -297,13 +312,21 @@ class ETCPlus(StepPolicy):
             return True
         if self._calls_left() <= 0:
             return False
+        if self.schedule is not None:
+            return step in self._scheduled
         return step >= self.next_real or self._poisoned
 
     def predict(self, step: int) -> torch.Tensor | None:
-        est = self.main_stream.estimate(step)
+        est = self.main_stream.predict(step) if self.schedule is not None else self.main_stream.estimate(step)
         return est if est is not None and is_finite(est) else None
 
     def observe(self, step: int, output: torch.Tensor, computed: bool) -> None:
+        if self.schedule is not None:  # the searched schedule runs as searched: no online change
+            self._log(step, computed, window=None if computed else self._gaps[step])
+            self.real_count += int(computed)
+            self.last_real = step if computed else self.last_real
+            (self.main_stream.record if computed else self.main_stream.use)(step, output)
+            return
         if not computed:
             self._log(step, False, window=step - (self.last_real or 0))
             return
