@@ -13,7 +13,8 @@ measured, never left out.
 ``--variant NAME`` reads ETC+'s front of each pipeline case from ``<bench folder>-NAME`` instead (a twin profile
 benched on the same images, e.g. ``docs/scenes/bench/schedules.sh`` for ``schedules``; the other methods' fronts
 stay the case's) and writes ``etc_plus_margins_NAME.md``; a case without that bench is listed as not measured, and
-so are the pipeline cases' items 2 and 3 (the ladder JSON is the benched profile's).
+so are the pipeline cases' items 2 and 3 (the ladder JSON is the benched profile's). A grid case counts only where
+its ETC+ was calibrated with the variant (:data:`VARIANT_MARKS`; give ``--grid`` a grid merged with such runs).
 
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
        [--variant NAME]
@@ -115,6 +116,11 @@ def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
             for c in json.load(open(path))}
 
 
+#: per variant, the key that a grid case's ETC+ record (``extra["etc-plus"]``) carries when its profile was
+#: calibrated with it (``scripts/etc_plus_solvers.py --searched-schedules``)
+VARIANT_MARKS = {"schedules": "schedule_check"}
+
+
 def variant_folder(bench: str, variant: str) -> str:
     """Where a twin profile of ETC+ is benched on a case's images: beside its bench's folder
     (``<bench folder>-<variant>``)."""
@@ -137,6 +143,10 @@ def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
     for case in json.load(open(grid)) if os.path.exists(grid) else []:
         fronts = {m: f for m, f in case["fronts"].items() if m != "etc-plus-old"}
         tol = next((r for r in case["rows"] if r["method"] == "etc-plus-tol"), {})
+        if variant and VARIANT_MARKS.get(variant, variant) not in case["extra"].get(OURS, {}):
+            table.append([case["model"], case["scheduler_class"], str(case["steps"]), f"not measured with {variant}",
+                          "", "", *checks(None, None), f"{os.path.basename(grid)} (ETC+ not calibrated with it)"])
+            continue
         table.append([case["model"], case["scheduler_class"], str(case["steps"]), *margins(fronts),
                       *checks(tol.get("within"), case["extra"].get(OURS, {}).get("worst_drop")),
                       os.path.basename(grid)])

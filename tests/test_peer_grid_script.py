@@ -124,3 +124,21 @@ def test_the_margin_table_of_a_variant_reads_etc_plus_from_its_twin_bench(tmp_pa
     assert row[3] == "+1.5 (lemica)" and row[-1].endswith(str(twin / "results.json"))
     assert row[6:8] == ["not measured", "not measured"]  # the ladder's checks are the benched profile's
     assert margins.rows(*args)[0][3] == "-2.0 (lemica)"  # without the variant: the case's own ETC+
+
+
+def test_the_margin_table_of_a_variant_counts_only_grid_cases_calibrated_with_it(tmp_path, monkeypatch):
+    margins = load_script("etc_plus_margins")
+    monkeypatch.setattr(margins, "BENCHES", [])
+
+    def case(steps, extra):
+        rows = [{"method": "etc-plus-tol", "within": 1.0}]
+        fronts = {"etc-plus": {"2x": 50.0, "3x": 40.0, "4x": 30.0}, "lemica": {"2x": 49.0, "3x": 41.0, "4x": None}}
+        return {"model": "digits", "scheduler_class": "UniPCMultistepScheduler", "steps": steps, "rows": rows,
+                "fronts": fronts, "extra": {"etc-plus": extra}}
+
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps([case(20, {"worst_drop": 0.2, "schedule_check": {}}), case(28, {"worst_drop": 0.1})]))
+    rows = margins.rows(str(grid), str(tmp_path / "no-ladder.json"), variant="schedules")
+    assert rows[0][3:8] == ["+1.0 (lemica)", "-1.0 (lemica)", "30.0 dB (no other method reaches it)", "100 %", "0.2 dB"]
+    assert rows[1][3] == "not measured with schedules" and rows[1][-1].endswith("(ETC+ not calibrated with it)")
+    assert margins.rows(str(grid), str(tmp_path / "no-ladder.json"))[1][3] == "+1.0 (lemica)"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# ETC+ calibrated with `--set searched_schedules=true` (a budget runs a schedule searched by lexicographic minimax
+# with its own predictor where the held-out calibration runs found it clearly closer than ETC+'s plan), benched on
+# the images of a case's own bench (its prompts, seeds, steps and scheduler) into `<case folder>-schedules`, so that
+# scripts/etc_plus_margins.py --variant schedules reads its front beside the case's other methods. Calibrated on the
+# model's calibration captions (calibration_prompts.txt, seed 42), as the case's own profile was.
+# Usage: bash docs/scenes/bench/schedules.sh SCHEDULER:STEPS ...   (euler:28 is adherence-28, 48 images; the others
+#        solvers-STEPS/SCHEDULER, 16 images)
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+D=docs/scenes/bench
+for case in "$@"; do
+  S=${case%%:*}
+  N=${case##*:}
+  if [ "$S:$N" = euler:28 ]; then
+    C=$D/adherence-28 SEEDS=0,1,2,3,4,5 SCH=()  # the pipeline's own scheduler, as that bench ran it
+  else
+    C=$D/solvers-$N/$S SEEDS=0,1 SCH=(--scheduler "$S")
+  fi
+  O=$C-schedules
+  P=$O/profiles
+  F=$P/etc-plus.json
+  mkdir -p "$P"
+  if [ ! -f "$F" ]; then
+    ETCDIFF_PROFILE_DIR=$P etcdiff calibrate --model demo "${SCH[@]}" --prompts $D/calibration_prompts.txt --seed 42 \
+      --steps "$N" --out "$P" --no-plot --quiet --method etc-plus --set searched_schedules=true | tee "$O/calibrate.txt"
+    mv "$P"/scenes_"${N}"steps_*etc-plus.json "$F"
+  fi
+  etcdiff bench --model demo "${SCH[@]}" --prompts $D/evaluation_prompts.txt --seeds $SEEDS --steps "$N" --repeats 1 \
+    --threads 1 --no-progress --out "$O" --settings "etc-plus:profile=$F calls=$((N / 2)),$((N / 3)),$((N / 4))"
+done
