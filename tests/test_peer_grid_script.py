@@ -60,13 +60,18 @@ def _write_bench(folder, rows):
     (folder / "results.json").write_text(json.dumps({"summary": summary}))
 
 
-def test_the_margin_table_reads_a_cases_peers_beside_its_bench(tmp_path, monkeypatch):
+def _one_case(tmp_path, monkeypatch, rows):
+    """The margin script with one pipeline case, scenes UniPC 20, whose bench (``tmp_path/unipc``) has ``rows``."""
     margins = load_script("etc_plus_margins")
-    bench, peers = tmp_path / "unipc", tmp_path / "unipc-peers"
-
-    _write_bench(bench, [("etc-plus", "calls=10", 2.0, 50.0), ("ertacache", "t=0.2", 2.0, 45.0)])
-    monkeypatch.setattr(margins, "BENCHES", [("scenes", "unipc", 20, str(bench / "results.json"))])
+    _write_bench(tmp_path / "unipc", rows)
+    monkeypatch.setattr(margins, "BENCHES", [("scenes", "unipc", 20, str(tmp_path / "unipc" / "results.json"))])
     monkeypatch.setattr(margins, "MORE", {})
+    return margins
+
+
+def test_the_margin_table_reads_a_cases_peers_beside_its_bench(tmp_path, monkeypatch):
+    margins = _one_case(tmp_path, monkeypatch, [("etc-plus", "calls=10", 2.0, 50.0), ("ertacache", "t=0.2", 2.0, 45.0)])
+    peers = tmp_path / "unipc-peers"
     assert margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0][3] == "+5.0 (ertacache)"
     _write_bench(peers, [("lemica", "calls=10 predictor=etc", 2.0, 51.0)])
     row = margins.rows(str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))[0]
@@ -110,15 +115,12 @@ def test_an_unknown_case_is_refused_with_the_cases_there_are(monkeypatch):
 
 
 def test_the_margin_table_of_a_variant_reads_etc_plus_from_its_twin_bench(tmp_path, monkeypatch):
-    margins = load_script("etc_plus_margins")
-    bench, twin = tmp_path / "unipc", tmp_path / "unipc-schedules"
-
-    _write_bench(bench, [("etc-plus", "calls=10", 2.0, 50.0), ("lemica", "calls=10", 2.0, 52.0)])
-    monkeypatch.setattr(margins, "BENCHES", [("scenes", "unipc", 20, str(bench / "results.json"))])
-    monkeypatch.setattr(margins, "MORE", {})
+    margins = _one_case(tmp_path, monkeypatch, [("etc-plus", "calls=10", 2.0, 50.0), ("lemica", "calls=10", 2.0, 52.0)])
+    twin = tmp_path / "unipc-schedules"
     args = (str(tmp_path / "no-grid.json"), str(tmp_path / "no-ladder.json"))
     missing = margins.rows(*args, variant="schedules")[0]
-    assert missing[3] == "not measured with schedules" and missing[-1].endswith("unipc-schedules/results.json (missing)")
+    assert missing[3] == "not measured with schedules"
+    assert missing[-1].endswith("unipc-schedules/results.json (missing)")
     _write_bench(twin, [("etc-plus", "calls=10", 2.0, 53.5)])
     row = margins.rows(*args, variant="schedules")[0]
     assert row[3] == "+1.5 (lemica)" and row[-1].endswith(str(twin / "results.json"))

@@ -26,6 +26,7 @@ for S in ${@:-20 28 50}; do
       | tee "$O/calibrate.txt"
     mv "$P"/"${MODEL}"_"${S}"steps*_etc-plus.json "$F"
   fi
+  SET="etc-plus:profile=$F;etc-plus:profile=$F calls=$((S / 2)),$((S / 3)),$((S / 4))"
   etcdiff bench --model "$MODEL" "${SCHED[@]}" --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps "$S" \
-    --repeats 1 --threads 1 --no-progress --out "$O" --settings "etc-plus:profile=$F;etc-plus:profile=$F calls=$((S / 2)),$((S / 3)),$((S / 4))"
+    --repeats 1 --threads 1 --no-progress --out "$O" --settings "$SET"
 done
