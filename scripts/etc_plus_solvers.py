@@ -69,6 +69,8 @@ def scheduler(model: str, kind: str) -> Any:
     """The scheduler ``kind`` (euler: the model's own first-order one, unipc, dpm) for ``model``."""
     from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
+    if kind not in ("euler", "unipc", "dpm"):  # anything else fell through to DPM-Solver++ unnoticed
+        raise ValueError(f"unknown scheduler {kind!r}: euler (the model's own first-order solver), unipc or dpm")
     if model in FLOW_SHIFT:
         shift = FLOW_SHIFT[model]
         if kind == "euler":
@@ -293,7 +295,8 @@ def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[di
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["gmm-flow", "gmm-ddim", "digits"])
-    ap.add_argument("--schedulers", nargs="+", default=["euler", "unipc", "dpm"])
+    ap.add_argument("--schedulers", nargs="+", default=["euler", "unipc", "dpm"], choices=["euler", "unipc", "dpm"],
+                    help="euler: each model's own first-order solver (DDIM on the epsilon models)")
     ap.add_argument("--steps", nargs="+", type=int, default=[20, 28, 50])
     ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
     ap.add_argument("--no-ladder", action="store_true")
