@@ -52,10 +52,15 @@ MORE = {("scenes", sched, 50): [f"docs/scenes/bench/solvers-50/{sched}-ertacache
         for sched in ("euler", "unipc", "dpm")}
 
 
+def variant_folder(bench: str, variant: str) -> str:
+    """A folder beside a case's bench folder (``<bench folder>-<variant>``): its peers' bench, or a twin profile of
+    ETC+ benched on the case's images."""
+    return os.path.dirname(bench).rstrip("/") + f"-{variant}"
+
+
 def peers_folder(bench: str) -> str:
-    """Where ``scripts/etc_plus_peer_benches.py`` benches the other step methods of a case: beside its bench's
-    folder (``<bench folder>-peers``)."""
-    return os.path.dirname(bench).rstrip("/") + "-peers"
+    """Where ``scripts/etc_plus_peer_benches.py`` benches the other step methods of a case (``-peers``)."""
+    return variant_folder(bench, "peers")
 
 
 def extra_benches(model: str, sched: str, steps: int, bench: str) -> list[str]:
@@ -119,12 +124,6 @@ def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
 #: per variant, the key that a grid case's ETC+ record (``extra["etc-plus"]``) carries when its profile was
 #: calibrated with it (``scripts/etc_plus_solvers.py --searched-schedules``)
 VARIANT_MARKS = {"schedules": "schedule_check"}
-
-
-def variant_folder(bench: str, variant: str) -> str:
-    """Where a twin profile of ETC+ is benched on a case's images: beside its bench's folder
-    (``<bench folder>-<variant>``)."""
-    return os.path.dirname(bench).rstrip("/") + f"-{variant}"
 
 
 def with_variant(fronts: dict[str, dict[str, float | None]], bench: str,

@@ -324,7 +324,6 @@ class ETCPlus(StepPolicy):
         if self.schedule is not None:  # the searched schedule runs as searched: no online change
             self._log(step, computed, window=None if computed else self._gaps[step])
             self.real_count += int(computed)
-            self.last_real = step if computed else self.last_real
             (self.main_stream.record if computed else self.main_stream.use)(step, output)
             return
         if not computed:
