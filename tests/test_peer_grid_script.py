@@ -3,6 +3,7 @@ denoiser and as the bench's settings, and the margin table reading a case's peer
 
 import json
 
+import pytest
 import torch
 from repo_scripts import load_script
 
@@ -144,3 +145,9 @@ def test_the_margin_table_of_a_variant_counts_only_grid_cases_calibrated_with_it
     assert rows[0][3:8] == ["+1.0 (lemica)", "-1.0 (lemica)", "30.0 dB (no other method reaches it)", "100 %", "0.2 dB"]
     assert rows[1][3] == "not measured with schedules" and rows[1][-1].endswith("(ETC+ not calibrated with it)")
     assert margins.rows(str(grid), str(tmp_path / "no-ladder.json"))[1][3] == "+1.0 (lemica)"
+
+
+def test_the_grid_refuses_an_unknown_scheduler_in_one_line():
+    solvers = load_script("etc_plus_solvers")
+    with pytest.raises(ValueError, match="unknown scheduler 'ddim': euler .* unipc or dpm"):
+        solvers.scheduler("gmm-ddim", "ddim")  # it ran DPM-Solver++ 2M before
