@@ -31,7 +31,7 @@ def _served(profile, predictor, calls=6):
     return {**profile, SCHEDULES: schedule_entry(STEPS, {calls: (SCHEDULE, predictor)})}
 
 
-@pytest.mark.parametrize("predictor", ["etc", "linear"])
+@pytest.mark.parametrize("predictor", ["etc", "linear", "reuse"])
 def test_a_served_budget_runs_the_schedule_exactly_as_lemica_does(flow, predictor):
     model, sched, _, prof = flow
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
@@ -69,7 +69,7 @@ def test_a_malformed_schedule_is_refused_in_one_line(flow):
     for steps, predictor, match in (([1, 5, 19], "etc", "increasing steps from 0"),
                                     ([0, 5, 5, 19], "etc", "increasing steps from 0"),
                                     ([0, 5, 20], "etc", "increasing steps from 0"),
-                                    ([0, 5, 19], "reuse", "unknown predictor")):
+                                    ([0, 5, 19], "nearest", "unknown predictor")):
         with pytest.raises(ValueError, match=match):
             budget_schedule({SCHEDULES: schedule_entry(STEPS, {3: (steps, predictor)})}, 3, False, STEPS)
     with pytest.raises(ValueError, match="within 20 steps and 2 calls"):
@@ -120,15 +120,17 @@ def test_searched_schedules_is_a_checked_fit_setting_and_is_counted(flow):
     with pytest.raises(ValueError, match="searched_schedules must be true or false"):
         fit_etc_plus(runs, searched_schedules="yes")
     more = _probe_runs(10, 28, searched_schedules=True) - _probe_runs(10, 28)
-    assert more == 7 * 9 * 2  # 7 held-out runs x budgets 6..14 x two predictors
+    assert more == 7 * 9 * 3  # 7 held-out runs x budgets 6..14 x three predictors
 
 
 def test_the_cli_says_which_budgets_a_schedule_serves():
     from etcdiff.cli.calibrate import _schedules_kept
 
-    profile = {SCHEDULES: schedule_entry(28, {9: ([0, 3], "etc"), 10: ([0, 3], "etc"), 14: ([0, 3], "linear")}),
+    profile = {SCHEDULES: schedule_entry(28, {9: ([0, 3], "etc"), 10: ([0, 3], "etc"), 14: ([0, 3], "linear"),
+                                              16: ([0, 3], "reuse")}),
                "schedule_check": {"9": {"plan": -3.84, "etc": -4.31, "linear": -4.0, "kept": "etc"}}}
     said = _schedules_kept(profile)
-    assert "calls 9-10 with ETC's trend; calls 14 with the linear predictor" in said and "-3.84" in said
+    assert "calls 9-10 with ETC's trend; calls 14 with the linear predictor; calls 16 with the last output reused" \
+        in said and "-3.84" in said
     none = _schedules_kept({"schedule_check": {"9": {"kept": None}}})
     assert none.startswith("none kept") and "of the 1 measured" in none

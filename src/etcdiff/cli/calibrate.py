@@ -265,7 +265,7 @@ def _schedules_kept(profile: dict[str, Any]) -> str:
     from ..policies.step.etc_plus.budgets import budgets_served
 
     plans = (profile.get("budget_schedules") or {}).get("plans") or {}
-    names = {"etc": "ETC's trend", "linear": "the linear predictor"}
+    names = {"etc": "ETC's trend", "linear": "the linear predictor", "reuse": "the last output reused"}
     spans = budgets_served({k: names.get(v["predictor"], v["predictor"]) for k, v in plans.items()})
     check = profile.get("schedule_check") or {}
     if not spans:

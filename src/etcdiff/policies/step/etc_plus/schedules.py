@@ -10,7 +10,8 @@ recursive trend landed 3.9 dB closer than ETC+'s plan at 9 calls. Which serves a
 runs both on the held-out calibration runs and keeps a schedule only where it is clearly closer
 (:mod:`etcdiff.calibration.etc_plus.schedules`). The profile's ``budget_schedules`` then holds, per budget, the
 steps and the predictor (``"etc"``: ETC's recursive trend spread over the gap; ``"linear"``: the line through the
-last two real outputs), for the step count it was searched at; runs at other step counts plan as before.
+last two real outputs; ``"reuse"``: the last real output, LeMiCa's own), for the step count it was searched at;
+runs at other step counts plan as before.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 SCHEDULES = "budget_schedules"  # profile key: {"num_steps": N, "plans": {calls: {"steps": [...], "predictor": p}}}
 SCHEDULE_FIT = "searched_schedules"  # the fit setting (opt-in) under which calibration measures the schedules
-SCHEDULE_PREDICTORS = ("etc", "linear")  # the predictors a searched schedule is measured with, in order
+SCHEDULE_PREDICTORS = ("etc", "linear", "reuse")  # the predictors a searched schedule is measured with, in order
 
 
 def budget_schedule(profile: dict[str, Any], calls: int | None, compute_last: bool,
