@@ -50,6 +50,7 @@ from etcdiff.policies import ETCPlus, FixedInterval, NoCache, StepPolicy  # noqa
 from etcdiff.policies.flow_solvers import flow_solver_problem  # noqa: E402
 
 FLOW_SHIFT = {"digits": 1.0, "gmm-flow": 3.0}
+SCHEDULERS = ("euler", "unipc", "dpm")  # euler: each model's own first-order solver (DDIM on the epsilon models)
 NEW_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "tolerance_scale")  # what etc-plus-old does without
 BUDGET_KEYS = NEW_KEYS[:4]  # the measured budget ranking: what ranked_plan reads
 REPLAYS = False  # --replays: etc-plus calibrates with replays=True (held-out runs replayed, one run probed for real)
@@ -69,7 +70,7 @@ def scheduler(model: str, kind: str) -> Any:
     """The scheduler ``kind`` (euler: the model's own first-order one, unipc, dpm) for ``model``."""
     from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-    if kind not in ("euler", "unipc", "dpm"):  # anything else fell through to DPM-Solver++ unnoticed
+    if kind not in SCHEDULERS:  # anything else fell through to DPM-Solver++ unnoticed
         raise ValueError(f"unknown scheduler {kind!r}: euler (the model's own first-order solver), unipc or dpm")
     if model in FLOW_SHIFT:
         shift = FLOW_SHIFT[model]
@@ -295,7 +296,7 @@ def served(model: str, kind: str, source: int, steps_list: list[int]) -> list[di
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["gmm-flow", "gmm-ddim", "digits"])
-    ap.add_argument("--schedulers", nargs="+", default=["euler", "unipc", "dpm"], choices=["euler", "unipc", "dpm"],
+    ap.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=SCHEDULERS,
                     help="euler: each model's own first-order solver (DDIM on the epsilon models)")
     ap.add_argument("--steps", nargs="+", type=int, default=[20, 28, 50])
     ap.add_argument("--methods", nargs="+", default=["etc-plus", "etc-plus-old", "ertacache", "fixed", "meancache"])
@@ -347,7 +348,7 @@ def main() -> None:
             with open(path) as f:
                 results += json.load(f)
         results = combined(results)
-        order = {k: i for i, k in enumerate(("euler", "unipc", "dpm"))}
+        order = {k: i for i, k in enumerate(SCHEDULERS)}
         results.sort(key=lambda r: (r["model"], order.get(r["scheduler"], 9), r["steps"]))
         if args.previous:
             with open(args.previous) as f:
