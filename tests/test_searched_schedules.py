@@ -64,6 +64,26 @@ def test_the_schedule_serves_only_its_budget_step_count_and_the_plan_it_replaced
     assert policy.schedule is None and len(policy.report().computed_steps) == 8
 
 
+def test_a_bigger_budget_replaces_a_kept_schedule_where_its_plan_measured_closer_on_average(flow):
+    from etcdiff.policies.step.etc_plus.budgets import ranked_plan
+
+    _, _, _, prof = flow
+    logs = {"5": [-3.0, -3.1, -2.9, -3.0], "6": [-3.6, -3.5, -3.7, -3.6],  # 6 (the schedule): clearly below 5
+            "7": [-3.8, -3.5, -3.9, -3.5], "8": [-3.5, -3.8, -3.6, -3.7]}  # 7 and 8: lower on average, not clearly
+    means = {k: sum(v) / len(v) for k, v in logs.items()}
+    plain = {**prof, "budget_errors": means, "budget_logs": logs}
+    served = {**_served(prof, "etc"), "budget_errors": means, "budget_logs": logs}
+    # ETC+'s own plans: the walk keeps the 6-call plan, which 7 and 8 do not clearly beat
+    assert [ranked_plan(plain, b)[0] for b in (5, 6, 7, 8)] == [5, 6, 6, 6]
+    # a schedule at 6 won its budget on these runs among several predictors: 7's plan, lower on average, replaces
+    # it, and 8 must then clearly beat 7 (it does not)
+    assert [ranked_plan(served, b)[0] for b in (5, 6, 7, 8)] == [5, 6, 7, 7]
+    assert ETCPlus(served, calls=8).calls == 7 and ETCPlus(served, calls=6).planned_steps(STEPS) == SCHEDULE
+    above = {**logs, "7": [-3.4, -3.5, -3.5, -3.4], "8": [-3.5, -3.4, -3.6, -3.5]}  # above the schedule on average
+    kept = {**served, "budget_errors": {k: sum(v) / 4 for k, v in above.items()}, "budget_logs": above}
+    assert [ranked_plan(kept, b)[0] for b in (6, 7, 8)] == [6, 6, 6]
+
+
 def test_a_malformed_schedule_is_refused_in_one_line(flow):
     prof = flow[3]
     for steps, predictor, match in (([1, 5, 19], "etc", "increasing steps from 0"),

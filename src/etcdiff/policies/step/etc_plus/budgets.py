@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import torch
 
+from .schedules import SCHEDULES
+
 FREE, LAST = "budget_errors", "budget_errors_last"
 BUDGET_FITS = "budget_fits"  # per budget, a candidate other than the profile's own (calibration's per-budget choice)
 TREND_CAPS = "budget_trend_caps"  # per budget, the trend cap its free plan runs with (calibration's choice, opt-in)
@@ -87,8 +89,11 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     Where the profile keeps each plan's errors per held-out run (``budget_logs``), the plans are walked from the
     fewest calls up and a plan replaces the one kept so far only where it is :func:`clearly_lower` on the same
     runs (by ``margin`` standard errors): a bigger budget whose plan measured about as close runs the smaller plan
-    (fewer calls, and no drop the held-out runs cannot vouch for). Else the plan with the least mean error (the
-    larger budget of equal ones, then the free plan)."""
+    (fewer calls, and no drop the held-out runs cannot vouch for). A searched schedule kept so far (``budget_
+    schedules``) is the exception: it won a choice among several predictors on these same runs, so its errors there
+    are the lucky draw of that choice, and a bigger budget's own plan replaces it where the schedule's mean error
+    is not below the plan's. Else the plan with the least mean error (the larger budget of equal ones, then the
+    free plan)."""
     kinds = {False: (FREE,), True: (LAST,), None: (FREE, LAST)}[last_step]
     forced = bool(last_step)
     if calls is None:
@@ -98,9 +103,18 @@ def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | No
     if not any(k == calls for k, *_ in options):
         return calls, forced
     if all(logs is not None and len(logs) >= 3 for *_, logs in options):
+        searched = {int(k) for k in ((profile.get(SCHEDULES) or {}).get("plans") or {})}
+
+        def is_schedule(option: tuple) -> bool:
+            return option[0] in searched and not option[1]  # a schedule serves its budget's free plan
+
         kept = options[0]
         for option in options[1:]:
-            if clearly_lower(option[3], kept[3], margin):
+            if is_schedule(kept) and not is_schedule(option):
+                replace = not clearly_lower(kept[3], option[3], 0.0)
+            else:
+                replace = clearly_lower(option[3], kept[3], margin)
+            if replace:
                 kept = option
         return kept[0], kept[1]
     k, last, _, _ = min(options, key=lambda o: (o[2], -o[0], o[1]))
