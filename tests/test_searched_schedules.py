@@ -129,6 +129,10 @@ def test_calibration_keeps_a_schedule_only_where_it_is_clearly_closer(flow, wins
     else:
         assert SCHEDULES not in fitted["profile"] and free["6"] == plan and last["7"] == plan
         assert check["6"]["kept"] is None and check["6"]["etc"] > check["6"]["plan"]
+    logs = check["6"]["logs"]  # the per-run errors behind each mean, paired run by run
+    assert set(logs) == {"plan", "etc", "linear", "reuse"} and all(len(v) == 3 for v in logs.values())
+    assert logs["plan"] == [round(x, 4) for x in plan]
+    assert all(abs(sum(v) / 3 - check["6"][k]) < 1e-3 for k, v in logs.items())
 
 
 def test_searched_schedules_is_a_checked_fit_setting_and_is_counted(flow):

@@ -36,7 +36,8 @@ def measure_schedules(fitted: dict[str, Any], held: HeldOut, free: dict[str, lis
                       last: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
     """Where a searched schedule serves a budget, put it in ``fitted["profile"]`` (``budget_schedules``) and its
     held-out log errors in ``free`` (dropping the budget from ``last``); return what was measured per budget
-    (``{"plan": ETC+'s mean, predictor: mean, "kept": predictor or None}``) for the profile's record."""
+    (``{"plan": ETC+'s mean, predictor: mean, "kept": predictor or None, "logs": the same per held-out run}``) for
+    the profile's record."""
     profile = fitted["profile"]
     n = int(profile["num_steps"])
     if not held.records or not held.folds:
@@ -54,8 +55,9 @@ def measure_schedules(fitted: dict[str, Any], held: HeldOut, free: dict[str, lis
             options[p] = held.log_errors(policies)
         better = [p for p, logs in options.items() if clearly_lower(logs, base, MARGIN)]
         best = min(better, key=lambda p: _mean(options[p])) if better else None
-        record[key] = {"plan": round(_mean(base), 4), **{p: round(_mean(v), 4) for p, v in options.items()},
-                       "kept": best}
+        measured = {"plan": base, **options}
+        record[key] = {**{k: round(_mean(v), 4) for k, v in measured.items()}, "kept": best,
+                       "logs": {k: [round(x, 4) for x in v] for k, v in measured.items()}}
         if best is not None:
             kept[calls] = best
             free[key] = options[best]
