@@ -1,0 +1,152 @@
+"""How the searched schedules' choice should be made, asked of the scenes model's development prompts (grammar seed
+11, none of them a calibration or evaluation caption; ``scenes_dev.dev_prompts``), never of the evaluation
+captions the margin tables report.
+
+For each scenes case of the margin table (scheduler, step count), this benches on the development prompts what
+ETC+'s profile runs at the case's budgets of 2x, 3x and 4x (``calls=``, the default profile of the case's bench)
+and LeMiCa's schedule at the same budgets with each predictor (the case's ``-peers`` profile, calibrated on the
+calibration captions at seed 42 as ETC+'s was). A schedule that ETC+'s calibration keeps for a budget is that
+schedule (searched on the same calibration runs, run bit for bit as LeMiCa runs it), so the PSNR of these runs is
+what each choice rule would give at that budget. ``--rules`` then reads, for each case, the held-out means of the
+twin profile's ``schedule_check`` (``<case>-schedules``) and prints what each rule picks and the development PSNR
+of its pick. The rules were written down, with what would make the lower mean the rule, before any of these
+images was benched (docs/etc-plus/README.md, "The schedules' bar asked of development prompts").
+
+Usage: python scripts/schedule_choice_dev.py [--cases euler:28 unipc:50 ...] [--prompts 8] [--seeds 0,1]
+       python scripts/schedule_choice_dev.py --rules   (after the benches; reads docs/scenes/bench/dev-schedules)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from scenes_dev import BENCH, dev_prompts  # noqa: E402
+
+OUT = BENCH / "dev-schedules"  # run from the repository root: the settings name profiles by relative paths
+CASES = [f"{s}:{n}" for n in (20, 28, 50) for s in ("euler", "unipc", "dpm")]
+PREDICTORS = ("etc", "linear", "reuse")
+
+
+def case_folder(case: str) -> str:
+    """The case's own bench folder (its profiles, its peers beside it)."""
+    sched, steps = case.split(":")
+    return os.path.relpath(BENCH / ("adherence-28" if case == "euler:28" else f"solvers-{steps}/{sched}"))
+
+
+def settings(case: str) -> tuple[list[str], str]:
+    """The scheduler flag and ``--settings`` of a case: ETC+ as its bench ran it, LeMiCa at the same budgets."""
+    folder = case_folder(case)
+    with open(os.path.join(folder, "results.json")) as f:
+        grid = json.load(f)["config"]["grid"]
+    sched, steps = case.split(":")
+    profiles = os.path.join(folder, "profiles") if case == "euler:28" else os.path.join(os.path.dirname(folder),
+                                                                                        "profiles", sched)
+    ours = os.path.join(profiles, f"scenes_{steps}steps_etc-plus.json")
+    calls = [g["setting"]["calls"] for g in grid if g["method"] == "etc-plus" and "calls" in g["setting"]]
+    lemica = os.path.join(folder + "-peers", "profiles", f"scenes_{steps}steps_{sched}_lemica.json")
+    with open(os.path.join(folder + "-peers", "results.json")) as f:
+        theirs = sorted({g["setting"]["calls"] for g in json.load(f)["config"]["grid"] if g["method"] == "lemica"})
+    text = [f"etc-plus:profile={ours} calls={','.join(str(c) for c in sorted(set(calls) | set(theirs)))}",
+            f"lemica:profile={lemica} calls={','.join(str(c) for c in theirs)} predictor={','.join(PREDICTORS)}"]
+    return ([] if case == "euler:28" else ["--scheduler", sched]), ";".join(text)
+
+
+def bench(case: str, prompts: int, seeds: str) -> None:
+    sched, steps = case.split(":")
+    out = os.path.relpath(OUT / f"{sched}-{steps}")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "development_prompts.txt"), "w") as f:
+        f.write("\n".join(dev_prompts(prompts)) + "\n")
+    flag, text = settings(case)
+    cmd = ["etcdiff", "bench", "--model", "demo", *flag, "--prompts", os.path.join(out, "development_prompts.txt"),
+           "--seeds", seeds, "--steps", steps, "--repeats", "1", "--threads", "1", "--no-progress", "--out", out,
+           "--settings", text]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+RULES = {  # per budget, from the held-out means of schedule_check: what serves it ("plan" or a predictor)
+    "two standard errors (as calibrated)": lambda check: check["kept"] or "plan",
+    "lowest held-out mean": lambda check: min(("plan", *PREDICTORS), key=lambda k: check[k]),
+}
+
+
+def development_psnr(case: str) -> dict[tuple[int, str], float]:
+    """Mean PSNR on the development images per (budget, "plan" or predictor)."""
+    from etcdiff.bench.merge import summarize
+
+    sched, steps = case.split(":")
+    with open(OUT / f"{sched}-{steps}" / "results.json") as f:
+        result = json.load(f)
+    out = {}
+    for row in summarize(result["runs"], result["config"]["grid"]):
+        if row["kind"] == "run" and row["psnr"] is not None:
+            setting = row["setting"]
+            out[(int(setting["calls"]), setting.get("predictor", "plan"))] = float(row["psnr"])
+    return out
+
+
+def rules_table(cases: list[str]) -> str:
+    """:func:`picks_table` of the benched cases, each with its twin profile's ``schedule_check``."""
+    measured = []
+    for case in cases:
+        if (OUT / case.replace(":", "-") / "results.json").exists():
+            twin = os.path.join(case_folder(case) + "-schedules", "profiles", "etc-plus.json")
+            with open(twin) as f:
+                measured.append((case, development_psnr(case), json.load(f)["settings"]["profile"]["schedule_check"]))
+    return picks_table(measured)
+
+
+def picks_table(measured: list[tuple[str, dict[tuple[int, str], float], dict[str, dict]]]) -> str:
+    """Per case and budget benched with LeMiCa's schedules: each rule's pick and its development PSNR; then each
+    rule's mean over the budgets and how often it is above or below the first rule (by more than 0.05 dB)."""
+    lines = ["| case | calls | held-out mean log error: plan / etc / linear / reuse | "
+             + " | ".join(RULES) + " | best on these images |", "|---|---:|---|" + "---|" * (len(RULES) + 1)]
+    totals: dict[str, list[float]] = {rule: [] for rule in RULES}
+    for case, dev, checks in measured:
+        for calls in sorted({c for c, p in dev if p != "plan"}, reverse=True):
+            check = checks[str(calls)]
+            cells = []
+            for rule, pick in RULES.items():
+                totals[rule].append(dev[(calls, pick(check))])
+                cells.append(f"{pick(check)} {totals[rule][-1]:.1f}")
+            best = max(("plan", *PREDICTORS), key=lambda k: dev[(calls, k)])
+            held = " / ".join(f"{check[k]:.2f}" for k in ("plan", *PREDICTORS))
+            lines.append(f"| {case} | {calls} | {held} | " + " | ".join(cells)
+                         + f" | {best} {dev[(calls, best)]:.1f} |")
+    base = totals[next(iter(RULES))]
+    lines.append("")
+    for rule, got in totals.items():
+        if got:
+            higher = sum(a > b + 0.05 for a, b in zip(got, base))
+            lower = sum(a < b - 0.05 for a, b in zip(got, base))
+            lines.append(f"- {rule}: mean {sum(got) / len(got):.2f} dB over {len(got)} budgets; against the "
+                         f"calibrated rule {higher} higher, {lower} lower")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", nargs="*", default=CASES, help="SCHEDULER:STEPS of the scenes benches")
+    ap.add_argument("--prompts", type=int, default=8, help="development prompts (default 8)")
+    ap.add_argument("--seeds", default="0,1", help="noise seeds (default 0,1)")
+    ap.add_argument("--rules", action="store_true", help="print what each choice rule gives (no bench)")
+    args = ap.parse_args()
+    if args.rules:
+        print(rules_table(args.cases))
+        return
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown case {unknown[0]!r}; the scenes cases: {' '.join(CASES)}")
+    for case in args.cases:
+        bench(case, args.prompts, args.seeds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""scripts/schedule_choice_dev.py: what each rule for choosing a searched schedule picks, read off the benches."""
+
+from repo_scripts import load_script
+
+
+def _check(plan, etc, linear, reuse, kept=None):
+    return {"plan": plan, "etc": etc, "linear": linear, "reuse": reuse, "kept": kept}
+
+
+def test_each_rule_picks_from_the_held_out_means_and_is_scored_on_the_development_images():
+    module = load_script("schedule_choice_dev")
+    dev = {(10, "plan"): 40.0, (10, "etc"): 44.0, (10, "linear"): 39.0, (10, "reuse"): 41.0,
+           (5, "plan"): 30.0, (5, "etc"): 28.0, (5, "linear"): 27.0, (5, "reuse"): 29.0}
+    checks = {"10": _check(-3.0, -3.1, -2.0, -2.5),  # etc lower on average, not kept: the plan serves
+              "5": _check(-2.0, -1.0, -1.0, -2.2, kept="reuse")}  # reuse kept (by two standard errors)
+    table = module.picks_table([("euler:20", dev, checks)])
+    rows = [line for line in table.splitlines() if line.startswith("| euler:20")]
+    assert rows[0].split(" | ")[1:] == ["10", "-3.00 / -3.10 / -2.00 / -2.50", "plan 40.0", "etc 44.0",
+                                         "etc 44.0 |"]
+    assert rows[1].split(" | ")[3:] == ["reuse 29.0", "reuse 29.0", "plan 30.0 |"]
+    assert "- two standard errors (as calibrated): mean 34.50 dB over 2 budgets; against the calibrated rule " \
+           "0 higher, 0 lower" in table
+    assert "- lowest held-out mean: mean 36.50 dB over 2 budgets; against the calibrated rule 1 higher, " \
+           "0 lower" in table
