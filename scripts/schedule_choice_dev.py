@@ -4,10 +4,10 @@ captions the margin tables report.
 
 For each scenes case of the margin table (scheduler, step count), this benches on the development prompts what
 ETC+'s profile runs at the case's budgets of 2x, 3x and 4x (``calls=``, the default profile of the case's bench)
-and LeMiCa's schedule at the same budgets with each predictor (the case's ``-peers`` profile, calibrated on the
-calibration captions at seed 42 as ETC+'s was). A schedule that ETC+'s calibration keeps for a budget is that
-schedule (searched on the same calibration runs, run bit for bit as LeMiCa runs it), so the PSNR of these runs is
-what each choice rule would give at that budget. ``--rules`` then reads, for each case, the held-out means of the
+and, at the budgets LeMiCa was benched at, the searched schedule with each predictor: LeMiCa calibrated on the
+calibration captions with ETC+'s seed per caption (:func:`ours_schedules`), so that its schedules are the ones
+ETC+'s calibration searches (checked against the budgets the twin profile keeps) and run bit for bit as ETC+ runs
+a kept one. The PSNR of these runs is what each choice rule would give at that budget. ``--rules`` then reads, for each case, the held-out means of the
 twin profile's ``schedule_check`` (``<case>-schedules``) and prints what each rule picks and the development PSNR
 of its pick. The rules were written down, with what would make the lower mean the rule, before any of these
 images was benched (docs/etc-plus/README.md, "The schedules' bar asked of development prompts").
@@ -49,12 +49,44 @@ def settings(case: str) -> tuple[list[str], str]:
                                                                                         "profiles", sched)
     ours = os.path.join(profiles, f"scenes_{steps}steps_etc-plus.json")
     calls = [g["setting"]["calls"] for g in grid if g["method"] == "etc-plus" and "calls" in g["setting"]]
-    lemica = os.path.join(folder + "-peers", "profiles", f"scenes_{steps}steps_{sched}_lemica.json")
+    lemica = ours_schedules(case)
     with open(os.path.join(folder + "-peers", "results.json")) as f:
         theirs = sorted({g["setting"]["calls"] for g in json.load(f)["config"]["grid"] if g["method"] == "lemica"})
     text = [f"etc-plus:profile={ours} calls={','.join(str(c) for c in sorted(set(calls) | set(theirs)))}",
             f"lemica:profile={lemica} calls={','.join(str(c) for c in theirs)} predictor={','.join(PREDICTORS)}"]
     return ([] if case == "euler:28" else ["--scheduler", sched]), ";".join(text)
+
+
+def ours_schedules(case: str) -> str:
+    """LeMiCa calibrated on the calibration captions with a seed per caption (``held_out_seeds(42, ...)``), as ETC+
+    records them, so that its schedules are the ones ETC+'s searched schedules would serve (the ``-peers`` profile
+    ran every caption from seed 42: other noise, and at some budgets other steps). Checked against the budgets the
+    twin profile keeps; the profile's path."""
+    from etcdiff.calibrate import calibrate_method, held_out_seeds
+    from etcdiff.calibration import profile_identity
+    from etcdiff.calibration.peer_profiles import save_peer_profile
+    from etcdiff.models import load_pipeline
+    from etcdiff.policies.step.lemica import LeMiCaProfile
+
+    sched, steps = case.split(":")
+    path = os.path.relpath(OUT / f"{sched}-{steps}" / "lemica_seed_per_prompt.json")
+    if not os.path.exists(path):
+        with open(BENCH / "calibration_prompts.txt") as f:
+            prompts = [line.strip() for line in f if line.strip()]
+        pipe = load_pipeline("demo", scheduler=None if case == "euler:28" else sched)
+        pipe.set_progress_bar_config(disable=True)
+        fitted = calibrate_method(pipe, "lemica", prompts, int(steps), seed=held_out_seeds(42, len(prompts)))
+        save_peer_profile(profile_identity(pipe), "lemica", int(steps), fitted, path,
+                          scheduler=type(pipe.scheduler).__name__,
+                          prompts=prompts, seed=42)
+    with open(path) as f:
+        search = LeMiCaProfile.from_dict(json.load(f)["settings"]["profile"])
+    with open(os.path.join(case_folder(case) + "-schedules", "profiles", "etc-plus.json")) as f:
+        kept = (json.load(f)["settings"]["profile"].get("budget_schedules") or {}).get("plans") or {}
+    for calls, plan in kept.items():
+        if search.schedule(int(calls), plan["predictor"]) != plan["steps"]:
+            raise SystemExit(f"{path}: its {calls}-call schedule is not the one ETC+'s twin profile keeps")
+    return path
 
 
 def bench(case: str, prompts: int, seeds: str) -> None:
