@@ -7,10 +7,11 @@ ETC+'s profile runs at the case's budgets of 2x, 3x and 4x (``calls=``, the defa
 and, at the budgets LeMiCa was benched at, the searched schedule with each predictor: LeMiCa calibrated on the
 calibration captions with ETC+'s seed per caption (:func:`ours_schedules`), so that its schedules are the ones
 ETC+'s calibration searches (checked against the budgets the twin profile keeps) and run bit for bit as ETC+ runs
-a kept one. The PSNR of these runs is what each choice rule would give at that budget. ``--rules`` then reads, for each case, the held-out means of the
-twin profile's ``schedule_check`` (``<case>-schedules``) and prints what each rule picks and the development PSNR
-of its pick. The rules were written down, with what would make the lower mean the rule, before any of these
-images was benched (docs/etc-plus/README.md, "The schedules' bar asked of development prompts").
+a kept one. The PSNR of these runs is what each choice rule would give at that budget. ``--rules`` then reads,
+for each case, the held-out means of the twin profile's ``schedule_check`` (``<case>-schedules``) and prints what
+each rule picks and the development PSNR of its pick. The rules were written down, with what would make the lower
+mean the rule, before any of these images was benched (docs/etc-plus/README.md, "The schedules' bar asked of
+development prompts").
 
 Usage: python scripts/schedule_choice_dev.py [--cases euler:28 unipc:50 ...] [--prompts 8] [--seeds 0,1]
        python scripts/schedule_choice_dev.py --rules   (after the benches; reads docs/scenes/bench/dev-schedules)
