@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,8 +41,15 @@ def case_folder(case: str) -> str:
     return os.path.relpath(BENCH / ("adherence-28" if case == "euler:28" else f"solvers-{steps}/{sched}"))
 
 
-def settings(case: str) -> tuple[list[str], str]:
-    """The scheduler flag and ``--settings`` of a case: ETC+ as its bench ran it, LeMiCa at the same budgets."""
+def split_case(spec: str) -> tuple[str, int | None]:
+    """``SCHEDULER:STEPS`` or ``SCHEDULER:STEPS@CALLS`` (one budget only) -> (case, calls or None)."""
+    case, _, calls = spec.partition("@")
+    return case, int(calls) if calls else None
+
+
+def settings(case: str, only: int | None = None) -> tuple[list[str], str]:
+    """The scheduler flag and ``--settings`` of a case: ETC+ as its bench ran it, LeMiCa at the same budgets (with
+    ``only``, that budget alone)."""
     folder = case_folder(case)
     with open(os.path.join(folder, "results.json")) as f:
         grid = json.load(f)["config"]["grid"]
@@ -53,6 +61,8 @@ def settings(case: str) -> tuple[list[str], str]:
     lemica = ours_schedules(case)
     with open(os.path.join(folder + "-peers", "results.json")) as f:
         theirs = sorted({g["setting"]["calls"] for g in json.load(f)["config"]["grid"] if g["method"] == "lemica"})
+    if only is not None:
+        calls, theirs = [only], [only]
     text = [f"etc-plus:profile={ours} calls={','.join(str(c) for c in sorted(set(calls) | set(theirs)))}",
             f"lemica:profile={lemica} calls={','.join(str(c) for c in theirs)} predictor={','.join(PREDICTORS)}"]
     return ([] if case == "euler:28" else ["--scheduler", sched]), ";".join(text)
@@ -90,13 +100,20 @@ def ours_schedules(case: str) -> str:
     return path
 
 
-def bench(case: str, prompts: int, seeds: str) -> None:
+def folder(case: str, skip: int = 0) -> Path:
+    """Where a case's development bench goes: ``<scheduler>-<steps>``, ``-from<skip>`` past the first captions."""
     sched, steps = case.split(":")
-    out = os.path.relpath(OUT / f"{sched}-{steps}")
+    return OUT / (f"{sched}-{steps}" + (f"-from{skip}" if skip else ""))
+
+
+def bench(spec: str, prompts: int, seeds: str, skip: int = 0) -> None:
+    case, only = split_case(spec)
+    steps = case.split(":")[1]
+    out = os.path.relpath(folder(case, skip))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "development_prompts.txt"), "w") as f:
-        f.write("\n".join(dev_prompts(prompts)) + "\n")
-    flag, text = settings(case)
+        f.write("\n".join(dev_prompts(skip + prompts)[skip:]) + "\n")
+    flag, text = settings(case, only)
     cmd = ["etcdiff", "bench", "--model", "demo", *flag, "--prompts", os.path.join(out, "development_prompts.txt"),
            "--seeds", seeds, "--steps", steps, "--repeats", "1", "--threads", "1", "--no-progress", "--out", out,
            "--settings", text]
@@ -107,15 +124,17 @@ def bench(case: str, prompts: int, seeds: str) -> None:
 RULES = {  # per budget, from the held-out means of schedule_check: what serves it ("plan" or a predictor)
     "two standard errors (as calibrated)": lambda check: check["kept"] or "plan",
     "lowest held-out mean": lambda check: min(("plan", *PREDICTORS), key=lambda k: check[k]),
+    # read off the first 8 development captions after the fact; checked on the next 8 (``--skip 8``)
+    "lowest mean, reuse at two standard errors": lambda check: (
+        "reuse" if check["kept"] == "reuse" else min(("plan", "etc", "linear"), key=lambda k: check[k])),
 }
 
 
-def development_psnr(case: str) -> dict[tuple[int, str], float]:
+def development_psnr(case: str, skip: int = 0) -> dict[tuple[int, str], float]:
     """Mean PSNR on the development images per (budget, "plan" or predictor)."""
     from etcdiff.bench.merge import summarize
 
-    sched, steps = case.split(":")
-    with open(OUT / f"{sched}-{steps}" / "results.json") as f:
+    with open(folder(case, skip) / "results.json") as f:
         result = json.load(f)
     out = {}
     for row in summarize(result["runs"], result["config"]["grid"]):
@@ -125,14 +144,15 @@ def development_psnr(case: str) -> dict[tuple[int, str], float]:
     return out
 
 
-def rules_table(cases: list[str]) -> str:
+def rules_table(cases: list[str], skip: int = 0) -> str:
     """:func:`picks_table` of the benched cases, each with its twin profile's ``schedule_check``."""
     measured = []
-    for case in cases:
-        if (OUT / case.replace(":", "-") / "results.json").exists():
+    for case in (split_case(spec)[0] for spec in cases):
+        if (folder(case, skip) / "results.json").exists():
             twin = os.path.join(case_folder(case) + "-schedules", "profiles", "etc-plus.json")
             with open(twin) as f:
-                measured.append((case, development_psnr(case), json.load(f)["settings"]["profile"]["schedule_check"]))
+                measured.append((case, development_psnr(case, skip),
+                                 json.load(f)["settings"]["profile"]["schedule_check"]))
     return picks_table(measured)
 
 
@@ -166,19 +186,21 @@ def picks_table(measured: list[tuple[str, dict[tuple[int, str], float], dict[str
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", nargs="*", default=CASES, help="SCHEDULER:STEPS of the scenes benches")
+    ap.add_argument("--cases", nargs="*", default=CASES,
+                    help="SCHEDULER:STEPS of the scenes benches (SCHEDULER:STEPS@CALLS: that budget only)")
     ap.add_argument("--prompts", type=int, default=8, help="development prompts (default 8)")
     ap.add_argument("--seeds", default="0,1", help="noise seeds (default 0,1)")
+    ap.add_argument("--skip", type=int, default=0, help="start past this many development prompts (default 0)")
     ap.add_argument("--rules", action="store_true", help="print what each choice rule gives (no bench)")
     args = ap.parse_args()
-    if args.rules:
-        print(rules_table(args.cases))
-        return
-    unknown = [c for c in args.cases if c not in CASES]
+    unknown = [c for c in args.cases if split_case(c)[0] not in CASES]
     if unknown:
         raise SystemExit(f"unknown case {unknown[0]!r}; the scenes cases: {' '.join(CASES)}")
-    for case in args.cases:
-        bench(case, args.prompts, args.seeds)
+    if args.rules:
+        print(rules_table(args.cases, args.skip))
+        return
+    for spec in args.cases:
+        bench(spec, args.prompts, args.seeds, args.skip)
 
 
 if __name__ == "__main__":

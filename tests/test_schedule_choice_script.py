@@ -15,10 +15,15 @@ def test_each_rule_picks_from_the_held_out_means_and_is_scored_on_the_developmen
               "5": _check(-2.0, -1.0, -1.0, -2.2, kept="reuse")}  # reuse kept (by two standard errors)
     table = module.picks_table([("euler:20", dev, checks)])
     rows = [line for line in table.splitlines() if line.startswith("| euler:20")]
-    assert rows[0].split(" | ")[1:] == ["10", "-3.00 / -3.10 / -2.00 / -2.50", "plan 40.0", "etc 44.0",
+    # the bar, the lowest mean, the lowest mean with reuse held to the bar; then the best on the images
+    assert rows[0].split(" | ")[1:] == ["10", "-3.00 / -3.10 / -2.00 / -2.50", "plan 40.0", "etc 44.0", "etc 44.0",
                                          "etc 44.0 |"]
-    assert rows[1].split(" | ")[3:] == ["reuse 29.0", "reuse 29.0", "plan 30.0 |"]
+    assert rows[1].split(" | ")[3:] == ["reuse 29.0", "reuse 29.0", "reuse 29.0", "plan 30.0 |"]
+    unkept = module.picks_table([("euler:20", dev, {**checks, "5": {**checks["5"], "kept": None}})])
+    assert [line for line in unkept.splitlines() if line.startswith("| euler:20")][1].split(" | ")[3:] == \
+        ["plan 30.0", "reuse 29.0", "plan 30.0", "plan 30.0 |"]  # reuse lowest on average, not kept: the plan
     assert "- two standard errors (as calibrated): mean 34.50 dB over 2 budgets; against the calibrated rule " \
            "0 higher, 0 lower" in table
     assert "- lowest held-out mean: mean 36.50 dB over 2 budgets; against the calibrated rule 1 higher, " \
            "0 lower" in table
+    assert "- lowest mean, reuse at two standard errors: mean 36.50 dB" in table
