@@ -30,9 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scenes_dev import BENCH, dev_prompts  # noqa: E402
 
+from etcdiff.policies.step.etc_plus.schedules import SCHEDULE_PREDICTORS as PREDICTORS  # noqa: E402
+
 OUT = BENCH / "dev-schedules"  # run from the repository root: the settings name profiles by relative paths
 CASES = [f"{s}:{n}" for n in (20, 28, 50) for s in ("euler", "unipc", "dpm")]
-PREDICTORS = ("etc", "linear", "reuse")
 
 
 def case_folder(case: str) -> str:
