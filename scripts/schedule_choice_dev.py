@@ -42,6 +42,11 @@ def case_folder(case: str) -> str:
     return os.path.relpath(BENCH / ("adherence-28" if case == "euler:28" else f"solvers-{steps}/{sched}"))
 
 
+def twin_profile(case: str) -> str:
+    """The case's ETC+ profile calibrated with the searched schedules (``<case folder>-schedules``)."""
+    return os.path.join(case_folder(case) + "-schedules", "profiles", "etc-plus.json")
+
+
 def split_case(spec: str) -> tuple[str, int | None]:
     """``SCHEDULER:STEPS`` or ``SCHEDULER:STEPS@CALLS`` (one budget only) -> (case, calls or None)."""
     case, _, calls = spec.partition("@")
@@ -81,7 +86,7 @@ def ours_schedules(case: str) -> str:
     from etcdiff.policies.step.lemica import LeMiCaProfile
 
     sched, steps = case.split(":")
-    path = os.path.relpath(OUT / f"{sched}-{steps}" / "lemica_seed_per_prompt.json")
+    path = os.path.relpath(folder(case) / "lemica_seed_per_prompt.json")
     if not os.path.exists(path):
         with open(BENCH / "calibration_prompts.txt") as f:
             prompts = [line.strip() for line in f if line.strip()]
@@ -93,7 +98,7 @@ def ours_schedules(case: str) -> str:
                           prompts=prompts, seed=42)
     with open(path) as f:
         search = LeMiCaProfile.from_dict(json.load(f)["settings"]["profile"])
-    with open(os.path.join(case_folder(case) + "-schedules", "profiles", "etc-plus.json")) as f:
+    with open(twin_profile(case)) as f:
         kept = (json.load(f)["settings"]["profile"].get("budget_schedules") or {}).get("plans") or {}
     for calls, plan in kept.items():
         if search.schedule(int(calls), plan["predictor"]) != plan["steps"]:
@@ -127,7 +132,8 @@ RULES = {  # per budget, from the held-out means of schedule_check: what serves 
     "lowest held-out mean": lambda check: min(("plan", *PREDICTORS), key=lambda k: check[k]),
     # read off the first 8 development captions after the fact; checked on the next 8 (``--skip 8``)
     "lowest mean, reuse at two standard errors": lambda check: (
-        "reuse" if check["kept"] == "reuse" else min(("plan", "etc", "linear"), key=lambda k: check[k])),
+        "reuse" if check["kept"] == "reuse"
+        else min(("plan", *(p for p in PREDICTORS if p != "reuse")), key=lambda k: check[k])),
 }
 
 
@@ -150,8 +156,7 @@ def rules_table(cases: list[str], skip: int = 0) -> str:
     measured = []
     for case in (split_case(spec)[0] for spec in cases):
         if (folder(case, skip) / "results.json").exists():
-            twin = os.path.join(case_folder(case) + "-schedules", "profiles", "etc-plus.json")
-            with open(twin) as f:
+            with open(twin_profile(case)) as f:
                 measured.append((case, development_psnr(case, skip),
                                  json.load(f)["settings"]["profile"]["schedule_check"]))
     return picks_table(measured)
