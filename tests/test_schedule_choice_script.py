@@ -1,5 +1,6 @@
 """scripts/schedule_choice_dev.py: what each rule for choosing a searched schedule picks, read off the benches."""
 
+import pytest
 from repo_scripts import load_script
 
 
@@ -27,3 +28,10 @@ def test_each_rule_picks_from_the_held_out_means_and_is_scored_on_the_developmen
     assert "- lowest held-out mean: mean 36.50 dB over 2 budgets; against the calibrated rule 1 higher, " \
            "0 lower" in table
     assert "- lowest mean, reuse at two standard errors: mean 36.50 dB" in table
+
+
+def test_an_unknown_case_is_refused_in_one_line(monkeypatch):
+    module = load_script("schedule_choice_dev")
+    monkeypatch.setattr("sys.argv", ["schedule_choice_dev.py", "--cases", "heun:28@9", "--rules"])
+    with pytest.raises(SystemExit, match=r"unknown case 'heun:28@9'; the scenes cases: euler:20 unipc:20"):
+        module.main()
