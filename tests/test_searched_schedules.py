@@ -7,11 +7,12 @@ import torch
 
 import etcdiff
 from etcdiff import closed_form as hm
-from etcdiff.calibration.etc_plus.schedules import measure_schedules
+from etcdiff.calibration.etc_plus.schedules import BARS, measure_schedules, schedule_choice
 from etcdiff.calibration.runs import record_denoiser_runs
 from etcdiff.calibration.selection import HeldOut
 from etcdiff.policies.step.etc_plus import ETCPlus, fit_etc_plus
-from etcdiff.policies.step.etc_plus.schedules import SCHEDULES, budget_schedule, gaps, schedule_entry
+from etcdiff.policies.step.etc_plus.schedules import (SCHEDULE_PREDICTORS, SCHEDULES, budget_schedule, gaps,
+                                                      schedule_entry)
 from etcdiff.policies.step.lemica import LeMiCa, fit_lemica
 
 STEPS = 20
@@ -133,6 +134,22 @@ def test_calibration_keeps_a_schedule_only_where_it_is_clearly_closer(flow, wins
     assert set(logs) == {"plan", "etc", "linear", "reuse"} and all(len(v) == 3 for v in logs.values())
     assert logs["plan"] == [round(x, 4) for x in plan]
     assert all(abs(sum(v) / 3 - check["6"][k]) < 1e-3 for k, v in logs.items())
+
+
+def test_an_extrapolating_schedule_serves_where_closer_on_average_reuse_only_where_clearly_closer():
+    assert set(BARS) == set(SCHEDULE_PREDICTORS)
+    base = [-3.0, -3.0, -3.0, -3.0]
+    noisy = [-3.6, -2.8, -3.5, -2.9]  # 0.2 lower on average, within two standard errors of the paired differences
+    clear = [-3.3, -3.35, -3.3, -3.35]  # 0.325 lower in every run
+    far = [-2.0] * 4
+    assert schedule_choice({"etc": noisy, "linear": far, "reuse": far}, base) == "etc"
+    assert schedule_choice({"etc": far, "linear": noisy, "reuse": far}, base) == "linear"
+    assert schedule_choice({"etc": far, "linear": far, "reuse": noisy}, base) is None  # reuse: not by 2 SE
+    assert schedule_choice({"etc": far, "linear": far, "reuse": clear}, base) == "reuse"
+    assert schedule_choice({"etc": noisy, "linear": far, "reuse": clear}, base) == "reuse"  # the lower mean
+    assert schedule_choice({"etc": [x - 0.2 for x in noisy], "linear": far, "reuse": clear}, base) == "etc"
+    assert schedule_choice({"etc": base, "linear": far, "reuse": far}, base) is None  # level: the plan stays
+    assert schedule_choice({"etc": noisy[:2], "linear": far[:2], "reuse": far[:2]}, base[:2]) is None  # < 3 runs
 
 
 def test_searched_schedules_is_a_checked_fit_setting_and_is_counted(flow):

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ETC+ calibrated with `--set searched_schedules=true` (a budget runs a schedule searched by lexicographic minimax
-# with its own predictor where the held-out calibration runs found it clearly closer than ETC+'s plan), benched on
-# the images of a case's own bench (its prompts, seeds, steps and scheduler) into `<case folder>-schedules`, so that
-# scripts/etc_plus_margins.py --variant schedules reads its front beside the case's other methods. Calibrated on the
-# model's calibration captions (calibration_prompts.txt, seed 42), as the case's own profile was.
+# with its own predictor where held-out calibration runs found it closer than ETC+'s plan, reuse where clearly
+# closer), benched on the images of the case's bench (its prompts, seeds, steps, scheduler) into
+# `<case folder>-schedules`, so that scripts/etc_plus_margins.py --variant schedules reads its front beside the
+# case's other methods. Calibrated on the calibration captions (calibration_prompts.txt, seed 42) as the
+# case's profile was.
 # Usage: bash docs/scenes/bench/schedules.sh SCHEDULER:STEPS ...   (euler:28 is adherence-28, 48 images; the others
 #        solvers-STEPS/SCHEDULER, 16 images)
 set -euo pipefail

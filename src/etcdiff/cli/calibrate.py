@@ -269,8 +269,8 @@ def _schedules_kept(profile: dict[str, Any]) -> str:
     spans = budgets_served({k: names.get(v["predictor"], v["predictor"]) for k, v in plans.items()})
     check = profile.get("schedule_check") or {}
     if not spans:
-        return (f"none kept: at no budget of the {len(check)} measured did one come out clearly closer than ETC+'s "
-                "plan on the held-out runs (the profile's schedule_check has the figures)")
+        return (f"none kept: at no budget of the {len(check)} measured did one come out closer than ETC+'s plan on "
+                "the held-out runs (reuse: clearly closer; the profile's schedule_check has the figures)")
     first = check.get(min(plans, key=int)) or {}
     kept = first.get("kept")
     figures = (f" (at {min(plans, key=int)} calls, mean log error {first['plan']:+.2f} with ETC+'s plan, "

@@ -26,9 +26,9 @@ checked here the empirical way, on the same held-out calibration runs and fold f
   the fit on all runs makes for the budget (:func:`final_plans`), instead of the plan it would make itself, so the
   ladder ranks the plans users run;
 - **searched schedules** (opt-in: the fit's ``searched_schedules``): each budget also runs a schedule searched
-  by lexicographic minimax with its own predictor, which serves the budget where it is clearly closer than the
-  plans above (:mod:`etcdiff.calibration.etc_plus.schedules`; the profile's ``budget_schedules`` and, for every
-  budget, what was measured: ``schedule_check``);
+  by lexicographic minimax with its own predictor, which serves the budget where it is closer than the plans
+  above, a reuse schedule where it is clearly closer (:mod:`etcdiff.calibration.etc_plus.schedules`; the
+  profile's ``budget_schedules`` and, for every budget, what was measured: ``schedule_check``);
 - **tolerance**: the tolerance mode runs on the held-out runs, and on the probed runs each held out alone with a
   fit on the others (the choice cannot hold them out; with 5 prompts it holds out 2 runs, too few for a share),
   and the planning tolerance is scaled down (``"tolerance_scale"``) until at least :data:`TOLERANCE_SHARE` of
@@ -96,7 +96,7 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
     offer_adapt = bool(profile.get(ADAPT_FIT))
     final = fitted if profile.get(FINAL_PLANS_FIT) else None
     free, last, chosen, adapted = measured_budgets(held, int(profile["num_steps"]), caps, offer_adapt, final)
-    if profile.get(SCHEDULE_FIT):  # opt-in: a searched schedule serves a budget where it is clearly closer
+    if profile.get(SCHEDULE_FIT):  # opt-in: a searched schedule serves a budget where it is closer
         profile["schedule_check"] = measure_schedules(fitted, held, free, last)
     if chosen:
         profile[TREND_CAPS] = chosen

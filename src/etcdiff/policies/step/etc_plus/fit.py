@@ -101,8 +101,9 @@ def fit_etc_plus(trajectories: Sequence["Trajectory"], max_window: int = 8, corr
     ``final_plans`` (opt-in): calibration measures each budget with the fold fits made to run this fit's own plan
     of it, so the budgets are ranked on the plans the profile runs (:func:`~etcdiff.calibration.etc_plus.refine.
     final_plans`). ``searched_schedules`` (opt-in): calibration also runs, per budget, a schedule searched by
-    lexicographic minimax over the gaps' errors with its own predictor, and keeps it where it lands clearly closer
-    (:mod:`etcdiff.policies.step.etc_plus.schedules`; the profile's ``budget_schedules``).
+    lexicographic minimax over the gaps' errors with its own predictor, and keeps it where it lands closer on
+    average, a reuse schedule where it lands clearly closer (:mod:`etcdiff.policies.step.etc_plus.schedules`; the
+    profile's ``budget_schedules``).
     """
     if not isinstance(trajectories, (list, tuple)) or not trajectories:
         raise ValueError("fit_etc_plus: give a non-empty list of recorded full-step trajectories (record_pipeline).")

@@ -7,11 +7,11 @@ search_leximax`): no single gap may carry a large error. ETC+'s own plan minimis
 predicted errors, and where those predictions rank plans wrongly (long windows priced too cheap) a schedule that
 only bounds its worst gap does better: on the scenes model at 28 Euler steps the searched schedule with ETC's
 recursive trend landed 3.9 dB closer than ETC+'s plan at 9 calls. Which serves a budget is not assumed: calibration
-runs both on the held-out calibration runs and keeps a schedule only where it is clearly closer
-(:mod:`etcdiff.calibration.etc_plus.schedules`). The profile's ``budget_schedules`` then holds, per budget, the
-steps and the predictor (``"etc"``: ETC's recursive trend spread over the gap; ``"linear"``: the line through the
-last two real outputs; ``"reuse"``: the last real output, LeMiCa's own), for the step count it was searched at;
-runs at other step counts plan as before.
+runs both on the held-out calibration runs and keeps a schedule only where it is closer on average, a reuse
+schedule only where it is clearly closer (:mod:`etcdiff.calibration.etc_plus.schedules`). The profile's
+``budget_schedules`` then holds, per budget, the steps and the predictor (``"etc"``: ETC's recursive trend spread
+over the gap; ``"linear"``: the line through the last two real outputs; ``"reuse"``: the last real output,
+LeMiCa's own), for the step count it was searched at; runs at other step counts plan as before.
 """
 
 from __future__ import annotations
