@@ -34,6 +34,7 @@ from etcdiff.policies.step.etc_plus.schedules import SCHEDULE_PREDICTORS as PRED
 
 OUT = BENCH / "dev-schedules"  # run from the repository root: the settings name profiles by relative paths
 CASES = [f"{s}:{n}" for n in (20, 28, 50) for s in ("euler", "unipc", "dpm")]
+CHECK = "schedule_check.json"  # the twin profile's schedule_check when the case was benched, beside its results
 
 
 def case_folder(case: str) -> str:
@@ -120,6 +121,11 @@ def bench(spec: str, prompts: int, seeds: str, skip: int = 0) -> None:
     with open(os.path.join(out, "development_prompts.txt"), "w") as f:
         f.write("\n".join(dev_prompts(skip + prompts)[skip:]) + "\n")
     flag, text = settings(case, only)
+    if not os.path.exists(os.path.join(out, CHECK)):
+        with open(twin_profile(case)) as f:
+            check = json.load(f)["settings"]["profile"]["schedule_check"]
+        with open(os.path.join(out, CHECK), "w") as f:
+            json.dump(check, f, indent=1)
     cmd = ["etcdiff", "bench", "--model", "demo", *flag, "--prompts", os.path.join(out, "development_prompts.txt"),
            "--seeds", seeds, "--steps", steps, "--repeats", "1", "--threads", "1", "--no-progress", "--out", out,
            "--settings", text]
@@ -152,13 +158,14 @@ def development_psnr(case: str, skip: int = 0) -> dict[tuple[int, str], float]:
 
 
 def rules_table(cases: list[str], skip: int = 0) -> str:
-    """:func:`picks_table` of the benched cases, each with its twin profile's ``schedule_check``."""
+    """:func:`picks_table` of the benched cases, each with the twin profile's ``schedule_check`` as it was when the
+    case was benched (``schedule_check.json`` beside the results: a later calibration's choices, made by another
+    rule, do not rewrite what the rules were scored against)."""
     measured = []
     for case in (split_case(spec)[0] for spec in cases):
         if (folder(case, skip) / "results.json").exists():
-            with open(twin_profile(case)) as f:
-                measured.append((case, development_psnr(case, skip),
-                                 json.load(f)["settings"]["profile"]["schedule_check"]))
+            with open(folder(case, skip) / CHECK) as f:
+                measured.append((case, development_psnr(case, skip), json.load(f)))
     return picks_table(measured)
 
 

@@ -35,3 +35,16 @@ def test_an_unknown_case_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr("sys.argv", ["schedule_choice_dev.py", "--cases", "heun:28@9", "--rules"])
     with pytest.raises(SystemExit, match=r"unknown case 'heun:28@9'; the scenes cases: euler:20 unipc:20"):
         module.main()
+
+
+def test_the_rules_are_scored_against_the_check_as_it_was_when_the_case_was_benched(monkeypatch, tmp_path):
+    module = load_script("schedule_choice_dev")
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / module.CHECK).write_text('{"10": {"plan": -3.0, "etc": -3.1, "linear": -2.0, "reuse": -2.5, '
+                                         '"kept": "etc"}}')
+    monkeypatch.setattr(module, "folder", lambda case, skip=0: tmp_path)
+    monkeypatch.setattr(module, "development_psnr", lambda case, skip=0: {(10, "plan"): 40.0, (10, "etc"): 44.0,
+                                                                          (10, "linear"): 39.0, (10, "reuse"): 41.0})
+    monkeypatch.setattr(module, "twin_profile", lambda case: pytest.fail("read the twin profile, recalibrated since"))
+    rows = [line for line in module.rules_table(["euler:20"]).splitlines() if line.startswith("| euler:20")]
+    assert rows[0].split(" | ")[3] == "etc 44.0"  # kept as the snapshot says
