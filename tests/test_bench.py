@@ -467,6 +467,32 @@ def test_a_second_sweep_on_a_busy_out_is_refused(tmp_path):
     assert run_bench(cfg, pipe=demo_or_tiny(), rank=0, world=1, progress=False).executed  # free again
 
 
+def test_a_run_recorded_by_other_etcdiff_code_is_run_again_not_resumed(tmp_path, monkeypatch):
+    from etcdiff.bench import sweep
+
+    pipe = demo_or_tiny()
+    cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,
+                      repeats=1, out=tmp_path)
+    first = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert len(first.executed) == 2 and not run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False).executed
+    monkeypatch.setattr(sweep, "code_digest", lambda: "other code")
+    again = run_bench(cfg, pipe=pipe, rank=0, world=1, progress=False)
+    assert len(again.executed) == 1 and len(again.skipped) == 1  # the method's run again; the reference resumed
+    assert again.merged["complete"] and len(again.merged["runs"]) == 2
+
+
+def test_the_code_digest_follows_the_source_files(tmp_path):
+    from etcdiff.bench.sweep import code_digest
+
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "a.py").write_text("x = 1\n")
+    before = code_digest(tmp_path)
+    (tmp_path / "notes.txt").write_text("not code")
+    assert code_digest.__wrapped__(tmp_path) == before
+    (tmp_path / "policies" / "a.py").write_text("x = 2\n")
+    assert code_digest.__wrapped__(tmp_path) != before
+
+
 def test_a_bad_record_line_is_skipped_with_a_warning_naming_file_and_line(tmp_path):
     pipe = demo_or_tiny()
     cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2"), prompts=["4"], steps=6,

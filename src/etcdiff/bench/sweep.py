@@ -1,7 +1,8 @@
 """What a sweep runs: the settings grid per method, the prompts, the (prompt, seed) pairs, and the key of each run.
 
 A run's key (model, weights fingerprint, steps, guidance, prompt, seed, method, setting, repeats, device, FLOP
-mode) is what a resumed sweep looks for in the records already on disk.
+mode, and for a method's run the profile it runs and etcdiff's own code) is what a resumed sweep looks for in the
+records already on disk.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -182,10 +184,23 @@ def pair_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int) -> s
 def run_key(config: BenchConfig, fingerprint: str, prompt: str, seed: int, ms: MethodSetting | None,
             inputs: dict[MethodSetting, str | None] | None = None) -> str:
     """The identity of one run; ``ms=None`` is the reference's own record. ``inputs``: per setting, the digest of
-    what it runs with (:func:`etcdiff.bench.enabling.resolve_setting`), so a changed profile file is a new run."""
-    return _hash({"pair": pair_key(config, fingerprint, prompt, seed), "method": None if ms is None else ms.method,
-                  "setting": None if ms is None else ms.kwargs, "repeats": config.repeats, "flops": config.flops,
-                  "inputs": None if ms is None or inputs is None else inputs.get(ms)})
+    what it runs with (:func:`etcdiff.bench.enabling.resolve_setting`), so a changed profile file is a new run; a
+    method's run also carries :func:`code_digest`, so a sweep resumed after etcdiff changed runs it again."""
+    key = {"pair": pair_key(config, fingerprint, prompt, seed), "method": None if ms is None else ms.method,
+           "setting": None if ms is None else ms.kwargs, "repeats": config.repeats, "flops": config.flops,
+           "inputs": None if ms is None or inputs is None else inputs.get(ms)}
+    if ms is not None:
+        key["code"] = code_digest()
+    return _hash(key)
+
+
+@lru_cache(maxsize=None)
+def code_digest(root: Path = Path(__file__).resolve().parent.parent) -> str:
+    """A digest of etcdiff's Python source (every ``.py`` file under ``root``, by relative path and content)."""
+    digest = hashlib.sha1()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def sweep_id(config: BenchConfig, fingerprint: str) -> str:
