@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ETC+ calibrated with `--set searched_schedules=true` on the held-out UNet (a budget runs a schedule searched by
-# lexicographic minimax with its own predictor where the held-out calibration runs found it clearly closer than
-# ETC+'s plan), benched on the images of that case's bench (digits 5-9 at seeds 0 and 1) into
+# lexicographic minimax with its own predictor where the held-out calibration runs found it closer than ETC+'s
+# plan, a reuse schedule where clearly closer), benched on the images of that case's bench (digits 5-9 at seeds 0 and 1) into
 # `<SOLVER>-<STEPS>steps-schedules`, for scripts/etc_plus_margins.py --variant schedules: the settings of ETC+ that
 # run.sh benches (its tolerance mode, which a schedule never serves, and calls=N/2, N/3, N/4). Calibrated as run.sh
 # calibrates (digits 0-4, seed 42, the method's defaults but this one setting); nothing is tuned on this model.

@@ -54,7 +54,7 @@ import torch
 from ..base import OutputStream, StepPolicy, is_finite
 from ..lemica import ScheduleStream
 from .fit import check_number, fit_etc_plus, item_rms, load_etc_plus_profile
-from .budgets import budget_adapt_trend, budget_profile, budget_trend_cap, ranked_plan
+from .budgets import asked_budget, budget_adapt_trend, budget_profile, budget_trend_cap, ranked_plan
 from .plan import INF, PINNED, pinned_costs, plan_table, window_costs
 from .schedules import budget_schedule, gaps
 from .stream import ETCPlusStream
@@ -81,7 +81,8 @@ class ETCPlus(StepPolicy):
             ``spike``, ``trend_cap`` and ``adapt_trend`` are left unset, which set ETC+'s own plan).
         tolerance: the quality target, a bound on the final latents' RMS error (the profile's calibrated
             default when neither ``calls`` nor ``tolerance`` is given; planned with the calibrated
-            ``tolerance_scale``). With both, both hold.
+            ``tolerance_scale``, or, where calibration found no scale that held it and a budget that did, run as
+            that budget: ``tolerance_calls``). With both, both hold.
         spike: a sample whose measured error exceeds ``spike`` times the calibrated one forces the next step to
             run (default from the calibration's spread).
         last_step: ``True``: every generation computes the last step; ``False``: the plan decides; ``None``
@@ -117,11 +118,12 @@ class ETCPlus(StepPolicy):
         if last_step is not None and not isinstance(last_step, bool):
             raise ValueError(f"etc-plus: last_step must be true, false or unset, got {last_step!r}.")
         self.requested_calls, self.last_step = calls, last_step
+        self.tolerance = check_number("tolerance", tolerance, 0.0)
         # the measured-best plan within the budget (<= calls), and whether it computes the last step
-        self.calls, self.compute_last = ranked_plan(self.profile, calls, last_step)
+        self.calls, self.compute_last = ranked_plan(self.profile, asked_budget(self.profile, calls, self.tolerance),
+                                                    last_step)
         self.calibrated = self.profile  # as calibration made it: the one to save or to build other budgets from
         self.profile = budget_profile(self.profile, self.calls)  # the fit calibration chose for this budget
-        self.tolerance = check_number("tolerance", tolerance, 0.0)
         self.requested_trend_cap = check_number("trend_cap", trend_cap, 0.0)
         if adapt_trend is not None and not isinstance(adapt_trend, bool):
             raise ValueError(f"etc-plus: adapt_trend must be true, false or unset, got {adapt_trend!r}.")
@@ -142,7 +144,7 @@ class ETCPlus(StepPolicy):
 
     def params(self) -> dict[str, Any]:
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
-                else (None if self.calls is not None else self.profile["tolerance"]), "spike": self.spike,
+                else (None if self.requested_calls is not None else self.profile["tolerance"]), "spike": self.spike,
                 "last_step": self.last_step, "trend_cap": self.requested_trend_cap,
                 "adapt_trend": self.requested_adapt_trend}
 
@@ -248,7 +250,8 @@ class ETCPlus(StepPolicy):
         self._kept[id(self.profile)] = (self._gains, self._plan, getattr(self, "_seg", None))
         self.profile = profile
         self.max_window = int(profile["max_window"])
-        self.calls, self.compute_last = ranked_plan(profile, self.requested_calls, self.last_step)
+        self.calls, self.compute_last = ranked_plan(profile, asked_budget(profile, self.requested_calls,
+                                                                          self.tolerance), self.last_step)
         self._trend_settings(profile)
         kept = self._kept.get(id(profile))
         if kept is not None:

@@ -1,0 +1,89 @@
+"""ETC+'s tolerance mode served by a budget where calibration found no tolerance scale that held."""
+
+import pytest
+import torch
+
+import etcdiff
+from etcdiff import closed_form as hm
+from etcdiff.calibration.etc_plus.refine import held_tolerance, tolerance_budget, unmet_tolerance
+from etcdiff.calibration.runs import record_denoiser_runs
+from etcdiff.calibration.selection import HeldOut
+from etcdiff.policies import NoCache
+from etcdiff.policies.step.etc_plus import ETCPlus, fit_etc_plus
+from etcdiff.policies.step.etc_plus.budgets import TOLERANCE_CALLS, asked_budget
+
+STEPS = 20
+
+
+class _Ends(NoCache):
+    """A policy whose run ends ``error`` away from the full run (RMS)."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+
+def _held(error_at):
+    """Held-out runs where a plan of ``calls`` calls ends ``error_at(calls)`` from the full run (target 1.0)."""
+    refs = {i: torch.ones(1, 4) for i in range(4)}
+    build = lambda fitted, calls: _Ends(error_at(calls))  # noqa: E731
+    return HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build,
+                   [{"profile": {"tolerance": 1.0}}] * 2)
+
+
+def test_the_fewest_calls_that_hold_the_target_are_found_by_bisection_from_the_largest_budget():
+    calls, tried = tolerance_budget(_held(lambda c: 8.0 / c), [4, 5, 6, 7, 8, 9, 10], {})
+    assert calls == 8  # 8 / 8 is within the target, 8 / 7 beyond it
+    assert [t["calls"] for t in tried] == [10, 7, 9, 8] and tried[0]["runs"] == [10, False]
+    assert [t["within"] for t in tried] == [1.0, 0.0, 1.0, 1.0]
+    assert tried[1]["edge"] == pytest.approx(8 / 7, abs=1e-4)
+    none, tried = tolerance_budget(_held(lambda c: 2.0), [4, 5, 6], {})
+    assert none is None and [t["calls"] for t in tried] == [6]  # the largest budget misses: nothing to serve
+
+
+def test_each_budget_is_checked_with_the_plan_it_runs():
+    """A budget whose ranked plan is a smaller one's (the ladder measured it closer) is checked with that plan."""
+    made = []
+    profile = {"budget_errors": {"7": -5.0, "8": -4.0, "9": -4.5, "10": -6.0}}  # 8 and 9 calls run the 7-call plan
+    calls, tried = tolerance_budget(_held(lambda c: made.append(c) or 8.0 / c), [7, 8, 9, 10], profile)
+    assert calls == 10 and [(t["calls"], t["runs"]) for t in tried] == [(10, [10, False]), (8, [7, False]),
+                                                                        (9, [7, False])]
+    assert made == [10, 10, 7, 7]  # two folds each; the 7-call plan measured once
+
+
+def test_the_note_says_which_budget_serves_the_tolerance_mode():
+    check = {"share": 0.95, "runs": 20, "met": False, "passes": [{"scale": 0.05, "within": 0.9, "edge": 1.03}],
+             "budgets": [{"calls": 10, "within": 1.0, "edge": 0.2}, {"calls": 5, "within": 0.95, "edge": 0.9}]}
+    note = unmet_tolerance(check, 5)
+    assert note.startswith("the tolerance mode ended within its target on 90 % of the 20 held-out calibration runs")
+    assert "so it runs the 5-call plan instead, under which 95 % ended within the target" in note
+    assert "calibrate on more prompts" in unmet_tolerance(check)  # no budget held either
+    assert held_tolerance({"tolerance_check": check, "tolerance_calls": 5, "tolerance": 0.0099}) == (
+        "tolerance mode: runs the 5-call plan, under which 95 % of 20 held-out calibration runs ended within the "
+        "target (RMS 0.0099; no planning scale held it)")
+    assert held_tolerance({"tolerance_check": check, "tolerance": 0.0099, "tolerance_scale": 0.05}) is None
+
+
+@pytest.fixture(scope="module")
+def flow():
+    model, sched, _ = hm.gmm_flow()
+    noises = [torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (100, 101, 102)]
+    runs = record_denoiser_runs(model, sched, noises, STEPS, [{"labels": [0, 1]}, {"labels": [2, 3]},
+                                                                {"labels": [4, 5]}])
+    return model, sched, fit_etc_plus(runs)
+
+
+def test_the_default_tolerance_runs_the_budget_calibration_found_to_hold_it(flow):
+    model, sched, prof = flow
+    served = {**prof, TOLERANCE_CALLS: 6}
+    assert asked_budget(served, None, None) == 6 and asked_budget(prof, None, None) is None
+    policy = ETCPlus(served)
+    assert policy.calls == 6 and policy.params()["tolerance"] == prof["tolerance"] and policy.params()["calls"] is None
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    got = etcdiff.sample(model, sched, x, STEPS, policy, labels=[2, 7])
+    assert torch.equal(got, etcdiff.sample(model, sched, x, STEPS, ETCPlus(prof, calls=6), labels=[2, 7]))
+    assert len(policy.report().computed_steps) <= 6
+    assert ETCPlus(served, tolerance=0.01).calls is None  # the user's own tolerance: the tolerance mode
+    assert ETCPlus(served, calls=9).calls == 9  # the user's budget
+    own = ETCPlus(prof)
+    assert own.calls is None  # a profile whose tolerance scale held plans online
