@@ -119,7 +119,7 @@ def refine_etc_plus(fitted: dict[str, Any], held: HeldOut) -> None:
         profile[kind] = {k: round(sum(v) / len(v), 4) for k, v in measured.items()}
         profile[LOGS[kind]] = {k: [round(x, 4) for x in v] for k, v in measured.items()}
     profile["tolerance_scale"], profile["tolerance_check"] = tolerance_scale(held)
-    if not profile["tolerance_check"]["met"] and held.real is None:  # replays: real runs only where they held
+    if not profile["tolerance_check"]["met"] and held.real is None:  # not on replays: their real runs are bounded
         ladder = budget_ladder(int(profile["num_steps"]))
         calls, profile["tolerance_check"]["budgets"] = tolerance_budget(held, ladder, profile)
         if calls is not None:
