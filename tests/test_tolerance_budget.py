@@ -87,3 +87,16 @@ def test_the_default_tolerance_runs_the_budget_calibration_found_to_hold_it(flow
     assert ETCPlus(served, calls=9).calls == 9  # the user's budget
     own = ETCPlus(prof)
     assert own.calls is None  # a profile whose tolerance scale held plans online
+
+
+def test_at_another_step_count_the_tolerance_mode_plans_online(flow):
+    """The budget was checked at the profile's step count only: a run at another one is planned from the profile
+    resampled there, in tolerance mode."""
+    model, sched, prof = flow
+    policy = ETCPlus({**prof, TOLERANCE_CALLS: 6})
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(8))
+    with pytest.warns(UserWarning, match="resampled on the sigma axis"):
+        etcdiff.sample(model, sched, x, 28, policy, labels=[3])
+    assert policy.calls is None
+    etcdiff.sample(model, sched, x, STEPS, policy, labels=[3])
+    assert policy.calls == 6  # back at its own step count: the budget
