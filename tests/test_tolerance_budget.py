@@ -87,6 +87,10 @@ def test_the_default_tolerance_runs_the_budget_calibration_found_to_hold_it(flow
     assert ETCPlus(served, calls=9).calls == 9  # the user's budget
     own = ETCPlus(prof)
     assert own.calls is None  # a profile whose tolerance scale held plans online
+    for bad in (0, 2.5, "6", True):
+        with pytest.raises(ValueError, match=rf"the profile's tolerance_calls must be a positive number of calls, "
+                                             rf"got {bad!r}; calibrate again"):
+            ETCPlus({**prof, TOLERANCE_CALLS: bad})
 
 
 def test_at_another_step_count_the_tolerance_mode_plans_online(flow):

@@ -337,9 +337,9 @@ def unmet_tolerance(check: dict[str, Any], calls: int | None = None) -> str | No
                 f"calibration runs at its last checked scale ({last['scale']:g})")
     asked = f"(asked: {100 * check['share']:.0f} %, {len(check['passes'])} passes)"
     if calls is not None:
-        kept = next(t for t in check.get("budgets", []) if t["calls"] == calls)
         return (f"the tolerance mode {seen} {asked}, so it runs the {calls}-call plan instead, under which "
-                f"{100 * kept['within']:.0f} % ended within the target (calls=N or tolerance=T asks otherwise).")
+                f"{100 * _budget_within(check, calls):.0f} % ended within the target (calls=N or tolerance=T asks "
+                "otherwise).")
     return (f"the tolerance mode {seen} {asked}, so more images than that may exceed the tolerance: calibrate on "
             "more prompts, or run with calls=N.")
 
@@ -352,8 +352,8 @@ def held_tolerance(profile: dict[str, Any]) -> str | None:
     check, scale = profile.get("tolerance_check"), profile.get("tolerance_scale")
     calls = profile.get(TOLERANCE_CALLS)
     if check and calls is not None:
-        kept = next(t for t in check.get("budgets", []) if t["calls"] == calls)
-        return (f"tolerance mode: runs the {calls}-call plan, under which {100 * kept['within']:.0f} % of "
+        within = _budget_within(check, calls)
+        return (f"tolerance mode: runs the {calls}-call plan, under which {100 * within:.0f} % of "
                 f"{check.get('runs', 'the')} held-out calibration runs ended within the target (RMS "
                 f"{profile['tolerance']:.2g}; no planning scale held it)")
     if not check or not check.get("met") or scale is None:
@@ -364,6 +364,11 @@ def held_tolerance(profile: dict[str, Any]) -> str | None:
     return (f"tolerance mode: planned at {scale:.2g} times the tolerance, under which {100 * _within(kept):.0f} %"
             f"{runs} held-out calibration runs ended within the target (RMS {profile['tolerance']:.2g}; {passes} "
             f"pass{'es' * (passes != 1)}){_set_by(check, scale)}")
+
+
+def _budget_within(check: dict[str, Any], calls: int) -> float:
+    """The share of runs within the target under the budget :func:`tolerance_budget` kept (``check["budgets"]``)."""
+    return next(t["within"] for t in check.get("budgets", []) if t["calls"] == calls)
 
 
 def _set_by(check: dict[str, Any], scale: float) -> str:

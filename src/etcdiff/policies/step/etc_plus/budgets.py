@@ -90,7 +90,10 @@ def asked_budget(profile: dict[str, Any], calls: int | None, tolerance: float | 
     if calls is not None or tolerance is not None:
         return calls
     got = profile.get(TOLERANCE_CALLS)
-    return None if got is None else int(got)
+    if got is not None and (isinstance(got, bool) or not isinstance(got, int) or got < 1):
+        raise ValueError(f"etc-plus: the profile's {TOLERANCE_CALLS} must be a positive number of calls, got "
+                         f"{got!r}; calibrate again.")
+    return got
 
 
 def ranked_plan(profile: dict[str, Any], calls: int | None, last_step: bool | None = None,
