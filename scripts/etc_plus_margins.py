@@ -26,7 +26,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,15 +76,16 @@ SCHEDULER_CLASSES = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPC
 MODELS = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
 
 
-def bench_fronts(path: str, more: Sequence[str] = ()) -> dict[str, dict[str, float | None]]:
+def bench_fronts(path: str, more: Sequence[str] = (), keep: Callable[[dict], bool] = lambda row: True
+                 ) -> dict[str, dict[str, float | None]]:
     """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` and the ``more`` benches of other
-    settings on the same images (:func:`front_table.fronts`); a setting measured on fewer images than its bench's
-    most (a bench cut short) is left out, since its mean is of other images."""
+    settings on the same images (:func:`front_table.fronts`), of the rows ``keep`` keeps; a setting measured on fewer
+    images than its bench's most (a bench cut short) is left out, since its mean is of other images."""
     rows = []
     for p in (path, *more):
         summary = json.load(open(p))["summary"]
         most = max((r.get("pairs", 0) for r in summary), default=0)
-        rows += [r for r in summary if r.get("pairs", most) == most]
+        rows += [r for r in summary if r.get("pairs", most) == most and keep(r)]
     table = front_table.fronts(rows, SPEEDUPS)
     return {m: {f"{s:g}x": v for s, v in zip(SPEEDUPS, values)} for m, values in table.items()}
 
