@@ -104,3 +104,27 @@ def test_at_another_step_count_the_tolerance_mode_plans_online(flow):
     assert policy.calls is None
     etcdiff.sample(model, sched, x, STEPS, policy, labels=[3])
     assert policy.calls == 6  # back at its own step count: the budget
+
+
+def test_a_served_step_count_runs_its_tolerance_budget_with_the_fit_chosen_for_that_budget(flow):
+    """A calibration served at another step count (``served_steps``) whose tolerance mode runs a budget
+    (``tolerance_calls``) plans that budget from the candidate fit chosen for it, as ``calls=B`` does."""
+    model, sched, prof = flow
+    noises = [torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (100, 101, 102)]
+    runs = record_denoiser_runs(model, sched, noises, 15, [{"labels": [0, 1]}, {"labels": [2, 3]},
+                                                           {"labels": [4, 5]}])
+    own, plain = fit_etc_plus(runs), fit_etc_plus(runs, corrections=False)
+    assert own["corrections"] == "auto"
+    served = {**own, "budget_fits": {"fits": {"plain": {k: v for k, v in plain.items() if v != own[k]}},
+                                     "serve": {"6": "plain"}}, TOLERANCE_CALLS: 6}
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(9))
+
+    def at_15(policy):
+        got = etcdiff.sample(model, sched, x, 15, policy, labels=[3])
+        return got, policy.calls, policy.profile["corrections"]
+
+    got, calls, corrections = at_15(ETCPlus({**prof, "served_steps": {"15": served}}))
+    want = at_15(ETCPlus(served, calls=6))
+    assert (calls, corrections) == (6, False) == want[1:] and torch.equal(got, want[0])
+    # the user's tolerance plans online with the served calibration's own fit
+    assert at_15(ETCPlus({**prof, "served_steps": {"15": served}}, tolerance=0.01))[1:] == (None, "auto")

@@ -219,7 +219,7 @@ class ETCPlus(StepPolicy):
     def begin(self, num_steps: int) -> None:
         if isinstance(num_steps, int) and not isinstance(num_steps, bool):
             self._switch(profile_for_steps(self.calibrated, self._fitted, num_steps, self._run_sigmas,
-                                           self.requested_calls, self.last_step, self._other_steps))
+                                           self.requested_calls, self.last_step, self._other_steps, self.tolerance))
             own = (self.tolerance, self.requested_trend_cap, self.requested_adapt_trend, self.requested_spike)
             self.schedule = None if any(v is not None for v in own) else budget_schedule(
                 self.profile, self.calls, self.compute_last, num_steps)  # settings of ETC+'s own plan run it

@@ -7,23 +7,26 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .budgets import budget_profile, ranked_plan
+from .budgets import asked_budget, budget_profile, ranked_plan
 from .resample import resample_profile
 
 
 def profile_for_steps(calibrated: dict[str, Any], fitted: dict[str, Any], num_steps: int,
                       run_sigmas: list[float] | None, calls: int | None, last_step: bool | None,
-                      cache: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+                      cache: dict[tuple, dict[str, Any]], tolerance: float | None = None) -> dict[str, Any]:
     """The profile that plans a ``num_steps`` run: ``fitted`` at its own step count, else the served calibration
-    for ``num_steps`` (with the fit it chose for the budget ``calls``), else ``calibrated`` resampled for the run's
-    ``run_sigmas``; the last two are built once into ``cache``. A one-line ValueError where nothing serves."""
+    for ``num_steps`` (with the fit it chose for the budget the run plans for: the user's ``calls``, or with
+    neither ``calls`` nor a ``tolerance`` of the user's the served calibration's own tolerance budget), else
+    ``calibrated`` resampled for the run's ``run_sigmas``; the last two are built once into ``cache``. A one-line
+    ValueError where nothing serves."""
     if num_steps == int(fitted["num_steps"]):
         return fitted
     served = (calibrated.get("served_steps") or {}).get(str(num_steps))
     if served is not None:
         key: tuple = ("served", num_steps)
         if key not in cache:
-            cache[key] = budget_profile(served, ranked_plan(served, calls, last_step)[0])
+            budget = ranked_plan(served, asked_budget(served, calls, tolerance), last_step)[0]
+            cache[key] = budget_profile(served, budget)
         return cache[key]
     prof_n = int(fitted["num_steps"])
     if run_sigmas is None or len(run_sigmas) < num_steps or not fitted.get("sigmas"):
