@@ -3,6 +3,7 @@
 import json
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -532,9 +533,13 @@ class _Off(NoCache):
     def planned_steps(self, num_steps):
         return [0, self.last]
 
+    def report(self):  # the steps a run computed: its plan
+        return SimpleNamespace(computed_steps=self.planned_steps(None))
+
 
 def test_refine_measures_every_budget_and_scales_the_tolerance_until_it_holds():
-    from etcdiff.calibration.etc_plus.refine import budget_ladder, measured_budgets, tolerance_scale
+    from etcdiff.calibration.etc_plus.refine import budget_ladder, measured_budgets
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
     from etcdiff.calibration.selection import HeldOut
 
     assert budget_ladder(20) == [4, 5, 6, 7, 8, 9, 10] and budget_ladder(28) == list(range(6, 15))
@@ -588,7 +593,7 @@ def test_once_a_tolerance_scale_holds_the_passes_left_try_looser_ones_halfway_to
     """The first scale that holds (0.9 over the ratio at the share's edge) can be tighter than needed; the passes
     left bisect (geometrically) towards the scale that failed and keep the loosest that held. Here the tolerance
     mode ends at half the target up to a scale of 0.8, and at twice it above."""
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
 
     scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 0.5 if s <= 0.8 else 2.0))
     assert [p["scale"] for p in record["passes"]] == [1.0, 0.45, 0.67082, 0.81904]
@@ -600,7 +605,7 @@ def test_a_looser_tolerance_scale_is_kept_only_with_the_margin_the_search_aims_f
     """A halfway scale under which the runs end just within the target is not kept: the search aims the run at
     the share's edge at 0.9 of it, and on a few runs one that ends at 0.98 says little of the next images. Here the
     tolerance mode ends at 1.25 times its planned tolerance: 0.72 holds at 0.9, 0.78 at 0.98 is not kept."""
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
 
     scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 1.25 * s))
     assert [p["scale"] for p in record["passes"]] == [1.0, 0.72, 0.84853, 0.78163]
@@ -615,7 +620,7 @@ def test_a_tolerance_pass_that_moved_nothing_doubles_the_next_step():
     nothing doubles the last step in log scale, so the fourth pass reaches a scale that holds (stepping by the
     ratio alone: 1, 0.75, 0.5625, 0.4219, none held). An edge that moved at all, even a little, keeps the
     ratio's step."""
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
 
     scale, record = tolerance_scale(_scaled_tolerance_mode(lambda s: 0.5 if s <= 0.3 else 1.2))
     assert [p["scale"] for p in record["passes"]] == pytest.approx([1.0, 0.75, 0.75 ** 3, 0.75 ** 7], abs=1e-5)
@@ -630,7 +635,7 @@ def test_a_tolerance_pass_that_moved_nothing_doubles_the_next_step():
 def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_plans_real_runs():
     """Where the held-out runs are replays, the real runs of the tolerance check are compared run by run with
     their replays: ``replay_miss`` is the rms log ratio of the real to the replayed error (here 3 times)."""
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
     from etcdiff.calibration.selection import HeldOut, RealRuns
 
     def build(fitted, calls):  # the tolerance mode lands at a tenth of the target in replays
@@ -644,7 +649,8 @@ def test_the_tolerance_check_of_replays_measures_how_far_they_miss_the_chosen_pl
     held = HeldOut([[0, 1], [2, 3]], refs, replay, build, fits, {}, real=real)
     scale, record = tolerance_scale(held)
     assert scale == 1.0 and record["met"] and real_runs == [3]  # only the run held for real, once
-    assert record["passes"] == [{"scale": 1.0, "within": 1.0, "within_real": 1.0, "edge": 0.3}]  # the real runs'
+    assert record["passes"] == [{"scale": 1.0, "within": 1.0, "within_real": 1.0, "edge": 0.3,
+                                 "calls": 2.0}]  # the real runs'
     assert record["replay_miss"] == pytest.approx(math.log(3.0), abs=1e-4)
 
 
@@ -652,7 +658,7 @@ def test_runs_that_computed_every_step_do_not_count_as_a_replay_that_matched():
     """A plan that computes every step replays exactly, so those runs say nothing of how far replays miss: with
     only such runs there is no ``replay_miss`` (a 0.00 read as a perfect match before); beside one that skipped,
     only that one counts."""
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
     from etcdiff.calibration.selection import HeldOut, RealRuns
 
     refs = {i: torch.ones(1, 4) for i in range(4)}
@@ -676,7 +682,7 @@ def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
     on the other runs (here run 2 lands at 3 times the target at the first scale, so the scale comes down)."""
     from types import SimpleNamespace
 
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale
     from etcdiff.calibration.selection import HeldOut, probed_held_out
 
     records = [SimpleNamespace(index=i, probes={1: [1.0]} if i < 3 else None) for i in range(5)]
@@ -698,7 +704,7 @@ def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
     held = HeldOut([[3, 4]], refs, run, build, [{"profile": {"tolerance": 1.0}}], probed=lambda: probed)
     scale, record = tolerance_scale(held)
     assert record["runs"] == 5 and record["met"]
-    assert record["passes"][0] == {"scale": 1.0, "within": 0.8, "edge": 3.0, "over": [[2, 3.0]]}
+    assert record["passes"][0] == {"scale": 1.0, "within": 0.8, "edge": 3.0, "calls": 2.0, "over": [[2, 3.0]]}
     assert scale == pytest.approx(0.3) and record["probed"] == [0, 1, 2]  # the run beyond is a probed one
     alone = [SimpleNamespace(index=i, probes={1: [1.0]} if i == 0 else None) for i in range(5)]
     assert probed_held_out(alone, [[1, 2], [3, 4]], fit, build, run) is None  # its fit would have no probes left
@@ -706,7 +712,7 @@ def test_the_tolerance_check_also_holds_out_the_probed_runs_one_by_one():
 
 
 def test_a_tolerance_share_that_never_held_is_said():
-    from etcdiff.calibration.etc_plus.refine import tolerance_scale, unmet_tolerance
+    from etcdiff.calibration.etc_plus.tolerance import tolerance_scale, unmet_tolerance
     from etcdiff.calibration.selection import HeldOut
 
     def build(fitted, calls):  # run 1 ends at 5 times the target whatever the scale

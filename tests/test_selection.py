@@ -204,7 +204,7 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
     assert sel["folds"] == [[3, 4]] and sel["budgets"] == [2, 3, 4]
     from etcdiff.registry import get_method
 
-    from etcdiff.calibration.etc_plus.refine import TOLERANCE_ROUNDS
+    from etcdiff.calibration.etc_plus.tolerance import TOLERANCE_ROUNDS
 
     # the progress bar's total counts every tolerance pass and every plan computing the last step; the passes stop
     # once the target holds on the held-out runs, and a plan that computes the last step anyway is not run again
@@ -219,7 +219,7 @@ def test_selection_runs_through_a_pipeline_calibration(tmp_path):
 
 
 def test_calibrate_says_under_which_scale_the_tolerance_held():
-    from etcdiff.calibration.etc_plus.refine import held_tolerance as _tolerance_held
+    from etcdiff.calibration.etc_plus.tolerance import held_tolerance as _tolerance_held
 
     check = {"share": 0.95, "runs": 10, "met": True, "passes": [
         {"scale": 1.0, "within": 0.3}, {"scale": 0.27285, "within": 1.0}, {"scale": 0.52234, "within": 0.9}]}
@@ -298,7 +298,7 @@ def test_a_replayed_calibration_makes_few_real_runs_and_holds_every_run_out(tmp_
     the tolerance, and every recorded run but the probed one is held out once."""
     from etcdiff.calibrate import calibrate_method
     from etcdiff.calibration.etc_plus.propagation import probe_steps
-    from etcdiff.calibration.etc_plus.refine import REAL_ROUNDS, TOLERANCE_ROUNDS
+    from etcdiff.calibration.etc_plus.tolerance import REAL_ROUNDS, TOLERANCE_ROUNDS
     from etcdiff.models import load_pipeline
 
     pipe = load_pipeline("digits")

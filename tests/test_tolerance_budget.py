@@ -1,11 +1,14 @@
 """ETC+'s tolerance mode served by a budget where calibration found no tolerance scale that held."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import etcdiff
 from etcdiff import closed_form as hm
-from etcdiff.calibration.etc_plus.refine import held_tolerance, tolerance_budget, unmet_tolerance
+from etcdiff.calibration.etc_plus.tolerance import (check_tolerance, cheaper_budget, held_tolerance, tolerance_budget,
+                                                   unmet_tolerance)
 from etcdiff.calibration.runs import record_denoiser_runs
 from etcdiff.calibration.selection import HeldOut
 from etcdiff.policies import NoCache
@@ -16,17 +19,21 @@ STEPS = 20
 
 
 class _Ends(NoCache):
-    """A policy whose run ends ``error`` away from the full run (RMS)."""
+    """A policy whose run ends ``error`` away from the full run (RMS), having made ``calls`` calls."""
 
-    def __init__(self, error):
+    def __init__(self, error, calls=None):
         super().__init__()
-        self.error = error
+        self.error, self.calls = error, calls
+
+    def report(self):
+        return SimpleNamespace(computed_steps=list(range(self.calls or 0)))
 
 
-def _held(error_at):
-    """Held-out runs where a plan of ``calls`` calls ends ``error_at(calls)`` from the full run (target 1.0)."""
+def _held(error_at, mode_calls=None):
+    """Held-out runs where a plan of ``calls`` calls ends ``error_at(calls)`` from the full run (target 1.0); the
+    tolerance mode (``calls=None``) makes ``mode_calls`` calls."""
     refs = {i: torch.ones(1, 4) for i in range(4)}
-    build = lambda fitted, calls: _Ends(error_at(calls))  # noqa: E731
+    build = lambda fitted, calls: _Ends(error_at(calls), mode_calls if calls is None else calls)  # noqa: E731
     return HeldOut([[0, 1], [2, 3]], refs, lambda p, i: refs[i] + p.error, build,
                    [{"profile": {"tolerance": 1.0}}] * 2)
 
@@ -49,6 +56,29 @@ def test_each_budget_is_checked_with_the_plan_it_runs():
     assert calls == 10 and [(t["calls"], t["runs"]) for t in tried] == [(10, [10, False]), (8, [7, False]),
                                                                         (9, [7, False])]
     assert made == [10, 10, 7, 7]  # two folds each; the 7-call plan measured once
+
+
+def test_where_a_scale_held_a_budget_with_fewer_calls_that_holds_as_well_serves_the_tolerance_mode():
+    """The tolerance mode held at its first scale with 10 calls on average, its edge run at half the target; a
+    fixed plan of 6 calls ends as far within (3 / 6), one of 5 within but nearer the target (3 / 5): 6 serves."""
+    error_at = lambda c: 0.5 if c is None else 3.0 / c  # noqa: E731
+    profile = {"tolerance": 1.0, "num_steps": 20}
+    assert check_tolerance(profile, _held(error_at, mode_calls=10), list(range(4, 11))) is None
+    check = profile["tolerance_check"]
+    assert check["met"] and profile["tolerance_scale"] == 1.0 and check["passes"][0]["calls"] == 10
+    assert profile["tolerance_calls"] == 6 and [t["calls"] for t in check["budgets"]] == [9, 6, 5]
+    assert [t["within"] for t in check["budgets"]] == [1.0, 1.0, 1.0]  # 5 within, but not as far as the mode
+    assert held_tolerance(profile) == (
+        "tolerance mode: runs the 6-call plan, under which 100 % of 4 held-out calibration runs ended within the "
+        "target (RMS 1; fewer calls than the tolerance mode's 10 on average at 1 times the tolerance, where 100 % "
+        "ended within)")
+    # no budget with fewer calls than the mode holds as well: the tolerance mode plans online
+    kept = {"tolerance": 1.0, "num_steps": 20}
+    assert check_tolerance(kept, _held(lambda c: 0.5 if c is None else 0.6, mode_calls=10), list(range(4, 11))) is None
+    assert "tolerance_calls" not in kept and [t["calls"] for t in kept["tolerance_check"]["budgets"]] == [9]
+    # a tolerance mode that made no more calls than the smallest budget is not checked against any
+    few = {**profile, "tolerance_check": {**check, "passes": [{**check["passes"][0], "calls": 4.0}]}}
+    assert cheaper_budget(_held(error_at), list(range(4, 11)), few) == (None, [])
 
 
 def test_the_note_says_which_budget_serves_the_tolerance_mode():

@@ -151,7 +151,8 @@ def _probe_runs(prompts: int, steps: int, replays: Any = False, trend_caps: Any 
     probes and the feedback's runs per step count served (the settings as ``--set`` gives them: booleans, or
     "20,28")."""
     from .calibration.etc_plus.propagation import PROBE_RUNS, probe_steps
-    from .calibration.etc_plus.refine import REAL_ROUNDS, TREND_CAP_CANDIDATES, budget_ladder, refine_generations
+    from .calibration.etc_plus.refine import TREND_CAP_CANDIDATES, budget_ladder, refine_generations
+    from .calibration.etc_plus.tolerance import REAL_ROUNDS
     from .calibration.etc_plus.replay import (FEEDBACK_RUNS, FEEDBACK_SPEEDUPS, REPLAY_FEEDBACK_RUNS,
                                               REPLAY_FEEDBACK_SPEEDUPS, REPLAY_PROBE_RUNS)
     from .calibration.etc_plus.surrogate import serve_step_counts

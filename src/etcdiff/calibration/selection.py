@@ -175,10 +175,10 @@ class HeldOut:
         return self.by_budget[nearest]
 
     def measure(self, calls: int | None, fitted_for: Callable[[dict[str, Any]], dict[str, Any]] = lambda f: f,
-                real: bool = False) -> list[tuple[int, float]]:
+                real: bool = False, counted: list[int] | None = None) -> list[tuple[int, float]]:
         """``(run, RMS error)`` of the fold fits' policies at ``calls`` (``None``: the policy's own tolerance
         mode) on every held-out run; ``fitted_for`` may adjust each fold fit first. ``real``: where the held-out
-        runs are replays, on the runs of :attr:`real` only, run for real."""
+        runs are replays, on the runs of :attr:`real` only, run for real. ``counted`` gets each run's calls."""
         checked = self.real if real and self.real is not None else None
         out = []
         for fold, fitted in zip(self.folds, self.fold_fits):
@@ -191,6 +191,8 @@ class HeldOut:
             for i in runs:
                 error = item_rms(run(policy, i).detach().double() - references[i].double()).max()
                 out.append((i, shift * float(error)))
+                if counted is not None:
+                    counted.append(len(policy.report().computed_steps))
         return out
 
     def log_errors(self, policies: Sequence[StepPolicy]) -> list[float]:

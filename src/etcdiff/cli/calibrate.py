@@ -204,7 +204,7 @@ def _run_peer(args: argparse.Namespace, pipe: object, prompts: list[str] | None)
             print(f"searched schedules: {_schedules_kept(profile)}")
     if isinstance(profile, dict) and profile.get("budget_errors"):
         print(_ladder_line(profile))
-    from ..calibration.etc_plus.refine import held_tolerance
+    from ..calibration.etc_plus.tolerance import held_tolerance
 
     held = held_tolerance(profile) if isinstance(profile, dict) else None  # None: no check, or none held
     if held:
