@@ -28,9 +28,12 @@ def checked(case: dict[str, Any]) -> str:
     check, scale = extra.get("tolerance_check"), extra.get("tolerance_scale")
     if not check or scale is None:
         return "not recorded"
-    kept = min(check["passes"], key=lambda p: abs(p["scale"] - scale))
-    mode = (f"{kept['calls']:g} calls at {scale:.2g}" if "calls" in kept else f"scale {scale:.2g}") + (
-        "" if check.get("met") else " (no scale held)")
+    if check.get("met"):
+        kept = min(check["passes"], key=lambda p: abs(p["scale"] - scale))
+        mode = f"{kept['calls']:g} calls at {scale:.2g}" if "calls" in kept else f"scale {scale:.2g}"
+    else:
+        n = len(check["passes"])
+        mode = f"no scale held ({n} pass{'es' * (n != 1)})"
     budgets = ", ".join(f"{b['calls']}: {100 * b['within']:.0f} % / {b['edge']:.2f}" for b in check.get("budgets", []))
     return f"{mode}; budgets {budgets or 'none tried'}"
 

@@ -22,5 +22,5 @@ def test_each_case_shows_the_tolerance_mode_before_and_after_and_what_calibratio
     assert table[1][3:] == ["not measured", "90 % / 5.00 / 50.0", "not recorded"]  # not in the first grid
     unmet = {"met": False, "passes": [{"scale": 0.05, "edge": 1.1, "within": 0.9}], "budgets": []}
     assert module.checked(_case(20, 1.0, 4.0, 66.0, {"tolerance_check": unmet, "tolerance_scale": 0.05})) == (
-        "scale 0.05 (no scale held); budgets none tried")
+        "no scale held (1 pass); budgets none tried")
     assert "| gmm-flow | UniPCMultistepScheduler | 20 | 90 % / 4.90 / 56.3 |" in module.markdown(table)
