@@ -1,10 +1,16 @@
 """ETC+'s tolerance mode checked on held-out calibration runs (:func:`~.refine.refine_etc_plus` calls it).
 
 The planning tolerance is scaled down (``"tolerance_scale"``: :func:`tolerance_scale`) until at least
-:data:`TOLERANCE_SHARE` of the held-out runs end within the profile's target. A budget of the ladder can serve the
-tolerance mode instead (``"tolerance_calls"``: :func:`tolerance_budget`): where no scale held, the fewest calls
-under which the share holds; and where a scale held, the fewest calls under which the share holds as well as at
-the kept scale, if fewer than the tolerance mode made there on average (:func:`cheaper_budget`).
+:data:`TOLERANCE_SHARE` of the held-out runs end within the profile's target: the choice's held-out runs, and the
+probed runs each held out alone with a fit on the others (the choice cannot hold them out; with 5 prompts it holds
+out 2 runs, too few for a share). Where the held-out runs are replays, the share must also hold on the runs the
+replays' feedback was fitted on, run for real: a replay's model pulls a strayed sample back linearly, which can
+flatter the long windows a loose tolerance plans.
+
+A budget of the ladder can serve the tolerance mode instead (``"tolerance_calls"``: :func:`tolerance_budget`):
+where no scale held, the fewest calls under which the share holds; where a scale held, the fewest calls, fewer than
+the tolerance mode made on average, under which the share holds with the run at its edge at least as far within
+the target as at the kept scale (:func:`cheaper_budget`).
 """
 
 from __future__ import annotations
