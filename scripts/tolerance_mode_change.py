@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 OURS, TOLERANCE_ROW = "etc-plus", "etc-plus-tol"
@@ -70,7 +71,9 @@ def main() -> None:
     print(text)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(text)
+            f.write("ETC+'s tolerance mode in the solver grid, before and after (within the target / mean calls / "
+                    f"PSNR); made by `{' '.join(['python', 'scripts/tolerance_mode_change.py', *sys.argv[1:]])}`.\n\n"
+                    + text)
 
 
 if __name__ == "__main__":

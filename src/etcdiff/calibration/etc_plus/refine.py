@@ -31,9 +31,8 @@ checked here the empirical way, on the same held-out calibration runs and fold f
   profile's ``budget_schedules`` and, for every budget, what was measured: ``schedule_check``);
 - **tolerance** (:mod:`etcdiff.calibration.etc_plus.tolerance`): the tolerance mode runs on the held-out runs,
   and on the probed runs each held out alone with a fit on the others, and the planning tolerance is scaled down
-  (``"tolerance_scale"``) until at least 95 % of them end within the target; a budget of the ladder serves the
-  tolerance mode instead where none held, or where one held with fewer calls than the tolerance mode made
-  (``"tolerance_calls"``).
+  (``"tolerance_scale"``) until at least 95 % of them end within the target; where none held, a budget of the
+  ladder serves the tolerance mode instead (``"tolerance_calls"``).
 
 The generations it makes are counted by :func:`refine_generations`.
 """

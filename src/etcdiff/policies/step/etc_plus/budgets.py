@@ -8,9 +8,9 @@ calibration ran the plans (:mod:`etcdiff.calibration.etc_plus.refine`), the prof
 error of each budget's plan: ``budget_errors`` (the plan as it chooses) and ``budget_errors_last`` (the plan
 that computes the last step), and the same per held-out run. ``ETCPlus(calls=B)`` runs, among the plans of at
 most B calls, the one that came clearly closest (:func:`ranked_plan`), from the candidate fit calibration chose
-for that budget (:func:`budget_profile`). Where calibration found a budget under which enough held-out runs
-ended within the target, and either no tolerance scale did or the budget makes fewer calls than the tolerance mode
-did at its scale, the tolerance mode runs that budget (``tolerance_calls``; :func:`asked_budget`).
+for that budget (:func:`budget_profile`). Where calibration found no tolerance scale under which enough held-out
+runs ended within the target, but found a budget that did, the tolerance mode runs that budget
+(``tolerance_calls``; :func:`asked_budget`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ BUDGET_FITS = "budget_fits"  # per budget, a candidate other than the profile's 
 TREND_CAPS = "budget_trend_caps"  # per budget, the trend cap its free plan runs with (calibration's choice, opt-in)
 ADAPT = "budget_adapt_trend"  # per budget and plan kind, whether it weighs its trend after spikes (opt-in choice)
 LOGS = {FREE: "budget_logs", LAST: "budget_logs_last"}  # the same, per held-out run (paired across plans)
-TOLERANCE_CALLS = "tolerance_calls"  # the budget calibration found to serve the tolerance mode (tolerance.py)
+TOLERANCE_CALLS = "tolerance_calls"  # the budget the tolerance mode runs where no tolerance scale held
 
 
 def clearly_lower(errors: Sequence[float], base: Sequence[float], margin: float = 1.0, slack: float = 0.0) -> bool:
