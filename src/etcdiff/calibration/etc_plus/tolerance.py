@@ -31,33 +31,30 @@ NIL = 1e-4  # an error below this share of the target: a run that computed every
 
 
 def tolerance_scale(held: HeldOut) -> tuple[float, dict[str, Any]]:
-    """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within
-    the profile's default tolerance, and a record of the passes (``share`` within per pass; ``calls``: the mean
-    calls the runs made; ``over``: the runs beyond the target, each with its ratio to it) and of how many runs
-    were checked (``runs``: the choice's held-out runs and, where ``held.probed`` gives them, the probed runs,
-    each held out alone, listed in ``probed``: :func:`~etcdiff.calibration.selection.probed_held_out`). Each failed pass scales the
-    tolerance by :data:`MARGIN` over the ratio to the target of the run at the share's edge (each pass records it:
-    ``edge``); once a pass holds, the passes left try the scale halfway (geometrically) to the smallest one that
-    failed, and the loosest scale that held is kept (the first scale that holds can be far tighter than needed: one
-    stubborn run sets it). A failed pass that moved nothing (the share and the edge of the pass before: no plan
-    that counts changed) says nothing of how far the scale must go, so its next step is twice the last one in log
-    scale (gmm-flow under Euler at 28 steps: four passes from 1 to 0.52 left the same two runs beyond the target,
-    where 0.21 holds); where the edge moved at all, the step is its ratio's. A halfway scale holds only with the
-    margin the search aims for (the edge within :data:`MARGIN`): on a few runs, one that ends just within the
+    """The factor on the planning tolerance under which :data:`TOLERANCE_SHARE` of the held-out runs end within the
+    profile's default tolerance, and a record of the passes (``share`` within per pass; ``calls``: the mean calls
+    the runs made; ``over``: the runs beyond the target, each with its ratio to it) and of how many runs were
+    checked (``runs``: the choice's held-out runs and, where ``held.probed`` gives them, the probed runs, each held
+    out alone, listed in ``probed``: :func:`~etcdiff.calibration.selection.probed_held_out`). Each failed pass
+    scales the tolerance by :data:`MARGIN` over the ratio to the target of the run at the share's edge (each pass
+    records it: ``edge``); once a pass holds, the passes left try the scale halfway (geometrically) to the smallest
+    one that failed, and the loosest scale that held is kept (the first scale that holds can be far tighter than
+    needed: one stubborn run sets it). A failed pass that moved nothing (the share and the edge of the pass before:
+    no plan that counts changed) says nothing of how far the scale must go, so its next step is twice the last one
+    in log scale (gmm-flow under Euler at 28 steps: four passes from 1 to 0.52 left the same two runs beyond the
+    target, where 0.21 holds); where the edge moved at all, the step is its ratio's. A halfway scale holds only with
+    the margin the search aims for (the edge within :data:`MARGIN`): on a few runs, one that ends just within the
     target says little of the next images (the UNet under DPM-Solver++ at 50 steps: 5 of 5 calibration runs within
-    at 0.40, 6 of 10 evaluation images; at 0.30, 10 of 10). Where no pass held, the last scale, tightened after
-    the last pass, is kept unchecked. Where the held-out runs are replays, the share must hold on the replays and
-    then, run for real, on the runs of ``held.real`` (which are run only in passes where the replays already hold:
-    at most :data:`REAL_ROUNDS` times). There the record also keeps ``"replay_miss"``: the rms of log(real /
-    replayed error) over those runs, how far the replays are from the real runs for the chosen fit's own plans
-    (the pull is fitted on another candidate's), left out where no run skipped a step (both errors nil: a replay
-    of computed steps is exact, so it tests nothing)."""
+    at 0.40, 6 of 10 evaluation images; at 0.30, 10 of 10). Where no pass held, the last scale, tightened after the
+    last pass, is kept unchecked. Where the held-out runs are replays, the share must hold on the replays and then,
+    run for real, on the runs of ``held.real`` (which are run only in passes where the replays already hold: at most
+    :data:`REAL_ROUNDS` times). There the record also keeps ``"replay_miss"``: the rms of log(real / replayed error)
+    over those runs, how far the replays are from the real runs for the chosen fit's own plans (the pull is fitted
+    on another candidate's), left out where no run skipped a step (both errors nil: a replay of computed steps is
+    exact, so it tests nothing)."""
     scale, passes, real_rounds, ratios = 1.0, [], 0, []
     held_at, failed_at, last, step = None, None, None, 0.0  # the last failed pass's (share, edge) and log step
-    probed = held.probed() if held.probed is not None else None
-    checked = [held] + ([probed] if probed is not None else [])
-    targets = {i: float(fit["profile"]["tolerance"]) for one in checked
-               for fold, fit in zip(one.folds, one.fold_fits) for i in fold}
+    probed, checked, targets = _checked_runs(held)
     for _ in range(TOLERANCE_ROUNDS):
         def with_scale(fit: dict[str, Any], s: float = scale) -> dict[str, Any]:
             return {**fit, "profile": {**fit["profile"], "tolerance_scale": s}}
@@ -113,10 +110,7 @@ def tolerance_budget(held: HeldOut, ladder: list[int], profile: dict[str, Any]
     every scale while a plan of a few calls holds (gmm-flow under DPM-Solver++ at 20 steps: 90 % of the
     calibration runs within at best, 70 % of the evaluation images at the scale kept). A budget a searched schedule
     serves (opt-in) is checked with the fold fits' plan of as many calls, as the ladder measures budgets."""
-    probed = held.probed() if held.probed is not None else None
-    checked = [held] + ([probed] if probed is not None else [])
-    targets = {i: float(fit["profile"]["tolerance"]) for one in checked
-               for fold, fit in zip(one.folds, one.fold_fits) for i in fold}
+    probed, _, targets = _checked_runs(held)
     tried: list[dict[str, Any]] = []
     measured: dict[tuple[int, bool], tuple[float, float]] = {}
 
@@ -191,7 +185,7 @@ def held_tolerance(profile: dict[str, Any]) -> str | None:
                 f"{profile['tolerance']:.2g}; no planning scale held it)")
     if not check or not check.get("met") or scale is None:
         return None
-    kept = _kept_pass(check, float(scale))
+    kept = min(check["passes"], key=lambda p: abs(p["scale"] - scale))
     runs = f" of {check['runs']}" if check.get("runs") else " of the"
     passes = len(check["passes"])
     return (f"tolerance mode: planned at {scale:.2g} times the tolerance, under which {100 * _within(kept):.0f} %"
@@ -199,9 +193,14 @@ def held_tolerance(profile: dict[str, Any]) -> str | None:
             f"pass{'es' * (passes != 1)}){_set_by(check, scale)}")
 
 
-def _kept_pass(check: dict[str, Any], scale: float) -> dict[str, Any]:
-    """The pass of the tolerance check at the kept ``scale``."""
-    return min(check["passes"], key=lambda p: abs(p["scale"] - scale))
+def _checked_runs(held: HeldOut) -> tuple[HeldOut | None, list[HeldOut], dict[int, float]]:
+    """The runs a tolerance check measures: the probed runs each held out alone (None where ``held`` has none),
+    those and ``held`` together, and each run's target (its fold fit's ``tolerance``)."""
+    probed = held.probed() if held.probed is not None else None
+    checked = [held] + ([probed] if probed is not None else [])
+    targets = {i: float(fit["profile"]["tolerance"]) for one in checked
+               for fold, fit in zip(one.folds, one.fold_fits) for i in fold}
+    return probed, checked, targets
 
 
 def _budget_within(check: dict[str, Any], calls: int) -> float:
