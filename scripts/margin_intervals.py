@@ -1,0 +1,156 @@
+"""How far the margin table's pipeline cells can be trusted: a paired bootstrap over each case's images.
+
+``scripts/etc_plus_margins.py`` gives ETC+'s front minus the best other step method's front at 2x, 3x and 4x, each
+a mean over the case's images (16 on most scenes cases, 48 at 28 Euler steps, 10 on the UNet). This script draws
+the case's (caption, seed) pairs with replacement, the same draw for every method of the case, recomputes every
+setting's mean PSNR and call ratio as the bench's summary makes them (:func:`etcdiff.bench.merge.summarize`), the
+fronts
+with :func:`etcdiff.bench.front.front_at`, and ETC+'s margin over the best other front of that draw (the best
+other is taken per draw, which favours the others). A cell reads **behind** where the margin's 95th percentile is
+below 0, **ahead** where its 5th percentile is above 0, and **level** (within the images' spread) otherwise. The
+solver grid (digits, gmm) keeps no per-image record and is not in this table.
+
+``--variant NAME`` takes ETC+'s front from the twin bench ``<bench folder>-NAME``, as ``etc_plus_margins.py`` does.
+
+Usage: python scripts/margin_intervals.py [--variant schedules] [--draws 2000] [--out docs/etc-plus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from statistics import quantiles
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import front_table  # noqa: E402
+from etc_plus_margins import BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches, variant_folder  # noqa: E402
+
+Pair = tuple[str, int]
+
+
+class Bench:
+    """One ``results.json``: per setting it counts (those run on every image: a setting cut short averages other
+    images), each image's PSNR, calls and reference calls, in the order of :attr:`pairs`. ``only``: read just this
+    method's settings, or ``skip``: every method's but this one."""
+
+    def __init__(self, path: str, only: str | None = None, skip: str | None = None):
+        data = json.load(open(path))
+        summary = data["summary"]
+        most = max((r.get("pairs", 0) for r in summary), default=0)
+        self.settings = [r for r in summary if r["kind"] == "run" and r.get("pairs") == most
+                         and (only is None or r["method"] == only) and (skip is None or r["method"] != skip)]
+        runs = {(r["method"], r["setting_label"], r["prompt"], int(r["seed"])): r for r in data["runs"]
+                if r["kind"] == "run"}
+        self.pairs: list[Pair] = sorted({(r["prompt"], int(r["seed"])) for r in data["runs"]})
+        self.values = {}
+        for s in self.settings:
+            recs = [runs[(s["method"], s["setting_label"], *pair)] for pair in self.pairs]
+            psnr = [r["psnr"] if r.get("psnr") is not None and math.isfinite(r["psnr"]) else math.nan for r in recs]
+            self.values[(s["method"], s["setting_label"])] = (
+                np.array(psnr), np.array([r["nfe"] for r in recs], float), np.array([r["ref_nfe"] for r in recs], float))
+
+    def rows(self, counts: np.ndarray) -> list[dict]:
+        """The settings' summary rows (mean PSNR over the finite ones, calls ratio of sums, as
+        :func:`etcdiff.bench.merge.summarize` makes them) with image k counted ``counts[k]`` times."""
+        out = []
+        for s in self.settings:
+            psnr, nfe, ref = self.values[(s["method"], s["setting_label"])]
+            finite = ~np.isnan(psnr)
+            weight = float(counts[finite].sum())
+            out.append({**s, "psnr": float((counts[finite] * psnr[finite]).sum()) / weight if weight else None,
+                        "speedup_nfe": float((counts * ref).sum() / (counts * nfe).sum())})
+        return out
+
+
+def margins(benches: Sequence[Bench], counts: np.ndarray) -> list[float | None]:
+    """ETC+'s margin over the best other method's front at :data:`SPEEDUPS`, image k counted ``counts[k]`` times
+    (None: ETC+ or every other method misses that speedup)."""
+    fronts = front_table.fronts([r for b in benches for r in b.rows(counts)], SPEEDUPS)
+    out: list[float | None] = []
+    for k in range(len(SPEEDUPS)):
+        ours = fronts.get(OURS, [None] * len(SPEEDUPS))[k]
+        others = [f[k] for m, f in fronts.items() if m != OURS and f[k] is not None]
+        out.append(None if ours is None or not others else ours - max(others))
+    return out
+
+
+def reading(point: float | None, draws: list[float]) -> str:
+    """The cell: the margin, its 5th-95th percentile over the draws, and behind / level / ahead."""
+    if point is None or len(draws) < 20:
+        return "n/a"
+    cuts = quantiles(draws, n=20, method="inclusive")
+    low, high = cuts[0], cuts[-1]
+    word = "behind" if high < 0 else "ahead" if low > 0 else "level"
+    return f"{point:+.1f} [{low:+.1f}, {high:+.1f}] {word}"
+
+
+def case_benches(path: str, model: str, sched: str, steps: int, variant: str) -> list[Bench] | None:
+    """The benches a case's fronts are read from (with ``variant``, ETC+'s from its twin bench; None where the
+    twin was not benched)."""
+    extra = extra_benches(model, sched, steps, path)
+    if not variant:
+        return [Bench(p) for p in (path, *extra)]
+    twin = os.path.join(variant_folder(path, variant), "results.json")
+    if not os.path.exists(twin):
+        return None
+    return [*(Bench(p, skip=OURS) for p in (path, *extra)), Bench(twin, only=OURS)]
+
+
+def interval_rows(variant: str = "", draws: int = 2000, seed: int = 0) -> list[list[str]]:
+    """One row per pipeline case of :data:`BENCHES`: model, scheduler, steps, a cell per speedup, images."""
+    table = []
+    for model, sched, steps, path in BENCHES:
+        name = SCHEDULER_CLASSES[sched]
+        benches = case_benches(path, model, sched, steps, variant) if os.path.exists(path) else None
+        if benches is None:
+            table.append([model, name, str(steps), *["not measured"] * len(SPEEDUPS), ""])
+            continue
+        pairs = benches[0].pairs
+        if any(b.pairs != pairs for b in benches):
+            raise ValueError(f"{path}: the benches of this case were not run on the same images")
+        point = margins(benches, np.ones(len(pairs)))
+        rng = np.random.default_rng(seed)
+        got: list[list[float]] = [[] for _ in SPEEDUPS]
+        for _ in range(draws):
+            counts = np.bincount(rng.integers(0, len(pairs), len(pairs)), minlength=len(pairs)).astype(float)
+            for k, m in enumerate(margins(benches, counts)):
+                if m is not None:
+                    got[k].append(m)
+        table.append([model, name, str(steps), *(reading(p, g) for p, g in zip(point, got)), str(len(pairs))])
+    return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
+
+
+def markdown(table: list[list[str]]) -> str:
+    head = ("| model | scheduler | steps | 2x margin [5 %, 95 %] | 3x | 4x | images |\n"
+            "|---|---|---|---|---|---|---|\n")
+    counts = {w: sum(c.endswith(w) for r in table for c in r[3:6]) for w in ("behind", "level", "ahead")}
+    tail = "\n" + ", ".join(f"{n} {w}" for w, n in counts.items()) + f" of {sum(counts.values())} cells.\n"
+    return head + "".join("| " + " | ".join(r) + " |\n" for r in table) + tail
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", default="", help="ETC+'s front from <bench folder>-VARIANT")
+    ap.add_argument("--draws", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="", help="folder for etc_plus_margin_intervals[_VARIANT].md")
+    args = ap.parse_args()
+    text = markdown(interval_rows(args.variant, args.draws, args.seed))
+    print(text)
+    if args.out:
+        name = f"etc_plus_margin_intervals{'_' + args.variant if args.variant else ''}.md"
+        command = " ".join(["python", "scripts/margin_intervals.py", *sys.argv[1:]])
+        with open(os.path.join(args.out, name), "w") as f:
+            f.write("ETC+'s front minus the best other step method's front (dB) with its 5th-95th percentile over "
+                    f"{args.draws} paired bootstrap draws of the case's images; made by `{command}`.\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()

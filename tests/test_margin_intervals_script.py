@@ -1,0 +1,73 @@
+"""scripts/margin_intervals.py: the margin table's pipeline cells with a paired bootstrap over the case's images."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from etcdiff.bench.merge import summarize
+from repo_scripts import load_script
+
+PAIRS = [(f"caption {k}", seed) for seed in (0, 1) for k in range(4)]
+
+
+def _results(path, settings):
+    """A results.json whose runs are ``settings``: (method, label, calls, per-image PSNRs), 20 steps, and its
+    summary made by the bench's own :func:`summarize`."""
+    grid = [{"method": m, "label": label, "setting": {"calls": calls}} for m, label, calls, _ in settings]
+    runs = [{"kind": "reference", "method": "none", "setting_label": "reference", "prompt": p, "seed": s,
+             "psnr": None, "nfe": 20, "ref_nfe": 20} for p, s in PAIRS]
+    runs += [{"kind": "run", "method": m, "setting_label": label, "prompt": p, "seed": s, "psnr": v,
+              "nfe": calls + (k % 2), "ref_nfe": 20}
+             for m, label, calls, psnrs in settings for k, ((p, s), v) in enumerate(zip(PAIRS, psnrs))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": {"grid": grid}, "runs": runs, "summary": summarize(runs, grid)}))
+    return str(path)
+
+
+def test_the_means_of_a_draw_are_the_bench_summary_of_the_images_drawn(tmp_path):
+    module = load_script("margin_intervals")
+    path = _results(tmp_path / "r.json", [("etc-plus", "calls=8", 8, [40, 41, 42, math.inf, 44, 45, 46, 47]),
+                                          ("lemica", "calls=8", 8, [39, 38, 37, 36, 35, 34, 33, 32])])
+    bench = module.Bench(path)
+    counts = np.array([3, 0, 1, 0, 2, 1, 1, 0], float)
+    drawn = [pair for pair, n in zip(bench.pairs, counts) for _ in range(int(n))]
+    data = json.load(open(path))
+    records = [r for pair in drawn for r in data["runs"] if (r["prompt"], r["seed"]) == pair]
+    expected = {r["method"]: r for r in summarize(records, data["config"]["grid"]) if r["kind"] == "run"}
+    for row in bench.rows(counts):
+        assert row["psnr"] == pytest.approx(expected[row["method"]]["psnr"])
+        assert row["speedup_nfe"] == pytest.approx(expected[row["method"]]["speedup_nfe"])
+
+
+def test_a_lead_on_every_image_reads_ahead_and_a_split_one_level(tmp_path, monkeypatch):
+    module = load_script("margin_intervals")
+    ahead = _results(tmp_path / "a" / "bench" / "results.json", [
+        ("etc-plus", "calls=8", 8, [50 + k for k in range(8)]),
+        ("lemica", "calls=8", 8, [45 + k for k in range(8)])])
+    split = _results(tmp_path / "b" / "bench" / "results.json", [
+        ("etc-plus", "calls=8", 8, [50, 50, 50, 50, 40, 40, 40, 40]),
+        ("lemica", "calls=8", 8, [44, 44, 44, 44, 45, 45, 45, 45])])
+    monkeypatch.setattr(module, "BENCHES", [("scenes", "euler", 20, ahead), ("scenes", "unipc", 20, split),
+                                            ("scenes", "dpm", 20, str(tmp_path / "missing.json"))])
+    rows = {r[1]: r for r in module.interval_rows(draws=400)}
+    cell = rows["FlowMatchEulerDiscreteScheduler"][3]
+    assert cell.startswith("+5.0 [") and cell.endswith("ahead")
+    assert rows["UniPCMultistepScheduler"][3].startswith("+0.5 [")
+    assert rows["UniPCMultistepScheduler"][3].endswith("level")
+    assert rows["DPMSolverMultistepScheduler"][3] == "not measured"
+    assert "1 ahead" in module.markdown(list(rows.values())).splitlines()[-1]
+
+
+def test_the_variant_takes_etc_plus_from_the_twin_bench_only(tmp_path, monkeypatch):
+    module = load_script("margin_intervals")
+    bench = _results(tmp_path / "case" / "results.json", [
+        ("etc-plus", "calls=8", 8, [30] * 8), ("lemica", "calls=8", 8, [40] * 8)])
+    _results(tmp_path / "case-schedules" / "results.json", [
+        ("etc-plus", "calls=8", 8, [42] * 8), ("lemica", "calls=8", 8, [60] * 8)])
+    monkeypatch.setattr(module, "BENCHES", [("scenes", "euler", 20, bench)])
+    assert module.interval_rows(draws=50)[0][3].startswith("-10.0 [")
+    assert module.interval_rows("schedules", draws=50)[0][3].startswith("+2.0 [")
+    monkeypatch.setattr(module, "BENCHES", [("scenes", "euler", 20, str(tmp_path / "case" / "results.json"))])
+    assert module.interval_rows("other", draws=50)[0][3] == "not measured"
