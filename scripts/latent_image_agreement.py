@@ -6,11 +6,13 @@ captions.
 For a case (scheduler, step count) and budgets, each (caption, seed) runs the full steps, the searched-schedules
 twin profile of the case (``<case folder>-schedules``) at each budget, and LeMiCa's schedule searched on the
 calibration captions with ETC+'s seed per caption (``lemica_seed_per_prompt.json`` in the case's folder of
-``docs/scenes/bench/dev-schedules``) driving ETC's trend and the linear predictor. Each run keeps its latent log relative error
-(:func:`etcdiff.calibration.selection.log_rel_errors`) and the PSNR of its decoded image. Prints, per caption group
-and setting, the means; with ``--pair A B``, how often the two metrics agree on which of two settings is closer.
+``docs/scenes/bench/dev-schedules``) driving ETC's trend and the linear predictor. Each run keeps its latent log
+relative error (:func:`etcdiff.calibration.selection.log_rel_errors`) and the PSNR of its decoded image. Prints,
+per caption group and setting, the means; with ``--pair A B``, how often the two metrics agree on which of two
+settings is closer.
 
-Usage: PYTHONPATH=src python scripts/latent_image_agreement.py unipc 50 25,17,12 [--out rows.jsonl] [--pair plan25 linear25]
+Usage: PYTHONPATH=src python scripts/latent_image_agreement.py unipc 50 25,17,12 [--out rows.jsonl]
+       [--rows rows.jsonl] [--pair plan25 linear25]
 (about 9 s per (caption, seed) at three budgets on 2 CPU cores)
 """
 

@@ -53,8 +53,9 @@ class Bench:
         for s in self.settings:
             recs = [runs[(s["method"], s["setting_label"], *pair)] for pair in self.pairs]
             psnr = [r["psnr"] if r.get("psnr") is not None and math.isfinite(r["psnr"]) else math.nan for r in recs]
+            calls = np.array([r["nfe"] for r in recs], float)
             self.values[(s["method"], s["setting_label"])] = (
-                np.array(psnr), np.array([r["nfe"] for r in recs], float), np.array([r["ref_nfe"] for r in recs], float))
+                np.array(psnr), calls, np.array([r["ref_nfe"] for r in recs], float))
 
     def rows(self, counts: np.ndarray) -> list[dict]:
         """The settings' summary rows (mean PSNR over the finite ones, calls ratio of sums, as

@@ -23,5 +23,6 @@ for case in "$@"; do
     mv "$P"/scenes_"${N}"steps_*etc-plus.json "$F"
   fi
   etcdiff bench --model demo --scheduler "$S" --prompts $D/evaluation_prompts.txt --seeds 0,1 --steps "$N" \
-    --repeats 1 --threads 1 --no-progress --out "$O" --settings "etc-plus:profile=$F calls=$((N / 2)),$((N / 3)),$((N / 4))"
+    --repeats 1 --threads 1 --no-progress --out "$O" \
+    --settings "etc-plus:profile=$F calls=$((N / 2)),$((N / 3)),$((N / 4))"
 done
