@@ -30,15 +30,15 @@ from statistics import mean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scenes_dev import BENCH, dev_prompts  # noqa: E402
+from schedule_choice_dev import folder, twin_profile  # noqa: E402
 
 DB = 20 / math.log(10)  # a log relative error difference in dB
 
 
 def settings(sched: str, steps: int, budgets: list[int]) -> list[tuple[str, str, dict]]:
     """(label, method, settings): the twin profile's plan at each budget, LeMiCa's schedule with each predictor."""
-    case = "adherence-28" if (sched, steps) == ("euler", 28) else f"solvers-{steps}/{sched}"
-    twin = str(BENCH / f"{case}-schedules" / "profiles" / "etc-plus.json")
-    lemica = str(BENCH / "dev-schedules" / f"{sched}-{steps}" / "lemica_seed_per_prompt.json")
+    case = f"{sched}:{steps}"
+    twin, lemica = twin_profile(case), str(folder(case) / "lemica_seed_per_prompt.json")
     out = [(f"plan{b}", "etc-plus", {"profile": twin, "calls": b}) for b in budgets]
     return out + [(f"{p}{b}", "lemica", {"profile": lemica, "calls": b, "predictor": p})
                   for b in budgets for p in ("etc", "linear")]
@@ -54,7 +54,7 @@ def measure(sched: str, steps: int, budgets: list[int]) -> list[dict]:
     from etcdiff.metrics import psnr
     from etcdiff.models import call_kwargs, load_pipeline
 
-    pipe = load_pipeline("demo", scheduler=None if sched == "euler" else sched)
+    pipe = load_pipeline("demo", scheduler=None if (sched, steps) == ("euler", 28) else sched)  # as the case's bench
     pipe.set_progress_bar_config(disable=True)
     decode = pipeline_decoder(pipe)
     calibration = [p for p in (BENCH / "calibration_prompts.txt").read_text().splitlines() if p.strip()]
