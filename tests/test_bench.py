@@ -230,6 +230,28 @@ def test_a_timed_run_reads_no_profile_and_builds_no_plan(tmp_path, monkeypatch):
     assert len(budgets) == 2 and all(computed[label] <= b for label, b in budgets.items())
 
 
+def test_repeats_zero_times_nothing_and_scores_the_same(tmp_path, monkeypatch):
+    """--repeats 0: every setting runs once, nothing is timed, and calls, FLOPs and fidelity are those of a timed
+    sweep; the report and the plot say the wall-clock was not measured."""
+    pipe = tiny_pipe()
+    grid = build_grid(["fixed"], "fixed:interval=2,3")
+    timed = run_bench(BenchConfig(model="digits", grid=grid, prompts=["4"], steps=6, repeats=1, out=tmp_path / "t"),
+                      pipe=pipe, rank=0, world=1, progress=False).merged
+    generations = []
+    real = Measurer.timed
+    monkeypatch.setattr(Measurer, "timed", lambda self, *a: generations.append(a) or real(self, *a))
+    untimed = run_bench(BenchConfig(model="digits", grid=grid, prompts=["4"], steps=6, repeats=0, out=tmp_path / "u"),
+                        pipe=pipe, rank=0, world=1, progress=False).merged
+    assert generations == [] and untimed["complete"]
+    for a, b in zip(timed["runs"], untimed["runs"], strict=True):
+        assert (a["setting_label"], a["nfe"], a["flops"], a["psnr"]) == (b["setting_label"], b["nfe"], b["flops"], b["psnr"])
+        assert b["latency_s"] is None and b["speedup_latency"] is None and b["latency_repeats"] == []
+    assert all(r["speedup_latency"] is None and r["speedup_nfe"] for r in untimed["summary"] if r["kind"] == "run")
+    report = (tmp_path / "u" / "report.md").read_text()
+    assert "latency: not measured (--repeats 0" in report and "timed repeats" not in report
+    assert (tmp_path / "u" / "pareto.png").stat().st_size > 0
+
+
 def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path, monkeypatch):
     pipe = tiny_pipe()
     cfg = BenchConfig(model="digits", grid=build_grid(["fixed"], "fixed:interval=2,3"), prompts=["4"], steps=6, repeats=1, out=tmp_path)

@@ -7,16 +7,20 @@
 # Usage: bash docs/etc-plus/ladder-tolerance/run.sh [scenes|unet] [STEPS ...]   (default: both models; 20, 28 and 50)
 #        SCHEDULERS="euler" bash docs/etc-plus/ladder-tolerance/run.sh scenes 28   (the scenes model's schedulers)
 #        SEEDS=2,3 bash docs/etc-plus/ladder-tolerance/run.sh   (other noises: each case into CASE-seeds-2-3)
+#        TWIN=schedules bash docs/etc-plus/ladder-tolerance/run.sh   (each case's searched-schedules twin profile,
+#          <case bench folder>-schedules/profiles/etc-plus.json, into CASE-schedules)
+#        REPEATS=0 ...   (time nothing: each setting runs once; the table reads no wall-clock)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 O=docs/etc-plus/ladder-tolerance
 S=docs/scenes/bench
 U=docs/unet-digits
 SEEDS=${SEEDS:-0,1}
-SUFFIX=$([ "$SEEDS" = 0,1 ] && echo "" || echo "-seeds-${SEEDS//,/-}")
+TWIN=${TWIN:-}
+SUFFIX=${TWIN:+-$TWIN}$([ "$SEEDS" = 0,1 ] && echo "" || echo "-seeds-${SEEDS//,/-}")
 ladder() { local n=$1 a=$(( ($1 + 4) / 5 )) b=$(( $1 / 2 )); seq -s, "$a" "$b"; }
 bench() {  # OUT MODEL SCHEDULER_ARGS PROMPTS STEPS PROFILE
-  etcdiff bench --model "$2" $3 --prompts "$4" --seeds "$SEEDS" --steps "$5" --repeats 1 --threads 1 \
+  etcdiff bench --model "$2" $3 --prompts "$4" --seeds "$SEEDS" --steps "$5" --repeats "${REPEATS:-1}" --threads 1 \
     --no-progress --out "$O/$1$SUFFIX" --settings "etc-plus:profile=$6 calls=$(ladder "$5");etc-plus:profile=$6"
 }
 STEPS=${*:2}; STEPS=${STEPS:-20 28 50}
@@ -25,13 +29,20 @@ for N in $STEPS; do
     for SCHED in ${SCHEDULERS:-euler unipc dpm}; do
       P=$S/solvers-$N/profiles/$SCHED/scenes_${N}steps_etc-plus.json
       [ "$SCHED$N" = euler28 ] && P=$S/adherence-28/profiles/scenes_28steps_etc-plus.json
+      if [ -n "$TWIN" ]; then
+        C=$S/solvers-$N/$SCHED
+        [ "$SCHED$N" = euler28 ] && C=$S/adherence-28
+        P=$C-$TWIN/profiles/etc-plus.json
+      fi
       bench "scenes-$SCHED-$N" demo "--scheduler $SCHED" $S/evaluation_prompts.txt "$N" "$P"
     done
   fi
   if [ "${1:-all}" != scenes ]; then
-    bench "unet-ddim-$N" unet-digits "" $U/evaluation_prompts.txt "$N" "$U/profiles/unet-digits_${N}steps_etc-plus.json"
-    bench "unet-dpm-$N" unet-digits-dpm "" $U/evaluation_prompts.txt "$N" "$U/profiles/unet-digits-dpm_${N}steps_etc-plus.json"
+    unet() { [ -n "$TWIN" ] && echo "$U/$1-${N}steps-$TWIN/profiles/etc-plus.json" || echo "$U/profiles/$2"; }
+    bench "unet-ddim-$N" unet-digits "" $U/evaluation_prompts.txt "$N" "$(unet ddim "unet-digits_${N}steps_etc-plus.json")"
+    bench "unet-dpm-$N" unet-digits-dpm "" $U/evaluation_prompts.txt "$N" \
+      "$(unet dpm "unet-digits-dpm_${N}steps_etc-plus.json")"
     bench "unet-unipc-$N" unet-digits "--scheduler unipc" $U/evaluation_prompts.txt "$N" \
-      "$U/profiles/unet-digits_${N}steps_unipc_etc-plus.json"
+      "$(unet unipc "unet-digits_${N}steps_unipc_etc-plus.json")"
   fi
 done

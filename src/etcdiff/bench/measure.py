@@ -3,7 +3,8 @@
 :class:`Measurer` generates on one pipeline. For each (prompt, seed) pair the full-step reference is generated
 once and kept on disk (:mod:`.records`); each method x setting then runs once untimed (images, run report,
 FLOPs) and ``repeats`` times timed, interleaved with as many timed runs of the reference (alternating which goes
-first), so that the latency speedup compares runs made under the same machine load.
+first), so that the latency speedup compares runs made under the same machine load. With ``repeats=0`` nothing is
+timed: each setting runs once, and the latency figures are ``None``.
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ class Measurer:
             return time.perf_counter() - t0
 
     def warm_up(self, prompt: str, seed: int) -> None:
-        """One untimed reference generation before the first timing of this process."""
-        if not self._warm:
+        """One untimed reference generation before the first timing of this process (none when nothing is timed)."""
+        if not self._warm and self.config.repeats > 0:
             self.timed(None, prompt, seed)
             self._warm = True
 
@@ -226,16 +227,17 @@ class Measurer:
 
     def _record(self, key: str, ms: MethodSetting | None, pidx: int, prompt: str, seed: int, ref: Generation, run: Generation,
                 times: list[float], ref_times: list[float], fid: dict[str, Any]) -> dict[str, Any]:
-        lat, ref_lat = statistics.median(times), statistics.median(ref_times)
+        lat = statistics.median(times) if times else None
+        ref_lat = statistics.median(ref_times) if ref_times else None
         rec = {**self.base_record(key, ms, pidx, prompt, seed), "policy": run["policy"], "nfe": run["nfe"],
                "ref_nfe": ref["nfe"], "flops": run["flops"], "ref_flops": ref["flops"], "flops_method": run["flops_method"],
                "latency_s": lat, "latency_repeats": times, "ref_latency_s": ref_lat, "ref_latency_repeats": ref_times,
-               "latency_min_s": min(times), "ref_latency_min_s": min(ref_times),
+               "latency_min_s": min(times, default=None), "ref_latency_min_s": min(ref_times, default=None),
                "speedup_nfe": _ratio(ref["nfe"], run["nfe"]), "speedup_flops": _ratio(ref["flops"], run["flops"]),
                "speedup_latency": _ratio(ref_lat, lat),
                "computed_steps": run["report"].get("computed_steps"), "num_steps": run["report"].get("num_steps")}
         if ms is None:  # the reference against itself: exactly 1, even where a cost is unknown
-            rec.update(speedup_nfe=1.0, speedup_flops=1.0, speedup_latency=1.0)
+            rec.update(speedup_nfe=1.0, speedup_flops=1.0, speedup_latency=1.0 if times else None)
         else:
             rec.update(report=run["report"], denoiser_calls=run["denoiser_calls"])
         return {**rec, **fid, "finished": time.time()}

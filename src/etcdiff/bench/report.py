@@ -99,9 +99,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"guidance {guidance}, steps {c['steps']}",
         f"- prompts: {len(c['prompts'])} ({', '.join(repr(p) for p in c['prompts'][:10])}{' ...' if len(c['prompts']) > 10 else ''}); "
         f"seeds: {', '.join(map(str, c['seeds']))}",
-        f"- latency: per run, the median of {c['repeats']} timed repeats after an untimed run, interleaved with as many "
-        "repeats of the reference; in the table, the median over the pairs of the latencies and of the per-pair speedups. "
-        "NFE and FLOPs speedups: total reference cost over total method cost across the pairs",
+        (f"- latency: per run, the median of {c['repeats']} timed repeats after an untimed run, interleaved with as "
+         "many repeats of the reference; in the table, the median over the pairs of the latencies and of the per-pair "
+         "speedups. " if c["repeats"] else "- latency: not measured (--repeats 0: each run made once, untimed). ")
+        + "NFE and FLOPs speedups: total reference cost over total method cost across the pairs",
         f"- FLOPs: denoiser only, torch FlopCounterMode ({c['flops']}: "
         + ("one forward counted per input shape, times the model calls made" if c["flops"] == "per-call" else "every call counted")
         + "; block-level methods are always counted call by call)",
@@ -211,6 +212,9 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
                 if method == "etc":  # the settings of our own line; the table has every other one
                     for x, y, lab in pts:
                         ax.annotate(_short(lab), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+            if xkey == "speedup_latency" and all(r[xkey] is None for r in runs):
+                ax.text(0.5, 0.5, "wall-clock not measured\n(--repeats 0)", ha="center", va="center",
+                        transform=ax.transAxes, color="gray")
             ax.axvline(1.0, color="gray", lw=0.8, ls=":")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)

@@ -141,8 +141,8 @@ class BenchConfig:
         """Raise ValueError naming the option to fix."""
         if self.steps < 2:
             raise ValueError("--steps must be at least 2")
-        if self.repeats < 1:
-            raise ValueError("--repeats must be at least 1")
+        if self.repeats < 0:
+            raise ValueError(f"--repeats must be 0 (no timing: quality, calls and FLOPs only) or more, got {self.repeats}")
         if self.flops not in ("per-call", "direct"):
             raise ValueError(f"--flops must be per-call or direct, got {self.flops!r}")
         if not self.grid:
