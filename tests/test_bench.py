@@ -249,6 +249,7 @@ def test_repeats_zero_times_nothing_and_scores_the_same(tmp_path, monkeypatch):
     assert all(r["speedup_latency"] is None and r["speedup_nfe"] for r in untimed["summary"] if r["kind"] == "run")
     report = (tmp_path / "u" / "report.md").read_text()
     assert "latency: not measured (--repeats 0" in report and "timed repeats" not in report
+    assert "Wall-clock speedups" not in report and "Wall-clock speedups" in (tmp_path / "t" / "report.md").read_text()
     assert (tmp_path / "u" / "pareto.png").stat().st_size > 0
 
 

@@ -139,9 +139,10 @@ def markdown(results: dict[str, Any]) -> str:
     over = f"{total} (prompt, seed) pairs" if done == total else \
         f"the pairs done so far (each row's own count; {done} of {total} pairs complete for every setting)"
     lines += ["", f"Averaged over {over}; n/a: not measured (see below).", ""]
-    lines.append("Wall-clock speedups: median over the pairs (interquartile range); † marks one that exceeds the "
-                 "reduction in calls or FLOPs by more than 10 %, which no method can cause: the machine's load "
-                 "changed between runs, so that figure is not trustworthy.")
+    if c["repeats"]:
+        lines.append("Wall-clock speedups: median over the pairs (interquartile range); † marks one that exceeds the "
+                     "reduction in calls or FLOPs by more than 10 %, which no method can cause: the machine's load "
+                     "changed between runs, so that figure is not trustworthy.")
     lines += ["", "Metrics:"]
     for k, v in (results.get("metrics") or {}).items():
         lines.append(f"- {k}: {v}")
