@@ -12,8 +12,10 @@ measured, never left out.
 
 ``--variant NAME`` reads ETC+'s front of each pipeline case from ``<bench folder>-NAME`` instead (a twin profile
 benched on the same images, e.g. ``docs/scenes/bench/schedules.sh`` for ``schedules``; the other methods' fronts
-stay the case's) and writes ``etc_plus_margins_NAME.md``; a case without that bench is listed as not measured, and
-so are the pipeline cases' items 2 and 3 (the ladder JSON is the benched profile's). A grid case counts only where
+stay the case's) and writes ``etc_plus_margins_NAME.md``; a case without that bench is listed as not measured. The
+pipeline cases' items 2 and 3 come from the twin profiles' own ladder (``etc_plus_ladder_tolerance_NAME.json``, made
+by ``TWIN=NAME bash docs/etc-plus/ladder-tolerance/run.sh`` and ``scripts/etc_plus_ladder_tolerance.py --name``), not
+measured where there is none. A grid case counts only where
 its ETC+ was calibrated with the variant (:data:`VARIANT_MARKS`; give ``--grid`` a grid merged with such runs).
 
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
@@ -35,6 +37,12 @@ import front_table  # noqa: E402
 SPEEDUPS = (2.0, 3.0, 4.0)
 OURS = "etc-plus"
 LADDER = "docs/etc-plus/etc_plus_ladder_seeds.json"  # items 2 and 3 on the pipeline models, every seed benched
+
+
+def ladder_of(variant: str) -> str:
+    """Items 2 and 3 of the pipeline models' profiles that a table reads: the default profiles' pooled over every
+    seed benched, or a variant's twin profiles' own ladder."""
+    return f"docs/etc-plus/etc_plus_ladder_tolerance_{variant}.json" if variant else LADDER
 #: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
 BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
@@ -139,6 +147,8 @@ def with_variant(fronts: dict[str, dict[str, float | None]], bench: str,
 
 
 def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
+    """The table's rows: the grid's cases, then the pipeline benches (``ladder``: items 2 and 3 of the profiles whose
+    fronts are read, the variant's where there is one)."""
     table = []
     for case in json.load(open(grid)) if os.path.exists(grid) else []:
         fronts = {m: f for m, f in case["fronts"].items() if m != "etc-plus-old"}
@@ -153,7 +163,7 @@ def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
     measured = pipeline_checks(ladder)
     for model, sched, steps, path in BENCHES:
         name = SCHEDULER_CLASSES[sched]
-        more = measured.get((model, name, steps), checks(None, None)) if not variant else checks(None, None)
+        more = measured.get((model, name, steps), checks(None, None))
         if os.path.exists(path):
             extra = extra_benches(model, sched, steps, path)
             fronts: dict[str, dict[str, float | None]] | None = bench_fronts(path, extra)
@@ -179,11 +189,12 @@ def markdown(table: list[list[str]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default="docs/etc-plus/etc_plus_solvers.json")
-    ap.add_argument("--ladder", default=LADDER, help="items 2 and 3 on the pipeline models (default: %(default)s)")
+    ap.add_argument("--ladder", default=None, help="items 2 and 3 on the pipeline models (default: "
+                    f"{LADDER}, or {ladder_of('VARIANT')} with --variant)")
     ap.add_argument("--out", default="", help="folder for etc_plus_margins.md (default: print only)")
     ap.add_argument("--variant", default="", help="read ETC+'s pipeline fronts from <bench folder>-VARIANT")
     args = ap.parse_args()
-    text = markdown(rows(args.grid, args.ladder, args.variant))
+    text = markdown(rows(args.grid, args.ladder or ladder_of(args.variant), args.variant))
     print(text)
     if args.out:
         name = f"etc_plus_margins_{args.variant}.md" if args.variant else "etc_plus_margins.md"
