@@ -104,14 +104,13 @@ def margins(fronts: dict[str, dict[str, float | None]]) -> list[str]:
     for s in SPEEDUPS:
         key = f"{s:g}x"
         ours = fronts.get(OURS, {}).get(key)
-        others = {m: f[key] for m, f in fronts.items() if m != OURS and f.get(key) is not None}
+        best = front_table.best_other({m: f.get(key) for m, f in fronts.items()}, OURS)
         if ours is None:
             out.append("etc-plus does not reach it")
-        elif not others:
+        elif best is None:
             out.append(f"{ours:.1f} dB (no other method reaches it)")
         else:
-            best = max(others, key=lambda m: others[m])
-            out.append(f"{ours - others[best]:+.1f} ({best})")
+            out.append(f"{ours - best[1]:+.1f} ({best[0]})")
     return out
 
 

@@ -44,6 +44,16 @@ def fronts(summary: list[dict], speedups: tuple[float, ...] = SPEEDUPS) -> dict[
     return table
 
 
+def best_other(values: dict[str, float | None], ours: str) -> tuple[str, float] | None:
+    """Among ``values`` (method -> its front at one speedup, None where it misses it), the method other than
+    ``ours`` with the highest front, and that front; None where no other method reaches the speedup."""
+    others = {m: v for m, v in values.items() if m != ours and v is not None}
+    if not others:
+        return None
+    best = max(others, key=lambda m: others[m])
+    return best, others[best]
+
+
 def print_front(summary: list[dict]) -> None:
     table = fronts(summary)
     print("| method | " + " | ".join(f"{s:g}x" for s in SPEEDUPS) + " |")

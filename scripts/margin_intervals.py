@@ -77,8 +77,8 @@ def margins(benches: Sequence[Bench], counts: np.ndarray) -> list[float | None]:
     out: list[float | None] = []
     for k in range(len(SPEEDUPS)):
         ours = fronts.get(OURS, [None] * len(SPEEDUPS))[k]
-        others = [f[k] for m, f in fronts.items() if m != OURS and f[k] is not None]
-        out.append(None if ours is None or not others else ours - max(others))
+        best = front_table.best_other({m: f[k] for m, f in fronts.items()}, OURS)
+        out.append(None if ours is None or best is None else ours - best[1])
     return out
 
 
