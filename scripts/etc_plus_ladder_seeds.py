@@ -14,7 +14,7 @@ standard error over the seeds (each seed's mean drop over its images taken as on
   ``etc_plus_ladder_tolerance.py`` (``--tables``; each folder's row gives its share and image count: the
   final-latent errors need the full-step latents, which are not committed).
 
-Usage: python scripts/etc_plus_ladder_seeds.py FOLDER ... --tables JSON [JSON ...] [--out docs/etc-plus]
+Usage: python scripts/etc_plus_ladder_seeds.py FOLDER ... --tables JSON [JSON ...] [--out docs/etc-plus] [--name NAME]
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--tables", nargs="+", type=Path, required=True,
                     help="JSONs of scripts/etc_plus_ladder_tolerance.py with a row for every folder")
     ap.add_argument("--out", default="", help="folder for etc_plus_ladder_seeds.json/.md (default: print only)")
+    ap.add_argument("--name", default="etc_plus_ladder_seeds", help="the file names written into --out (e.g. "
+                    "etc_plus_ladder_seeds_schedules for the searched-schedules twin profiles)")
     args = ap.parse_args()
     rows = {str(r["folder"]).rstrip("/"): r for t in args.tables for r in json.loads(t.read_text())}
     groups: dict[tuple[str, str, int], list[tuple[Path, dict]]] = defaultdict(list)
@@ -127,20 +129,20 @@ def main() -> None:
         cases.append({"model": model, "scheduler": scheduler.get("class"), "steps": steps, "profile": profile_path,
                       "folders": [str(f) for f, _ in members], **pooled([ladder for _, ladder in members]),
                       **tolerance([f for f, _ in members], rows)})
-    publish(cases, "etc_plus_ladder_seeds", args.out, "ETC+'s budget ladder and tolerance mode on the pipeline "
+    publish(cases, args.name, args.out, "ETC+'s budget ladder and tolerance mode on the pipeline "
             "models' held-out images, pooled over the seeds of several bench folders", markdown)
 
 
 def publish(cases: list[dict[str, Any]], name: str, out: str, what: str,
             markdown: Callable[[list[dict[str, Any]]], str]) -> None:
     """Sort ``cases`` by model, scheduler and steps, print their table and, with ``out``, write ``name``.json and
-    .md there, the table headed by ``what`` and the command that made it."""
+    .md there, the table headed by ``what`` and the command that made it (the script that runs, as invoked)."""
     cases.sort(key=lambda c: (c["model"], str(c["scheduler"]), c["steps"]))
     text = markdown(cases)
     print(text)
     if out:
         Path(out, f"{name}.json").write_text(json.dumps(cases, indent=1) + "\n")
-        made = " ".join(["python", f"scripts/{name}.py", *sys.argv[1:]])
+        made = " ".join(["python", f"scripts/{Path(sys.argv[0]).name}", *sys.argv[1:]])
         Path(out, f"{name}.md").write_text(f"{what}; made by `{made}`.\n\n" + text)
 
 
