@@ -13,9 +13,10 @@ measured, never left out.
 ``--variant NAME`` reads ETC+'s front of each pipeline case from ``<bench folder>-NAME`` instead (a twin profile
 benched on the same images, e.g. ``docs/scenes/bench/schedules.sh`` for ``schedules``; the other methods' fronts
 stay the case's) and writes ``etc_plus_margins_NAME.md``; a case without that bench is listed as not measured. The
-pipeline cases' items 2 and 3 come from the twin profiles' own ladder (``etc_plus_ladder_tolerance_NAME.json``, made
-by ``TWIN=NAME bash docs/etc-plus/ladder-tolerance/run.sh`` and ``scripts/etc_plus_ladder_tolerance.py --name``), not
-measured where there is none. A grid case counts only where
+pipeline cases' items 2 and 3 come from the twin profiles' own ladder pooled over its seeds
+(``etc_plus_ladder_seeds_NAME.json``: ``TWIN=NAME [SEEDS=2,3] bash docs/etc-plus/ladder-tolerance/run.sh``, then
+``scripts/etc_plus_ladder_tolerance.py`` and ``scripts/etc_plus_ladder_seeds.py --name``), not measured where there
+is none. A grid case counts only where
 its ETC+ was calibrated with the variant (:data:`VARIANT_MARKS`; give ``--grid`` a grid merged with such runs).
 
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
@@ -42,7 +43,7 @@ LADDER = "docs/etc-plus/etc_plus_ladder_seeds.json"  # items 2 and 3 on the pipe
 def ladder_of(variant: str) -> str:
     """Items 2 and 3 of the pipeline models' profiles that a table reads: the default profiles' pooled over every
     seed benched, or a variant's twin profiles' own ladder."""
-    return f"docs/etc-plus/etc_plus_ladder_tolerance_{variant}.json" if variant else LADDER
+    return f"docs/etc-plus/etc_plus_ladder_seeds_{variant}.json" if variant else LADDER
 #: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
 BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),

@@ -127,11 +127,11 @@ def test_the_margin_table_of_a_variant_reads_etc_plus_from_its_twin_bench(tmp_pa
     assert row[3] == "+1.5 (lemica)" and row[-1].endswith(str(twin / "results.json"))
     assert row[6:8] == ["not measured", "not measured"]  # the ladder's checks are the benched profile's
     assert margins.rows(*args)[0][3] == "-2.0 (lemica)"  # without the variant: the case's own ETC+
-    ladder = tmp_path / "twin-ladder.json"  # the twin profiles' own ladder, as etc_plus_ladder_tolerance.py writes it
+    ladder = tmp_path / "twin-ladder.json"  # the twin profiles' own ladder, as etc_plus_ladder_seeds.py writes it
     ladder.write_text(json.dumps([{"model": "demo", "scheduler": "UniPCMultistepScheduler", "steps": 20,
                                    "within": 0.9375, "worst_drop": 1.23}]))
     assert margins.rows(args[0], str(ladder), variant="schedules")[0][6:8] == ["94 %", "1.2 dB"]
-    assert margins.ladder_of("schedules").endswith("etc_plus_ladder_tolerance_schedules.json")
+    assert margins.ladder_of("schedules").endswith("etc_plus_ladder_seeds_schedules.json")
     assert margins.ladder_of("") == margins.LADDER
 
 
