@@ -142,7 +142,8 @@ class BenchConfig:
         if self.steps < 2:
             raise ValueError("--steps must be at least 2")
         if self.repeats < 0:
-            raise ValueError(f"--repeats must be 0 (no timing: quality, calls and FLOPs only) or more, got {self.repeats}")
+            raise ValueError("--repeats must be 0 (no timing: quality, calls and FLOPs only) or more, got "
+                             f"{self.repeats}")
         if self.flops not in ("per-call", "direct"):
             raise ValueError(f"--flops must be per-call or direct, got {self.flops!r}")
         if not self.grid:

@@ -58,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", default="demo", help="'demo' (the model's demo prompts: the digits model's ten classes, the scenes model's captions) or a text file with one prompt per line (default demo)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per run; the median is reported (default 3); 0 times "
-                   "nothing: each setting runs once instead of 1 + 2 x repeats times (quality, calls and FLOPs only)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed repeats per run; the median is reported (default 3); 0 times nothing: each setting "
+                   "runs once instead of 1 + 2 x repeats times (quality, calls and FLOPs only)")
     p.add_argument("--guidance", type=guidance_value, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--flops", choices=("per-call", "direct"), default="per-call",
