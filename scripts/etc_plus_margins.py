@@ -39,11 +39,6 @@ SPEEDUPS = (2.0, 3.0, 4.0)
 OURS = "etc-plus"
 LADDER = "docs/etc-plus/etc_plus_ladder_seeds.json"  # items 2 and 3 on the pipeline models, every seed benched
 
-
-def ladder_of(variant: str) -> str:
-    """Items 2 and 3 of the pipeline models' profiles that a table reads: the default profiles' pooled over every
-    seed benched, or a variant's twin profiles' own ladder."""
-    return f"docs/etc-plus/etc_plus_ladder_seeds_{variant}.json" if variant else LADDER
 #: the ``etcdiff bench`` runs: model, scheduler, steps, results.json
 BENCHES = [("scenes", "euler", 28, "docs/scenes/bench/adherence-28/results.json"),
            ("scenes", "unipc", 28, "docs/scenes/bench/solvers-28/unipc/results.json"),
@@ -119,6 +114,12 @@ def checks(within: float | None, drop: float | None) -> list[str]:
     """Items 2 and 3: the share of held-out images within the tolerance target, the worst drop with one more call."""
     return ["not measured" if within is None else f"{100 * within:.0f} %",
             "not measured" if drop is None else f"{drop:.1f} dB"]
+
+
+def ladder_of(variant: str) -> str:
+    """Items 2 and 3 of the pipeline models' profiles that a table reads: the default profiles' pooled over every
+    seed benched, or a variant's twin profiles' own ladder."""
+    return f"docs/etc-plus/etc_plus_ladder_seeds_{variant}.json" if variant else LADDER
 
 
 def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:

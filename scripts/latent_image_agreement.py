@@ -49,6 +49,7 @@ def measure(sched: str, steps: int, budgets: list[int]) -> list[dict]:
     import torch
 
     import etcdiff
+    from etcdiff.bench import read_prompts
     from etcdiff.calibration.decode import pipeline_decoder
     from etcdiff.calibration.selection import log_rel_errors
     from etcdiff.metrics import psnr
@@ -57,7 +58,7 @@ def measure(sched: str, steps: int, budgets: list[int]) -> list[dict]:
     pipe = load_pipeline("demo", scheduler=None if (sched, steps) == ("euler", 28) else sched)  # as the case's bench
     pipe.set_progress_bar_config(disable=True)
     decode = pipeline_decoder(pipe)
-    calibration = [p for p in (BENCH / "calibration_prompts.txt").read_text().splitlines() if p.strip()]
+    calibration = read_prompts(BENCH / "calibration_prompts.txt")
     pairs = [("calibration", p, 42 + k) for k, p in enumerate(calibration)]
     pairs += [("development", p, s) for s in (0, 1) for p in dev_prompts(8)]
     rows = []

@@ -80,6 +80,7 @@ def ours_schedules(case: str) -> str:
     records them, so that its schedules are the ones ETC+'s searched schedules would serve (the ``-peers`` profile
     ran every caption from seed 42: other noise, and at some budgets other steps). Checked against the budgets the
     twin profile keeps; the profile's path."""
+    from etcdiff.bench import read_prompts
     from etcdiff.calibrate import calibrate_method, held_out_seeds
     from etcdiff.calibration import profile_identity
     from etcdiff.calibration.peer_profiles import save_peer_profile
@@ -89,8 +90,7 @@ def ours_schedules(case: str) -> str:
     sched, steps = case.split(":")
     path = os.path.relpath(folder(case) / "lemica_seed_per_prompt.json")
     if not os.path.exists(path):
-        with open(BENCH / "calibration_prompts.txt") as f:
-            prompts = [line.strip() for line in f if line.strip()]
+        prompts = read_prompts(BENCH / "calibration_prompts.txt")
         pipe = load_pipeline("demo", scheduler=None if case == "euler:28" else sched)
         pipe.set_progress_bar_config(disable=True)
         fitted = calibrate_method(pipe, "lemica", prompts, int(steps), seed=held_out_seeds(42, len(prompts)))
