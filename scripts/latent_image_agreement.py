@@ -29,7 +29,7 @@ from statistics import mean
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scenes_dev import BENCH, dev_prompts  # noqa: E402
+from scenes_dev import BENCH, case_scheduler, dev_prompts  # noqa: E402
 from schedule_choice_dev import folder, twin_profile  # noqa: E402
 
 DB = 20 / math.log(10)  # a log relative error difference in dB
@@ -55,7 +55,7 @@ def measure(sched: str, steps: int, budgets: list[int]) -> list[dict]:
     from etcdiff.metrics import psnr
     from etcdiff.models import call_kwargs, load_pipeline
 
-    pipe = load_pipeline("demo", scheduler=None if (sched, steps) == ("euler", 28) else sched)  # as the case's bench
+    pipe = load_pipeline("demo", scheduler=case_scheduler(sched, steps))  # as the case's bench
     pipe.set_progress_bar_config(disable=True)
     decode = pipeline_decoder(pipe)
     calibration = read_prompts(BENCH / "calibration_prompts.txt")

@@ -44,6 +44,12 @@ DEV_GRAMMAR_SEED = 11
 PROFILES = {50: BENCH / "profiles", 28: BENCH / "adherence-28" / "profiles"}  # ETC+ and ERTACache, per step count
 
 
+def case_scheduler(sched: str, steps: int) -> str | None:
+    """The scheduler a margin-table case's bench loaded the pipeline with: ``None`` (the pipeline's own FlowMatch
+    Euler) for Euler at 28 steps, the adherence bench; the case's scheduler otherwise."""
+    return None if (sched, int(steps)) == ("euler", 28) else sched
+
+
 def dev_prompts(count: int) -> list[str]:
     """The first ``count`` grammar-seed-11 captions that are neither calibration nor evaluation captions."""
     used = {p.strip() for f in ("calibration_prompts.txt", "evaluation_prompts.txt")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scenes_dev import BENCH, dev_prompts  # noqa: E402
+from scenes_dev import BENCH, case_scheduler, dev_prompts  # noqa: E402
 
 from etcdiff.policies.step.etc_plus.schedules import SCHEDULE_PREDICTORS as PREDICTORS  # noqa: E402
 
@@ -72,7 +72,8 @@ def settings(case: str, only: int | None = None) -> tuple[list[str], str]:
         calls, theirs = [only], [only]
     text = [f"etc-plus:profile={ours} calls={','.join(str(c) for c in sorted(set(calls) | set(theirs)))}",
             f"lemica:profile={lemica} calls={','.join(str(c) for c in theirs)} predictor={','.join(PREDICTORS)}"]
-    return ([] if case == "euler:28" else ["--scheduler", sched]), ";".join(text)
+    sch = case_scheduler(sched, int(steps))
+    return ([] if sch is None else ["--scheduler", sch]), ";".join(text)
 
 
 def ours_schedules(case: str) -> str:
@@ -91,7 +92,7 @@ def ours_schedules(case: str) -> str:
     path = os.path.relpath(folder(case) / "lemica_seed_per_prompt.json")
     if not os.path.exists(path):
         prompts = read_prompts(BENCH / "calibration_prompts.txt")
-        pipe = load_pipeline("demo", scheduler=None if case == "euler:28" else sched)
+        pipe = load_pipeline("demo", scheduler=case_scheduler(sched, int(steps)))
         pipe.set_progress_bar_config(disable=True)
         fitted = calibrate_method(pipe, "lemica", prompts, int(steps), seed=held_out_seeds(42, len(prompts)))
         save_peer_profile(profile_identity(pipe), "lemica", int(steps), fitted, path,
