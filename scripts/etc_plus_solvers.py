@@ -101,15 +101,18 @@ def ladder(steps: int) -> list[int]:
 
 def evaluate_policy(m: dict[str, Any], policy: StepPolicy, refs: list[torch.Tensor], steps: int,
                     latent_refs: list[torch.Tensor] | None = None) -> dict[str, Any]:
-    ps, calls, errs = [], [], []
+    ps, calls, errs, per_case = [], [], [], []
     for (lab, s), ref, lref in zip(m["evals"], refs, latent_refs or [None] * len(refs)):
         out, n = ev.run(m, policy, lab, s, steps)
-        ps.extend(min(v, 100.0) for v in psnr(ref, m["decode"](out)))
+        case_ps = [min(v, 100.0) for v in psnr(ref, m["decode"](out))]
+        ps.extend(case_ps)
+        per_case.append(round(float(np.mean(case_ps)), 4))
         calls.append(n)
         if lref is not None:
             errs.append(float((out.double() - lref.double()).pow(2).mean().sqrt()))
     row = {"calls": float(np.mean(calls)), "max_calls": int(max(calls)), "speedup": steps / float(np.mean(calls)),
-           "psnr": float(np.mean(ps)), "psnr_min": float(np.min(ps))}
+           "psnr": float(np.mean(ps)), "psnr_min": float(np.min(ps)),
+           "case_psnr": per_case, "case_calls": [int(c) for c in calls]}  # per evaluation case, for intervals
     if errs:
         row["latent_errors"] = errs
     return row

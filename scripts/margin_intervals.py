@@ -8,11 +8,14 @@ fronts
 with :func:`etcdiff.bench.front.front_at`, and ETC+'s margin over the best other front of that draw (the best
 other is taken per draw, which favours the others). A cell reads **behind** where the margin's 95th percentile is
 below 0, **ahead** where its 5th percentile is above 0, and **level** (within the images' spread) otherwise. The
-solver grid (digits, gmm) keeps no per-image record and is not in this table.
+solver grid (digits, gmm) keeps a record per evaluation case only in runs made since it does (``case_psnr`` and
+``case_calls`` in ``scripts/etc_plus_solvers.py``'s rows); ``--grid JSON ...`` adds those cases, drawn the same way
+over their evaluation cases, with the grid's fronts (ETC+'s old calibration left out, as the margin table does).
 
 ``--variant NAME`` takes ETC+'s front from the twin bench ``<bench folder>-NAME``, as ``etc_plus_margins.py`` does.
 
 Usage: python scripts/margin_intervals.py [--variant schedules] [--draws 2000] [--out docs/etc-plus]
+       python scripts/margin_intervals.py --grid RUN.json [...] [--draws 2000] [--out DIR --name NAME]
 """
 
 from __future__ import annotations
@@ -70,6 +73,28 @@ class Bench:
         return out
 
 
+class GridCase:
+    """One case of a solver-grid run (``scripts/etc_plus_solvers.py``) with a record per evaluation case: the same
+    :attr:`pairs` and :meth:`rows` as :class:`Bench`, its rows the grid's (``speedup`` is steps over mean calls, as
+    there), ETC+'s old calibration left out as the margin table leaves it out."""
+
+    def __init__(self, case: dict):
+        self.settings = [r for r in case["rows"] if r["method"] != "etc-plus-old" and "case_psnr" in r]
+        if not self.settings:
+            raise ValueError(f"{case['model']} {case['scheduler']} {case['steps']}: no row keeps its evaluation "
+                             "cases (made before etc_plus_solvers.py recorded them); run the case again")
+        self.steps = int(case["steps"])
+        self.pairs = list(range(len(self.settings[0]["case_psnr"])))
+
+    def rows(self, counts: np.ndarray) -> list[dict]:
+        """The grid's rows with evaluation case k counted ``counts[k]`` times."""
+        total = counts.sum()
+        return [{"kind": "run", "method": r["method"],
+                 "psnr": float((counts * np.array(r["case_psnr"])).sum() / total),
+                 "speedup_nfe": self.steps * float(total / (counts * np.array(r["case_calls"], float)).sum())}
+                for r in self.settings]
+
+
 def margins(benches: Sequence[Bench], counts: np.ndarray) -> list[float | None]:
     """ETC+'s margin over the best other method's front at :data:`SPEEDUPS`, image k counted ``counts[k]`` times
     (None: ETC+ or every other method misses that speedup)."""
@@ -104,6 +129,20 @@ def case_benches(path: str, model: str, sched: str, steps: int, variant: str) ->
     return [*(Bench(p, skip=OURS) for p in (path, *extra)), Bench(twin, only=OURS)]
 
 
+def interval_cells(benches: Sequence[Bench | GridCase], draws: int, seed: int) -> list[str]:
+    """A case's cell per speedup (:func:`reading`): the margin on every image, and over ``draws`` paired draws."""
+    pairs = benches[0].pairs
+    point = margins(benches, np.ones(len(pairs)))
+    rng = np.random.default_rng(seed)
+    got: list[list[float]] = [[] for _ in SPEEDUPS]
+    for _ in range(draws):
+        counts = np.bincount(rng.integers(0, len(pairs), len(pairs)), minlength=len(pairs)).astype(float)
+        for k, m in enumerate(margins(benches, counts)):
+            if m is not None:
+                got[k].append(m)
+    return [reading(p, g) for p, g in zip(point, got)]
+
+
 def interval_rows(variant: str = "", draws: int = 2000, seed: int = 0) -> list[list[str]]:
     """One row per pipeline case of :data:`BENCHES`: model, scheduler, steps, a cell per speedup, images."""
     table = []
@@ -116,15 +155,18 @@ def interval_rows(variant: str = "", draws: int = 2000, seed: int = 0) -> list[l
         pairs = benches[0].pairs
         if any(b.pairs != pairs for b in benches):
             raise ValueError(f"{path}: the benches of this case were not run on the same images")
-        point = margins(benches, np.ones(len(pairs)))
-        rng = np.random.default_rng(seed)
-        got: list[list[float]] = [[] for _ in SPEEDUPS]
-        for _ in range(draws):
-            counts = np.bincount(rng.integers(0, len(pairs), len(pairs)), minlength=len(pairs)).astype(float)
-            for k, m in enumerate(margins(benches, counts)):
-                if m is not None:
-                    got[k].append(m)
-        table.append([model, name, str(steps), *(reading(p, g) for p, g in zip(point, got)), str(len(pairs))])
+        table.append([model, name, str(steps), *interval_cells(benches, draws, seed), str(len(pairs))])
+    return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
+
+
+def grid_rows(paths: Sequence[str], draws: int = 2000, seed: int = 0) -> list[list[str]]:
+    """One row per case of the solver-grid runs ``paths``: model, scheduler, steps, a cell per speedup, images."""
+    table = []
+    for path in paths:
+        for case in json.load(open(path)):
+            grid = GridCase(case)
+            table.append([case["model"], case["scheduler_class"], str(case["steps"]),
+                          *interval_cells([grid], draws, seed), str(len(grid.pairs))])
     return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
 
 
@@ -141,12 +183,18 @@ def main() -> None:
     ap.add_argument("--variant", default="", help="ETC+'s front from <bench folder>-VARIANT")
     ap.add_argument("--draws", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grid", nargs="+", default=[], help="solver-grid runs (JSON) instead of the pipeline benches")
     ap.add_argument("--out", default="", help="folder for etc_plus_margin_intervals[_VARIANT].md")
+    ap.add_argument("--name", default="", help="the file's name without .md (default as above)")
     args = ap.parse_args()
-    text = markdown(interval_rows(args.variant, args.draws, args.seed))
+    if args.grid and args.variant:
+        ap.error("--grid reads ETC+ from the grid's own rows; --variant is for the pipeline benches")
+    rows = grid_rows(args.grid, args.draws, args.seed) if args.grid else interval_rows(args.variant, args.draws,
+                                                                                        args.seed)
+    text = markdown(rows)
     print(text)
     if args.out:
-        name = f"etc_plus_margin_intervals{'_' + args.variant if args.variant else ''}.md"
+        name = (args.name or f"etc_plus_margin_intervals{'_' + args.variant if args.variant else ''}") + ".md"
         command = " ".join(["python", "scripts/margin_intervals.py", *sys.argv[1:]])
         with open(os.path.join(args.out, name), "w") as f:
             f.write("ETC+'s front minus the best other step method's front (dB) with its 5th-95th percentile over "

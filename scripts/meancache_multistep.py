@@ -18,14 +18,13 @@ PROMPTS = list(range(8))
 
 def run(pipe, method: str | None, **setting) -> tuple[np.ndarray, int | None]:
     """The images of the prompts at 50 steps, seed 0, under ``method`` (``None``: full), and its model calls."""
-    if method:
-        etcdiff.enable(pipe, method, **setting)
-    try:
-        out = pipe(PROMPTS, num_inference_steps=50, generator=torch.Generator().manual_seed(0),
-                   output_type="np").images
-        return out, (etcdiff.summary(pipe)["model_calls"] if method else None)
-    finally:
-        etcdiff.disable(pipe)
+    def images() -> np.ndarray:
+        return pipe(PROMPTS, num_inference_steps=50, generator=torch.Generator().manual_seed(0),
+                    output_type="np").images
+    if method is None:
+        return images(), None
+    with etcdiff.enabled(pipe, method, **setting):
+        return images(), etcdiff.summary(pipe)["model_calls"]
 
 
 def main() -> None:

@@ -23,14 +23,11 @@ PROMPTS = list(range(10))
 
 def run(pipe, **setting) -> tuple[np.ndarray, int | None]:
     """The evaluation images at 20 steps, seed 0, with SenCache under ``setting`` (none: full), and its calls."""
-    if setting:
-        etcdiff.enable(pipe, "sencache", **setting)
-    try:
-        out = pipe(PROMPTS, num_inference_steps=20, generator=torch.Generator().manual_seed(0),
-                   output_type="np").images
-        return out, (etcdiff.summary(pipe)["model_calls"] if setting else None)
-    finally:
-        etcdiff.disable(pipe)
+    kwargs = dict(num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="np")
+    if not setting:
+        return pipe(PROMPTS, **kwargs).images, None
+    with etcdiff.enabled(pipe, "sencache", **setting):
+        return pipe(PROMPTS, **kwargs).images, etcdiff.summary(pipe)["model_calls"]
 
 
 def main() -> None:

@@ -71,3 +71,35 @@ def test_the_variant_takes_etc_plus_from_the_twin_bench_only(tmp_path, monkeypat
     assert module.interval_rows("schedules", draws=50)[0][3].startswith("+2.0 [")
     monkeypatch.setattr(module, "BENCHES", [("scenes", "euler", 20, str(tmp_path / "case" / "results.json"))])
     assert module.interval_rows("other", draws=50)[0][3] == "not measured"
+
+
+def _grid_case(rows, steps=20):
+    """A solver-grid case as scripts/etc_plus_solvers.py writes it: rows with a PSNR and calls per evaluation case,
+    their means, and the fronts made from them by the grid's own code."""
+    full = [{"method": m, "setting": s, "case_psnr": ps, "case_calls": cs, "psnr": float(np.mean(ps)),
+             "calls": float(np.mean(cs)), "speedup": steps / float(np.mean(cs))} for m, s, ps, cs in rows]
+    fronts = load_script("etc_plus_eval").fronts(full)
+    return {"model": "digits", "scheduler": "unipc", "scheduler_class": "UniPCMultistepScheduler", "steps": steps,
+            "rows": full, "fronts": fronts, "extra": {}}
+
+
+def test_a_grid_case_reads_the_margin_the_margin_table_reads_and_its_interval(tmp_path):
+    module = load_script("margin_intervals")
+    margins = load_script("etc_plus_margins")
+    case = _grid_case([("etc-plus", "calls=10", [50.0 + k % 3 for k in range(20)], [10] * 20),
+                       ("etc-plus", "calls=6", [40.0 + k % 5 for k in range(20)], [6] * 20),
+                       ("etc-plus-old", "calls=10", [90.0] * 20, [10] * 20),  # left out, as the table does
+                       ("lemica", "calls=10", [48.0 + k % 4 for k in range(20)], [10] * 20),
+                       ("lemica", "calls=6", [41.0] * 10 + [37.0] * 10, [6] * 20),
+                       ("fixed", "interval=2", [47.0] * 20, [10] * 10 + [11] * 10)])
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps([case]))
+    row = module.grid_rows([str(path)], draws=300)[0]
+    table = margins.margins({m: f for m, f in case["fronts"].items() if m != "etc-plus-old"})
+    for cell, expected in zip(row[3:5], table[:2]):
+        assert cell.split(" [")[0] == expected.split(" (")[0]
+    assert row[3].endswith("ahead") and row[-1] == "20"
+    old = {**case, "rows": [{k: v for k, v in r.items() if not k.startswith("case_")} for r in case["rows"]]}
+    path.write_text(json.dumps([old]))
+    with pytest.raises(ValueError, match="digits unipc 20: no row keeps its evaluation cases"):
+        module.grid_rows([str(path)], draws=10)
