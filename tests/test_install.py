@@ -64,3 +64,16 @@ def test_readme_gives_one_figure_for_the_scenes_adherence():
     shipped = re.search(r"Held-out result of the shipped weights: ([\d.]+) %", docs).group(1)
     claims = re.findall(r"([\d.]+) % of (?:the )?requested objects", readme)
     assert claims and set(claims) == {shipped}, claims
+
+
+def test_the_tests_run_a_worker_per_core_at_most_four(monkeypatch):
+    """pyproject's ``-n auto``: the test extra brings pytest-xdist, and the worker count is capped, since each worker
+    holds its own torch and models."""
+    import conftest
+
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"]["test"]
+    assert any(d.startswith("pytest-xdist") for d in test_extra)
+    for cores, workers in ((1, 1), (2, 2), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert conftest.pytest_xdist_auto_num_workers(None) == workers
