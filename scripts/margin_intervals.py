@@ -10,7 +10,8 @@ other is taken per draw, which favours the others). A cell reads **behind** wher
 below 0, **ahead** where its 5th percentile is above 0, and **level** (within the images' spread) otherwise. The
 solver grid (digits, gmm) keeps a record per evaluation case only in runs made since it does (``case_psnr`` and
 ``case_calls`` in ``scripts/etc_plus_solvers.py``'s rows); ``--grid JSON ...`` adds those cases, drawn the same way
-over their evaluation cases, with the grid's fronts (ETC+'s old calibration left out, as the margin table does).
+over their evaluation cases, with the grid's fronts (ETC+'s budgets against every other method's, as the
+grid's own margins take them).
 
 ``--variant NAME`` takes ETC+'s front from the twin bench ``<bench folder>-NAME``, as ``etc_plus_margins.py`` does.
 
@@ -76,10 +77,12 @@ class Bench:
 class GridCase:
     """One case of a solver-grid run (``scripts/etc_plus_solvers.py``) with a record per evaluation case: the same
     :attr:`pairs` and :meth:`rows` as :class:`Bench`, its rows the grid's (``speedup`` is steps over mean calls, as
-    there), ETC+'s old calibration left out as the margin table leaves it out."""
+    there). Of ETC+'s rows only its budgets' (``etc-plus``): its tolerance mode and its calibration of before
+    (``etc-plus-tol``, ``etc-plus-old``, ...) are not other methods, as the grid's own margins have it."""
 
     def __init__(self, case: dict):
-        self.settings = [r for r in case["rows"] if r["method"] != "etc-plus-old" and "case_psnr" in r]
+        self.settings = [r for r in case["rows"] if "case_psnr" in r
+                         and (r["method"] == OURS or not r["method"].startswith(OURS))]
         if not self.settings:
             raise ValueError(f"{case['model']} {case['scheduler']} {case['steps']}: no row keeps its evaluation "
                              "cases (made before etc_plus_solvers.py recorded them); run the case again")

@@ -88,14 +88,15 @@ def test_a_grid_case_reads_the_margin_the_margin_table_reads_and_its_interval(tm
     margins = load_script("etc_plus_margins")
     case = _grid_case([("etc-plus", "calls=10", [50.0 + k % 3 for k in range(20)], [10] * 20),
                        ("etc-plus", "calls=6", [40.0 + k % 5 for k in range(20)], [6] * 20),
-                       ("etc-plus-old", "calls=10", [90.0] * 20, [10] * 20),  # left out, as the table does
+                       ("etc-plus-old", "calls=10", [90.0] * 20, [10] * 20),  # ETC+'s own: no other method
+                       ("etc-plus-tol", "tolerance (default)", [90.0] * 20, [9] * 20),
                        ("lemica", "calls=10", [48.0 + k % 4 for k in range(20)], [10] * 20),
                        ("lemica", "calls=6", [41.0] * 10 + [37.0] * 10, [6] * 20),
                        ("fixed", "interval=2", [47.0] * 20, [10] * 10 + [11] * 10)])
     path = tmp_path / "grid.json"
     path.write_text(json.dumps([case]))
     row = module.grid_rows([str(path)], draws=300)[0]
-    table = margins.margins({m: f for m, f in case["fronts"].items() if m != "etc-plus-old"})
+    table = margins.margins({m: f for m, f in case["fronts"].items() if m == "etc-plus" or "etc-plus" not in m})
     for cell, expected in zip(row[3:5], table[:2]):
         assert cell.split(" [")[0] == expected.split(" (")[0]
     assert row[3].endswith("ahead") and row[-1] == "20"
