@@ -81,11 +81,12 @@ class GridCase:
     (``etc-plus-tol``, ``etc-plus-old``, ...) are not other methods, as the grid's own margins have it."""
 
     def __init__(self, case: dict):
-        self.settings = [r for r in case["rows"] if "case_psnr" in r
-                         and (r["method"] == OURS or not r["method"].startswith(OURS))]
-        if not self.settings:
-            raise ValueError(f"{case['model']} {case['scheduler']} {case['steps']}: no row keeps its evaluation "
-                             "cases (made before etc_plus_solvers.py recorded them); run the case again")
+        self.settings = [r for r in case["rows"] if r["method"] == OURS or not r["method"].startswith(OURS)]
+        missing = [f"{r['method']} {r['setting']}" for r in self.settings if "case_psnr" not in r]
+        if missing or not self.settings:
+            raise ValueError(f"{case['model']} {case['scheduler']} {case['steps']}: {len(missing)} of its rows keep no "
+                             f"evaluation cases ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}; made "
+                             "before etc_plus_solvers.py recorded them); run the case again")
         self.steps = int(case["steps"])
         self.pairs = list(range(len(self.settings[0]["case_psnr"])))
 

@@ -100,7 +100,8 @@ def test_a_grid_case_reads_the_margin_the_margin_table_reads_and_its_interval(tm
     for cell, expected in zip(row[3:5], table[:2]):
         assert cell.split(" [")[0] == expected.split(" (")[0]
     assert row[3].endswith("ahead") and row[-1] == "20"
-    old = {**case, "rows": [{k: v for k, v in r.items() if not k.startswith("case_")} for r in case["rows"]]}
-    path.write_text(json.dumps([old]))
-    with pytest.raises(ValueError, match="digits unipc 20: no row keeps its evaluation cases"):
+    merged = {**case, "rows": [*case["rows"], {k: v for k, v in case["rows"][-1].items() if not k.startswith("case_")}
+                               | {"setting": "interval=3"}]}  # one row of an older run among new ones
+    path.write_text(json.dumps([merged]))
+    with pytest.raises(ValueError, match=r"digits unipc 20: 1 of its rows keep no evaluation cases \(fixed interval=3"):
         module.grid_rows([str(path)], draws=10)
