@@ -116,6 +116,12 @@ def checks(within: float | None, drop: float | None) -> list[str]:
             "not measured" if drop is None else f"{drop:.1f} dB"]
 
 
+def in_grid_fronts(method: str) -> bool:
+    """Whether a solver-grid method's front enters a margin: ETC+'s budgets and every other method; ETC+'s tolerance
+    mode and its calibration of before (``etc-plus-tol``, ``etc-plus-old``, ...) are not other methods."""
+    return method == OURS or not method.startswith(OURS)
+
+
 def ladder_of(variant: str) -> str:
     """Items 2 and 3 of the pipeline models' profiles that a table reads: the default profiles' pooled over every
     seed benched, or a variant's twin profiles' own ladder."""
@@ -152,8 +158,7 @@ def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
     fronts are read, the variant's where there is one)."""
     table = []
     for case in json.load(open(grid)) if os.path.exists(grid) else []:
-        # ETC+ against the other methods: its tolerance mode and its calibration of before are not other methods
-        fronts = {m: f for m, f in case["fronts"].items() if m == OURS or not m.startswith(OURS)}
+        fronts = {m: f for m, f in case["fronts"].items() if in_grid_fronts(m)}
         tol = next((r for r in case["rows"] if r["method"] == "etc-plus-tol"), {})
         if variant and VARIANT_MARKS.get(variant, variant) not in case["extra"].get(OURS, {}):
             table.append([case["model"], case["scheduler_class"], str(case["steps"]), f"not measured with {variant}",

@@ -34,7 +34,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import front_table  # noqa: E402
-from etc_plus_margins import BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches, variant_folder  # noqa: E402
+from etc_plus_margins import (BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches, in_grid_fronts,  # noqa: E402
+                             variant_folder)
 
 Pair = tuple[str, int]
 
@@ -77,26 +78,26 @@ class Bench:
 class GridCase:
     """One case of a solver-grid run (``scripts/etc_plus_solvers.py``) with a record per evaluation case: the same
     :attr:`pairs` and :meth:`rows` as :class:`Bench`, its rows the grid's (``speedup`` is steps over mean calls, as
-    there). Of ETC+'s rows only its budgets' (``etc-plus``): its tolerance mode and its calibration of before
-    (``etc-plus-tol``, ``etc-plus-old``, ...) are not other methods, as the grid's own margins have it."""
+    there), those the margin table reads (:func:`etc_plus_margins.in_grid_fronts`)."""
 
     def __init__(self, case: dict):
-        self.settings = [r for r in case["rows"] if r["method"] == OURS or not r["method"].startswith(OURS)]
+        self.settings = [r for r in case["rows"] if in_grid_fronts(r["method"])]
         missing = [f"{r['method']} {r['setting']}" for r in self.settings if "case_psnr" not in r]
         if missing or not self.settings:
             raise ValueError(f"{case['model']} {case['scheduler']} {case['steps']}: {len(missing)} of its rows keep no "
                              f"evaluation cases ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}; made "
                              "before etc_plus_solvers.py recorded them); run the case again")
         self.steps = int(case["steps"])
-        self.pairs = list(range(len(self.settings[0]["case_psnr"])))
+        self.values = [(r["method"], np.array(r["case_psnr"], float), np.array(r["case_calls"], float))
+                       for r in self.settings]
+        self.pairs = list(range(len(self.values[0][1])))
 
     def rows(self, counts: np.ndarray) -> list[dict]:
         """The grid's rows with evaluation case k counted ``counts[k]`` times."""
         total = counts.sum()
-        return [{"kind": "run", "method": r["method"],
-                 "psnr": float((counts * np.array(r["case_psnr"])).sum() / total),
-                 "speedup_nfe": self.steps * float(total / (counts * np.array(r["case_calls"], float)).sum())}
-                for r in self.settings]
+        return [{"kind": "run", "method": method, "psnr": float((counts * psnr).sum() / total),
+                 "speedup_nfe": self.steps * float(total / (counts * calls).sum())}
+                for method, psnr, calls in self.values]
 
 
 def margins(benches: Sequence[Bench], counts: np.ndarray) -> list[float | None]:
