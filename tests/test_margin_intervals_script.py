@@ -105,3 +105,14 @@ def test_a_grid_case_reads_the_margin_the_margin_table_reads_and_its_interval(tm
     path.write_text(json.dumps([merged]))
     with pytest.raises(ValueError, match=r"digits unipc 20: 1 of its rows keep no evaluation cases \(fixed interval=3"):
         module.grid_rows([str(path)], draws=10)
+
+
+def test_grid_and_variant_together_are_refused_in_one_line(monkeypatch, capsys):
+    module = load_script("margin_intervals")
+    monkeypatch.setattr("sys.argv", ["margin_intervals.py", "--grid", "g.json", "--variant", "schedules"])
+    with pytest.raises(SystemExit) as e:
+        module.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--grid reads ETC+ from the grid's own rows; --variant is for the pipeline benches" in err
+    assert "Traceback" not in err
