@@ -11,12 +11,13 @@ below 0, **ahead** where its 5th percentile is above 0, and **level** (within th
 solver grid (digits, gmm) keeps a record per evaluation case only in runs made since it does (``case_psnr`` and
 ``case_calls`` in ``scripts/etc_plus_solvers.py``'s rows); ``--grid JSON ...`` adds those cases, drawn the same way
 over their evaluation cases, with the grid's fronts (ETC+'s budgets against every other method's, as the
-grid's own margins take them).
+grid's own margins take them); with ``--pipeline`` as well, the pipeline cases and the grid's go in one table, whose
+last lines count the cells per model.
 
 ``--variant NAME`` takes ETC+'s front from the twin bench ``<bench folder>-NAME``, as ``etc_plus_margins.py`` does.
 
 Usage: python scripts/margin_intervals.py [--variant schedules] [--draws 2000] [--out docs/etc-plus]
-       python scripts/margin_intervals.py --grid RUN.json [...] [--draws 2000] [--out DIR --name NAME]
+       python scripts/margin_intervals.py --grid RUN.json [...] [--pipeline] [--draws 2000] [--out DIR --name NAME]
 """
 
 from __future__ import annotations
@@ -175,11 +176,23 @@ def grid_rows(paths: Sequence[str], draws: int = 2000, seed: int = 0) -> list[li
     return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
 
 
+WORDS = ("behind", "level", "ahead")
+
+
+def counted(table: list[list[str]]) -> str:
+    """``"B behind, L level, A ahead of C cells"`` over the rows' speedup cells."""
+    counts = {w: sum(c.endswith(w) for r in table for c in r[3:6]) for w in WORDS}
+    return ", ".join(f"{n} {w}" for w, n in counts.items()) + f" of {sum(counts.values())} cells"
+
+
 def markdown(table: list[list[str]]) -> str:
+    """The table, the cells counted, and (where it has more than one model) counted per model."""
     head = ("| model | scheduler | steps | 2x margin [5 %, 95 %] | 3x | 4x | images |\n"
             "|---|---|---|---|---|---|---|\n")
-    counts = {w: sum(c.endswith(w) for r in table for c in r[3:6]) for w in ("behind", "level", "ahead")}
-    tail = "\n" + ", ".join(f"{n} {w}" for w, n in counts.items()) + f" of {sum(counts.values())} cells.\n"
+    tail = "\n" + counted(table) + ".\n"
+    models = sorted({r[0] for r in table})
+    if len(models) > 1:
+        tail += "\n" + "".join(f"- {m}: {counted([r for r in table if r[0] == m])}\n" for m in models)
     return head + "".join("| " + " | ".join(r) + " |\n" for r in table) + tail
 
 
@@ -189,13 +202,18 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid", nargs="+", default=[], help="solver-grid runs (JSON) instead of the pipeline benches")
+    ap.add_argument("--pipeline", action="store_true", help="with --grid: the pipeline benches too, in one table")
     ap.add_argument("--out", default="", help="folder for etc_plus_margin_intervals[_VARIANT].md")
     ap.add_argument("--name", default="", help="the file's name without .md (default as above)")
     args = ap.parse_args()
     if args.grid and args.variant:
         ap.error("--grid reads ETC+ from the grid's own rows; --variant is for the pipeline benches")
-    rows = grid_rows(args.grid, args.draws, args.seed) if args.grid else interval_rows(args.variant, args.draws,
-                                                                                        args.seed)
+    if args.pipeline and not args.grid:
+        ap.error("--pipeline adds the pipeline benches to --grid's runs; without --grid they are the default")
+    rows = grid_rows(args.grid, args.draws, args.seed) if args.grid else []
+    if args.pipeline or not args.grid:
+        rows = sorted(rows + interval_rows(args.variant, args.draws, args.seed),
+                      key=lambda r: (r[0], r[1], int(r[2])))
     text = markdown(rows)
     print(text)
     if args.out:

@@ -116,3 +116,29 @@ def test_grid_and_variant_together_are_refused_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "--grid reads ETC+ from the grid's own rows; --variant is for the pipeline benches" in err
     assert "Traceback" not in err
+
+
+def test_pipeline_and_grid_cases_go_in_one_table_counted_per_model(tmp_path, monkeypatch, capsys):
+    module = load_script("margin_intervals")
+    bench = _results(tmp_path / "a" / "bench" / "results.json", [
+        ("etc-plus", "calls=8", 8, [40 + k for k in range(8)]),
+        ("lemica", "calls=8", 8, [45 + k for k in range(8)])])
+    monkeypatch.setattr(module, "BENCHES", [("scenes", "euler", 20, bench)])
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps([_grid_case([("etc-plus", "calls=10", [50.0 + k % 3 for k in range(20)], [10] * 20),
+                                            ("lemica", "calls=10", [45.0 + k % 4 for k in range(20)], [10] * 20)])]))
+    monkeypatch.setattr("sys.argv", ["margin_intervals.py", "--grid", str(grid), "--pipeline", "--draws", "200",
+                                     "--out", str(tmp_path), "--name", "all"])
+    module.main()
+    text = (tmp_path / "all.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| digits") or line.startswith("| scenes")]
+    assert [r.split(" | ")[0] for r in rows] == ["| digits", "| scenes"]
+    assert rows[0].split(" | ")[3].endswith("ahead") and rows[1].split(" | ")[3].endswith("behind")
+    assert "- digits: 0 behind, 0 level, 1 ahead of 1 cells" in text
+    assert "- scenes: 1 behind, 0 level, 0 ahead of 1 cells" in text
+    assert "1 behind, 0 level, 1 ahead of 2 cells." in text
+    monkeypatch.setattr("sys.argv", ["margin_intervals.py", "--pipeline"])
+    with pytest.raises(SystemExit) as e:
+        module.main()
+    assert e.value.code == 2
+    assert "--pipeline adds the pipeline benches to --grid's runs" in capsys.readouterr().err
