@@ -19,8 +19,12 @@ pipeline cases' items 2 and 3 come from the twin profiles' own ladder pooled ove
 is none. A grid case counts only where
 its ETC+ was calibrated with the variant (:data:`VARIANT_MARKS`; give ``--grid`` a grid merged with such runs).
 
+``--pool SUFFIX`` reads every pipeline bench together with ``<its folder>-SUFFIX`` where that exists (the same
+settings on more seeds, ``scripts/bench_more_seeds.py``; e.g. ``seeds-2-5``) and writes
+``etc_plus_margins[_NAME]_with_SUFFIX.md``. The benches of one case must cover the same images, pooled or not.
+
 Usage: python scripts/etc_plus_margins.py [--grid docs/etc-plus/etc_plus_solvers.json] [--ladder JSON] [--out DIR]
-       [--variant NAME]
+       [--variant NAME] [--pool SUFFIX]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from collections.abc import Callable, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import front_table  # noqa: E402
+from bench_more_seeds import pooled  # noqa: E402
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 OURS = "etc-plus"
@@ -80,16 +85,22 @@ SCHEDULER_CLASSES = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPC
 MODELS = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
 
 
-def bench_fronts(path: str, more: Sequence[str] = (), keep: Callable[[dict], bool] = lambda row: True
-                 ) -> dict[str, dict[str, float | None]]:
+def bench_fronts(path: str, more: Sequence[str] = (), keep: Callable[[dict], bool] = lambda row: True,
+                 pool: str = "") -> dict[str, dict[str, float | None]]:
     """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` and the ``more`` benches of other
     settings on the same images (:func:`front_table.fronts`), of the rows ``keep`` keeps; a setting measured on fewer
-    images than its bench's most (a bench cut short) is left out, since its mean is of other images."""
-    rows = []
+    images than its bench's most (a bench cut short) is left out, since its mean is of other images. ``pool``: each
+    bench with its ``-<pool>`` folder (:func:`bench_more_seeds.pooled`)."""
+    rows, images = [], {}
     for p in (path, *more):
-        summary = json.load(open(p))["summary"]
+        data = pooled(p, pool)
+        images[p] = {(r["prompt"], int(r["seed"])) for r in data["runs"]}
+        summary = data["summary"]
         most = max((r.get("pairs", 0) for r in summary), default=0)
         rows += [r for r in summary if r.get("pairs", most) == most and keep(r)]
+    if len({frozenset(v) for v in images.values()}) > 1:
+        raise ValueError(f"{path}: the benches read with it ({', '.join(more)}) cover other images "
+                         f"({', '.join(f'{len(v)}' for v in images.values())}); bench them on the same seeds")
     table = front_table.fronts(rows, SPEEDUPS)
     return {m: {f"{s:g}x": v for s, v in zip(SPEEDUPS, values)} for m, values in table.items()}
 
@@ -142,20 +153,20 @@ def pipeline_checks(path: str) -> dict[tuple[str, str, int], list[str]]:
 VARIANT_MARKS = {"schedules": "schedule_check"}
 
 
-def with_variant(fronts: dict[str, dict[str, float | None]], bench: str,
-                 variant: str) -> tuple[dict[str, dict[str, float | None]] | None, str]:
+def with_variant(fronts: dict[str, dict[str, float | None]], bench: str, variant: str,
+                 pool: str = "") -> tuple[dict[str, dict[str, float | None]] | None, str]:
     """``fronts`` with ETC+'s front read from the ``variant`` bench of ``bench`` (``None`` where it is missing),
     and that bench's path."""
     path = os.path.join(variant_folder(bench, variant), "results.json")
     if not os.path.exists(path):
         return None, path
-    ours = bench_fronts(path).get(OURS)
+    ours = bench_fronts(path, pool=pool).get(OURS)
     return {**{m: f for m, f in fronts.items() if m != OURS}, **({OURS: ours} if ours else {})}, path
 
 
-def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
+def rows(grid: str, ladder: str = LADDER, variant: str = "", pool: str = "") -> list[list[str]]:
     """The table's rows: the grid's cases, then the pipeline benches (``ladder``: items 2 and 3 of the profiles whose
-    fronts are read, the variant's where there is one)."""
+    fronts are read, the variant's where there is one; ``pool``: each bench with its ``-<pool>`` folder)."""
     table = []
     for case in json.load(open(grid)) if os.path.exists(grid) else []:
         fronts = {m: f for m, f in case["fronts"].items() if in_grid_fronts(m)}
@@ -173,9 +184,9 @@ def rows(grid: str, ladder: str = LADDER, variant: str = "") -> list[list[str]]:
         more = measured.get((model, name, steps), checks(None, None))
         if os.path.exists(path):
             extra = extra_benches(model, sched, steps, path)
-            fronts: dict[str, dict[str, float | None]] | None = bench_fronts(path, extra)
+            fronts: dict[str, dict[str, float | None]] | None = bench_fronts(path, extra, pool=pool)
             if variant:
-                fronts, ours = with_variant(fronts, path, variant)
+                fronts, ours = with_variant(fronts, path, variant, pool)
                 if fronts is None:
                     table.append([model, name, str(steps), f"not measured with {variant}", "", "", *more,
                                   f"{ours} (missing)"])
@@ -200,11 +211,13 @@ def main() -> None:
                     f"{LADDER}, or {ladder_of('VARIANT')} with --variant)")
     ap.add_argument("--out", default="", help="folder for etc_plus_margins.md (default: print only)")
     ap.add_argument("--variant", default="", help="read ETC+'s pipeline fronts from <bench folder>-VARIANT")
+    ap.add_argument("--pool", default="", help="read each pipeline bench with <bench folder>-POOL (more seeds)")
     args = ap.parse_args()
-    text = markdown(rows(args.grid, args.ladder or ladder_of(args.variant), args.variant))
+    text = markdown(rows(args.grid, args.ladder or ladder_of(args.variant), args.variant, args.pool))
     print(text)
     if args.out:
-        name = f"etc_plus_margins_{args.variant}.md" if args.variant else "etc_plus_margins.md"
+        name = "etc_plus_margins" + (f"_{args.variant}" if args.variant else "") + (
+            f"_with_{args.pool}" if args.pool else "") + ".md"
         with open(os.path.join(args.out, name), "w") as f:
             f.write("ETC+'s front minus the best other step method's front (dB) at the same speedup; "
                     f"made by `{' '.join(['python', 'scripts/etc_plus_margins.py', *sys.argv[1:]])}`.\n\n" + text)

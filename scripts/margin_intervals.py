@@ -14,9 +14,10 @@ over their evaluation cases, with the grid's fronts (ETC+'s budgets against ever
 grid's own margins take them); with ``--pipeline`` as well, the pipeline cases and the grid's go in one table, whose
 last lines count the cells per model.
 
-``--variant NAME`` takes ETC+'s front from the twin bench ``<bench folder>-NAME``, as ``etc_plus_margins.py`` does.
+``--variant NAME`` takes ETC+'s front from the twin bench ``<bench folder>-NAME``, as ``etc_plus_margins.py`` does;
+``--pool SUFFIX`` reads every pipeline bench with ``<its folder>-SUFFIX`` (more seeds, as there).
 
-Usage: python scripts/margin_intervals.py [--variant schedules] [--draws 2000] [--out docs/etc-plus]
+Usage: python scripts/margin_intervals.py [--variant schedules] [--pool SUFFIX] [--draws 2000] [--out docs/etc-plus]
        python scripts/margin_intervals.py --grid RUN.json [...] [--pipeline] [--draws 2000] [--out DIR --name NAME]
 """
 
@@ -35,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import front_table  # noqa: E402
+from bench_more_seeds import pooled  # noqa: E402
 from etc_plus_margins import (BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches, in_grid_fronts,  # noqa: E402
                              variant_folder)
 
@@ -44,10 +46,10 @@ Pair = tuple[str, int]
 class Bench:
     """One ``results.json``: per setting it counts (those run on every image: a setting cut short averages other
     images), each image's PSNR, calls and reference calls, in the order of :attr:`pairs`. ``only``: read just this
-    method's settings, or ``skip``: every method's but this one."""
+    method's settings, or ``skip``: every method's but this one; ``pool``: with the bench's ``-<pool>`` folder."""
 
-    def __init__(self, path: str, only: str | None = None, skip: str | None = None):
-        data = json.load(open(path))
+    def __init__(self, path: str, only: str | None = None, skip: str | None = None, pool: str = ""):
+        data = pooled(path, pool)
         summary = data["summary"]
         most = max((r.get("pairs", 0) for r in summary), default=0)
         self.settings = [r for r in summary if r["kind"] == "run" and r.get("pairs") == most
@@ -123,16 +125,16 @@ def reading(point: float | None, draws: list[float]) -> str:
     return f"{point:+.1f} [{low:+.1f}, {high:+.1f}] {word}"
 
 
-def case_benches(path: str, model: str, sched: str, steps: int, variant: str) -> list[Bench] | None:
+def case_benches(path: str, model: str, sched: str, steps: int, variant: str, pool: str = "") -> list[Bench] | None:
     """The benches a case's fronts are read from (with ``variant``, ETC+'s from its twin bench; None where the
-    twin was not benched)."""
+    twin was not benched; ``pool``: each with its ``-<pool>`` folder)."""
     extra = extra_benches(model, sched, steps, path)
     if not variant:
-        return [Bench(p) for p in (path, *extra)]
+        return [Bench(p, pool=pool) for p in (path, *extra)]
     twin = os.path.join(variant_folder(path, variant), "results.json")
     if not os.path.exists(twin):
         return None
-    return [*(Bench(p, skip=OURS) for p in (path, *extra)), Bench(twin, only=OURS)]
+    return [*(Bench(p, skip=OURS, pool=pool) for p in (path, *extra)), Bench(twin, only=OURS, pool=pool)]
 
 
 def interval_cells(benches: Sequence[Bench | GridCase], draws: int, seed: int) -> list[str]:
@@ -149,12 +151,12 @@ def interval_cells(benches: Sequence[Bench | GridCase], draws: int, seed: int) -
     return [reading(p, g) for p, g in zip(point, got)]
 
 
-def interval_rows(variant: str = "", draws: int = 2000, seed: int = 0) -> list[list[str]]:
+def interval_rows(variant: str = "", draws: int = 2000, seed: int = 0, pool: str = "") -> list[list[str]]:
     """One row per pipeline case of :data:`BENCHES`: model, scheduler, steps, a cell per speedup, images."""
     table = []
     for model, sched, steps, path in BENCHES:
         name = SCHEDULER_CLASSES[sched]
-        benches = case_benches(path, model, sched, steps, variant) if os.path.exists(path) else None
+        benches = case_benches(path, model, sched, steps, variant, pool) if os.path.exists(path) else None
         if benches is None:
             table.append([model, name, str(steps), *["not measured"] * len(SPEEDUPS), ""])
             continue
@@ -203,6 +205,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid", nargs="+", default=[], help="solver-grid runs (JSON) instead of the pipeline benches")
     ap.add_argument("--pipeline", action="store_true", help="with --grid: the pipeline benches too, in one table")
+    ap.add_argument("--pool", default="", help="read each pipeline bench with <bench folder>-POOL (more seeds)")
     ap.add_argument("--out", default="", help="folder for etc_plus_margin_intervals[_VARIANT].md")
     ap.add_argument("--name", default="", help="the file's name without .md (default as above)")
     args = ap.parse_args()
@@ -212,12 +215,13 @@ def main() -> None:
         ap.error("--pipeline adds the pipeline benches to --grid's runs; without --grid they are the default")
     rows = grid_rows(args.grid, args.draws, args.seed) if args.grid else []
     if args.pipeline or not args.grid:
-        rows = sorted(rows + interval_rows(args.variant, args.draws, args.seed),
+        rows = sorted(rows + interval_rows(args.variant, args.draws, args.seed, args.pool),
                       key=lambda r: (r[0], r[1], int(r[2])))
     text = markdown(rows)
     print(text)
     if args.out:
-        name = (args.name or f"etc_plus_margin_intervals{'_' + args.variant if args.variant else ''}") + ".md"
+        name = (args.name or "etc_plus_margin_intervals" + (f"_{args.variant}" if args.variant else "") + (
+            f"_with_{args.pool}" if args.pool else "")) + ".md"
         command = " ".join(["python", "scripts/margin_intervals.py", *sys.argv[1:]])
         with open(os.path.join(args.out, name), "w") as f:
             f.write("ETC+'s front minus the best other step method's front (dB) with its 5th-95th percentile over "
