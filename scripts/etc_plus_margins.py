@@ -94,7 +94,8 @@ def bench_fronts(path: str, more: Sequence[str] = (), keep: Callable[[dict], boo
     rows, images = [], {}
     for p in (path, *more):
         data = pooled(p, pool)
-        images[p] = {(r["prompt"], int(r["seed"])) for r in data["runs"]}
+        if "runs" in data:  # a summary alone (a hand-made table) has no images to compare
+            images[p] = {(r["prompt"], int(r["seed"])) for r in data["runs"]}
         summary = data["summary"]
         most = max((r.get("pairs", 0) for r in summary), default=0)
         rows += [r for r in summary if r.get("pairs", most) == most and keep(r)]
