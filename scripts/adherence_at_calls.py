@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_more_seeds import pooled  # noqa: E402
-from etc_plus_margins import BENCHES, OURS, SCHEDULER_CLASSES, extra_benches, variant_folder  # noqa: E402
+from etc_plus_margins import BENCHES, OURS, SCHEDULER_CLASSES, extra_benches, save_table, variant_folder  # noqa: E402
 
 SPEEDS = (3, 4)
 MATCH = "classifier_prompt_match"
@@ -105,12 +105,9 @@ def main() -> None:
     text = markdown(table(args.pool, args.variant))
     print(text)
     if args.out:
-        name = "etc_plus_adherence" + (f"_{args.variant}" if args.variant else "") + (
-            f"_with_{args.pool}" if args.pool else "") + ".md"
-        command = " ".join(["python", "scripts/adherence_at_calls.py", *sys.argv[1:]])
-        with open(os.path.join(args.out, name), "w") as f:
-            f.write("Issue 25, item 6: the share of requested objects read back right at 3x and 4x, ETC+ against "
-                    f"every other step method at no more calls; made by `{command}`.\n\n" + text)
+        save_table(args.out, "etc_plus_adherence", args.variant, args.pool,
+                   "Issue 25, item 6: the share of requested objects read back right at 3x and 4x, ETC+ against "
+                   "every other step method at no more calls", text)
 
 
 if __name__ == "__main__":

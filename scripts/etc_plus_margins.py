@@ -199,6 +199,15 @@ def rows(grid: str, ladder: str = LADDER, variant: str = "", pool: str = "") -> 
     return sorted(table, key=lambda r: (r[0], r[1], int(r[2])))
 
 
+def save_table(out: str, stem: str, variant: str, pool: str, what: str, text: str) -> None:
+    """Write ``text`` to ``out/<stem>[_<variant>][_with_<pool>].md`` under a line saying ``what`` it is and the
+    command that made it (this process's)."""
+    name = stem + (f"_{variant}" if variant else "") + (f"_with_{pool}" if pool else "") + ".md"
+    command = " ".join(["python", f"scripts/{os.path.basename(sys.argv[0])}", *sys.argv[1:]])
+    with open(os.path.join(out, name), "w") as f:
+        f.write(f"{what}; made by `{command}`.\n\n" + text)
+
+
 def markdown(table: list[list[str]]) -> str:
     head = ("| model | scheduler | steps | 2x margin (best other) | 3x | 4x | tolerance: images within target | "
             "worst drop +1 call | source |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -217,11 +226,8 @@ def main() -> None:
     text = markdown(rows(args.grid, args.ladder or ladder_of(args.variant), args.variant, args.pool))
     print(text)
     if args.out:
-        name = "etc_plus_margins" + (f"_{args.variant}" if args.variant else "") + (
-            f"_with_{args.pool}" if args.pool else "") + ".md"
-        with open(os.path.join(args.out, name), "w") as f:
-            f.write("ETC+'s front minus the best other step method's front (dB) at the same speedup; "
-                    f"made by `{' '.join(['python', 'scripts/etc_plus_margins.py', *sys.argv[1:]])}`.\n\n" + text)
+        save_table(args.out, "etc_plus_margins", args.variant, args.pool,
+                   "ETC+'s front minus the best other step method's front (dB) at the same speedup", text)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import front_table  # noqa: E402
 from bench_more_seeds import pooled  # noqa: E402
 from etc_plus_margins import (BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches, in_grid_fronts,  # noqa: E402
-                             variant_folder)
+                             save_table, variant_folder)
 
 Pair = tuple[str, int]
 
@@ -220,12 +220,12 @@ def main() -> None:
     text = markdown(rows)
     print(text)
     if args.out:
-        name = (args.name or "etc_plus_margin_intervals" + (f"_{args.variant}" if args.variant else "") + (
-            f"_with_{args.pool}" if args.pool else "")) + ".md"
-        command = " ".join(["python", "scripts/margin_intervals.py", *sys.argv[1:]])
-        with open(os.path.join(args.out, name), "w") as f:
-            f.write("ETC+'s front minus the best other step method's front (dB) with its 5th-95th percentile over "
-                    f"{args.draws} paired bootstrap draws of the case's images; made by `{command}`.\n\n" + text)
+        what = ("ETC+'s front minus the best other step method's front (dB) with its 5th-95th percentile over "
+                f"{args.draws} paired bootstrap draws of the case's images")
+        if args.name:
+            save_table(args.out, args.name, "", "", what, text)
+        else:
+            save_table(args.out, "etc_plus_margin_intervals", args.variant, args.pool, what, text)
 
 
 if __name__ == "__main__":
