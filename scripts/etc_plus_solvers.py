@@ -61,6 +61,8 @@ SEARCHED = False  # --searched-schedules: etc-plus calibrates with searched_sche
 ADAPT_TREND = False  # --adapt-trend: etc-plus also runs with adapt_trend=True on the same profile ("etc-plus-adapt")
 CHOOSE_ADAPT = False  # --choose-adapt-trend: etc-plus calibrates with adapt_trend=True (kept per plan where it wins);
 # its rows run what calibration chose, "etc-plus-off" the same profile with adapt_trend=False
+SPIKE_OFF = False  # --spike-off: etc-plus also runs with its spike rule off on the same profile ("etc-plus-nospike")
+NEVER = 1e9  # a spike ratio no run reaches: the rule never forces a step
 CALIBRATION_SEEDS: list[int] = []  # --calibration-seeds: only these of the calibration seeds (10 noises each)
 SERVE_RECORDED = False  # --serve-recorded: the served step counts drawn from real full runs there (serve_recorded)
 RAW_LADDER = False  # --raw-ladder: also every budget's plans unranked (raw_ladder) and the profile's budget logs
@@ -177,6 +179,7 @@ def case(model: str, kind: str, steps: int, methods: list[str], do_ladder: bool)
             variants = [(method, {})]
             variants += [(method + "-adapt", {"adapt_trend": True})] if ADAPT_TREND and ours else []
             variants += [(method + "-off", {"adapt_trend": False})] if CHOOSE_ADAPT and ours else []
+            variants += [(method + "-nospike", {"spike": NEVER})] if SPIKE_OFF and ours else []
             if CHOOSE_ADAPT and ours:
                 extra[method]["adapt_trend_kept"] = profile.get("budget_adapt_trend")
             for name, opts in variants:
@@ -314,6 +317,8 @@ def main() -> None:
                     help="calibrate etc-plus with adapt_trend=True (its choice per plan); rows etc-plus-off without")
     ap.add_argument("--adapt-trend", action="store_true",
                     help="also run etc-plus with adapt_trend=True on the same profile (rows etc-plus-adapt)")
+    ap.add_argument("--spike-off", action="store_true",
+                    help="also run etc-plus with its spike rule off on the same profile (rows etc-plus-nospike)")
     ap.add_argument("--raw-ladder", action="store_true",
                     help="also run every budget's free and last-step plans unranked, and keep the budget logs")
     ap.add_argument("--calibration-seeds", nargs="+", type=int, default=[],
@@ -333,9 +338,10 @@ def main() -> None:
                          "printed) into --out/--tag")
     args = ap.parse_args()
     global REPLAYS, RAW_LADDER, TREND_CAPS, ADAPT_TREND, CHOOSE_ADAPT, CALIBRATION_SEEDS, SERVE_RECORDED, REPLAY_OFFSETS
-    global FINAL_PLANS, SEARCHED
+    global FINAL_PLANS, SEARCHED, SPIKE_OFF
     REPLAYS, TREND_CAPS, ADAPT_TREND, FINAL_PLANS = args.replays, args.trend_caps, args.adapt_trend, args.final_plans
     SEARCHED = args.searched_schedules
+    SPIKE_OFF = args.spike_off
     REPLAY_OFFSETS = args.replay_offsets
     CALIBRATION_SEEDS = args.calibration_seeds
     CHOOSE_ADAPT = args.choose_adapt_trend
