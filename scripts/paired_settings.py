@@ -51,7 +51,7 @@ def table(folders: list[str], key: str, method: str) -> str:
             changes.append(change)
             values.add(json.dumps(with_["setting"][key]))
             label = " ".join(f"{k}={v}" for k, v in without["setting"].items() if k != "profile")
-            lines.append(f"| {folder} | {label} | {_cell(without)} | {_cell(with_)} | {change:+.2f} |")
+            lines.append(f"| {folder.rstrip('/')} | {label} | {_cell(without)} | {_cell(with_)} | {change:+.2f} |")
     if not changes:
         raise SystemExit(f"no {method} settings with and without {key} in {', '.join(folders)}")
     given = f"{key}={values.pop()}" if len(values) == 1 else f"{key} set"
