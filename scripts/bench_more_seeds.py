@@ -38,7 +38,11 @@ def suffix_of(seeds: list[int]) -> str:
 def settings_arg(grid: list[dict[str, Any]]) -> str:
     """``--settings`` that makes ``grid`` again: one group per setting, in its order."""
     def value(v: Any) -> str:
-        return json.dumps(v) if isinstance(v, bool) or v is None else str(v)
+        text = json.dumps(v) if isinstance(v, bool) or v is None else str(v)
+        if any(c in text for c in " ,;") or not text:
+            raise ValueError(f"setting value {text!r} cannot be given to --settings again (a space, comma or "
+                             "semicolon); bench it again from scratch")
+        return text
     return ";".join(f"{g['method']}:" + " ".join(f"{k}={value(v)}" for k, v in g["setting"].items()) for g in grid)
 
 

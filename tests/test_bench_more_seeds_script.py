@@ -52,6 +52,8 @@ def test_the_new_folder_is_named_by_its_seeds_and_the_command_runs_the_bench_as_
     assert cmd[cmd.index("--settings") + 1] == "fixed:interval=2;lemica:calls=6"
     assert (tmp_path / "case-peers-seeds-2-5" / "prompts.txt").read_text() == "a\nb\n"
     assert env["ETCDIFF_PROFILE_DIR"] == str(tmp_path / "case-peers" / "profiles")
+    with pytest.raises(ValueError, match="cannot be given to --settings again"):
+        module.settings_arg([{"method": "fixed", "setting": {"profile": "a b.json"}, "label": "profile=a b.json"}])
 
 
 def test_a_pooled_bench_is_the_summary_of_every_image_and_refuses_what_does_not_pool(tmp_path):
