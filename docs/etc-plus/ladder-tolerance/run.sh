@@ -10,6 +10,7 @@
 #        TWIN=schedules bash docs/etc-plus/ladder-tolerance/run.sh   (each case's searched-schedules twin profile,
 #          <case bench folder>-schedules/profiles/etc-plus.json, into CASE-schedules)
 #        REPEATS=0 ...   (time nothing: each setting runs once; the table reads no wall-clock)
+#        RUN="spike=1000000000" NAME=nospike ...   (every ETC+ setting with these run settings, into CASE-nospike)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 O=docs/etc-plus/ladder-tolerance
@@ -17,11 +18,13 @@ S=docs/scenes/bench
 U=docs/unet-digits
 SEEDS=${SEEDS:-0,1}
 TWIN=${TWIN:-}
-SUFFIX=${TWIN:+-$TWIN}$([ "$SEEDS" = 0,1 ] && echo "" || echo "-seeds-${SEEDS//,/-}")
+RUN=${RUN:-}
+NAME=${NAME:-}
+SUFFIX=${TWIN:+-$TWIN}${NAME:+-$NAME}$([ "$SEEDS" = 0,1 ] && echo "" || echo "-seeds-${SEEDS//,/-}")
 ladder() { local n=$1 a=$(( ($1 + 4) / 5 )) b=$(( $1 / 2 )); seq -s, "$a" "$b"; }
 bench() {  # OUT MODEL SCHEDULER_ARGS PROMPTS STEPS PROFILE
   etcdiff bench --model "$2" $3 --prompts "$4" --seeds "$SEEDS" --steps "$5" --repeats "${REPEATS:-1}" --threads 1 \
-    --no-progress --out "$O/$1$SUFFIX" --settings "etc-plus:profile=$6 calls=$(ladder "$5");etc-plus:profile=$6"
+    --no-progress --out "$O/$1$SUFFIX" --settings "etc-plus:profile=$6 calls=$(ladder "$5") $RUN;etc-plus:profile=$6 $RUN"
 }
 STEPS=${*:2}; STEPS=${STEPS:-20 28 50}
 for N in $STEPS; do
