@@ -213,6 +213,8 @@ def main() -> None:
         ap.error("--grid reads ETC+ from the grid's own rows; --variant is for the pipeline benches")
     if args.pipeline and not args.grid:
         ap.error("--pipeline adds the pipeline benches to --grid's runs; without --grid they are the default")
+    if args.pool and args.grid and not args.pipeline:
+        ap.error("--pool pools the pipeline benches; with --grid alone there are none (add --pipeline)")
     rows = grid_rows(args.grid, args.draws, args.seed) if args.grid else []
     if args.pipeline or not args.grid:
         rows = sorted(rows + interval_rows(args.variant, args.draws, args.seed, args.pool),

@@ -142,3 +142,8 @@ def test_pipeline_and_grid_cases_go_in_one_table_counted_per_model(tmp_path, mon
         module.main()
     assert e.value.code == 2
     assert "--pipeline adds the pipeline benches to --grid's runs" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["margin_intervals.py", "--grid", str(grid), "--pool", "seeds-2-5"])
+    with pytest.raises(SystemExit) as e:
+        module.main()
+    assert e.value.code == 2
+    assert "--pool pools the pipeline benches; with --grid alone there are none" in capsys.readouterr().err
