@@ -54,8 +54,10 @@ def test_the_schedule_serves_only_its_budget_step_count_and_the_plan_it_replaced
     assert ETCPlus(served, calls=6, last_step=True).planned_steps(STEPS) == \
         ETCPlus(prof, calls=6, last_step=True).planned_steps(STEPS)  # the plan forced to compute the last step
     for setting in ({"tolerance": 0.05}, {"spike": 3.0}, {"trend_cap": 0.5}, {"adapt_trend": True}):
-        policy = ETCPlus(served, calls=6, **setting)  # a setting of ETC+'s own plan runs that plan
-        policy.begin(STEPS)
+        policy = ETCPlus(served, calls=6, **setting)  # a setting of ETC+'s own plan runs that plan, and says so
+        with pytest.warns(UserWarning, match=f"serves calls=6 with a searched schedule, but {next(iter(setting))} "
+                                             "is a setting of ETC\\+'s own plan"):
+            policy.begin(STEPS)
         assert policy.schedule is None, setting
     x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(6))
     policy = ETCPlus(_served(prof, "etc", calls=8), calls=8)

@@ -220,9 +220,15 @@ class ETCPlus(StepPolicy):
         if isinstance(num_steps, int) and not isinstance(num_steps, bool):
             self._switch(profile_for_steps(self.calibrated, self._fitted, num_steps, self._run_sigmas,
                                            self.requested_calls, self.last_step, self._other_steps, self.tolerance))
-            own = (self.tolerance, self.requested_trend_cap, self.requested_adapt_trend, self.requested_spike)
-            self.schedule = None if any(v is not None for v in own) else budget_schedule(
-                self.profile, self.calls, self.compute_last, num_steps)  # settings of ETC+'s own plan run it
+            own = {"tolerance": self.tolerance, "trend_cap": self.requested_trend_cap,
+                   "adapt_trend": self.requested_adapt_trend, "spike": self.requested_spike}
+            given = [k for k, v in own.items() if v is not None]
+            self.schedule = budget_schedule(self.profile, self.calls, self.compute_last, num_steps)
+            if self.schedule is not None and given:  # settings of ETC+'s own plan run that plan
+                warnings.warn(f"etc-plus: the profile serves calls={self.calls} with a searched schedule, but "
+                              f"{', '.join(given)} is a setting of ETC+'s own plan, which runs instead; leave it "
+                              "unset to run the schedule.", UserWarning, stacklevel=2)
+                self.schedule = None
         super().begin(num_steps)
         if self._plan is None:
             self._build_plan()
