@@ -24,7 +24,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_more_seeds import pooled  # noqa: E402
-from etc_plus_margins import BENCHES, OURS, SCHEDULER_CLASSES, extra_benches, save_table, variant_folder  # noqa: E402
+from etc_plus_margins import (BENCHES, OURS, SCHEDULER_CLASSES, complete_rows, extra_benches,  # noqa: E402
+                             save_table, variant_folder)
 
 SPEEDS = (3, 4)
 MATCH = "classifier_prompt_match"
@@ -34,11 +35,10 @@ def _calls(row: dict[str, Any], steps: int) -> float:
     return steps / row["speedup_nfe"]
 
 
-def _settings(path: str, pool: str, keep) -> tuple[list[dict[str, Any]], int]:
-    """The summary rows of ``path`` (pooled) that ``keep`` keeps and were run on every image, and the images."""
-    summary = pooled(path, pool)["summary"]
-    most = max((r.get("pairs", 0) for r in summary), default=0)
-    return [r for r in summary if r["kind"] == "run" and r.get("pairs") == most and keep(r)], most
+def _settings(path: str, pool: str) -> tuple[list[dict[str, Any]], int]:
+    """The settings of bench ``path`` (pooled) run on every image, and the number of images."""
+    rows, images = complete_rows(pooled(path, pool)["summary"])
+    return [r for r in rows if r["kind"] == "run"], images
 
 
 def cells(path: str, sched: str, steps: int, pool: str = "", variant: str = "") -> list[list[str]]:
@@ -46,10 +46,10 @@ def cells(path: str, sched: str, steps: int, pool: str = "", variant: str = "") 
     ours_path = os.path.join(variant_folder(path, variant), "results.json") if variant else path
     if not os.path.exists(ours_path):
         return [[f"{s}x", f"not measured with {variant}", "", "", ""] for s in SPEEDS]
-    ours, images = _settings(ours_path, pool, lambda r: r["method"] == OURS)
-    others = []
-    for p in (path, *extra_benches("scenes", sched, steps, path)):
-        others += _settings(p, pool, lambda r: not r["method"].startswith(OURS))[0]
+    benches = [_settings(p, pool) for p in (path, *extra_benches("scenes", sched, steps, path))]
+    ours_rows, images = _settings(ours_path, pool) if variant else benches[0]  # the case's bench read once
+    ours = [r for r in ours_rows if r["method"] == OURS]
+    others = [r for rows, _ in benches for r in rows if not r["method"].startswith(OURS)]
     out = []
     for s in SPEEDS:
         row = next((r for r in ours if r["setting"].get("calls") == steps // s), None)

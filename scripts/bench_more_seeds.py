@@ -83,7 +83,7 @@ def check(bench: str, threads: int) -> None:
     config = data["config"]
     prompt, seed = config["prompts"][0], int(config["seeds"][0])
     with tempfile.TemporaryDirectory() as tmp:
-        cmd, env = command(bench, [seed], tmp, threads)
+        cmd, env = command(bench, [seed], tmp, threads, write=False)  # its first prompt only, written here
         with open(os.path.join(tmp, "prompts.txt"), "w") as f:
             f.write(prompt + "\n")
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)

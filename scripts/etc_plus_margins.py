@@ -85,6 +85,13 @@ SCHEDULER_CLASSES = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPC
 MODELS = {"demo": "scenes", "unet-digits-dpm": "unet-digits"}
 
 
+def complete_rows(summary: Sequence[dict]) -> tuple[list[dict], int]:
+    """A bench summary's rows run on every image of the bench, and that count of images: a setting measured on fewer
+    (a bench cut short) averages other images, so no comparison reads it."""
+    most = max((r.get("pairs", 0) for r in summary), default=0)
+    return [r for r in summary if r.get("pairs", most) == most], most
+
+
 def bench_fronts(path: str, more: Sequence[str] = (), keep: Callable[[dict], bool] = lambda row: True,
                  pool: str = "") -> dict[str, dict[str, float | None]]:
     """Each method's front at :data:`SPEEDUPS` from a bench's ``results.json`` and the ``more`` benches of other
@@ -96,9 +103,7 @@ def bench_fronts(path: str, more: Sequence[str] = (), keep: Callable[[dict], boo
         data = pooled(p, pool)
         if "runs" in data:  # a summary alone (a hand-made table) has no images to compare
             images[p] = {(r["prompt"], int(r["seed"])) for r in data["runs"]}
-        summary = data["summary"]
-        most = max((r.get("pairs", 0) for r in summary), default=0)
-        rows += [r for r in summary if r.get("pairs", most) == most and keep(r)]
+        rows += [r for r in complete_rows(data["summary"])[0] if keep(r)]
     if len({frozenset(v) for v in images.values()}) > 1:
         raise ValueError(f"{path}: the benches read with it ({', '.join(more)}) cover other images "
                          f"({', '.join(f'{len(v)}' for v in images.values())}); bench them on the same seeds")

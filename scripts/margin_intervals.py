@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import front_table  # noqa: E402
 from bench_more_seeds import pooled  # noqa: E402
-from etc_plus_margins import (BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, extra_benches, in_grid_fronts,  # noqa: E402
-                             save_table, variant_folder)
+from etc_plus_margins import (BENCHES, OURS, SCHEDULER_CLASSES, SPEEDUPS, complete_rows,  # noqa: E402
+                             extra_benches, in_grid_fronts, save_table, variant_folder)
 
 Pair = tuple[str, int]
 
@@ -50,9 +50,7 @@ class Bench:
 
     def __init__(self, path: str, only: str | None = None, skip: str | None = None, pool: str = ""):
         data = pooled(path, pool)
-        summary = data["summary"]
-        most = max((r.get("pairs", 0) for r in summary), default=0)
-        self.settings = [r for r in summary if r["kind"] == "run" and r.get("pairs") == most
+        self.settings = [r for r in complete_rows(data["summary"])[0] if r["kind"] == "run"
                          and (only is None or r["method"] == only) and (skip is None or r["method"] != skip)]
         runs = {(r["method"], r["setting_label"], r["prompt"], int(r["seed"])): r for r in data["runs"]
                 if r["kind"] == "run"}
