@@ -88,3 +88,27 @@ def test_the_margin_table_reads_the_pooled_benches_and_refuses_benches_of_other_
     monkeypatch.setattr(intervals, "BENCHES", [("scenes", "unipc", 20, bench)])
     row = intervals.interval_rows(draws=50, pool="seeds-2-5")[0]
     assert row[-1] == "12" and row[3].startswith("-1.0 [")
+
+
+def test_seeds_the_bench_ran_and_an_image_that_comes_out_otherwise_are_refused_in_one_line(tmp_path, monkeypatch):
+    module = load_script("bench_more_seeds")
+    bench = _bench(tmp_path / "case", [0, 1])
+    monkeypatch.setattr("sys.argv", ["bench_more_seeds.py", str(tmp_path / "case"), "--seeds", "1,2", "--dry-run"])
+    with pytest.raises(SystemExit, match=r"ran seeds \[1\] already; give seeds it has not run"):
+        module.main()
+
+    off = {"lemica": 0.0}
+
+    def bench_run(cmd, **kwargs):  # the bench made again on its first image, lemica ``off`` dB away
+        out = Path(cmd[cmd.index("--out") + 1])
+        assert (out / "prompts.txt").read_text() == "a\n"
+        runs = [{**r, "psnr": r["psnr"] + off.get(r["method"], 0.0)}
+                for r in json.loads(Path(bench).read_text())["runs"]
+                if r["kind"] == "run" and r["prompt"] == "a" and r["seed"] == 0]
+        (out / "results.json").write_text(json.dumps({"runs": runs}))
+    monkeypatch.setattr(module.subprocess, "run", bench_run)
+    module.check(bench, 1)  # the same image: no refusal
+    off["lemica"] = 0.5
+    with pytest.raises(SystemExit, match=r"lemica calls=6 gives 41.5 dB at 6 calls on its first image, the committed "
+                                         r"run 41.0 dB at 6 calls; bench it again from scratch"):
+        module.check(bench, 1)
