@@ -230,12 +230,41 @@ def test_a_spike_in_a_samples_output_forces_a_real_call():
     def spiky(x, t):
         return smooth(x, t) + (5.0 if abs(float(t) - spike_t) < 1e-3 else 0.0)
 
-    adaptive = ETCPlus(prof, calls=10)
+    adaptive = ETCPlus(prof, calls=10, spike=prof["spike"])  # under a budget the rule runs where a level is given
     etcdiff.sample(spiky, sched, x, 20, adaptive)
     rep = adaptive.report()
     assert c in rep.computed_steps and c + 1 in rep.computed_steps
     assert rep.err[c] > adaptive.spike
     assert rep.num_computed <= 10
+    assert adaptive.params()["spike"] == prof["spike"]
+
+
+def test_under_a_budget_alone_the_plan_runs_as_planned_through_a_spike():
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    base = torch.linspace(-1, 1, 256).reshape(1, 1, 16, 16)
+
+    def smooth(x, t):
+        return base * (1 + (float(t) / 1000) ** 2) + 0.1 * x
+
+    prof = fit_etc_plus(record(smooth, sched, 20, [1, 2], batch=2), max_window=6)
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    planned = ETCPlus(prof, calls=10).planned_steps(20)
+    c = next(s for s in planned[2:] if s + 1 not in planned and s + 1 < 20)
+    spike_t = sched.timesteps[c].item()
+
+    def spiky(x, t):
+        return smooth(x, t) + (5.0 if abs(float(t) - spike_t) < 1e-3 else 0.0)
+
+    policy = ETCPlus(prof, calls=10)
+    etcdiff.sample(spiky, sched, x, 20, policy)
+    rep = policy.report()
+    assert rep.err[c] > prof["spike"]  # the sample spiked past the calibrated level ...
+    assert list(rep.computed_steps) == planned  # ... and the plan ran as planned
+    assert math.isinf(policy.spike) and policy.params()["spike"] is None
+    # the tolerance mode, a tolerance with the budget, and adapt_trend (which acts after spikes) keep the level
+    for kept in (ETCPlus(prof), ETCPlus(prof, calls=10, tolerance=prof["tolerance"]),
+                 ETCPlus(prof, calls=10, adapt_trend=True)):
+        assert kept.spike == prof["spike"]
 
 
 def test_under_a_budget_a_sample_that_stays_hard_keeps_its_calls_for_the_end():
@@ -259,7 +288,7 @@ def test_under_a_budget_a_sample_that_stays_hard_keeps_its_calls_for_the_end():
     x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(5))
     full = etcdiff.sample(wobbly, sched, x, 20, NoCache())
     for calls in (6, 8, 10):
-        policy = ETCPlus(prof, calls=calls)
+        policy = ETCPlus(prof, calls=calls, spike=prof["spike"])
         out = etcdiff.sample(wobbly, sched, x, 20, policy)
         rep = policy.report()
         steps = rep.computed_steps
@@ -273,7 +302,7 @@ def test_a_persistent_hardness_leaves_the_budget_plan_as_it_is(flow):
     # Only the spike's excess over the sample's running hardness prices the window ahead: with no excess the
     # next real step is the plan's own, whatever the ratio.
     _, _, prof = flow
-    policy = ETCPlus(prof, calls=8)
+    policy = ETCPlus(prof, calls=8, spike=prof["spike"])
     policy.begin(20)
     for state, left in (((0, 2), 6), ((2, 5), 4), ((-1, 0), 7)):
         policy._state = state

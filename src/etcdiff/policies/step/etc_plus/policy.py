@@ -36,15 +36,18 @@ scheduler of another family is refused), then measures every budget's plan and t
 Online adaptivity: at each real step n the policy measures what its estimate for n would have missed (max over
 the batch of the per-sample RMS) against the calibrated error ``e(c', c, n)``. Its running mean (the sample's
 hardness) scales the plan ahead (tolerance mode: a hard sample gets more calls, an easy one fewer); a ratio above ``spike``
-forces the next step to run. With ``calls=B`` no generation makes more than B real steps: a spike there prices the
-window ahead by how much more the sample misses now than its hardness so far, and runs the next step only where
-that costs less than the rest of the plan with one call fewer (:meth:`ETCPlus._spike_next`). Every estimate is
+forces the next step to run. With ``calls=B`` no generation makes more than B real steps, and the plan runs as
+planned unless a ``spike`` level is given (or ``adapt_trend`` is in force): a spike there prices the window ahead by
+how much more the sample misses now than its hardness so far, and runs the next step only where that costs less
+than the rest of the plan with one call fewer (:meth:`ETCPlus._spike_next`). Under a budget the plan as planned came
+out closer on images and noises no choice saw (docs/etc-plus, "The spike rule off under a budget"). Every estimate is
 linear in the outputs, so each CFG branch (``new_stream``) applies the same coefficients to its own outputs and the
 branches combine exactly.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
@@ -84,7 +87,9 @@ class ETCPlus(StepPolicy):
             ``tolerance_scale``, or, where calibration found no scale that held it and a budget that did, run as
             that budget: ``tolerance_calls``). With both, both hold.
         spike: a sample whose measured error exceeds ``spike`` times the calibrated one forces the next step to
-            run (default from the calibration's spread).
+            run. ``None`` (default): the calibration's level (the profile's ``spike``, from its spread) in the
+            tolerance mode and where ``adapt_trend`` is in force; none under a call budget alone, where the plan
+            runs as planned (give the profile's level to turn it on).
         last_step: ``True``: every generation computes the last step; ``False``: the plan decides; ``None``
             (default): with ``calls``, whichever calibration measured closer for this budget
             (:mod:`~etcdiff.policies.step.etc_plus.budgets`), else the plan decides.
@@ -130,7 +135,7 @@ class ETCPlus(StepPolicy):
         self.requested_adapt_trend, self.trend_weight = adapt_trend, 1.0
         self._trend_settings(self.profile)
         self.requested_spike = check_number("spike", spike, 1.0)
-        self.spike = self.requested_spike or float(self.profile["spike"])
+        self._profile_spike = float(self.profile["spike"])
         self.max_window = int(self.profile["max_window"])
         self._gains: dict[tuple[int, int, int], tuple[float, float, float]] = {
             (int(cp), int(c), int(t)): (float(g), float(k), float(e)) for cp, c, t, g, k, e in self.profile["triplets"]
@@ -142,9 +147,20 @@ class ETCPlus(StepPolicy):
         self._kept: dict[int, tuple] = {}
         self.schedule: tuple[list[int], str] | None = None  # (steps, predictor) where a searched schedule serves
 
+    @property
+    def spike(self) -> float:
+        """The spike level in force: the one given; else the profile's in the tolerance mode and where
+        ``adapt_trend`` weighs the trend after spikes; else none (``inf``) under a call budget."""
+        if self.requested_spike is not None:
+            return self.requested_spike
+        if self.requested_calls is None or self.tolerance is not None or self.adapt_trend:
+            return self._profile_spike
+        return math.inf
+
     def params(self) -> dict[str, Any]:
+        spike = None if math.isinf(self.spike) else self.spike  # None: no spike rule (a budget alone)
         return {"calls": self.requested_calls, "tolerance": self.tolerance if self.tolerance is not None
-                else (None if self.requested_calls is not None else self.profile["tolerance"]), "spike": self.spike,
+                else (None if self.requested_calls is not None else self.profile["tolerance"]), "spike": spike,
                 "last_step": self.last_step, "trend_cap": self.requested_trend_cap,
                 "adapt_trend": self.requested_adapt_trend}
 
