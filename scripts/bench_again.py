@@ -3,11 +3,11 @@
 ``python scripts/bench_again.py FOLDER ... --only METHOD`` runs each bench's grid again (its ``results.json``:
 model, scheduler, steps, guidance, prompts, seeds, settings, repeats and threads, the profiles named there) into a
 temporary folder, compares every run with the committed one (PSNR within 0.01 dB and the same real steps), prints
-per method how many runs changed and by how much, and then puts the new bench files in the folder. A folder with a
-``profiles/`` of its own is run with ``ETCDIFF_PROFILE_DIR`` set to it; a bench that read saved profiles from
-elsewhere needs that variable set as when it was made. A run of another method than ``--only`` that changed refuses
-the bench in one line and leaves its folder as it was: a change of one method's defaults must leave every other
-method's images as they were.
+per method how many runs changed and by how much, and then puts the new bench files in the folder, with its
+``runs/`` and ``reference/`` (which git ignores). A folder with a ``profiles/`` of its own is run with
+``ETCDIFF_PROFILE_DIR`` set to it; a bench that read saved profiles from elsewhere needs that variable set as when it
+was made. A run of another method than ``--only`` that changed refuses the bench in one line and leaves its folder
+as it was: a change of one method's defaults must leave every other method's images as they were.
 
 Usage: python scripts/bench_again.py FOLDER [...] --only etc-plus [--dry-run]
 """
@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_more_seeds import TOLERANCE_DB, command  # noqa: E402
 
 BENCH_FILES = ("results.json", "results.csv", "report.md", "sweep.json", "pareto.png")
+RECORD_DIRS = ("runs", "reference")  # the per-run records and full-step references, kept out of git
 
 
 def changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -71,6 +72,10 @@ def again(folder: str, only: str) -> str:
         for name in BENCH_FILES:
             if os.path.exists(os.path.join(out, name)):
                 shutil.copy(os.path.join(out, name), os.path.join(folder, name))
+        for name in RECORD_DIRS:  # not committed, but read by the scripts that check a bench's images
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            if os.path.isdir(os.path.join(out, name)):
+                shutil.copytree(os.path.join(out, name), os.path.join(folder, name))
     mine = changed.get(only, [])
     total = sum(1 for r in new["runs"] if r["kind"] == "run" and r["method"] == only)
     mean = sum(mine) / len(mine) if mine else 0.0

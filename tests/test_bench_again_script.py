@@ -1,6 +1,7 @@
 """scripts/bench_again.py: a committed bench made again, refused where another method's runs changed."""
 
 import json
+import os
 
 import pytest
 
@@ -33,7 +34,8 @@ def test_changes_count_other_steps_or_psnr_beyond_the_tolerance_per_method():
 def test_again_replaces_the_bench_only_where_no_other_method_changed(tmp_path, monkeypatch, other_plus):
     module = load_script("bench_again")
     folder = tmp_path / "bench"
-    folder.mkdir()
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "stale.jsonl").write_text("old\n")  # the folder's records of before go with its bench
     config = {"model": "demo", "grid": [{"method": "etc-plus", "setting": {"calls": 5}},
                                         {"method": "fixed", "setting": {"interval": 2}}],
               "prompts": ["a", "b"], "seeds": [0], "steps": 10, "repeats": 1, "threads": 1, "out": str(folder)}
@@ -48,15 +50,20 @@ def test_again_replaces_the_bench_only_where_no_other_method_changed(tmp_path, m
             json.dump(new, f)
         with open(f"{out}/sweep.json", "w") as f:
             json.dump({"config": {"out": out}}, f)
+        os.makedirs(f"{out}/runs", exist_ok=True)
+        with open(f"{out}/runs/rank0.jsonl", "w") as f:
+            f.write("{}\n")
 
     monkeypatch.setattr(module.subprocess, "run", fake_run)
     if other_plus:
         with pytest.raises(SystemExit, match="runs of fixed changed too, not only etc-plus's"):
             module.again(str(folder), "etc-plus")
         assert (folder / "results.json").read_text() == committed and not (folder / "sweep.json").exists()
+        assert (folder / "runs" / "stale.jsonl").exists()
         return
     line = module.again(str(folder), "etc-plus")
     assert line.endswith("2 of 2 etc-plus runs changed (mean PSNR change +2.00 dB); no other run did")
     made = json.loads((folder / "results.json").read_text())
     assert made["config"]["out"] == str(folder) and made["runs"][1]["psnr"] == 32.0
     assert json.loads((folder / "sweep.json").read_text())["config"]["out"] == str(folder)
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["rank0.jsonl"]  # the new records, not the old
