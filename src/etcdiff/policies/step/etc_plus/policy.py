@@ -40,9 +40,9 @@ forces the next step to run. With ``calls=B`` no generation makes more than B re
 planned unless a ``spike`` level is given (or ``adapt_trend`` is in force): a spike there prices the window ahead by
 how much more the sample misses now than its hardness so far, and runs the next step only where that costs less
 than the rest of the plan with one call fewer (:meth:`ETCPlus._spike_next`). Under a budget the plan as planned came
-out closer on images and noises no choice saw (docs/etc-plus, "The spike rule off under a budget"). Every estimate is
-linear in the outputs, so each CFG branch (``new_stream``) applies the same coefficients to its own outputs and the
-branches combine exactly.
+out closer on images and noises no choice saw (docs/etc-plus, "The plan as planned under a budget, by default").
+Every estimate is linear in the outputs, so each CFG branch (``new_stream``) applies the same coefficients to its own
+outputs and the branches combine exactly.
 """
 
 from __future__ import annotations
