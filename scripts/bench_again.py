@@ -26,15 +26,15 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_more_seeds import TOLERANCE_DB, command  # noqa: E402
+from bench_more_seeds import command, same_psnr  # noqa: E402
 
 BENCH_FILES = ("results.json", "results.csv", "report.md", "sweep.json", "pareto.png")
 RECORD_DIRS = ("runs", "reference")  # the per-run records and full-step references, kept out of git
 
 
 def changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Per method, the PSNR change of every run that changed (PSNR by more than :data:`TOLERANCE_DB` or other
-    real steps), matched by setting, prompt and seed; a run on one side only counts as changed (``nan``)."""
+    """Per method, the PSNR change of every run that changed (PSNR beyond :func:`bench_more_seeds.same_psnr` or
+    other real steps), matched by setting, prompt and seed; a run on one side only counts as changed (``nan``)."""
     def runs(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
         return {(r["method"], r["setting_label"], r["prompt"], int(r["seed"])): r for r in rows if r["kind"] == "run"}
     before, after = runs(old), runs(new)
@@ -43,9 +43,17 @@ def changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> dict[str, l
         a, b = before.get(key), after.get(key)
         if a is None or b is None:
             out[key[0]].append(float("nan"))
-        elif a["computed_steps"] != b["computed_steps"] or abs(a["psnr"] - b["psnr"]) > TOLERANCE_DB:
+        elif a["computed_steps"] != b["computed_steps"] or not same_psnr(a["psnr"], b["psnr"]):
             out[key[0]].append(b["psnr"] - a["psnr"])
     return dict(out)
+
+
+def rerun_command(bench: str, out: str, write: bool = True) -> tuple[list[str], dict[str, str]]:
+    """The ``etcdiff bench`` command that makes ``bench`` again into ``out``: its seeds, threads and repeats."""
+    config = json.load(open(bench))["config"]
+    cmd, env = command(bench, [int(s) for s in config["seeds"]], out, int(config.get("threads") or 1), write=write)
+    cmd[cmd.index("--repeats") + 1] = str(config.get("repeats", 0))
+    return cmd, env
 
 
 def again(folder: str, only: str) -> str:
@@ -55,8 +63,7 @@ def again(folder: str, only: str) -> str:
     config = data["config"]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "bench")
-        cmd, env = command(bench, [int(s) for s in config["seeds"]], out, int(config.get("threads") or 1))
-        cmd[cmd.index("--repeats") + 1] = str(config.get("repeats", 0))
+        cmd, env = rerun_command(bench, out)
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
         new = json.load(open(os.path.join(out, "results.json")))
         changed = changes(data["runs"], new["runs"])
@@ -90,9 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     for folder in args.folders:
         if args.dry_run:
-            bench = os.path.join(folder, "results.json")
-            seeds = [int(s) for s in json.load(open(bench))["config"]["seeds"]]
-            cmd, _ = command(bench, seeds, "OUT", 1, write=False)
+            cmd, _ = rerun_command(os.path.join(folder, "results.json"), "OUT", write=False)
             print(" ".join(cmd[:-1]), repr(cmd[-1]))
             continue
         print(again(folder.rstrip("/"), args.only), flush=True)

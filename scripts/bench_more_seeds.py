@@ -70,7 +70,9 @@ def command(bench: str, seeds: list[int], out: str, threads: int,
     return cmd, env
 
 
-def _close(a: float | None, b: float | None) -> bool:
+def same_psnr(a: float | None, b: float | None) -> bool:
+    """Whether two runs' PSNR agree within :data:`TOLERANCE_DB` (an identical image's inf, or a missing value, only
+    with itself)."""
     if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
         return a == b
     return abs(a - b) <= TOLERANCE_DB
@@ -92,7 +94,7 @@ def check(bench: str, threads: int) -> None:
            if r["kind"] == "run" and r["prompt"] == prompt and int(r["seed"]) == seed}
     for r in (r for r in new if r["kind"] == "run"):
         was = old.get((r["method"], r["setting_label"]))
-        if was is None or r["nfe"] != was["nfe"] or not _close(r["psnr"], was["psnr"]):
+        if was is None or r["nfe"] != was["nfe"] or not same_psnr(r["psnr"], was["psnr"]):
             got = "missing" if was is None else f"{was['psnr']} dB at {was['nfe']} calls"
             raise SystemExit(f"{bench}: {r['method']} {r['setting_label']} gives {r['psnr']} dB at {r['nfe']} calls "
                              f"on its first image, the committed run {got}; bench it again from scratch instead.")

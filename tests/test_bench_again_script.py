@@ -26,6 +26,11 @@ def test_changes_count_other_steps_or_psnr_beyond_the_tolerance_per_method():
     assert module.changes(_runs(), _runs(psnr_plus=0.005)) == {}  # float sums differ by less than 0.01 dB
     assert module.changes(_runs(), _runs(psnr_plus=1.5)) == {"etc-plus": [1.5, 1.5]}
     assert module.changes(_runs(), _runs(steps_plus=(9,))) == {"etc-plus": [0.0, 0.0]}  # same PSNR, other steps
+    same = [{**r, "psnr": float("inf")} for r in _runs()]  # identical images: inf dB on both sides
+    assert module.changes(same, same) == {}
+    unread = [{**r, "psnr": None} for r in _runs()]  # a run the bench could not score, on both sides
+    assert module.changes(unread, unread) == {}
+    assert module.changes(same, _runs()) == {"etc-plus": [-float("inf")] * 2, "fixed": [-float("inf")] * 2}
     missing = module.changes(_runs(), [r for r in _runs() if r["prompt"] == "a"])
     assert sorted(missing) == ["etc-plus", "fixed"] and all(v != v for v in missing["fixed"])  # nan: one side only
 
