@@ -22,15 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from profile_pair_dev import change_line, dev_runner  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-DEV = ROOT / "docs" / "scenes" / "bench" / "dev-schedules"
 BUDGET_KEYS = ("budget_errors", "budget_errors_last", "budget_logs", "budget_logs_last", "budget_fits",
                "budget_schedules", "budget_trend_caps", "budget_adapt_trend")
 
@@ -60,15 +65,11 @@ def variant(saved: dict[str, Any], pinned: list[int] | None = None, power: float
 def measure(case: str, seeds: list[int], out: str, power: float | None, rev: str) -> None:
     """One record per (caption, seed, variant, budget) in ``out`` (JSON lines)."""
     import numpy as np
-    import torch
 
-    import etcdiff
     from etcdiff.metrics import psnr
-    from etcdiff.models import call_kwargs, load_pipeline
     from etcdiff.policies.step.lemica import search_leximax
 
-    config = json.loads((DEV / case / "sweep.json").read_text())["config"]
-    steps = int(config["steps"])
+    config, steps, generate = dev_runner(case)
     plus = next(g["setting"]["profile"] for g in config["grid"] if g["method"] == "etc-plus")
     lemica = next(g["setting"]["profile"] for g in config["grid"] if g["method"] == "lemica")
     saved, costs = read_json(plus, rev), read_json(lemica, rev)["settings"]["profile"]["costs"]["etc"]
@@ -89,16 +90,6 @@ def measure(case: str, seeds: list[int], out: str, power: float | None, rev: str
                      lemica, rev)), "predictor": "etc"})]
         if power is not None:
             runs.append((f"P{power:g}", calls, "etc-plus", {"profile": written("P", variant(saved, power=power))}))
-    torch.set_num_threads(1)
-    pipe = load_pipeline("demo", scheduler=config.get("scheduler"))
-    pipe.set_progress_bar_config(disable=True)
-
-    def generate(prompt: str, seed: int, method: str = "none", **settings: Any) -> tuple:
-        with etcdiff.enabled(pipe, method, **settings) as policy:
-            image = pipe(**call_kwargs(pipe, prompt, steps, seed), output_type="np").images
-        report = getattr(policy, "report", None)
-        return image, (list(report().computed_steps) if report is not None else None)
-
     with open(out, "w") as fh:
         for seed in seeds:
             for prompt in config["prompts"]:
@@ -128,8 +119,7 @@ def summary(paths: list[str]) -> str:
         d = [means[(c, b, new)] - means[(c, b, old)] for c, b in budgets
              if (c, b, new) in means and (c, b, old) in means]
         if d:
-            lines.append(f"{label}: mean {mean(d):+.2f} dB over {len(d)} budgets, higher at "
-                         f"{sum(x > 0.01 for x in d)}, lower at {sum(x < -0.01 for x in d)}")
+            lines.append(f"{label}: {change_line(d)}")
     return "\n".join(lines)
 
 

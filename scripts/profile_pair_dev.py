@@ -18,17 +18,17 @@ import json
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
+from typing import Any, Callable
 
 DEV = Path(__file__).resolve().parent.parent / "docs" / "scenes" / "bench" / "dev-schedules"
 
 
-def measure(case: str, old: str, new: str, seeds: list[int], out: str) -> None:
-    """Write one record per (caption, seed, profile, budget) to ``out`` (JSON lines)."""
-    import numpy as np
+def dev_runner(case: str) -> tuple[dict[str, Any], int, Callable[..., tuple]]:
+    """``(config, steps, generate)`` for a case's development bench: ``generate(prompt, seed, method="none",
+    **settings)`` gives the image and the real steps (``None`` for the full run) on one thread."""
     import torch
 
     import etcdiff
-    from etcdiff.metrics import psnr
     from etcdiff.models import call_kwargs, load_pipeline
 
     config = json.loads((DEV / case / "sweep.json").read_text())["config"]
@@ -37,12 +37,28 @@ def measure(case: str, old: str, new: str, seeds: list[int], out: str) -> None:
     pipe = load_pipeline("demo", scheduler=config.get("scheduler"))
     pipe.set_progress_bar_config(disable=True)
 
-    def generate(prompt: str, seed: int, method: str = "none", **settings) -> tuple:
+    def generate(prompt: str, seed: int, method: str = "none", **settings: Any) -> tuple:
         with etcdiff.enabled(pipe, method, **settings) as policy:
             image = pipe(**call_kwargs(pipe, prompt, steps, seed), output_type="np").images
         report = getattr(policy, "report", None)
         return image, (list(report().computed_steps) if report is not None else None)
 
+    return config, steps, generate
+
+
+def change_line(changes: list[float]) -> str:
+    """The mean of per-budget changes (dB) and at how many budgets they were above and below zero."""
+    return (f"mean {mean(changes):+.2f} dB over {len(changes)} budgets, higher at {sum(c > 0.01 for c in changes)}, "
+            f"lower at {sum(c < -0.01 for c in changes)}")
+
+
+def measure(case: str, old: str, new: str, seeds: list[int], out: str) -> None:
+    """Write one record per (caption, seed, profile, budget) to ``out`` (JSON lines)."""
+    import numpy as np
+
+    from etcdiff.metrics import psnr
+
+    config, steps, generate = dev_runner(case)
     with open(out, "w") as fh:
         for seed in seeds:
             for prompt in config["prompts"]:
@@ -70,8 +86,7 @@ def summary(paths: list[str]) -> str:
         changes.append(new - old)
         lines.append(f"| {case} | {calls} | {len(runs['old'])} | {old:.2f} ({real[0]:.1f}) | "
                      f"{new:.2f} ({real[1]:.1f}) | {new - old:+.2f} |")
-    lines.append(f"\n{len(changes)} budgets: mean change {mean(changes):+.2f} dB, higher at "
-                 f"{sum(c > 0.01 for c in changes)}, lower at {sum(c < -0.01 for c in changes)}.")
+    lines.append(f"\nChange: {change_line(changes)}.")
     return "\n".join(lines)
 
 

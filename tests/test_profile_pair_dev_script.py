@@ -25,7 +25,7 @@ def test_summary_gives_each_budget_and_the_mean_change_over_budgets(tmp_path):
     text = module.summary([_records(tmp_path / "a.jsonl", rows)])
     assert "| dpm-20 | 6 | 2 | 30.00 (5.0) | 32.50 (6.0) | +2.50 |" in text
     assert "| dpm-20 | 10 | 1 | 43.00 (10.0) | 42.00 (9.0) | -1.00 |" in text
-    assert "2 budgets: mean change +0.75 dB, higher at 1, lower at 1." in text
+    assert "Change: mean +0.75 dB over 2 budgets, higher at 1, lower at 1." in text
 
 
 def test_measuring_needs_both_profiles_and_an_output(monkeypatch, capsys):
