@@ -72,7 +72,8 @@ def measure(case: str, seeds: list[int], out: str, power: float | None, rev: str
     config, steps, generate = dev_runner(case)
     plus = next(g["setting"]["profile"] for g in config["grid"] if g["method"] == "etc-plus")
     lemica = next(g["setting"]["profile"] for g in config["grid"] if g["method"] == "lemica")
-    saved, costs = read_json(plus, rev), read_json(lemica, rev)["settings"]["profile"]["costs"]["etc"]
+    saved, saved_lemica = read_json(plus, rev), read_json(lemica, rev)
+    costs = saved_lemica["settings"]["profile"]["costs"]["etc"]
     tmp = Path(tempfile.mkdtemp(prefix="lemica-gap-"))
 
     def written(name: str, data: dict[str, Any]) -> str:
@@ -80,16 +81,18 @@ def measure(case: str, seeds: list[int], out: str, power: float | None, rev: str
         path.write_text(json.dumps(data))
         return str(path)
 
+    same = {"A": written("A", saved), "A0": written("A0", variant(saved)),  # the profiles every budget shares
+            "C": written("C", saved_lemica) if rev else str(ROOT / lemica),
+            **({"P": written("P", variant(saved, power=power))} if power is not None else {})}
     runs: list[tuple[str, int, str, dict[str, Any]]] = []
     for calls in (steps // 2, round(steps / 3), steps // 4):
         schedule = search_leximax(costs, calls)
-        runs += [("A", calls, "etc-plus", {"profile": written("A", saved)}),
-                 ("A0", calls, "etc-plus", {"profile": written("A0", variant(saved))}),
+        runs += [("A", calls, "etc-plus", {"profile": same["A"]}),
+                 ("A0", calls, "etc-plus", {"profile": same["A0"]}),
                  ("B", calls, "etc-plus", {"profile": written(f"B{calls}", variant(saved, schedule))}),
-                 ("C", calls, "lemica", {"profile": str(ROOT / lemica) if not rev else written("C", read_json(
-                     lemica, rev)), "predictor": "etc"})]
+                 ("C", calls, "lemica", {"profile": same["C"], "predictor": "etc"})]
         if power is not None:
-            runs.append((f"P{power:g}", calls, "etc-plus", {"profile": written("P", variant(saved, power=power))}))
+            runs.append((f"P{power:g}", calls, "etc-plus", {"profile": same["P"]}))
     with open(out, "w") as fh:
         for seed in seeds:
             for prompt in config["prompts"]:
